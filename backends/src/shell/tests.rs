@@ -1,0 +1,332 @@
+//! Behaviour of the shell backend, run against the real `sh`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::temp_dir::TempDir;
+use super::ShellBackend;
+use crate::{Backend, CommandResult, Outcome};
+use cheops_model::{ShellCommand, Status};
+
+fn command(script: &str) -> ShellCommand {
+    ShellCommand {
+        command: script.to_owned(),
+        files: BTreeMap::new(),
+    }
+}
+
+fn with_files(script: &str, files: &[(&str, &[u8])]) -> ShellCommand {
+    ShellCommand {
+        command: script.to_owned(),
+        files: files
+            .iter()
+            .map(|(name, content)| (name.to_string(), content.to_vec()))
+            .collect(),
+    }
+}
+
+fn ok(output: &str) -> CommandResult {
+    CommandResult {
+        outcome: Outcome::Ok,
+        output: output.to_owned(),
+    }
+}
+
+/// A private temporary root, so that a test sees exactly what the backend
+/// left in it.
+fn scratch() -> TempDir {
+    TempDir::create_in(&std::env::temp_dir()).unwrap()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits for `condition`, failing the test after a generous deadline.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A process is dead once gone from /proc, or a zombie nobody reaped yet.
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test]
+async fn output_is_stdout_and_stderr_in_the_order_written() {
+    let results = ShellBackend::new()
+        .run(&[command(
+            "echo one; echo two >&2; echo three; printf four >&2",
+        )])
+        .await;
+    assert_eq!(results, vec![ok("one\ntwo\nthree\nfour")]);
+}
+
+#[tokio::test]
+async fn output_that_is_not_utf8_is_read_lossily() {
+    let results = ShellBackend::new()
+        .run(&[command(r"printf 'a\377b'")])
+        .await;
+    assert_eq!(results, vec![ok("a\u{FFFD}b")]);
+}
+
+#[tokio::test]
+async fn attached_files_are_written_and_their_names_replaced_by_their_paths() {
+    let root = scratch();
+    let backend = ShellBackend::new().with_temp_root(root.path());
+    let results = backend
+        .run(&[with_files(
+            "cat {a.txt}; echo; echo {a.txt}; cat {b}",
+            &[("a.txt", b"hello"), ("b", b"bye\n")],
+        )])
+        .await;
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].outcome, Outcome::Ok, "{}", results[0].output);
+    let lines: Vec<&str> = results[0].output.lines().collect();
+    assert_eq!(lines[0], "hello");
+    let path = Path::new(lines[1]);
+    assert!(path.starts_with(root.path()), "{}", lines[1]);
+    assert!(path.ends_with("a.txt"), "{}", lines[1]);
+    assert_eq!(lines[2], "bye");
+}
+
+#[tokio::test]
+async fn braces_naming_no_attached_file_are_left_untouched() {
+    let results = ShellBackend::new()
+        .run(&[with_files(
+            "printf '%s\\n' '{x}' '{a.txt' 'a.txt}' '{}'; X=1; echo ${X}",
+            &[("a.txt", b"")],
+        )])
+        .await;
+    assert_eq!(results, vec![ok("{x}\n{a.txt\na.txt}\n{}\n1\n")]);
+}
+
+#[tokio::test]
+async fn nested_file_names_create_directories_named_by_their_prefix() {
+    let results = ShellBackend::new()
+        .run(&[with_files(
+            "cat {mydir/sub/file.txt}; cd {mydir} && ls -R . && cat sub/file.txt top.txt",
+            &[
+                ("mydir/sub/file.txt", b"deep\n"),
+                ("mydir/top.txt", b"top\n"),
+            ],
+        )])
+        .await;
+    assert_eq!(
+        results,
+        vec![ok(
+            "deep\n.:\nsub\ntop.txt\n\n./sub:\nfile.txt\ndeep\ntop\n"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn each_command_runs_in_a_fresh_directory() {
+    let results = ShellBackend::new()
+        .run(&[command("touch leftover; ls; pwd"), command("ls; pwd")])
+        .await;
+    let first: Vec<&str> = results[0].output.lines().collect();
+    let second: Vec<&str> = results[1].output.lines().collect();
+    assert_eq!(first[0], "leftover");
+    assert_eq!(second.len(), 1, "{:?}", results[1].output);
+    assert_ne!(first[1], second[0]);
+}
+
+#[tokio::test]
+async fn a_failing_command_stops_the_batch() {
+    let scratch = scratch();
+    let marker = scratch.path().join("marker");
+    let results = ShellBackend::new()
+        .run(&[
+            command("echo first"),
+            command("echo oops >&2; exit 3"),
+            command(&format!("touch {}", marker.display())),
+            command("echo never"),
+        ])
+        .await;
+    assert_eq!(
+        results,
+        vec![
+            ok("first\n"),
+            CommandResult {
+                outcome: Outcome::Failed,
+                output: "oops\n".into(),
+            },
+            CommandResult::skipped(),
+            CommandResult::skipped(),
+        ]
+    );
+    assert!(results[2].output.contains("skipped"));
+    let statuses: Vec<Status> = results.iter().map(CommandResult::status).collect();
+    assert_eq!(statuses, [Status::Ok, Status::Ko, Status::Ko, Status::Ko]);
+    assert!(!marker.exists());
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_start_fails_and_stops_the_batch() {
+    let results = ShellBackend::new()
+        .with_shell("/nonexistent/cheops-shell")
+        .run(&[command("echo hi"), command("echo again")])
+        .await;
+    assert_eq!(results[0].outcome, Outcome::Failed);
+    assert!(
+        results[0]
+            .output
+            .contains("could not start /nonexistent/cheops-shell"),
+        "{}",
+        results[0].output
+    );
+    assert_eq!(results[1], CommandResult::skipped());
+}
+
+#[tokio::test]
+async fn commands_inherit_the_environment_plus_the_configured_variables() {
+    let path = std::env::var("PATH").unwrap();
+    let results = ShellBackend::new()
+        .with_env("CHEOPS_TEST_VAR", "a value")
+        .run(&[command(r#"printf '%s\n' "$PATH" "$CHEOPS_TEST_VAR""#)])
+        .await;
+    assert_eq!(results, vec![ok(&format!("{path}\na value\n"))]);
+}
+
+#[tokio::test]
+async fn the_temporary_directory_is_gone_afterwards() {
+    let root = scratch();
+    let backend = ShellBackend::new().with_temp_root(root.path());
+    let results = backend
+        .run(&[
+            with_files("mkdir -p made/deeper; pwd", &[("d/f", b"x")]),
+            command("pwd; exit 1"),
+        ])
+        .await;
+    for result in &results {
+        let dir = Path::new(result.output.trim_end());
+        assert!(dir.starts_with(root.path()), "{}", result.output);
+    }
+    assert_eq!(entries(root.path()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn file_names_that_could_escape_are_refused_and_nothing_is_written() {
+    let outer = scratch();
+    let root = outer.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let backend = ShellBackend::new().with_temp_root(&root);
+    for name in ["../x", "/tmp/cheops-escape", "a/../../x", "a//b", ""] {
+        let results = backend
+            .run(&[
+                with_files("echo ran > ran", &[("fine", b""), (name, b"escaped")]),
+                command("echo next"),
+            ])
+            .await;
+        let expected = format!("refused file name {name:?}: ");
+        assert_eq!(results[0].outcome, Outcome::Failed, "{name:?}");
+        assert!(
+            results[0].output.starts_with(&expected),
+            "{}",
+            results[0].output
+        );
+        assert_eq!(results[1], CommandResult::skipped());
+    }
+    assert_eq!(entries(outer.path()), ["root"]);
+    assert_eq!(entries(&root), Vec::<String>::new());
+    assert!(!Path::new("/tmp/cheops-escape").exists());
+}
+
+#[tokio::test]
+async fn colliding_file_names_fail_the_command_and_leave_nothing() {
+    let root = scratch();
+    let results = ShellBackend::new()
+        .with_temp_root(root.path())
+        .run(&[with_files(
+            "echo ran",
+            &[("a", b"file"), ("a/b", b"under a file")],
+        )])
+        .await;
+    assert_eq!(results[0].outcome, Outcome::Failed);
+    assert!(
+        results[0]
+            .output
+            .starts_with("could not write attached file \"a/b\""),
+        "{}",
+        results[0].output
+    );
+    assert_eq!(entries(root.path()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_script_longer_than_a_pipe_buffer_is_fed_whole() {
+    let filler = "# filler line to outgrow the pipe buffer\n".repeat(10_000);
+    let script = format!("{filler}echo done\n");
+    let results = ShellBackend::new().run(&[command(&script)]).await;
+    assert_eq!(results, vec![ok("done\n")]);
+}
+
+#[tokio::test]
+async fn a_cancelled_batch_kills_its_running_processes_and_removes_its_directory() {
+    let scratch = scratch();
+    let root = scratch.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let report = scratch.path().join("pids");
+    let script = format!(
+        "sleep 30 & echo \"$$ $! $PWD\" > {tmp} && mv {tmp} {report}; wait",
+        tmp = scratch.path().join("pids.tmp").display(),
+        report = report.display(),
+    );
+    let batch = [command(&script), command("echo never")];
+    let backend = ShellBackend::new().with_temp_root(&root);
+    let mut run = backend.run(&batch);
+
+    let started = tokio::select! {
+        results = &mut run => panic!("the batch ended: {results:?}"),
+        () = eventually("the command to start", || report.exists()) => {
+            std::fs::read_to_string(&report).unwrap()
+        }
+    };
+    let fields: Vec<&str> = started.split_whitespace().collect();
+    let shell: u32 = fields[0].parse().unwrap();
+    let sleep: u32 = fields[1].parse().unwrap();
+    let dir = Path::new(fields[2]).to_owned();
+    assert!(dir.starts_with(&root), "{started}");
+    assert!(!is_dead(sleep), "sleep should be running");
+
+    drop(run);
+
+    eventually("the shell to die", || is_dead(shell)).await;
+    eventually("its sleep to die", || is_dead(sleep)).await;
+    eventually("its directory to go", || !dir.exists()).await;
+    assert_eq!(entries(&root), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_backend_runs_behind_an_arc_dyn_on_another_task() {
+    let backend: Arc<dyn Backend> = Arc::new(ShellBackend::new());
+    let batch = vec![command("echo from a task")];
+    let results = tokio::spawn(async move { backend.run(&batch).await })
+        .await
+        .unwrap();
+    assert_eq!(results, vec![ok("from a task\n")]);
+}
+
+#[tokio::test]
+async fn an_empty_batch_has_no_results() {
+    assert_eq!(ShellBackend::new().run(&[]).await, Vec::new());
+}

@@ -1,0 +1,22 @@
+//! The documents Cheops stores in CouchDB, shaped exactly as the Go original
+//! writes them so that both implementations can share a database.
+//!
+//! Field names are PascalCase, empty lists and maps are written as `null`,
+//! attached files are base64 and times keep their nanoseconds and offset.
+//! Reading is as lenient as Go's decoder (a missing field takes its zero
+//! value); an unknown resolution result or status is an error.
+
+mod config;
+mod error;
+mod nullable;
+mod operation;
+mod reply;
+mod resource;
+mod timestamp;
+
+pub use config::{Resolution, ResolutionResult, ResourceConfig};
+pub use error::ModelError;
+pub use operation::{Operation, ShellCommand};
+pub use reply::{ReplyDocument, ReplyKind, Status};
+pub use resource::{DocumentKind, ResourceDocument, ResourceKind};
+pub use timestamp::Timestamp;

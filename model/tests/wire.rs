@@ -1,0 +1,82 @@
+//! Every document the original writes (conformance/wire/) is read by the port
+//! and written back equal, value for value.
+
+use std::path::PathBuf;
+
+use cheops_model::{ReplyDocument, ResourceDocument, Status};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+/// The corpus directory: `CHEOPS_CONFORMANCE_DIR`, else ../shared/conformance
+/// beside the workspace.
+fn wire_dir() -> PathBuf {
+    std::env::var_os("CHEOPS_CONFORMANCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
+        })
+        .join("wire")
+}
+
+fn round_trip<T: DeserializeOwned + Serialize>(file: &str) -> (T, Value) {
+    let path = wire_dir().join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let original: Value = serde_json::from_str(&text).unwrap();
+    let doc: T = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let written = serde_json::to_value(&doc).unwrap();
+    assert_eq!(written, original, "{file} does not round-trip");
+    (doc, written)
+}
+
+#[test]
+fn resource_document_round_trips() {
+    let (doc, _) = round_trip::<ResourceDocument>("resource-document.json");
+    assert_eq!(doc.id, "my-deployment");
+    assert_eq!(doc.operations.len(), 2);
+    assert_eq!(
+        doc.operations[0].command.files["recipe.yml"],
+        b"apiVersion: apps/v1\nkind: Deployment\n"
+    );
+    assert!(doc.operations[1].command.files.is_empty());
+    assert_eq!(doc.config.resolution_matrix.len(), 3);
+}
+
+#[test]
+fn resource_document_with_conflicts_round_trips() {
+    let (doc, _) = round_trip::<ResourceDocument>("resource-document-with-conflicts.json");
+    assert_eq!(doc.conflicts, ["3-aaaa", "2-bbbb"]);
+}
+
+#[test]
+fn zero_values_round_trip_as_nulls() {
+    let (doc, written) = round_trip::<ResourceDocument>("resource-document-zero-values.json");
+    assert!(doc.locations.is_empty() && doc.operations.is_empty() && doc.config.is_empty());
+    assert_eq!(written["Operations"], Value::Null);
+}
+
+#[test]
+fn reply_document_round_trips() {
+    let (reply, written) = round_trip::<ReplyDocument>("reply-document.json");
+    assert_eq!(reply.status, Status::Ok);
+    assert_eq!(reply.output, "deployment.apps/demo created\n");
+    assert!(
+        written.get("Cmd").is_none(),
+        "Input/Output stay at the top level"
+    );
+}
+
+#[test]
+fn timeout_line_round_trips() {
+    let (reply, _) = round_trip::<ReplyDocument>("reply-timeout-line.json");
+    assert_eq!(reply.status, Status::Timeout);
+    assert!(reply.execution_time.is_zero());
+}
+
+#[test]
+fn a_reply_is_not_a_resource() {
+    let text = std::fs::read_to_string(wire_dir().join("reply-document.json")).unwrap();
+    let err = serde_json::from_str::<ResourceDocument>(&text).unwrap_err();
+    assert!(err.to_string().contains("REPLY"), "{err}");
+}

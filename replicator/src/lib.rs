@@ -1,0 +1,4 @@
+//! The Cheops replicator: the consistency algorithm and, around it, the
+//! daemon's loop that follows CouchDB and runs what must run.
+
+pub mod consistency;
