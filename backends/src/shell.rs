@@ -1,7 +1,7 @@
 //! The shell backend: each command is fed to `sh` in a fresh temporary
 //! directory holding its attached files.
 
-mod files;
+pub(crate) mod files;
 mod process_group;
 mod temp_dir;
 #[cfg(test)]

@@ -1,4 +1,25 @@
 //! The Cheops replicator: the consistency algorithm and, around it, the
-//! daemon's loop that follows CouchDB and runs what must run.
+//! daemon's loop that follows CouchDB, merges conflicts, runs what must run
+//! and keeps one replication per peer site.
 
+mod backoff;
+mod bootstrap;
 pub mod consistency;
+pub mod couch;
+mod error;
+mod follower;
+mod health;
+mod hub;
+mod node;
+mod replications;
+mod resolution;
+mod runner;
+mod sites;
+mod submission;
+
+pub use error::ReplicatorError;
+pub use health::Health;
+pub use hub::{ReplyHub, ReplyReceiver};
+pub use node::{Node, NodeConfig};
+pub use sites::{SiteUrls, Sites};
+pub use submission::{Submission, Submitted};

@@ -1,2 +1,13 @@
 //! Multi-node integration tests of Cheops: a harness that starts real
-//! CouchDB-compatible sidecars and daemons on free ports, and the scenarios.
+//! CouchDB-compatible sidecars (PouchDB Server) and `cheops serve` daemons on
+//! free ports, and helpers to drive and observe them.
+//!
+//! Everything a [`Cluster`] starts is killed when it is dropped, including
+//! when a test panics.
+
+mod cluster;
+mod process;
+mod wait;
+
+pub use cluster::{Cluster, Exec, NodeInfo};
+pub use wait::eventually;

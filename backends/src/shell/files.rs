@@ -13,7 +13,7 @@ use crate::BackendError;
 /// component a real name, none empty, `.` or `..`. Written under the
 /// command's fresh directory, such a name cannot land outside it, and each
 /// file has a single spelling for `{name}` to refer to.
-pub(crate) fn check_name(name: &str) -> Result<(), BackendError> {
+pub fn check_name(name: &str) -> Result<(), BackendError> {
     let reason = if name.is_empty() {
         Some("it is empty")
     } else if name.contains('\0') {

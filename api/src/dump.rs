@@ -1,0 +1,15 @@
+//! The dump listener's `GET /`: every document of the local database, for
+//! debugging and the original's tooling.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+
+use crate::{ApiError, Node};
+
+pub(crate) async fn dump(
+    State(node): State<Arc<dyn Node>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(node.dump().await?))
+}

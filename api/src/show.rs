@@ -1,0 +1,117 @@
+//! `POST /show/{id}` and `POST /show_local/{id}`: read-only commands run on
+//! every site of a resource (or on this node), neither stored nor
+//! replicated.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::Json;
+use cheops_model::{ShellCommand, Status};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::error::error_chain;
+use crate::form::AnyForm;
+use crate::resource_id::ResourceId;
+use crate::{ApiError, AppState};
+
+/// What one site answers to a show: `OK`/`KO` from the site itself,
+/// `KO` too when the site could not be asked, `TIMEOUT` when it was late.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteOutput {
+    #[serde(rename = "Status")]
+    pub status: Status,
+    #[serde(rename = "Output", default)]
+    pub output: String,
+}
+
+/// The placeholder in a show command that stands for the resource id.
+const ID_PLACEHOLDER: &str = "__ID__";
+
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    ResourceId(id): ResourceId,
+    AnyForm(form): AnyForm,
+) -> Result<Json<BTreeMap<String, SiteOutput>>, ApiError> {
+    let command = form.required("command")?.to_owned();
+    let sites = match form.sites()?.filter(|s| !s.is_empty()) {
+        Some(sites) => sites,
+        None => state
+            .node
+            .locations(&id)
+            .await?
+            .ok_or_else(|| ApiError::ResourceNotFound(id.clone()))?,
+    };
+    let deadline = Instant::now() + state.config.show_timeout;
+    let (id, state) = (&id, &state);
+    let asks = sites.iter().map(|site| {
+        let base = state.node.api_url(site);
+        let url = format!("{}/show_local/{id}", base.trim_end_matches('/'));
+        let ask = ask(&state.client, url, command.clone());
+        async move {
+            let output = match tokio::time::timeout_at(deadline, ask).await {
+                Ok(Ok(output)) => output,
+                Ok(Err(reason)) => {
+                    tracing::info!(resource = %id, site = %site, %reason, "show failed on a site");
+                    SiteOutput {
+                        status: Status::Ko,
+                        output: reason,
+                    }
+                }
+                Err(_) => SiteOutput {
+                    status: Status::Timeout,
+                    output: format!("no answer within {:?}", state.config.show_timeout),
+                },
+            };
+            (site.clone(), output)
+        }
+    });
+    let outputs = futures::future::join_all(asks).await;
+    Ok(Json(outputs.into_iter().collect()))
+}
+
+/// Runs the command on one site through its `/show_local`; the error is the
+/// reason to report.
+async fn ask(client: &reqwest::Client, url: String, command: String) -> Result<SiteOutput, String> {
+    let form = reqwest::multipart::Form::new().text("command", command);
+    let response = client
+        .post(&url)
+        .multipart(form)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_connect() {
+                format!("unreachable: {}", error_chain(&e))
+            } else {
+                format!("request failed: {}", error_chain(&e))
+            }
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!("answered {status}: {}", body.trim()));
+    }
+    response
+        .json::<SiteOutput>()
+        .await
+        .map_err(|e| format!("unexpected answer: {}", error_chain(&e)))
+}
+
+pub(crate) async fn show_local(
+    State(state): State<AppState>,
+    ResourceId(id): ResourceId,
+    AnyForm(form): AnyForm,
+) -> Result<Json<SiteOutput>, ApiError> {
+    let command = form.required("command")?.replace(ID_PLACEHOLDER, &id);
+    let result = state
+        .node
+        .run_local(ShellCommand {
+            command,
+            files: BTreeMap::new(),
+        })
+        .await;
+    Ok(Json(SiteOutput {
+        status: result.status(),
+        output: result.output,
+    }))
+}

@@ -1,0 +1,162 @@
+//! A node that keeps everything in memory and records what it is asked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use cheops_api::{BoxFuture, Node};
+use cheops_backends::{CommandResult, Outcome};
+use cheops_model::{ReplyDocument, ShellCommand, Status};
+use cheops_replicator::{Health, ReplicatorError, ReplyHub, Submission, Submitted};
+
+pub struct FakeNode {
+    site: String,
+    pub hub: ReplyHub,
+    submissions: Mutex<Vec<Submission>>,
+    /// The error the next submit fails with, if any.
+    refusal: Mutex<Option<ReplicatorError>>,
+    /// Resource id → locations.
+    resources: Mutex<HashMap<String, Vec<String>>>,
+    local_runs: Mutex<Vec<ShellCommand>>,
+    api_urls: Mutex<BTreeMap<String, String>>,
+    health: Mutex<Health>,
+}
+
+impl FakeNode {
+    pub fn new(site: &str) -> Arc<Self> {
+        Arc::new(FakeNode {
+            site: site.to_owned(),
+            hub: ReplyHub::default(),
+            submissions: Mutex::default(),
+            refusal: Mutex::default(),
+            resources: Mutex::default(),
+            local_runs: Mutex::default(),
+            api_urls: Mutex::default(),
+            health: Mutex::new(Health {
+                couchdb_reachable: true,
+                follower_live: true,
+                last_error: None,
+            }),
+        })
+    }
+
+    pub fn submissions(&self) -> Vec<Submission> {
+        self.submissions.lock().unwrap().clone()
+    }
+
+    pub fn local_runs(&self) -> Vec<ShellCommand> {
+        self.local_runs.lock().unwrap().clone()
+    }
+
+    pub fn refuse_next_submit(&self, error: ReplicatorError) {
+        *self.refusal.lock().unwrap() = Some(error);
+    }
+
+    pub fn add_resource(&self, id: &str, locations: &[&str]) {
+        self.resources.lock().unwrap().insert(
+            id.to_owned(),
+            locations.iter().map(|s| s.to_string()).collect(),
+        );
+    }
+
+    pub fn set_api_url(&self, site: &str, url: &str) {
+        self.api_urls
+            .lock()
+            .unwrap()
+            .insert(site.to_owned(), url.to_owned());
+    }
+
+    pub fn set_health(&self, health: Health) {
+        *self.health.lock().unwrap() = health;
+    }
+
+    /// A reply from `site` to the only submission so far.
+    pub fn reply_from(&self, site: &str, status: Status, output: &str) {
+        let submission = self.submissions().pop().expect("a submission");
+        self.hub.deliver(ReplyDocument {
+            locations: submission.sites.clone(),
+            site: site.to_owned(),
+            request_id: submission.operation.request_id.clone(),
+            resource_id: submission.resource_id.clone(),
+            status,
+            input: submission.operation.command.command.clone(),
+            output: output.to_owned(),
+            ..ReplyDocument::default()
+        });
+    }
+}
+
+impl Node for FakeNode {
+    fn site(&self) -> &str {
+        &self.site
+    }
+
+    fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, ReplicatorError>> {
+        Box::pin(async move {
+            if let Some(error) = self.refusal.lock().unwrap().take() {
+                return Err(error);
+            }
+            let locations = self
+                .resources
+                .lock()
+                .unwrap()
+                .entry(submission.resource_id.clone())
+                .or_insert_with(|| submission.sites.clone())
+                .clone();
+            let request_id = submission.operation.request_id.clone();
+            let submitted = Submitted {
+                resource_id: submission.resource_id.clone(),
+                replies: self.hub.subscribe(&request_id),
+                request_id,
+                locations,
+                input: submission.operation.command.command.clone(),
+            };
+            self.submissions.lock().unwrap().push(submission);
+            Ok(submitted)
+        })
+    }
+
+    fn locations<'a>(
+        &'a self,
+        resource_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ReplicatorError>> {
+        Box::pin(async move { Ok(self.resources.lock().unwrap().get(resource_id).cloned()) })
+    }
+
+    /// "Runs" a command by echoing it; a command containing `false` fails.
+    fn run_local(&self, command: ShellCommand) -> BoxFuture<'_, CommandResult> {
+        Box::pin(async move {
+            let outcome = if command.command.contains("false") {
+                Outcome::Failed
+            } else {
+                Outcome::Ok
+            };
+            let output = format!("{} ran {}", self.site, command.command);
+            self.local_runs.lock().unwrap().push(command);
+            CommandResult { outcome, output }
+        })
+    }
+
+    fn api_url(&self, site: &str) -> String {
+        self.api_urls
+            .lock()
+            .unwrap()
+            .get(site)
+            .cloned()
+            .unwrap_or_else(|| format!("http://{site}:8079"))
+    }
+
+    fn dump(&self) -> BoxFuture<'_, Result<serde_json::Value, ReplicatorError>> {
+        Box::pin(async move {
+            Ok(serde_json::json!({
+                "total_rows": 1,
+                "offset": 0,
+                "rows": [{"id": "r1", "key": "r1", "value": {"rev": "1-a"},
+                          "doc": {"_id": "r1", "_rev": "1-a", "Type": "RESOURCE"}}]
+            }))
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Health> {
+        Box::pin(async move { self.health.lock().unwrap().clone() })
+    }
+}

@@ -1,0 +1,10 @@
+//! Scenarios against the API router with fake nodes: requests go through
+//! `tower::ServiceExt::oneshot`, and `/show` fan-out through real local
+//! listeners.
+
+mod fake;
+mod http;
+
+mod exec;
+mod routes;
+mod show;

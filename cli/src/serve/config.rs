@@ -1,0 +1,164 @@
+//! The daemon's configuration: flags with environment fallbacks, checked
+//! before anything starts.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cheops_api::ApiConfig;
+use cheops_replicator::{NodeConfig, SiteUrls, Sites};
+use clap::Args;
+use serde::Deserialize;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// This node's site name, as used in the `sites` of operations.
+    #[arg(long, env = "MYFQDN")]
+    site: String,
+
+    /// Address the listeners bind to.
+    #[arg(long, env = "CHEOPS_LISTEN", default_value = "0.0.0.0")]
+    listen: IpAddr,
+
+    /// Port of the Cheops API (/exec, /show, /show_local, /health).
+    #[arg(long, env = "CHEOPS_API_PORT", default_value_t = 8079)]
+    api_port: u16,
+
+    /// Port of the dump listener (GET / lists the local database).
+    #[arg(long, env = "CHEOPS_DUMP_PORT", default_value_t = 7071)]
+    dump_port: u16,
+
+    /// The local CouchDB database, credentials included. Never logged with
+    /// its credentials.
+    #[arg(
+        long,
+        env = "CHEOPS_COUCHDB_URL",
+        default_value = "http://admin:password@localhost:5984/cheops",
+        hide_env_values = true
+    )]
+    couchdb_url: String,
+
+    /// A peer site: NAME=COUCHDB_URL,API_URL (repeatable). For example
+    /// site2=http://admin:password@10.0.0.2:5984/cheops,http://10.0.0.2:8079
+    #[arg(long = "peer", value_name = "NAME=COUCHDB_URL,API_URL")]
+    peers: Vec<String>,
+
+    /// A JSON file of peers: {"site2": {"couchdb": "http://…/cheops", "api": "http://…:8079"}}.
+    #[arg(long, env = "CHEOPS_PEERS_FILE")]
+    peers_file: Option<PathBuf>,
+
+    /// CouchDB URL of a site missing from the peers; {site} is its name.
+    #[arg(
+        long,
+        env = "CHEOPS_COUCHDB_TEMPLATE",
+        default_value = "http://admin:password@{site}:5984/cheops",
+        hide_env_values = true
+    )]
+    couchdb_template: String,
+
+    /// API URL of a site missing from the peers; {site} is its name.
+    #[arg(
+        long,
+        env = "CHEOPS_API_TEMPLATE",
+        default_value = "http://{site}:8079"
+    )]
+    api_template: String,
+
+    /// Seconds /exec waits for every site's reply before answering TIMEOUT.
+    #[arg(long, env = "CHEOPS_REPLY_TIMEOUT", default_value_t = 30)]
+    reply_timeout: u64,
+
+    /// Largest request body accepted, in bytes (files included).
+    #[arg(long, env = "CHEOPS_BODY_LIMIT", default_value_t = 64 * 1024 * 1024)]
+    body_limit: usize,
+
+    /// How many resources may run operations at once.
+    #[arg(long, env = "CHEOPS_CONCURRENCY", default_value_t = 8)]
+    concurrency: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub api_addr: SocketAddr,
+    pub dump_addr: SocketAddr,
+    pub node: NodeConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Deserialize)]
+struct PeerEntry {
+    couchdb: String,
+    api: String,
+}
+
+impl ServeArgs {
+    pub fn validate(self) -> Result<Settings, String> {
+        let site = self.site.trim().to_owned();
+        if site.is_empty() {
+            return Err("--site (or MYFQDN) must not be empty".into());
+        }
+        check_url(&self.couchdb_url, "--couchdb-url")?;
+        if self.reply_timeout == 0 {
+            return Err("--reply-timeout must be at least 1 second".into());
+        }
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+
+        let mut sites = Sites::new(self.couchdb_template, self.api_template);
+        if let Some(path) = &self.peers_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --peers-file {}: {e}", path.display()))?;
+            let entries: BTreeMap<String, PeerEntry> = serde_json::from_str(&text)
+                .map_err(|e| format!("--peers-file {}: {e}", path.display()))?;
+            for (name, entry) in entries {
+                sites.insert(name, peer_urls(entry.couchdb, entry.api)?);
+            }
+        }
+        for peer in &self.peers {
+            let (name, urls) = peer
+                .split_once('=')
+                .ok_or_else(|| format!("--peer {peer:?}: expected NAME=COUCHDB_URL,API_URL"))?;
+            let (couch, api) = urls
+                .split_once(',')
+                .ok_or_else(|| format!("--peer {peer:?}: expected NAME=COUCHDB_URL,API_URL"))?;
+            sites.insert(
+                name.trim(),
+                peer_urls(couch.trim().into(), api.trim().into())?,
+            );
+        }
+
+        Ok(Settings {
+            api_addr: SocketAddr::new(self.listen, self.api_port),
+            dump_addr: SocketAddr::new(self.listen, self.dump_port),
+            node: NodeConfig {
+                site,
+                couch_url: self.couchdb_url,
+                sites,
+                concurrency: self.concurrency,
+            },
+            api: ApiConfig {
+                reply_timeout: Duration::from_secs(self.reply_timeout),
+                body_limit: self.body_limit,
+                ..ApiConfig::default()
+            },
+        })
+    }
+}
+
+fn peer_urls(couch: String, api: String) -> Result<SiteUrls, String> {
+    check_url(&couch, "a peer's CouchDB URL")?;
+    check_url(&api, "a peer's API URL")?;
+    Ok(SiteUrls { couch, api })
+}
+
+fn check_url(url: &str, what: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        // Never echo the URL: it may hold credentials.
+        Err(format!("{what} must start with http:// or https://"))
+    }
+}

@@ -1,0 +1,46 @@
+//! The replicator's node as the HTTP layer sees it.
+
+use cheops_api::BoxFuture;
+use cheops_backends::CommandResult;
+use cheops_model::ShellCommand;
+use cheops_replicator::{Health, Node, ReplicatorError, Submission, Submitted};
+
+/// Adapts [`Node`] to [`cheops_api::Node`].
+pub struct LiveNode(pub Node);
+
+impl cheops_api::Node for LiveNode {
+    fn site(&self) -> &str {
+        self.0.site()
+    }
+
+    fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, ReplicatorError>> {
+        Box::pin(self.0.submit(submission))
+    }
+
+    fn locations<'a>(
+        &'a self,
+        resource_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ReplicatorError>> {
+        Box::pin(self.0.locations(resource_id))
+    }
+
+    fn run_local(&self, command: ShellCommand) -> BoxFuture<'_, CommandResult> {
+        Box::pin(self.0.run_local(command))
+    }
+
+    fn api_url(&self, site: &str) -> String {
+        self.0
+            .sites()
+            .api_url(site)
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    fn dump(&self) -> BoxFuture<'_, Result<serde_json::Value, ReplicatorError>> {
+        Box::pin(self.0.dump())
+    }
+
+    fn health(&self) -> BoxFuture<'_, Health> {
+        Box::pin(self.0.check_health())
+    }
+}

@@ -1,0 +1,413 @@
+//! The daemon's only way to CouchDB: a small typed client over the HTTP API,
+//! restricted to endpoints that both Apache CouchDB 3 and PouchDB Server
+//! serve. Credentials are taken out of the URL and sent as basic auth, so
+//! that the URL can be logged.
+
+mod changes;
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ReplicatorError;
+
+pub use changes::{Change, ChangesFeed};
+
+/// A CouchDB database, and the server it lives on.
+#[derive(Clone)]
+pub struct CouchClient {
+    http: reqwest::Client,
+    /// The database URL without credentials.
+    db: Url,
+    credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for CouchClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CouchClient")
+            .field("db", &self.db.as_str())
+            .finish()
+    }
+}
+
+/// The outcome of writing one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Stored with this new revision.
+    Rev(String),
+    /// The revision given was not the current one.
+    Conflict,
+}
+
+/// One row of a `_bulk_docs` answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BulkResult {
+    pub id: Option<String>,
+    pub rev: Option<String>,
+    pub error: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl CouchClient {
+    /// `db_url` names the database, credentials included:
+    /// `http://admin:password@localhost:5984/cheops`.
+    pub fn new(db_url: &str) -> Result<Self, ReplicatorError> {
+        let mut db = Url::parse(db_url)
+            .map_err(|e| ReplicatorError::InvalidRequest(format!("invalid CouchDB URL: {e}")))?;
+        if let Ok(mut path) = db.path_segments_mut() {
+            path.pop_if_empty();
+        }
+        if db
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .is_none_or(str::is_empty)
+        {
+            return Err(ReplicatorError::InvalidRequest(
+                "the CouchDB URL must name the database, as in http://host:5984/cheops".into(),
+            ));
+        }
+        let credentials = (!db.username().is_empty()).then(|| {
+            (
+                percent_decode(db.username()),
+                percent_decode(db.password().unwrap_or_default()),
+            )
+        });
+        // Infallible on an http(s) URL, which has a host.
+        let _ = db.set_username("");
+        let _ = db.set_password(None);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(ReplicatorError::Unavailable)?;
+        Ok(CouchClient {
+            http,
+            db,
+            credentials,
+        })
+    }
+
+    /// The database URL, without credentials: safe to log.
+    pub fn db_url(&self) -> &str {
+        self.db.as_str()
+    }
+
+    /// A URL below the database: each segment is escaped on its own, so any
+    /// document id is safe (`_design/x` is passed as two segments).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.db.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// A URL at the server's root (`/_replicator/...`).
+    fn server_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.db.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().pop().extend(segments);
+        }
+        url
+    }
+
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let builder = self.http.request(method, url);
+        match &self.credentials {
+            Some((user, password)) => builder.basic_auth(user, Some(password)),
+            None => builder,
+        }
+    }
+
+    /// Sends a request and reads its JSON answer, mapping statuses to errors.
+    /// `accept` lists the non-2xx statuses that are answers, not errors.
+    async fn send(
+        &self,
+        builder: RequestBuilder,
+        context: &str,
+        accept: &[StatusCode],
+    ) -> Result<(StatusCode, Value), ReplicatorError> {
+        let response = builder.send().await.map_err(ReplicatorError::Unavailable)?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(ReplicatorError::Unavailable)?;
+        if !status.is_success() && !accept.contains(&status) {
+            return Err(ReplicatorError::Couch {
+                status: status.as_u16(),
+                context: context.to_owned(),
+                body: String::from_utf8_lossy(&body).chars().take(500).collect(),
+            });
+        }
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).map_err(|source| ReplicatorError::Decode {
+                context: context.to_owned(),
+                source,
+            })?
+        };
+        Ok((status, value))
+    }
+
+    fn decode<T: DeserializeOwned>(value: Value, context: &str) -> Result<T, ReplicatorError> {
+        serde_json::from_value(value).map_err(|source| ReplicatorError::Decode {
+            context: context.to_owned(),
+            source,
+        })
+    }
+
+    /// The server's welcome object: answers whether CouchDB is up.
+    pub async fn ping(&self) -> Result<(), ReplicatorError> {
+        let url = self.server_url(&[]);
+        self.send(self.request(Method::GET, url), "GET /", &[])
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the database unless it exists.
+    pub async fn ensure_db(&self) -> Result<(), ReplicatorError> {
+        let accept = [StatusCode::PRECONDITION_FAILED];
+        self.send(
+            self.request(Method::PUT, self.url(&[])),
+            "PUT database",
+            &accept,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets the database's `_security` object.
+    pub async fn put_security(&self, security: &Value) -> Result<(), ReplicatorError> {
+        let builder = self
+            .request(Method::PUT, self.url(&["_security"]))
+            .json(security);
+        self.send(builder, "PUT _security", &[]).await?;
+        Ok(())
+    }
+
+    /// Reads a document; `None` when it does not exist (or was deleted).
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Option<T>, ReplicatorError> {
+        let builder = self.request(Method::GET, self.url(path)).query(query);
+        let context = format!("GET {}", path.join("/"));
+        match self
+            .send(builder, &context, &[StatusCode::NOT_FOUND])
+            .await?
+        {
+            (StatusCode::NOT_FOUND, _) => Ok(None),
+            (_, value) => Self::decode(value, &context).map(Some),
+        }
+    }
+
+    /// Writes a document at `path`; its `_rev` (if any) must be current.
+    pub async fn put<T: Serialize>(
+        &self,
+        path: &[&str],
+        doc: &T,
+    ) -> Result<Written, ReplicatorError> {
+        let builder = self.request(Method::PUT, self.url(path)).json(doc);
+        let context = format!("PUT {}", path.join("/"));
+        match self
+            .send(builder, &context, &[StatusCode::CONFLICT])
+            .await?
+        {
+            (StatusCode::CONFLICT, _) => Ok(Written::Conflict),
+            (_, value) => Ok(Written::Rev(rev_of(&value))),
+        }
+    }
+
+    /// Writes several documents in one request. With `new_edits` false, the
+    /// revisions given are stored as they are (as replication does).
+    pub async fn bulk_docs<T: Serialize>(
+        &self,
+        docs: &[T],
+        new_edits: bool,
+    ) -> Result<Vec<BulkResult>, ReplicatorError> {
+        #[derive(Serialize)]
+        struct Bulk<'a, T> {
+            docs: &'a [T],
+            new_edits: bool,
+        }
+        let builder = self
+            .request(Method::POST, self.url(&["_bulk_docs"]))
+            .json(&Bulk { docs, new_edits });
+        let (_, value) = self.send(builder, "POST _bulk_docs", &[]).await?;
+        Self::decode(value, "POST _bulk_docs")
+    }
+
+    /// Rows of a view, with the documents they point to.
+    pub async fn view_docs<T: DeserializeOwned>(
+        &self,
+        design: &str,
+        view: &str,
+        key: &Value,
+    ) -> Result<Vec<T>, ReplicatorError> {
+        #[derive(Deserialize)]
+        struct Rows<T> {
+            rows: Vec<Row<T>>,
+        }
+        #[derive(Deserialize)]
+        struct Row<T> {
+            doc: Option<T>,
+        }
+        let url = self.url(&["_design", design, "_view", view]);
+        let builder = self.request(Method::GET, url).query(&[
+            ("key", key.to_string().as_str()),
+            ("include_docs", "true"),
+            ("reduce", "false"),
+        ]);
+        let context = format!("GET view {design}/{view}");
+        let (_, value) = self.send(builder, &context, &[]).await?;
+        let rows: Rows<T> = Self::decode(value, &context)?;
+        Ok(rows.rows.into_iter().filter_map(|r| r.doc).collect())
+    }
+
+    /// Every document of the database, as CouchDB lists them.
+    pub async fn all_docs(&self) -> Result<Value, ReplicatorError> {
+        let builder = self
+            .request(Method::GET, self.url(&["_all_docs"]))
+            .query(&[("include_docs", "true"), ("conflicts", "true")]);
+        Ok(self.send(builder, "GET _all_docs", &[]).await?.1)
+    }
+
+    /// A document of the server's `_replicator` database.
+    pub async fn get_replication(&self, id: &str) -> Result<Option<Value>, ReplicatorError> {
+        let builder = self.request(Method::GET, self.server_url(&["_replicator", id]));
+        match self
+            .send(builder, "GET _replicator doc", &[StatusCode::NOT_FOUND])
+            .await?
+        {
+            (StatusCode::NOT_FOUND, _) => Ok(None),
+            (_, value) => Ok(Some(value)),
+        }
+    }
+
+    /// Writes a `_replicator` document (with `_rev` to replace one).
+    pub async fn put_replication(&self, id: &str, doc: &Value) -> Result<Written, ReplicatorError> {
+        let builder = self
+            .request(Method::PUT, self.server_url(&["_replicator", id]))
+            .json(doc);
+        match self
+            .send(builder, "PUT _replicator doc", &[StatusCode::CONFLICT])
+            .await?
+        {
+            (StatusCode::CONFLICT, _) => Ok(Written::Conflict),
+            (_, value) => Ok(Written::Rev(rev_of(&value))),
+        }
+    }
+
+    /// Creates the server's `_replicator` database unless it exists (PouchDB
+    /// Server and a fresh single-node CouchDB may not have it yet).
+    pub async fn ensure_replicator_db(&self) -> Result<(), ReplicatorError> {
+        let builder = self.request(Method::PUT, self.server_url(&["_replicator"]));
+        self.send(
+            builder,
+            "PUT _replicator",
+            &[StatusCode::PRECONDITION_FAILED],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Opens the continuous changes feed after `since` (opaque; `None` for the
+    /// beginning), with documents and their conflicts.
+    pub async fn changes(&self, since: Option<&Value>) -> Result<ChangesFeed, ReplicatorError> {
+        let since = match since {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => "0".to_owned(),
+        };
+        let builder = self.request(Method::GET, self.url(&["_changes"])).query(&[
+            ("feed", "continuous"),
+            ("include_docs", "true"),
+            ("conflicts", "true"),
+            ("heartbeat", "10000"),
+            ("since", since.as_str()),
+        ]);
+        let response = builder.send().await.map_err(ReplicatorError::Unavailable)?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            return Err(ReplicatorError::Couch {
+                status,
+                context: "GET _changes".into(),
+                body,
+            });
+        }
+        Ok(ChangesFeed::new(response))
+    }
+}
+
+fn rev_of(value: &Value) -> String {
+    value
+        .get("rev")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Decodes `%XX` escapes of a URL's user or password.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url() {
+        let client = CouchClient::new("http://admin:p%40ss@localhost:5984/cheops").unwrap();
+        assert_eq!(client.db_url(), "http://localhost:5984/cheops");
+        assert_eq!(
+            client.credentials,
+            Some(("admin".to_owned(), "p@ss".to_owned()))
+        );
+        assert!(!format!("{client:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn document_ids_are_escaped_segment_by_segment() {
+        let client = CouchClient::new("http://localhost:5984/cheops/").unwrap();
+        assert_eq!(
+            client.url(&["_design", "cheops"]).as_str(),
+            "http://localhost:5984/cheops/_design/cheops"
+        );
+        assert_eq!(
+            client.url(&["a/b c"]).as_str(),
+            "http://localhost:5984/cheops/a%2Fb%20c"
+        );
+        assert_eq!(
+            client.server_url(&["_replicator", "x"]).as_str(),
+            "http://localhost:5984/_replicator/x"
+        );
+    }
+
+    #[test]
+    fn a_url_without_database_is_refused() {
+        assert!(CouchClient::new("http://localhost:5984/").is_err());
+        assert!(CouchClient::new("not a url").is_err());
+    }
+}

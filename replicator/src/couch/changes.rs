@@ -1,0 +1,100 @@
+//! Reading a continuous `_changes` feed line by line.
+
+use reqwest::Response;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::ReplicatorError;
+
+/// One change: a document's new state and the feed position after it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Change {
+    /// Opaque: a number for PouchDB Server, a string for CouchDB.
+    pub seq: Value,
+    pub id: String,
+    #[serde(default)]
+    pub deleted: bool,
+    /// The winning revision, with `_conflicts` when there are some.
+    #[serde(default)]
+    pub doc: Option<Value>,
+}
+
+/// An open continuous feed.
+pub struct ChangesFeed {
+    response: Response,
+    buffer: Vec<u8>,
+}
+
+impl ChangesFeed {
+    pub(super) fn new(response: Response) -> Self {
+        ChangesFeed {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next change; `Ok(None)` when the server ended the feed.
+    ///
+    /// Cancellation: safe; a partly read line stays buffered.
+    pub async fn next(&mut self) -> Result<Option<Change>, ReplicatorError> {
+        loop {
+            while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                if let Some(change) = parse_line(&line)? {
+                    return Ok(Some(change));
+                }
+            }
+            match self
+                .response
+                .chunk()
+                .await
+                .map_err(ReplicatorError::Unavailable)?
+            {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// A change, or `None` for heartbeats (empty lines) and the closing
+/// `{"last_seq": …}` line.
+fn parse_line(line: &[u8]) -> Result<Option<Change>, ReplicatorError> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(line).map_err(|source| ReplicatorError::Decode {
+        context: "a _changes line".into(),
+        source,
+    })?;
+    if value.get("id").is_none() {
+        return Ok(None);
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|source| ReplicatorError::Decode {
+            context: "a _changes line".into(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_and_last_seq_are_not_changes() {
+        assert!(parse_line(b"\n").unwrap().is_none());
+        assert!(parse_line(b"{\"last_seq\":12}\n").unwrap().is_none());
+        let change = parse_line(br#"{"seq":"3-g1AAAA","id":"r","changes":[],"doc":{"_id":"r"}}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.seq, Value::String("3-g1AAAA".into()));
+        assert_eq!(change.id, "r");
+        let change = parse_line(br#"{"seq":7,"id":"r","deleted":true}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.seq, Value::from(7));
+        assert!(change.deleted && change.doc.is_none());
+    }
+}

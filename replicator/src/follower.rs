@@ -1,0 +1,163 @@
+//! Following the local database's changes feed for the daemon's lifetime:
+//! replies go to the calls waiting for them, resource documents to the
+//! runner and the replication manager. The feed position is checkpointed in
+//! a `_local` document once everything before it has been handled, so a
+//! restarted daemon resumes where it stopped without skipping work.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::couch::{Change, CouchClient, Written};
+use crate::replications::Replications;
+use crate::runner::Runner;
+use crate::{backoff, Health, ReplicatorError, ReplyHub};
+
+/// How often the checkpoint may be written.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+pub struct Follower {
+    pub site: String,
+    pub couch: CouchClient,
+    pub hub: ReplyHub,
+    pub runner: Runner,
+    pub replications: Replications,
+    pub health: Arc<Mutex<Health>>,
+}
+
+impl Follower {
+    fn checkpoint_id(&self) -> String {
+        format!("cheops-follower-{}", self.site)
+    }
+
+    fn set_health(&self, update: impl FnOnce(&mut Health)) {
+        update(&mut self.health.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Follows the feed until `shutdown`; never returns on an error.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut checkpoint = Checkpoint::default();
+        let mut failures = 0u32;
+        loop {
+            let followed = tokio::select! {
+                result = self.follow(&mut checkpoint) => result,
+                _ = shutdown.changed() => return,
+            };
+            failures += 1;
+            let error = match followed {
+                Ok(()) => "the feed ended".to_owned(),
+                Err(error) => error.to_string(),
+            };
+            let delay = backoff::delay(failures.min(6));
+            self.set_health(|h| {
+                h.follower_live = false;
+                h.couchdb_reachable = false;
+                h.last_error = Some(error.clone());
+            });
+            warn!(site = %self.site, %error, ?delay, "changes feed interrupted; reconnecting");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One connection to the feed, from the last checkpoint.
+    async fn follow(&self, checkpoint: &mut Checkpoint) -> Result<(), ReplicatorError> {
+        if checkpoint.rev.is_none() {
+            if let Some(saved) = self
+                .couch
+                .get::<Value>(&["_local", &self.checkpoint_id()], &[])
+                .await?
+            {
+                checkpoint.saved = saved.get("seq").cloned();
+                checkpoint.rev = saved.get("_rev").and_then(Value::as_str).map(str::to_owned);
+                checkpoint.seen = checkpoint.saved.clone();
+            }
+        }
+        let mut feed = self.couch.changes(checkpoint.seen.as_ref()).await?;
+        self.set_health(|h| {
+            h.follower_live = true;
+            h.couchdb_reachable = true;
+            h.last_error = None;
+        });
+        info!(site = %self.site, since = ?checkpoint.seen, "following changes");
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        loop {
+            tokio::select! {
+                change = feed.next() => {
+                    let Some(change) = change? else { return Ok(()) };
+                    self.dispatch(&change);
+                    // Only after the change was handed over, so that an idle
+                    // runner means everything up to `seen` is handled.
+                    checkpoint.seen = Some(change.seq);
+                }
+                _ = tick.tick() => self.save_checkpoint(checkpoint).await?,
+            }
+        }
+    }
+
+    fn dispatch(&self, change: &Change) {
+        let Some(doc) = &change.doc else { return };
+        let kind: DocumentKind = serde_json::from_value(doc.clone()).unwrap_or_default();
+        if kind.is_reply() {
+            match serde_json::from_value::<ReplyDocument>(doc.clone()) {
+                Ok(reply) => self.hub.deliver(reply),
+                Err(error) => warn!(id = %change.id, %error, "unreadable reply"),
+            }
+        } else if kind.is_resource() && !change.deleted {
+            match serde_json::from_value::<ResourceDocument>(doc.clone()) {
+                Ok(resource) => {
+                    self.replications.ensure(&resource.locations);
+                    if resource.lives_on(&self.site) {
+                        self.runner.schedule(&resource.id);
+                    }
+                }
+                Err(error) => warn!(resource = %change.id, %error, "unreadable resource document"),
+            }
+        } else {
+            debug!(id = %change.id, "change ignored");
+        }
+    }
+
+    /// Saves `seen` when the runner is idle (read in that order: see
+    /// [`Follower::follow`]).
+    async fn save_checkpoint(&self, checkpoint: &mut Checkpoint) -> Result<(), ReplicatorError> {
+        let seen = checkpoint.seen.clone();
+        if seen.is_none() || seen == checkpoint.saved || !self.runner.is_idle() {
+            return Ok(());
+        }
+        let mut doc = json!({ "seq": seen });
+        if let Some(rev) = &checkpoint.rev {
+            doc["_rev"] = Value::from(rev.as_str());
+        }
+        match self
+            .couch
+            .put(&["_local", &self.checkpoint_id()], &doc)
+            .await?
+        {
+            Written::Rev(rev) => {
+                checkpoint.rev = Some(rev);
+                checkpoint.saved = seen;
+            }
+            // Reread at the next connection; progress is only delayed.
+            Written::Conflict => checkpoint.rev = None,
+        }
+        Ok(())
+    }
+}
+
+/// Where the follower is in the feed.
+#[derive(Default)]
+struct Checkpoint {
+    /// The last change handed over.
+    seen: Option<Value>,
+    /// The last position written to CouchDB.
+    saved: Option<Value>,
+    /// The checkpoint document's revision.
+    rev: Option<String>,
+}

@@ -1,0 +1,21 @@
+//! The state of a node's background work, for `/health` and Chephren.
+
+use serde::Serialize;
+
+/// A snapshot of what a node can and cannot do right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// The local CouchDB answered the last request made to it.
+    pub couchdb_reachable: bool,
+    /// The changes follower is connected and reading the feed.
+    pub follower_live: bool,
+    /// The follower's last error, if its connection failed since.
+    pub last_error: Option<String>,
+}
+
+impl Health {
+    /// Healthy means able to accept and replicate operations.
+    pub fn is_healthy(&self) -> bool {
+        self.couchdb_reachable && self.follower_live
+    }
+}

@@ -1,0 +1,247 @@
+//! A Cheops node: the local database, the background tasks that follow it,
+//! and the operations users submit to it.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cheops_backends::{Backend, CommandResult};
+use cheops_model::{ResourceDocument, ShellCommand};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::bootstrap::bootstrap;
+use crate::consistency::add_operation;
+use crate::couch::{CouchClient, Written};
+use crate::follower::Follower;
+use crate::replications::Replications;
+use crate::runner::Runner;
+use crate::{backoff, Health, ReplicatorError, ReplyHub, Sites, Submission, Submitted};
+
+/// What a node needs to know.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's site name.
+    pub site: String,
+    /// The local database, credentials included.
+    pub couch_url: String,
+    /// Where the other sites are.
+    pub sites: Sites,
+    /// How many resources may run at once.
+    pub concurrency: usize,
+}
+
+/// A running node, shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct Node {
+    site: String,
+    couch: CouchClient,
+    hub: ReplyHub,
+    runner: Runner,
+    replications: Replications,
+    backend: Arc<dyn Backend>,
+    sites: Sites,
+    health: Arc<Mutex<Health>>,
+}
+
+/// How many times a write that lost a race is retried before giving up.
+const WRITE_ATTEMPTS: u32 = 50;
+
+impl Node {
+    pub fn new(config: NodeConfig, backend: Arc<dyn Backend>) -> Result<Self, ReplicatorError> {
+        let couch = CouchClient::new(&config.couch_url)?;
+        let runner = Runner::new(
+            config.site.clone(),
+            couch.clone(),
+            Arc::clone(&backend),
+            config.concurrency,
+        );
+        let replications = Replications::new(
+            config.site.clone(),
+            couch.clone(),
+            config.couch_url.clone(),
+            config.sites.clone(),
+        );
+        Ok(Node {
+            site: config.site,
+            couch,
+            hub: ReplyHub::default(),
+            runner,
+            replications,
+            backend,
+            sites: config.sites,
+            health: Arc::new(Mutex::new(Health::default())),
+        })
+    }
+
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    pub fn sites(&self) -> &Sites {
+        &self.sites
+    }
+
+    /// Prepares the database (waiting for CouchDB as long as it takes, or
+    /// until `shutdown`), then starts the background tasks.
+    pub async fn start(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Vec<(&'static str, JoinHandle<()>)> {
+        let mut failures = 0;
+        loop {
+            match bootstrap(&self.couch).await {
+                Ok(()) => break,
+                Err(error) => {
+                    failures += 1;
+                    let delay = backoff::delay(failures.min(4));
+                    self.set_health(|h| {
+                        h.couchdb_reachable = !error.is_unavailable();
+                        h.last_error = Some(error.to_string());
+                    });
+                    info!(site = %self.site, db = %self.couch.db_url(), %error, ?delay, "waiting for CouchDB");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return Vec::new(),
+                    }
+                }
+            }
+        }
+        info!(site = %self.site, db = %self.couch.db_url(), "database ready");
+        let follower = Follower {
+            site: self.site.clone(),
+            couch: self.couch.clone(),
+            hub: self.hub.clone(),
+            runner: self.runner.clone(),
+            replications: self.replications.clone(),
+            health: Arc::clone(&self.health),
+        };
+        vec![
+            ("follower", tokio::spawn(follower.run(shutdown.clone()))),
+            (
+                "replications",
+                tokio::spawn(self.replications.clone().repair_loop(shutdown)),
+            ),
+        ]
+    }
+
+    fn set_health(&self, update: impl FnOnce(&mut Health)) {
+        update(&mut self.health.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stores an operation, creating the resource if needed, and returns the
+    /// channel its replies will arrive on. A concurrent write to the same
+    /// resource is retried on the new revision, never surfaced.
+    ///
+    /// Cancellation: if dropped before it returns, the operation may or may
+    /// not have been stored; if stored, it runs everywhere regardless.
+    pub async fn submit(&self, submission: Submission) -> Result<Submitted, ReplicatorError> {
+        let Submission {
+            resource_id,
+            sites,
+            operation,
+            config,
+        } = submission;
+        if !sites.contains(&self.site) {
+            return Err(ReplicatorError::InvalidRequest(format!(
+                "this node ({}) is not one of the sites: {}",
+                self.site,
+                sites.join(", ")
+            )));
+        }
+        // Subscribed before writing: no reply can come before we listen.
+        let replies = self.hub.subscribe(&operation.request_id);
+
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self
+                .couch
+                .get::<ResourceDocument>(&[&resource_id], &[])
+                .await?;
+            let mut doc = match current {
+                Some(doc) => {
+                    let wanted: BTreeSet<&String> = sites.iter().collect();
+                    let stored: BTreeSet<&String> = doc.locations.iter().collect();
+                    if wanted != stored {
+                        return Err(ReplicatorError::InvalidRequest(format!(
+                            "sites ({}) differ from the locations of resource {resource_id} ({}); locations never change",
+                            sites.join(", "),
+                            doc.locations.join(", ")
+                        )));
+                    }
+                    doc
+                }
+                None if operation.command.command.trim().is_empty() => {
+                    return Err(ReplicatorError::InvalidRequest(format!(
+                        "resource {resource_id} does not exist, and an empty command does not create one"
+                    )));
+                }
+                None => ResourceDocument {
+                    id: resource_id.clone(),
+                    locations: sites.clone(),
+                    ..ResourceDocument::default()
+                },
+            };
+            if let Some(config) = config.as_ref().filter(|c| !c.is_empty()) {
+                doc.config = config.clone();
+            }
+            doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
+
+            match self.couch.put(&[&resource_id], &doc).await? {
+                Written::Rev(rev) => {
+                    info!(resource = %resource_id, request = %operation.request_id, site = %self.site, rev = %rev, "operation stored");
+                    return Ok(Submitted {
+                        resource_id,
+                        request_id: operation.request_id.clone(),
+                        locations: doc.locations,
+                        input: operation.command.command.clone(),
+                        replies,
+                    });
+                }
+                Written::Conflict => continue,
+            }
+        }
+        Err(ReplicatorError::Couch {
+            status: 409,
+            context: format!("storing an operation on {resource_id}"),
+            body: format!("still conflicting after {WRITE_ATTEMPTS} attempts"),
+        })
+    }
+
+    /// The locations of a resource, `None` when it does not exist.
+    pub async fn locations(
+        &self,
+        resource_id: &str,
+    ) -> Result<Option<Vec<String>>, ReplicatorError> {
+        Ok(self
+            .couch
+            .get::<ResourceDocument>(&[resource_id], &[])
+            .await?
+            .map(|doc| doc.locations))
+    }
+
+    /// Runs one command here, outside any resource (for `/show_local`).
+    pub async fn run_local(&self, command: ShellCommand) -> CommandResult {
+        let mut results = self.backend.run(std::slice::from_ref(&command)).await;
+        results.pop().unwrap_or_else(CommandResult::skipped)
+    }
+
+    /// Every document of the local database.
+    pub async fn dump(&self) -> Result<Value, ReplicatorError> {
+        self.couch.all_docs().await
+    }
+
+    /// Whether CouchDB answers right now, with the follower's state.
+    pub async fn check_health(&self) -> Health {
+        let reachable = self.couch.ping().await.is_ok();
+        self.set_health(|h| h.couchdb_reachable = reachable);
+        self.health()
+    }
+}

@@ -1,0 +1,154 @@
+//! One continuous, filtered replication from the local database to each peer
+//! site, shared by all resources. Each lives in `_replicator` under a
+//! deterministic id, is created the first time a resource names its site,
+//! and is recreated when it has been deleted, has failed, or points to
+//! another URL.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::bootstrap::SITE_FILTER;
+use crate::couch::{CouchClient, Written};
+use crate::{backoff, ReplicatorError, Sites};
+
+/// How often replications are checked again, to repair what was lost.
+const REPAIR_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Replications {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    site: String,
+    couch: CouchClient,
+    /// The local database URL with credentials, as the replication source.
+    source: String,
+    sites: Sites,
+    /// Peers whose replication is in place.
+    ensured: Mutex<HashSet<String>>,
+    /// Peers being set up right now.
+    pending: Mutex<HashSet<String>>,
+}
+
+impl Replications {
+    pub fn new(site: String, couch: CouchClient, source: String, sites: Sites) -> Self {
+        Replications {
+            inner: Arc::new(Inner {
+                site,
+                couch,
+                source,
+                sites,
+                ensured: Mutex::new(HashSet::new()),
+                pending: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// Makes sure a replication to each of `locations` (but this site)
+    /// exists. Cheap for peers already set up; others are set up on a task.
+    pub fn ensure(&self, locations: &[String]) {
+        for peer in locations {
+            if *peer == self.inner.site || lock(&self.inner.ensured).contains(peer) {
+                continue;
+            }
+            if !lock(&self.inner.pending).insert(peer.clone()) {
+                continue;
+            }
+            let inner = Arc::clone(&self.inner);
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let mut failures = 0;
+                while let Err(error) = inner.ensure_one(&peer).await {
+                    failures += 1;
+                    let delay = backoff::delay(failures);
+                    warn!(site = %inner.site, peer = %peer, %error, ?delay, "cannot set up replication; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                lock(&inner.pending).remove(&peer);
+                lock(&inner.ensured).insert(peer);
+            });
+        }
+    }
+
+    /// Checks every known replication periodically until `shutdown`.
+    pub async fn repair_loop(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(REPAIR_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            let peers: Vec<String> = lock(&self.inner.ensured).iter().cloned().collect();
+            for peer in peers {
+                if let Err(error) = self.inner.ensure_one(&peer).await {
+                    warn!(site = %self.inner.site, peer = %peer, %error, "replication check failed");
+                }
+            }
+        }
+    }
+}
+
+fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    // Single insert/remove/contains per critical section: never inconsistent.
+    set.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    /// The `_replicator` document id for the replication to `peer`.
+    fn doc_id(&self, peer: &str) -> String {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        format!("cheops-{}-to-{}", clean(&self.site), clean(peer))
+    }
+
+    fn wanted(&self, id: &str, peer: &str) -> Value {
+        json!({
+            "_id": id,
+            "source": self.source,
+            "target": self.sites.couch_url(peer),
+            "continuous": true,
+            "filter": SITE_FILTER,
+            "query_params": { "site": peer },
+        })
+    }
+
+    async fn ensure_one(&self, peer: &str) -> Result<(), ReplicatorError> {
+        let id = self.doc_id(peer);
+        let mut wanted = self.wanted(&id, peer);
+        loop {
+            match self.couch.get_replication(&id).await? {
+                Some(current) => {
+                    let state = current.get("_replication_state").and_then(Value::as_str);
+                    let same = ["source", "target", "filter", "query_params", "continuous"]
+                        .iter()
+                        .all(|k| current.get(k) == wanted.get(k));
+                    if same && !matches!(state, Some("failed" | "error")) {
+                        return Ok(());
+                    }
+                    info!(site = %self.site, peer, state, "recreating replication");
+                    wanted["_rev"] = current["_rev"].clone();
+                }
+                None => info!(site = %self.site, peer, "creating replication"),
+            }
+            match self.couch.put_replication(&id, &wanted).await? {
+                Written::Rev(_) => return Ok(()),
+                // Changed under us (the replicator updates its state): look again.
+                Written::Conflict => wanted = self.wanted(&id, peer),
+            }
+        }
+    }
+}
