@@ -45,9 +45,16 @@ pub(crate) async fn show(
     let deadline = Instant::now() + state.config.show_timeout;
     let (id, state) = (&id, &state);
     let asks = sites.iter().map(|site| {
-        let base = state.node.api_url(site);
-        let url = format!("{}/show_local/{id}", base.trim_end_matches('/'));
-        let ask = ask(&state.client, url, command.clone());
+        let command = command.clone();
+        // This node runs its own share directly: no HTTP hop to itself.
+        let ask = async move {
+            if site == state.node.site() {
+                return Ok(run_here(state, id, &command).await);
+            }
+            let base = state.node.api_url(site);
+            let url = format!("{}/show_local/{id}", base.trim_end_matches('/'));
+            ask(&state.client, url, command).await
+        };
         async move {
             let output = match tokio::time::timeout_at(deadline, ask).await {
                 Ok(Ok(output)) => output,
@@ -102,16 +109,21 @@ pub(crate) async fn show_local(
     ResourceId(id): ResourceId,
     AnyForm(form): AnyForm,
 ) -> Result<Json<SiteOutput>, ApiError> {
-    let command = form.required("command")?.replace(ID_PLACEHOLDER, &id);
+    let command = form.required("command")?;
+    Ok(Json(run_here(&state, &id, command).await))
+}
+
+/// Runs a show command on this node, `__ID__` standing for the resource id.
+async fn run_here(state: &AppState, id: &str, command: &str) -> SiteOutput {
     let result = state
         .node
         .run_local(ShellCommand {
-            command,
+            command: command.replace(ID_PLACEHOLDER, id),
             files: BTreeMap::new(),
         })
         .await;
-    Ok(Json(SiteOutput {
+    SiteOutput {
         status: result.status(),
         output: result.output,
-    }))
+    }
 }

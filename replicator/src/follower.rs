@@ -106,7 +106,13 @@ impl Follower {
         let kind: DocumentKind = serde_json::from_value(doc.clone()).unwrap_or_default();
         if kind.is_reply() {
             match serde_json::from_value::<ReplyDocument>(doc.clone()) {
-                Ok(reply) => self.hub.deliver(reply),
+                Ok(mut reply) => {
+                    // Streamed to callers as the original streams replies:
+                    // without CouchDB's bookkeeping.
+                    reply.id = None;
+                    reply.rev = None;
+                    self.hub.deliver(reply);
+                }
                 Err(error) => warn!(id = %change.id, %error, "unreadable reply"),
             }
         } else if kind.is_resource() && !change.deleted {

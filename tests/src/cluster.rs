@@ -219,6 +219,30 @@ impl Cluster {
         (status, Ok(replies))
     }
 
+    /// `/show` through node `i`; returns the HTTP status and the JSON answer.
+    pub async fn show(
+        &self,
+        i: usize,
+        id: &str,
+        command: &str,
+        sites: Option<&str>,
+    ) -> (u16, Value) {
+        let mut form = Form::new().text("command", command.to_owned());
+        if let Some(sites) = sites {
+            form = form.text("sites", sites.to_owned());
+        }
+        let url = format!("{}/show/{id}", self.node(i).api_url());
+        let response = self
+            .http
+            .post(url)
+            .multipart(form)
+            .send()
+            .await
+            .expect("the API did not answer");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
     /// A document of node `i`'s database (with its conflicts).
     pub async fn doc(&self, i: usize, id: &str) -> Option<Value> {
         let url = format!("{}/{id}?conflicts=true", self.node(i).couch_url());

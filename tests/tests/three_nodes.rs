@@ -93,3 +93,41 @@ async fn a_resource_of_two_sites_never_reaches_the_third() {
     assert!(cluster.replies(2, "pair").await.is_empty());
     assert!(cluster.doc(1, "pair").await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_answers_every_site_and_ko_for_a_stopped_one() {
+    let mut cluster = Cluster::start(3).await;
+    let (status, _) = cluster
+        .exec(
+            0,
+            Exec {
+                id: "shown",
+                sites: Some("site1&site2&site3"),
+                commands: &["true"],
+                op_type: Some("set"),
+                ..Exec::default()
+            },
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, answer) = cluster
+        .show(0, "shown", "echo __ID__ on $NODE_DIR", None)
+        .await;
+    assert_eq!(status, 200);
+    for i in 0..3 {
+        let site = &cluster.node(i).site;
+        assert_eq!(answer[site]["Status"], "OK", "{answer}");
+        let expected = format!("shown on {}\n", cluster.node(i).dir.display());
+        assert_eq!(answer[site]["Output"], expected.as_str());
+    }
+
+    cluster.stop_daemon(2);
+    let (status, answer) = cluster
+        .show(0, "shown", "true", Some("site1&site2&site3"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["site1"]["Status"], "OK");
+    assert_eq!(answer["site2"]["Status"], "OK");
+    assert_eq!(answer["site3"]["Status"], "KO", "{answer}");
+}
