@@ -24,7 +24,9 @@ fn design_document() -> Value {
             }
         },
         "filters": {
-            "by-site": "function (doc, req) { return !!doc.Locations && doc.Locations.indexOf(req.query.site) >= 0; }"
+            // String(): PouchDB Server parses query values as JSON, so a
+            // site named 123 would otherwise arrive as a number.
+            "by-site": "function (doc, req) { return !!doc.Locations && doc.Locations.indexOf(String(req.query.site)) >= 0; }"
         }
     })
 }

@@ -303,6 +303,31 @@ impl CouchClient {
         }
     }
 
+    /// Deletes a `_replicator` document (which stops its replication).
+    ///
+    /// The tombstone keeps the document's `_replication_id`: PouchDB Server
+    /// forgets a replication by that field of the deleted document, and
+    /// would otherwise take a recreated document for a duplicate of the
+    /// stopped one and never start it. Deleting one already gone, or changed
+    /// meanwhile, is not an error: the caller looks again.
+    pub async fn delete_replication(
+        &self,
+        id: &str,
+        current: &Value,
+    ) -> Result<(), ReplicatorError> {
+        let mut tombstone = serde_json::json!({ "_rev": current.get("_rev"), "_deleted": true });
+        if let Some(replication_id) = current.get("_replication_id") {
+            tombstone["_replication_id"] = replication_id.clone();
+        }
+        let builder = self
+            .request(Method::PUT, self.server_url(&["_replicator", id]))
+            .json(&tombstone);
+        let accept = [StatusCode::NOT_FOUND, StatusCode::CONFLICT];
+        self.send(builder, "DELETE _replicator doc", &accept)
+            .await?;
+        Ok(())
+    }
+
     /// Creates the server's `_replicator` database unless it exists (PouchDB
     /// Server and a fresh single-node CouchDB may not have it yet).
     pub async fn ensure_replicator_db(&self) -> Result<(), ReplicatorError> {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult};
 use cheops_model::{ResourceDocument, ShellCommand};
@@ -30,6 +31,8 @@ pub struct NodeConfig {
     pub sites: Sites,
     /// How many resources may run at once.
     pub concurrency: usize,
+    /// How often the replications to peers are checked and repaired.
+    pub replication_check: Duration,
 }
 
 /// A running node, shared by the HTTP handlers.
@@ -42,6 +45,7 @@ pub struct Node {
     replications: Replications,
     backend: Arc<dyn Backend>,
     sites: Sites,
+    replication_check: Duration,
     health: Arc<Mutex<Health>>,
 }
 
@@ -71,6 +75,7 @@ impl Node {
             replications,
             backend,
             sites: config.sites,
+            replication_check: config.replication_check,
             health: Arc::new(Mutex::new(Health::default())),
         })
     }
@@ -121,7 +126,11 @@ impl Node {
             ("follower", tokio::spawn(follower.run(shutdown.clone()))),
             (
                 "replications",
-                tokio::spawn(self.replications.clone().repair_loop(shutdown)),
+                tokio::spawn(
+                    self.replications
+                        .clone()
+                        .repair_loop(self.replication_check, shutdown),
+                ),
             ),
         ]
     }

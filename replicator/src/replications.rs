@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use cheops_model::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -15,9 +16,6 @@ use tracing::{info, warn};
 use crate::bootstrap::SITE_FILTER;
 use crate::couch::{CouchClient, Written};
 use crate::{backoff, ReplicatorError, Sites};
-
-/// How often replications are checked again, to repair what was lost.
-const REPAIR_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Replications {
@@ -76,11 +74,12 @@ impl Replications {
         }
     }
 
-    /// Checks every known replication periodically until `shutdown`.
-    pub async fn repair_loop(self, mut shutdown: watch::Receiver<bool>) {
+    /// Checks every known replication `every` period until `shutdown`, to
+    /// repair what was deleted or failed.
+    pub async fn repair_loop(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(REPAIR_EVERY) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => return,
             }
             let peers: Vec<String> = lock(&self.inner.ensured).iter().cloned().collect();
@@ -126,28 +125,35 @@ impl Inner {
         })
     }
 
+    /// Makes the replication to `peer` exist as wanted. One that is missing
+    /// is created; one that failed or differs is deleted and created again
+    /// (PouchDB Server refuses to update a running one).
     async fn ensure_one(&self, peer: &str) -> Result<(), ReplicatorError> {
         let id = self.doc_id(peer);
-        let mut wanted = self.wanted(&id, peer);
+        let wanted = self.wanted(&id, peer);
         loop {
-            match self.couch.get_replication(&id).await? {
-                Some(current) => {
-                    let state = current.get("_replication_state").and_then(Value::as_str);
-                    let same = ["source", "target", "filter", "query_params", "continuous"]
-                        .iter()
-                        .all(|k| current.get(k) == wanted.get(k));
-                    if same && !matches!(state, Some("failed" | "error")) {
-                        return Ok(());
-                    }
-                    info!(site = %self.site, peer, state, "recreating replication");
-                    wanted["_rev"] = current["_rev"].clone();
+            if let Some(current) = self.couch.get_replication(&id).await? {
+                let state = current.get("_replication_state").and_then(Value::as_str);
+                let same = ["source", "target", "filter", "query_params", "continuous"]
+                    .iter()
+                    .all(|k| current.get(k) == wanted.get(k));
+                if same && !matches!(state, Some("failed" | "error")) {
+                    return Ok(());
                 }
-                None => info!(site = %self.site, peer, "creating replication"),
+                info!(site = %self.site, peer, state, "recreating replication");
+                self.couch.delete_replication(&id, &current).await?;
+                continue;
             }
-            match self.couch.put_replication(&id, &wanted).await? {
+            info!(site = %self.site, peer, "creating replication");
+            // A creation time makes each document new to PouchDB Server,
+            // which otherwise may take it for one deleted earlier (by plain
+            // DELETE) and never start it. Not compared above.
+            let mut created = wanted.clone();
+            created["cheops_created"] = Value::from(Timestamp::now().to_string());
+            match self.couch.put_replication(&id, &created).await? {
                 Written::Rev(_) => return Ok(()),
-                // Changed under us (the replicator updates its state): look again.
-                Written::Conflict => wanted = self.wanted(&id, peer),
+                // Created by another daemon on this database meanwhile: look again.
+                Written::Conflict => continue,
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::wait::eventually;
 
 const ADMIN: &str = "admin:password";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where one node listens.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ struct Node {
     info: NodeInfo,
     sidecar: Owned,
     daemon: Owned,
+    /// How many times its daemon was started (names its log files).
+    starts: usize,
 }
 
 /// Nodes started for one test; dropped, it kills them and removes their files.
@@ -86,7 +89,8 @@ impl Cluster {
             cluster.nodes.push(Node {
                 info: info.clone(),
                 sidecar,
-                daemon: Owned(None),
+                daemon: Owned(None, PathBuf::new()),
+                starts: 0,
             });
         }
         for i in 0..n {
@@ -119,6 +123,23 @@ impl Cluster {
 
     /// Starts (or restarts) node `i`'s daemon and waits for its health.
     pub async fn start_daemon(&mut self, i: usize) {
+        self.spawn_daemon(i);
+        self.wait_healthy(i).await;
+    }
+
+    /// Stops node `i`'s sidecar (its data stays).
+    pub fn stop_sidecar(&mut self, i: usize) {
+        self.nodes[i].sidecar.kill();
+    }
+
+    /// Starts node `i`'s sidecar again, on the same port and data.
+    pub fn start_sidecar(&mut self, i: usize) {
+        let info = self.nodes[i].info.clone();
+        self.nodes[i].sidecar = self.spawn_sidecar(&info);
+    }
+
+    /// Starts node `i`'s daemon without waiting for it to be healthy.
+    pub fn spawn_daemon(&mut self, i: usize) {
         let info = self.nodes[i].info.clone();
         let mut command = Command::new(cheops_binary());
         command
@@ -128,6 +149,7 @@ impl Cluster {
             .args(["--dump-port", &info.dump_port.to_string()])
             .args(["--couchdb-url", &info.couch_url()])
             .args(["--reply-timeout", &self.reply_timeout.to_string()])
+            .args(["--replication-check", "2"])
             .env("RUST_LOG", "info,cheops_replicator=debug")
             .env("NODE_DIR", &info.dir);
         for peer in &self.nodes {
@@ -140,9 +162,18 @@ impl Cluster {
                 ));
             }
         }
-        let log = info.dir.join(format!("daemon-{}.log", std::process::id()));
+        let log = info
+            .dir
+            .join(format!("daemon-{}.log", self.nodes[i].starts));
+        self.nodes[i].starts += 1;
         self.nodes[i].daemon = Owned::spawn(&mut command, &log);
-        self.wait_healthy(i).await;
+    }
+
+    /// The `/health` status of node `i`'s daemon, `None` when it does not answer.
+    pub async fn health_status(&self, i: usize) -> Option<u16> {
+        let url = format!("{}/health", self.node(i).api_url());
+        let response = self.http.get(url).send().await.ok()?;
+        Some(response.status().as_u16())
     }
 
     /// Stops node `i`'s daemon (its sidecar keeps running).
@@ -150,22 +181,24 @@ impl Cluster {
         self.nodes[i].daemon.kill();
     }
 
-    pub async fn wait_healthy(&self, i: usize) {
-        let url = format!("{}/health", self.node(i).api_url());
-        let http = self.http.clone();
-        eventually(
-            &format!("{} to be healthy", self.node(i).site),
-            START_TIMEOUT,
-            || {
-                let http = http.clone();
-                let url = url.clone();
-                async move {
-                    let response = http.get(&url).send().await.ok()?;
-                    response.status().is_success().then_some(())
-                }
-            },
-        )
-        .await;
+    /// Waits until node `i`'s daemon answers healthy; fails at once if its
+    /// daemon or sidecar exits meanwhile.
+    pub async fn wait_healthy(&mut self, i: usize) {
+        let site = self.node(i).site.clone();
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while self.health_status(i).await != Some(200) {
+            self.nodes[i]
+                .daemon
+                .assert_running(&format!("{site}'s daemon"));
+            self.nodes[i]
+                .sidecar
+                .assert_running(&format!("{site}'s sidecar"));
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {START_TIMEOUT:?} waiting for {site} to be healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Sends an operation through node `i`; returns the HTTP status and
@@ -194,14 +227,7 @@ impl Cluster {
                 Part::bytes(bytes.to_vec()).file_name(name.to_string()),
             );
         }
-        let url = format!("{}/exec/{}", self.node(i).api_url(), request.id);
-        let response = self
-            .http
-            .post(url)
-            .multipart(form)
-            .send()
-            .await
-            .expect("the API did not answer");
+        let response = self.post(i, &format!("exec/{}", request.id), form).await;
         let status = response.status().as_u16();
         let body = response.text().await.expect("cannot read the answer");
         if status != 200 {
@@ -219,6 +245,16 @@ impl Cluster {
         (status, Ok(replies))
     }
 
+    async fn post(&self, i: usize, path: &str, form: Form) -> reqwest::Response {
+        let url = format!("{}/{path}", self.node(i).api_url());
+        self.http
+            .post(url)
+            .multipart(form)
+            .send()
+            .await
+            .expect("the API did not answer")
+    }
+
     /// `/show` through node `i`; returns the HTTP status and the JSON answer.
     pub async fn show(
         &self,
@@ -231,14 +267,7 @@ impl Cluster {
         if let Some(sites) = sites {
             form = form.text("sites", sites.to_owned());
         }
-        let url = format!("{}/show/{id}", self.node(i).api_url());
-        let response = self
-            .http
-            .post(url)
-            .multipart(form)
-            .send()
-            .await
-            .expect("the API did not answer");
+        let response = self.post(i, &format!("show/{id}"), form).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or_default())
     }
@@ -270,6 +299,46 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Waits until resource `id` has converged on the nodes `on` (indexes):
+    /// the same revision everywhere, no conflicts, and a reply from every
+    /// location for every operation of the block. Returns the document.
+    pub async fn converged(&self, id: &str, on: &[usize]) -> Value {
+        eventually(&format!("{id} to converge"), CONVERGE_TIMEOUT, || async {
+            let first = self.doc(on[0], id).await?;
+            if first.get("_conflicts").is_some() {
+                return None;
+            }
+            for &i in &on[1..] {
+                let doc = self.doc(i, id).await?;
+                if doc["_rev"] != first["_rev"] || doc.get("_conflicts").is_some() {
+                    return None;
+                }
+            }
+            let locations: Vec<&str> = first["Locations"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            for &i in on {
+                let replies = self.replies(i, id).await;
+                for op in first["Operations"].as_array()? {
+                    for site in &locations {
+                        if !replies
+                            .iter()
+                            .any(|r| r.request_id == op["RequestId"] && r.site == *site)
+                        {
+                            return None;
+                        }
+                    }
+                }
+            }
+            Some(first)
+        })
+        .await
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
@@ -291,4 +360,17 @@ pub struct Exec<'a> {
     pub op_type: Option<&'a str>,
     pub config: Option<&'a str>,
     pub files: &'a [(&'a str, &'a [u8])],
+}
+
+impl<'a> Exec<'a> {
+    /// A well-formed request: one command of type `op_type`, no config, no file.
+    pub fn new(id: &'a str, sites: &'a str, command: &'a [&'a str; 1], op_type: &'a str) -> Self {
+        Exec {
+            id,
+            sites: Some(sites),
+            commands: command,
+            op_type: Some(op_type),
+            ..Exec::default()
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 /// The workspace root.
@@ -14,12 +15,25 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, never the same twice in a process.
+///
+/// Ports come from below Linux's ephemeral range (32768 and up): a port the
+/// kernel hands out for `bind(0)` is also one it may give an outgoing
+/// connection before the node binds it. The start depends on the process
+/// id, so that test processes running at once seldom probe the same ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..COUNT {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + seed.wrapping_add(offset) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + COUNT)
 }
 
 /// The `cheops` binary, built once per test process (the tests crate cannot
@@ -57,7 +71,7 @@ pub fn sidecar_script() -> &'static Path {
 }
 
 /// A child process killed (and reaped) on drop.
-pub struct Owned(pub Option<Child>);
+pub struct Owned(pub Option<Child>, pub PathBuf);
 
 impl Owned {
     pub fn spawn(command: &mut Command, log: &Path) -> Owned {
@@ -69,7 +83,16 @@ impl Owned {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        Owned(Some(child))
+        Owned(Some(child), log.to_path_buf())
+    }
+
+    /// Panics, naming its log, if the process has exited on its own.
+    pub fn assert_running(&mut self, what: &str) {
+        if let Some(child) = self.0.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited ({status}); see {}", self.1.display());
+            }
+        }
     }
 
     pub fn kill(&mut self) {

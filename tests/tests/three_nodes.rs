@@ -12,13 +12,7 @@ async fn an_exec_for_three_sites_returns_three_ok_replies_and_converges() {
     let (status, replies) = cluster
         .exec(
             0,
-            Exec {
-                id: "shared",
-                sites: Some("site1 & site2 & site3"),
-                commands: &["echo ran"],
-                op_type: Some("set"),
-                ..Exec::default()
-            },
+            Exec::new("shared", "site1 & site2 & site3", &["echo ran"], "set"),
         )
         .await;
     assert_eq!(status, 200);
@@ -32,21 +26,14 @@ async fn an_exec_for_three_sites_returns_three_ok_replies_and_converges() {
             .all(|r| r.status == Status::Ok && r.output == "ran\n"),
         "{replies:?}"
     );
+    assert!(
+        replies.iter().all(|r| r.id.is_none() && r.rev.is_none()),
+        "lines as the original streams them"
+    );
 
-    let reference = cluster.doc(0, "shared").await.expect("stored on site1");
+    let reference = cluster.converged("shared", &[0, 1, 2]).await;
     for i in 1..3 {
-        let doc = eventually(
-            "the same revision everywhere",
-            Duration::from_secs(30),
-            || async {
-                cluster
-                    .doc(i, "shared")
-                    .await
-                    .filter(|d| d["_rev"] == reference["_rev"])
-            },
-        )
-        .await;
-        assert_eq!(doc, reference);
+        assert_eq!(cluster.doc(i, "shared").await.as_ref(), Some(&reference));
     }
 }
 
@@ -54,16 +41,7 @@ async fn an_exec_for_three_sites_returns_three_ok_replies_and_converges() {
 async fn a_resource_of_two_sites_never_reaches_the_third() {
     let cluster = Cluster::start(3).await;
     let (status, replies) = cluster
-        .exec(
-            0,
-            Exec {
-                id: "pair",
-                sites: Some("site1&site2"),
-                commands: &["echo pair"],
-                op_type: Some("set"),
-                ..Exec::default()
-            },
-        )
+        .exec(0, Exec::new("pair", "site1&site2", &["echo pair"], "set"))
         .await;
     assert_eq!(status, 200);
     assert_eq!(replies.expect("reply lines").len(), 2);
@@ -71,16 +49,7 @@ async fn a_resource_of_two_sites_never_reaches_the_third() {
     // A resource for all three, sent after, reaches site3: once it has, the
     // pair's documents would have too if the filter let them through.
     let (status, _) = cluster
-        .exec(
-            0,
-            Exec {
-                id: "all",
-                sites: Some("site1&site2&site3"),
-                commands: &["true"],
-                op_type: Some("set"),
-                ..Exec::default()
-            },
-        )
+        .exec(0, Exec::new("all", "site1&site2&site3", &["true"], "set"))
         .await;
     assert_eq!(status, 200);
     eventually(
@@ -98,16 +67,7 @@ async fn a_resource_of_two_sites_never_reaches_the_third() {
 async fn show_answers_every_site_and_ko_for_a_stopped_one() {
     let mut cluster = Cluster::start(3).await;
     let (status, _) = cluster
-        .exec(
-            0,
-            Exec {
-                id: "shown",
-                sites: Some("site1&site2&site3"),
-                commands: &["true"],
-                op_type: Some("set"),
-                ..Exec::default()
-            },
-        )
+        .exec(0, Exec::new("shown", "site1&site2&site3", &["true"], "set"))
         .await;
     assert_eq!(status, 200);
 
@@ -130,4 +90,50 @@ async fn show_answers_every_site_and_ko_for_a_stopped_one() {
     assert_eq!(answer["site1"]["Status"], "OK");
     assert_eq!(answer["site2"]["Status"], "OK");
     assert_eq!(answer["site3"]["Status"], "KO", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_replication_is_recreated() {
+    let cluster = Cluster::start(2).await;
+    let (status, _) = cluster
+        .exec(0, Exec::new("first", "site1&site2", &["true"], "set"))
+        .await;
+    assert_eq!(status, 200);
+    let replication = format!(
+        "http://admin:password@127.0.0.1:{}/_replicator/cheops-site1-to-site2",
+        cluster.node(0).couch_port
+    );
+    let http = reqwest::Client::new();
+    let doc: serde_json::Value = http
+        .get(&replication)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deleted = http
+        .delete(format!(
+            "{replication}?rev={}",
+            doc["_rev"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+
+    eventually(
+        "the replication to be recreated",
+        Duration::from_secs(30),
+        || async {
+            let response = http.get(&replication).send().await.ok()?;
+            response.status().is_success().then_some(())
+        },
+    )
+    .await;
+    let (status, _) = cluster
+        .exec(0, Exec::new("second", "site1&site2", &["true"], "set"))
+        .await;
+    assert_eq!(status, 200);
+    cluster.converged("second", &[0, 1]).await;
 }

@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// How many resources may run operations at once.
     #[arg(long, env = "CHEOPS_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
+
+    /// Seconds between checks of the replications to peers (a deleted or
+    /// failed one is recreated).
+    #[arg(long, env = "CHEOPS_REPLICATION_CHECK", default_value_t = 30)]
+    replication_check: u64,
 }
 
 /// The validated configuration.
@@ -105,6 +110,9 @@ impl ServeArgs {
         }
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
+        }
+        if self.replication_check == 0 {
+            return Err("--replication-check must be at least 1 second".into());
         }
 
         let mut sites = Sites::new(self.couchdb_template, self.api_template);
@@ -138,6 +146,7 @@ impl ServeArgs {
                 couch_url: self.couchdb_url,
                 sites,
                 concurrency: self.concurrency,
+                replication_check: Duration::from_secs(self.replication_check),
             },
             api: ApiConfig {
                 reply_timeout: Duration::from_secs(self.reply_timeout),

@@ -1,0 +1,81 @@
+//! Daemons that stop, restart, or start before their sidecar lose nothing
+//! and run nothing twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cheops_model::Status;
+use cheops_tests::{eventually, Cluster, Exec};
+
+const SITES: &str = "site1&site2&site3";
+
+fn log_of(cluster: &Cluster, i: usize) -> String {
+    std::fs::read_to_string(cluster.node(i).dir.join("log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_daemon_runs_what_arrived_meanwhile_and_nothing_twice() {
+    // A short reply timeout: site3's replies are awaited only 3 s.
+    let mut cluster = Cluster::start_with_timeout(3, 3).await;
+    let (status, replies) = cluster
+        .exec(
+            0,
+            Exec::new("res", SITES, &["echo 0 >> \"$NODE_DIR/log\""], "add"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(replies
+        .expect("reply lines")
+        .iter()
+        .all(|r| r.status == Status::Ok));
+
+    cluster.stop_daemon(2);
+    for n in 1..=2 {
+        let command = format!("echo {n} >> \"$NODE_DIR/log\"");
+        let (status, replies) = cluster
+            .exec(0, Exec::new("res", SITES, &[command.as_str()], "add"))
+            .await;
+        assert_eq!(status, 200);
+        let statuses: BTreeMap<String, Status> = replies
+            .expect("reply lines")
+            .into_iter()
+            .map(|r| (r.site, r.status))
+            .collect();
+        assert_eq!(statuses["site1"], Status::Ok);
+        assert_eq!(statuses["site2"], Status::Ok);
+        assert_eq!(statuses["site3"], Status::Timeout);
+    }
+    assert_eq!(log_of(&cluster, 2), "0\n", "a stopped daemon runs nothing");
+
+    cluster.start_daemon(2).await;
+    cluster.converged("res", &[0, 1, 2]).await;
+    assert_eq!(log_of(&cluster, 2), "0\n1\n2\n");
+    for i in 0..2 {
+        assert_eq!(log_of(&cluster, i), "0\n1\n2\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_started_before_its_sidecar_waits_for_it() {
+    let mut cluster = Cluster::start(1).await;
+    cluster.stop_daemon(0);
+    cluster.stop_sidecar(0);
+
+    cluster.spawn_daemon(0);
+    eventually(
+        "the daemon to answer unhealthy",
+        Duration::from_secs(30),
+        || async { (cluster.health_status(0).await == Some(503)).then_some(()) },
+    )
+    .await;
+
+    cluster.start_sidecar(0);
+    cluster.wait_healthy(0).await;
+    let (status, replies) = cluster
+        .exec(0, Exec::new("late", "site1", &["echo works"], "set"))
+        .await;
+    assert_eq!(status, 200);
+    let replies = replies.expect("reply lines");
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].output, "works\n");
+}
