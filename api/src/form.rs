@@ -56,7 +56,7 @@ impl FormData {
         let mut sites = None;
         for part in self.parts.iter().filter(|p| p.name == "sites") {
             let all: &mut Vec<String> = sites.get_or_insert_with(Vec::new);
-            for site in split_sites(part.text()?) {
+            for site in cheops_model::split_sites(part.text()?) {
                 if !all.contains(&site) {
                     all.push(site);
                 }
@@ -64,17 +64,6 @@ impl FormData {
         }
         Ok(sites)
     }
-}
-
-/// `a & b&&c` → `[a, b, c]`: names are separated by `&`, surrounding spaces
-/// are ignored and empty names dropped.
-pub(crate) fn split_sites(value: &str) -> Vec<String> {
-    value
-        .split('&')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A `multipart/form-data` body, the only kind `/exec` takes (it carries
@@ -177,7 +166,6 @@ mod tests {
 
     #[test]
     fn sites_are_split_on_ampersands_trimmed_and_deduplicated() {
-        assert_eq!(split_sites(" a & b&&c & "), ["a", "b", "c"]);
         let form = FormData {
             parts: vec![field("sites", "a&b"), field("sites", "b & c")],
         };

@@ -24,62 +24,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ResourceId {
     }
 }
 
-/// Accepts RFC 3986 unreserved characters only, which no URL escaping ever
-/// touches; refuses what CouchDB reserves (`_design`, `_all_docs`, …) and the
-/// dot segments that URL libraries rewrite.
+/// The model's rule for ids, answered as a 400.
 pub(crate) fn check(id: &str) -> Result<(), ApiError> {
-    if id.is_empty() {
-        return Err(ApiError::bad_request("the resource id is empty"));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "resource id {id:?} is not URL-safe ({c:?} is not allowed): \
-             use only letters, digits, '-', '.', '_' and '~'"
-        )));
-    }
-    if id.starts_with('_') {
-        return Err(ApiError::BadRequest(format!(
-            "resource id {id:?} must not start with '_': CouchDB reserves such ids"
-        )));
-    }
-    if id == "." || id == ".." {
-        return Err(ApiError::BadRequest(format!(
-            "resource id {id:?} is not allowed"
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unreserved_ids_are_accepted() {
-        for id in ["a", "my-deployment", "v1.2_x~y", "A9"] {
-            check(id).unwrap();
-        }
-    }
-
-    #[test]
-    fn ids_that_escaping_would_change_or_couchdb_reserves_are_refused() {
-        for id in [
-            "",
-            "a%2Fb",
-            "a%41",
-            "a b",
-            "é",
-            "a+b",
-            "_design",
-            "_all_docs",
-            ".",
-            "..",
-        ] {
-            let err = check(id).unwrap_err();
-            assert!(matches!(err, ApiError::BadRequest(_)), "{id}: {err}");
-        }
-    }
+    cheops_model::check_resource_id(id).map_err(ApiError::BadRequest)
 }

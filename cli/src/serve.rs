@@ -56,12 +56,21 @@ async fn run(settings: config::Settings) -> Result<(), String> {
     let node = Node::new(settings.node.clone(), backend).map_err(|e| e.to_string())?;
     let api_listener = bind(settings.api_addr, "API").await?;
     let dump_listener = bind(settings.dump_addr, "dump").await?;
-    info!(site = %node.site(), api = %settings.api_addr, dump = %settings.dump_addr, "cheops listening");
+    let chephren_listener = bind(settings.chephren_addr, "Chephren").await?;
+    info!(
+        site = %node.site(),
+        api = %settings.api_addr,
+        dump = %settings.dump_addr,
+        chephren = %settings.chephren_addr,
+        "cheops listening"
+    );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shared: Arc<dyn cheops_api::Node> = Arc::new(live_node::LiveNode(node.clone()));
+    let live = Arc::new(live_node::LiveNode(node.clone()));
+    let shared: Arc<dyn cheops_api::Node> = live.clone();
     let api = cheops_api::router(Arc::clone(&shared), settings.api.clone());
     let dump = cheops_api::dump_router(shared);
+    let chephren = cheops_chephren::router(live, settings.chephren_url.clone());
 
     let mut tasks = vec![
         (
@@ -71,6 +80,10 @@ async fn run(settings: config::Settings) -> Result<(), String> {
         (
             "dump",
             tokio::spawn(serve_http(dump_listener, dump, shutdown_rx.clone())),
+        ),
+        (
+            "chephren",
+            tokio::spawn(serve_http(chephren_listener, chephren, shutdown_rx.clone())),
         ),
     ];
     let start = {

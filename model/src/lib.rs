@@ -8,6 +8,7 @@
 
 mod config;
 mod error;
+mod names;
 mod nullable;
 mod operation;
 mod reply;
@@ -16,6 +17,7 @@ mod timestamp;
 
 pub use config::{Resolution, ResolutionResult, ResourceConfig};
 pub use error::ModelError;
+pub use names::{check_resource_id, split_sites};
 pub use operation::{Operation, ShellCommand};
 pub use reply::{ReplyDocument, ReplyKind, Status};
 pub use resource::{DocumentKind, ResourceDocument, ResourceKind};

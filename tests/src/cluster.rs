@@ -24,12 +24,17 @@ pub struct NodeInfo {
     pub couch_port: u16,
     pub api_port: u16,
     pub dump_port: u16,
+    pub chephren_port: u16,
     pub dir: PathBuf,
 }
 
 impl NodeInfo {
     pub fn api_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn chephren_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.chephren_port)
     }
 
     /// The node's database, credentials included.
@@ -74,6 +79,7 @@ impl Cluster {
                 couch_port: free_port(),
                 api_port: free_port(),
                 dump_port: free_port(),
+                chephren_port: free_port(),
                 dir: root.join(format!("site{i}")),
             })
             .collect();
@@ -147,6 +153,7 @@ impl Cluster {
             .args(["--site", &info.site, "--listen", "127.0.0.1"])
             .args(["--api-port", &info.api_port.to_string()])
             .args(["--dump-port", &info.dump_port.to_string()])
+            .args(["--chephren-port", &info.chephren_port.to_string()])
             .args(["--couchdb-url", &info.couch_url()])
             .args(["--reply-timeout", &self.reply_timeout.to_string()])
             .args(["--replication-check", "2"])

@@ -10,4 +10,5 @@ mod process;
 mod wait;
 
 pub use cluster::{Cluster, Exec, NodeInfo};
+pub use process::cheops_binary;
 pub use wait::eventually;

@@ -147,3 +147,36 @@ async fn bad_input_is_refused_and_stores_nothing() {
     let doc = cluster.doc(0, "r").await.expect("stored");
     assert_eq!(doc["Operations"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chephren_shows_the_node_and_what_it_ran() {
+    let cluster = Cluster::start(1).await;
+    let (status, _) = cluster
+        .exec(0, Exec::new("seen", "site1", &["echo one"], "set"))
+        .await;
+    assert_eq!(status, 200);
+
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", cluster.node(0).chephren_url());
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let node = get("/api/node").await;
+    assert_eq!(node["name"], "site1");
+    assert_eq!(node["state"], "ONLINE");
+    assert_eq!(node["resourcesCount"], 1);
+    let resources = get("/api/resources").await;
+    assert_eq!(resources[0]["id"], "seen");
+    assert_eq!(resources[0]["commandsCount"], 1);
+    let resource = get("/api/resource/seen").await;
+    assert_eq!(resource["commands"][0]["command"], "echo one");
+}

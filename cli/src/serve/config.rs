@@ -29,6 +29,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_DUMP_PORT", default_value_t = 7071)]
     dump_port: u16,
 
+    /// Port of Chephren, the API behind the web UI (/api/node, /api/resources,
+    /// /api/resource/{id}).
+    #[arg(long, env = "CHEOPS_CHEPHREN_PORT", default_value_t = 8080)]
+    chephren_port: u16,
+
     /// The local CouchDB database, credentials included. Never logged with
     /// its credentials.
     #[arg(
@@ -88,6 +93,9 @@ pub struct ServeArgs {
 pub struct Settings {
     pub api_addr: SocketAddr,
     pub dump_addr: SocketAddr,
+    pub chephren_addr: SocketAddr,
+    /// The URL Chephren reports as this node's address.
+    pub chephren_url: String,
     pub node: NodeConfig,
     pub api: ApiConfig,
 }
@@ -141,6 +149,17 @@ impl ServeArgs {
         Ok(Settings {
             api_addr: SocketAddr::new(self.listen, self.api_port),
             dump_addr: SocketAddr::new(self.listen, self.dump_port),
+            chephren_addr: SocketAddr::new(self.listen, self.chephren_port),
+            // Listening everywhere, the node is known by its site name (as in
+            // the original); else by the address it listens on.
+            chephren_url: if self.listen.is_unspecified() {
+                format!("http://{site}:{}", self.chephren_port)
+            } else {
+                format!(
+                    "http://{}",
+                    SocketAddr::new(self.listen, self.chephren_port)
+                )
+            },
             node: NodeConfig {
                 site,
                 couch_url: self.couchdb_url,

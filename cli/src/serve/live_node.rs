@@ -1,11 +1,11 @@
-//! The replicator's node as the HTTP layer sees it.
+//! The replicator's node as the HTTP layers (API, Chephren) see it.
 
 use cheops_api::BoxFuture;
 use cheops_backends::CommandResult;
 use cheops_model::ShellCommand;
 use cheops_replicator::{Health, Node, ReplicatorError, Submission, Submitted};
 
-/// Adapts [`Node`] to [`cheops_api::Node`].
+/// Adapts [`Node`] to [`cheops_api::Node`] and [`cheops_chephren::Source`].
 pub struct LiveNode(pub Node);
 
 impl cheops_api::Node for LiveNode {
@@ -42,5 +42,17 @@ impl cheops_api::Node for LiveNode {
 
     fn health(&self) -> BoxFuture<'_, Health> {
         Box::pin(self.0.check_health())
+    }
+}
+
+impl cheops_chephren::Source for LiveNode {
+    fn site(&self) -> &str {
+        self.0.site()
+    }
+
+    fn documents(
+        &self,
+    ) -> cheops_chephren::BoxFuture<'_, Result<serde_json::Value, ReplicatorError>> {
+        Box::pin(self.0.dump())
     }
 }

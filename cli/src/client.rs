@@ -1,0 +1,81 @@
+//! `cheops exec` and `cheops show`: the command-line client of a node's API.
+//!
+//! Everything that can be checked locally (flags, files, the config, where
+//! the node is) is checked before a request is sent, so that a usage error
+//! never leaves half an operation behind.
+
+mod args;
+mod exec;
+mod http;
+mod node_url;
+mod outcome;
+mod progress;
+mod show;
+mod uploads;
+
+use std::fmt;
+use std::process::ExitCode;
+
+pub use args::{ExecArgs, ShowArgs};
+
+/// Some site answered KO.
+pub(crate) const EXIT_KO: u8 = 1;
+/// Some site did not answer in time, and none answered KO.
+pub(crate) const EXIT_TIMEOUT: u8 = 2;
+/// The node refused the request or could not be reached.
+pub(crate) const EXIT_REFUSED: u8 = 3;
+/// The command line is wrong (EX_USAGE); nothing was sent.
+pub(crate) const EXIT_USAGE: u8 = 64;
+
+/// Why the client stopped before having every site's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// Detected locally, before anything was sent.
+    Usage(String),
+    /// The node was unreachable, refused the request, or broke off.
+    Refused(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Failure::Usage(_) => EXIT_USAGE,
+            Failure::Refused(_) => EXIT_REFUSED,
+        })
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Usage(message) | Failure::Refused(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Runs `cheops exec`; the exit status says how the sites fared.
+pub fn exec(args: ExecArgs) -> ExitCode {
+    finish(exec::prepare(args).and_then(|request| block_on(exec::send(request))?))
+}
+
+/// Runs `cheops show`; the exit status says how the sites fared.
+pub fn show(args: ShowArgs) -> ExitCode {
+    finish(show::prepare(args).and_then(|request| block_on(show::send(request))?))
+}
+
+/// The client does one request at a time: a single-threaded runtime is
+/// enough.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Refused(format!("cannot start the async runtime: {e}")))?;
+    Ok(runtime.block_on(future))
+}
+
+fn finish(result: Result<ExitCode, Failure>) -> ExitCode {
+    result.unwrap_or_else(|failure| {
+        eprintln!("cheops: {failure}");
+        failure.exit_code()
+    })
+}

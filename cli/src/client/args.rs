@@ -1,0 +1,168 @@
+//! The flags of `cheops exec` and `cheops show`, each with the example
+//! `--help` shows.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args, Debug)]
+#[command(after_long_help = EXEC_EXAMPLES)]
+pub struct ExecArgs {
+    /// The resource's id.
+    ///
+    /// Letters, digits, '-', '.', '_' and '~', not starting with '_'.
+    /// Example: --id deployment-id
+    #[arg(long)]
+    pub id: String,
+
+    /// The resource's sites, separated by '&'; the request goes to the first.
+    ///
+    /// Spaces around names are ignored. The sites become the resource's
+    /// locations when it is created, and must stay the same afterwards.
+    /// Example: --sites 'site1&site2&site3'
+    #[arg(long)]
+    pub sites: String,
+
+    /// The shell command every site runs; `{path}` uploads a local file or
+    /// directory.
+    ///
+    /// A `{path}` names a file or directory on this machine (relative to the
+    /// current directory, or absolute). It is uploaded with the operation and
+    /// written into the command's temporary directory on each site, where
+    /// `{path}` stands for its location: a file is uploaded under its base
+    /// name (`name.1`, `name.2`… when names repeat), a directory file by
+    /// file with its tree (empty directories are not kept). A `{…}` that
+    /// is empty, holds whitespace or one of `$ , {`, or follows a `$` is
+    /// shell syntax and left as written (`${HOME}`, `{a,b}`,
+    /// `awk '{ print $1 }'`); any other that names nothing local is an
+    /// error, and nothing is sent.
+    /// Example: --command "kubectl apply -f {recipe.yml}"
+    #[arg(long)]
+    pub command: String,
+
+    /// The operation's type, which the resource's resolution matrix matches.
+    ///
+    /// Example: --type create
+    #[arg(long = "type", value_name = "TYPE")]
+    pub op_type: String,
+
+    /// A JSON file with the resource's config (its resolution matrix).
+    ///
+    /// Normally given when the resource is created; it is checked before
+    /// sending. Example: --config config.json, with config.json holding
+    /// {"ResolutionMatrix": [{"Before": "create", "After": "create",
+    /// "Result": "take-one"}]}
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the node's answer as it comes: one JSON reply document per line.
+    ///
+    /// Example: --json | jq -r .Output
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+const EXEC_EXAMPLES: &str = "\
+Each reply prints as it arrives: [i/N] STATUS REQUESTID SITE<TAB>OUTPUT
+On a terminal, a line on standard error shows the sites still awaited.
+
+Exit status: 0 every site answered OK, 1 some answered KO, 2 some did not
+answer in time (and none KO), 3 the node refused the request or could not be
+reached, 64 the command line is wrong (nothing was sent).
+
+Examples:
+  cheops exec --id deployment-id --sites 'site1&site2&site3' \\
+    --command \"kubectl apply -f {recipe.yml}\" --config config.json --type create
+  cheops exec --id web --sites 'site1&site2' --type set \\
+    --command 'cp -r {./site} /srv/www' --node http://127.0.0.1:8079";
+
+#[derive(Args, Debug)]
+#[command(after_long_help = SHOW_EXAMPLES)]
+pub struct ShowArgs {
+    /// The resource's id.
+    ///
+    /// Example: --id deployment-id
+    #[arg(long)]
+    pub id: String,
+
+    /// The read-only command every site runs; `__ID__` stands for the id.
+    ///
+    /// It is not stored, not replicated and takes no files.
+    /// Example: --command 'kubectl get deployment __ID__'
+    #[arg(long)]
+    pub command: String,
+
+    /// The sites to ask, separated by '&' (default: the resource's locations).
+    ///
+    /// Without --from or --node, the request goes to the first of them.
+    /// Example: --sites 'site1&site2'
+    #[arg(long)]
+    pub sites: Option<String>,
+
+    /// The site whose API asks the others (default: the first of --sites).
+    ///
+    /// Example: --from site2
+    #[arg(long, value_name = "SITE")]
+    pub from: Option<String>,
+
+    /// Print the node's answer as is: a JSON object, site → {"Status", "Output"}.
+    ///
+    /// Example: --json | jq -r .site1.Output
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+const SHOW_EXAMPLES: &str = "\
+Each site prints as `SITE  STATUS`, then its output indented.
+
+Exit status: 0 every site answered OK, 1 some answered KO (or could not be
+reached by the node), 2 some did not answer in time (and none KO), 3 the node
+refused the request or could not be reached, 64 the command line is wrong.
+
+Example:
+  cheops show --id deployment-id --from site1 --command 'kubectl get deployment __ID__'";
+
+/// Where the node to talk to is: the same notions as `cheops serve`'s peer
+/// map, so that one peers file serves both.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// The API of the node to send the request to, whatever the sites.
+    ///
+    /// Wins over --from, --sites, --peer and the template.
+    /// Example: --node http://10.0.0.1:8079
+    #[arg(long, env = "CHEOPS_NODE", value_name = "URL")]
+    pub node: Option<String>,
+
+    /// Where a site's API is (repeatable); the format of `cheops serve --peer`.
+    ///
+    /// The CouchDB URL may be left out; only the API URL is used.
+    /// Example: --peer site1=http://10.0.0.1:8079
+    #[arg(long = "peer", value_name = "NAME=[COUCHDB_URL,]API_URL")]
+    pub peers: Vec<String>,
+
+    /// A JSON file of sites, the format of `cheops serve --peers-file`.
+    ///
+    /// Only "api" is used here. Example: --peers-file peers.json, with
+    /// peers.json holding {"site1": {"couchdb": "http://…/cheops", "api":
+    /// "http://10.0.0.1:8079"}}
+    #[arg(long, env = "CHEOPS_PEERS_FILE", value_name = "FILE")]
+    pub peers_file: Option<PathBuf>,
+
+    /// API URL of a site not given by --peer or --peers-file; {site} is its
+    /// name.
+    ///
+    /// Example: --api-template 'https://{site}.example.org:8079'
+    #[arg(
+        long,
+        env = "CHEOPS_API_TEMPLATE",
+        default_value = "http://{site}:8079",
+        value_name = "URL"
+    )]
+    pub api_template: String,
+}

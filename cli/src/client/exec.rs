@@ -1,0 +1,222 @@
+//! `cheops exec`: builds the `/exec` form (files included), sends it to the
+//! first site's node and prints each site's reply as it arrives.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cheops_model::{ReplyDocument, ResourceConfig};
+use futures::StreamExt;
+use reqwest::multipart::{Form, Part};
+
+use super::args::ExecArgs;
+use super::http::{self, chain};
+use super::node_url::{self, redacted};
+use super::outcome::Outcome;
+use super::progress::Progress;
+use super::{uploads, Failure};
+
+/// How often the live line's clock moves.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A checked request, ready to send.
+pub(crate) struct Request {
+    url: String,
+    form: Form,
+    /// The sites expected to reply, without repeats.
+    sites: Vec<String>,
+    json: bool,
+}
+
+/// Checks everything that can be checked here and reads the files; nothing
+/// is sent yet.
+pub(crate) fn prepare(args: ExecArgs) -> Result<Request, Failure> {
+    node_url::check_id(&args.id)?;
+    let sites = cheops_model::split_sites(&args.sites);
+    let Some(first) = sites.first() else {
+        return Err(Failure::Usage(
+            "--sites names no site: give sites separated by '&'".into(),
+        ));
+    };
+    if args.op_type.trim().is_empty() {
+        return Err(Failure::Usage("--type is empty".into()));
+    }
+    let config = args.config.as_deref().map(read_config).transpose()?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::Usage(format!("cannot read the current directory: {e}")))?;
+    let prepared = uploads::prepare(&args.command, &cwd)?;
+    let url = format!(
+        "{}/exec/{}",
+        node_url::resolve(&args.node, Some(first))?,
+        args.id
+    );
+
+    // Names are sent as written (`mydir/sub/f`): the node's form reader
+    // does not decode the RFC 2231 form reqwest uses by default for names
+    // with a '/'.
+    let mut form = Form::new()
+        .percent_encode_noop()
+        .text("sites", args.sites)
+        .text("type", args.op_type)
+        .text("command", prepared.command);
+    if let Some(config) = config {
+        form = form.text("config", config);
+    }
+    for (name, content) in prepared.files {
+        // The node keys files by field name; the filename is for humans
+        // reading the request.
+        let file_name = name.rsplit('/').next().unwrap_or(&name).to_owned();
+        form = form.part(name, Part::bytes(content).file_name(file_name));
+    }
+    Ok(Request {
+        url,
+        form,
+        sites,
+        json: args.json,
+    })
+}
+
+/// The config file's text, sent as written once known to be a valid
+/// resource config (or `null`, which the node reads as none).
+fn read_config(path: &std::path::Path) -> Result<String, Failure> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("cannot read --config {shown}: {e}")))?;
+    serde_json::from_str::<Option<ResourceConfig>>(&text).map_err(|e| {
+        Failure::Usage(format!(
+            "--config {shown} is not a valid resource config: {e}"
+        ))
+    })?;
+    Ok(text)
+}
+
+/// Sends the request and prints the replies; the exit status says how the
+/// sites fared.
+pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
+    let response = http::post(&request.url, request.form).await?;
+    let mut replies = Replies {
+        expected: request.sites.len(),
+        count: 0,
+        json: request.json,
+        outcome: Outcome::default(),
+        progress: Progress::new(&request.sites),
+    };
+    let mut body = response.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            chunk = body.next() => match chunk {
+                None => break,
+                Some(Ok(bytes)) => {
+                    pending.extend_from_slice(&bytes);
+                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        replies.line(&line);
+                    }
+                }
+                Some(Err(e)) => {
+                    replies.progress.clear();
+                    return Err(Failure::Refused(format!(
+                        "the answer of {} broke off: {}{}",
+                        redacted(&request.url),
+                        chain(&e.without_url()),
+                        replies.unanswered(),
+                    )));
+                }
+            },
+            _ = tick.tick() => replies.progress.draw(),
+        }
+    }
+    replies.line(&pending);
+    replies.progress.clear();
+    let missing = replies.progress.waiting().len();
+    if missing > 0 {
+        eprintln!("cheops: the answer ended early{}", replies.unanswered());
+        replies.outcome.missing(missing);
+    }
+    Ok(replies.outcome.exit_code())
+}
+
+/// The replies printed so far.
+struct Replies {
+    expected: usize,
+    count: usize,
+    json: bool,
+    outcome: Outcome,
+    progress: Progress,
+}
+
+impl Replies {
+    /// Prints one line of the answer. Write errors (a closed pipe) are
+    /// ignored: the exit status still tells how the sites fared.
+    fn line(&mut self, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            return;
+        }
+        self.progress.clear();
+        match serde_json::from_str::<ReplyDocument>(text) {
+            Ok(reply) => {
+                self.count += 1;
+                self.outcome.record(reply.status);
+                self.progress.replied(&reply.site);
+                let total = self.expected.max(self.count);
+                let mut stdout = std::io::stdout().lock();
+                let _ = if self.json {
+                    writeln!(stdout, "{text}")
+                } else {
+                    writeln!(stdout, "{}", format_reply(self.count, total, &reply))
+                };
+                let _ = stdout.flush();
+            }
+            Err(e) => {
+                self.outcome.unreadable();
+                eprintln!("cheops: unexpected line in the answer ({e}): {text}");
+            }
+        }
+        self.progress.draw();
+    }
+
+    /// `: no reply from site2, site3`, or nothing when every site replied.
+    fn unanswered(&self) -> String {
+        let waiting = self.progress.waiting();
+        if waiting.is_empty() {
+            String::new()
+        } else {
+            format!("; no reply from {}", waiting.join(", "))
+        }
+    }
+}
+
+/// `[i/N] STATUS REQUESTID SITE<TAB>OUTPUT`, the original's format; the
+/// output's own final newline is dropped, the rest printed as is.
+fn format_reply(index: usize, total: usize, reply: &ReplyDocument) -> String {
+    let output = reply.output.strip_suffix('\n').unwrap_or(&reply.output);
+    format!(
+        "[{index}/{total}] {} {} {}\t{output}",
+        reply.status, reply.request_id, reply.site
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cheops_model::Status;
+
+    #[test]
+    fn a_reply_prints_on_the_originals_line() {
+        let reply = ReplyDocument {
+            site: "site2".into(),
+            request_id: "3f2a".into(),
+            status: Status::Ko,
+            output: "line 1\nline 2\n\n".into(),
+            ..ReplyDocument::default()
+        };
+        assert_eq!(
+            format_reply(2, 3, &reply),
+            "[2/3] KO 3f2a site2\tline 1\nline 2\n"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! Talking to the node: one POST of a multipart form, and what the user is
+//! told when the node cannot be reached or refuses.
+
+use std::time::Duration;
+
+use reqwest::multipart::Form;
+use serde::Deserialize;
+
+use super::node_url::redacted;
+use super::Failure;
+
+/// How long to wait for the node to accept the connection. There is no
+/// limit on the answer itself: the node answers `/exec` within its reply
+/// timeout, and says which sites were late.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The body of every error answer of the API.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+/// Posts `form` to `url`; any answer but a success is a [`Failure::Refused`]
+/// carrying the node's own message.
+pub(crate) async fn post(url: &str, form: Form) -> Result<reqwest::Response, Failure> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(|e| Failure::Refused(format!("cannot set up HTTP: {}", chain(&e))))?;
+    let response = client.post(url).multipart(form).send().await.map_err(|e| {
+        // The message names the URL once, without credentials.
+        let e = e.without_url();
+        Failure::Refused(format!("cannot reach {}: {}", redacted(url), chain(&e)))
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let message = match serde_json::from_str::<ErrorBody>(&body) {
+        Ok(ErrorBody { error }) => error,
+        Err(_) if body.trim().is_empty() => "no message".to_owned(),
+        Err(_) => body.trim().to_owned(),
+    };
+    Err(Failure::Refused(format!(
+        "{} answered {status}: {message}",
+        redacted(url)
+    )))
+}
+
+/// An error with its causes, which reqwest keeps out of its own message
+/// (`error sending request` alone says nothing of the refused connection).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,136 @@
+//! `cheops show`: asks one node to run a read-only command on the sites of a
+//! resource and prints what each site answered.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use cheops_model::Status;
+use reqwest::multipart::Form;
+use serde::Deserialize;
+
+use super::args::ShowArgs;
+use super::http::{self, chain};
+use super::node_url::{self, redacted};
+use super::outcome::Outcome;
+use super::Failure;
+
+/// What the node answered for one site.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct SiteOutput {
+    #[serde(rename = "Status")]
+    status: Status,
+    #[serde(rename = "Output", default)]
+    output: String,
+}
+
+/// A checked request, ready to send.
+pub(crate) struct Request {
+    url: String,
+    form: Form,
+    json: bool,
+}
+
+pub(crate) fn prepare(args: ShowArgs) -> Result<Request, Failure> {
+    node_url::check_id(&args.id)?;
+    let sites = args.sites.as_deref().map(cheops_model::split_sites);
+    if sites.as_ref().is_some_and(Vec::is_empty) {
+        return Err(Failure::Usage(
+            "--sites names no site: give sites separated by '&', or leave it out for all the \
+             resource's locations"
+                .into(),
+        ));
+    }
+    let from = args
+        .from
+        .as_deref()
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .or_else(|| sites.as_ref().and_then(|s| s.first()).map(String::as_str));
+    let url = format!("{}/show/{}", node_url::resolve(&args.node, from)?, args.id);
+    let mut form = Form::new().text("command", args.command);
+    if let Some(sites) = args.sites {
+        form = form.text("sites", sites);
+    }
+    Ok(Request {
+        url,
+        form,
+        json: args.json,
+    })
+}
+
+pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
+    let response = http::post(&request.url, request.form).await?;
+    let unreadable = |e: &dyn std::error::Error| {
+        Failure::Refused(format!(
+            "unexpected answer from {}: {}",
+            redacted(&request.url),
+            chain(e)
+        ))
+    };
+    let body = response
+        .text()
+        .await
+        .map_err(|e| unreadable(&e.without_url()))?;
+    let sites: BTreeMap<String, SiteOutput> =
+        serde_json::from_str(&body).map_err(|e| unreadable(&e))?;
+    let mut outcome = Outcome::default();
+    sites.values().for_each(|site| outcome.record(site.status));
+    let text = if request.json {
+        body.trim_end().to_owned()
+    } else {
+        render(&sites)
+    };
+    // A closed pipe is ignored: the exit status still tells how sites fared.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+    let _ = stdout.flush();
+    Ok(outcome.exit_code())
+}
+
+/// One `SITE  STATUS` line per site, names aligned, then its output indented
+/// by two spaces (its final newline dropped).
+fn render(sites: &BTreeMap<String, SiteOutput>) -> String {
+    let width = sites.keys().map(|s| s.chars().count()).max().unwrap_or(0);
+    let mut text = String::new();
+    for (site, answer) in sites {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!("{site:<width$}  {}", answer.status));
+        let output = answer.output.strip_suffix('\n').unwrap_or(&answer.output);
+        if !output.is_empty() {
+            for line in output.split('\n') {
+                text.push_str("\n  ");
+                text.push_str(line);
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_site_shows_its_status_then_its_output_indented() {
+        let sites = BTreeMap::from([
+            (
+                "site1".to_owned(),
+                SiteOutput {
+                    status: Status::Ok,
+                    output: "a\nb\n".into(),
+                },
+            ),
+            (
+                "s2".to_owned(),
+                SiteOutput {
+                    status: Status::Timeout,
+                    output: String::new(),
+                },
+            ),
+        ]);
+        assert_eq!(render(&sites), "s2     TIMEOUT\nsite1  OK\n  a\n  b");
+    }
+}

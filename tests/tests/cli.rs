@@ -1,0 +1,497 @@
+//! The `cheops` client against live nodes: files and directories uploaded
+//! from `{path}`, replies printed as they come, `show`, the bare form of
+//! the original README, and the exit status of every outcome.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cheops_model::{ReplyDocument, Status};
+use cheops_tests::{cheops_binary, Cluster};
+use serde_json::{json, Value};
+
+/// What one run of the client did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cheops args…` in `dir`, with none of the client's environment
+/// variables but those in `env`, standard streams piped.
+async fn cheops(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = tokio::process::Command::new(cheops_binary());
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CHEOPS_NODE")
+        .env_remove("CHEOPS_PEERS_FILE")
+        .env_remove("CHEOPS_API_TEMPLATE")
+        .envs(env.iter().copied());
+    let output = command.output().await.expect("cannot run cheops");
+    Run {
+        code: output.status.code().expect("cheops was killed"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A fresh working directory holding `files` (relative name → content),
+/// removed on drop unless the test failed.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new(files: &[(&str, &str)]) -> WorkDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cheops-cli-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("cannot create a work directory");
+        for (name, content) in files {
+            let path = dir.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("cannot create a directory");
+            }
+            std::fs::write(path, content).expect("cannot write a file");
+        }
+        WorkDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Splits a reply line `[i/N] STATUS REQUESTID SITE<TAB>OUTPUT` into its
+/// head (`[i/N] STATUS`), request id, site and output.
+fn reply_line(line: &str) -> (String, String, String, String) {
+    let (head, output) = line
+        .split_once('\t')
+        .unwrap_or_else(|| panic!("no tab in {line:?}"));
+    let words: Vec<&str> = head.split(' ').collect();
+    assert_eq!(words.len(), 4, "{line:?}");
+    (
+        format!("{} {}", words[0], words[1]),
+        words[2].to_owned(),
+        words[3].to_owned(),
+        output.to_owned(),
+    )
+}
+
+/// The only operation of a stored resource.
+fn only_operation(doc: &Value) -> &Value {
+    let operations = doc["Operations"].as_array().expect("operations");
+    assert_eq!(operations.len(), 1, "{doc}");
+    &operations[0]
+}
+
+fn file_names(operation: &Value) -> Vec<String> {
+    let files = operation["Command"]["Files"].as_object().expect("files");
+    files.keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_uploads_a_file_and_prints_one_line_per_reply() {
+    let cluster = Cluster::start(1).await;
+    let work = WorkDir::new(&[("conf/hello.txt", "hello")]);
+    // The node found through the peer map, as `cheops serve` takes it.
+    let peer = format!(
+        "site1=http://unused.invalid/cheops,{}",
+        cluster.node(0).api_url()
+    );
+    let run = cheops(
+        work.path(),
+        &[
+            "exec",
+            "--id",
+            "greeting",
+            "--sites",
+            "site1",
+            "--type",
+            "set",
+            "--command",
+            "cat {conf/hello.txt}; echo !",
+            "--peer",
+            &peer,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, "", "nothing on stderr outside a terminal");
+    let (head, request_id, site, output) = reply_line(run.stdout.trim_end_matches('\n'));
+    assert_eq!(
+        (head.as_str(), site.as_str(), output.as_str()),
+        ("[1/1] OK", "site1", "hello!")
+    );
+
+    let doc = cluster.doc(0, "greeting").await.expect("stored");
+    let operation = only_operation(&doc);
+    assert_eq!(operation["RequestId"], request_id.as_str());
+    assert_eq!(operation["Command"]["Command"], "cat {hello.txt}; echo !");
+    assert_eq!(
+        operation["Command"]["Files"],
+        json!({"hello.txt": "aGVsbG8="})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_sharing_a_name_are_numbered() {
+    let cluster = Cluster::start(1).await;
+    let work = WorkDir::new(&[("a/x.txt", "A\n"), ("b/x.txt", "B\n")]);
+    let run = cheops(
+        work.path(),
+        &[
+            "exec",
+            "--id",
+            "pair",
+            "--sites",
+            "site1",
+            "--type",
+            "set",
+            "--command",
+            "cat {a/x.txt} {b/x.txt}",
+            "--node",
+            &cluster.node(0).api_url(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let (head, _, _, output) = reply_line(run.stdout.trim_end_matches('\n'));
+    assert_eq!(head, "[1/1] OK");
+    assert_eq!(output, "A\nB");
+
+    let doc = cluster.doc(0, "pair").await.expect("stored");
+    let operation = only_operation(&doc);
+    assert_eq!(operation["Command"]["Command"], "cat {x.txt} {x.txt.1}");
+    assert_eq!(file_names(operation), ["x.txt", "x.txt.1"]);
+    assert_eq!(operation["Command"]["Files"]["x.txt"], "QQo=");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_is_recreated_under_its_name() {
+    let cluster = Cluster::start(1).await;
+    let work = WorkDir::new(&[("mydir/top.txt", "top"), ("mydir/sub/f", "deep\n")]);
+    let api = cluster.node(0).api_url();
+    let run = cheops(
+        work.path(),
+        &[
+            "exec",
+            "--id",
+            "tree",
+            "--sites",
+            "site1",
+            "--type",
+            "set",
+            "--command",
+            "ls {mydir}; cat {mydir}/sub/f",
+        ],
+        // The node given through the environment.
+        &[("CHEOPS_NODE", &api)],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let (head, _, _, output) = reply_line(run.stdout.trim_end_matches('\n'));
+    assert_eq!(head, "[1/1] OK");
+    assert_eq!(output, "sub\ntop.txt\ndeep");
+
+    let doc = cluster.doc(0, "tree").await.expect("stored");
+    let operation = only_operation(&doc);
+    assert_eq!(
+        operation["Command"]["Command"],
+        "ls {mydir}; cat {mydir}/sub/f"
+    );
+    assert_eq!(file_names(operation), ["mydir/sub/f", "mydir/top.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readmes_bare_form_is_exec() {
+    let cluster = Cluster::start(1).await;
+    let peers = json!({"site1": {"couchdb": "http://unused.invalid/cheops", "api": cluster.node(0).api_url()}});
+    let work = WorkDir::new(&[
+        (
+            "config.json",
+            r#"{"ResolutionMatrix": [{"Before": "create", "After": "create", "Result": "take-one"}]}"#,
+        ),
+        ("peers.json", &peers.to_string()),
+    ]);
+    let run = cheops(
+        work.path(),
+        &[
+            "--id",
+            "deployment-id",
+            "--sites",
+            "site1",
+            "--command",
+            "echo hi",
+            "--config",
+            "config.json",
+            "--type",
+            "create",
+            "--json",
+        ],
+        &[("CHEOPS_PEERS_FILE", "peers.json")],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{run:?}");
+    let reply: ReplyDocument = serde_json::from_str(lines[0]).expect("a raw reply line");
+    assert_eq!(reply.status, Status::Ok);
+    assert_eq!(reply.site, "site1");
+    assert_eq!(reply.output, "hi\n");
+
+    let doc = cluster.doc(0, "deployment-id").await.expect("stored");
+    assert_eq!(doc["Config"]["ResolutionMatrix"][0]["Result"], "take-one");
+    assert_eq!(only_operation(&doc)["Type"], "create");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_exit_status_is_1_for_a_ko_and_2_for_a_late_site() {
+    let cluster = Cluster::start_with_timeout(1, 5).await;
+    let work = WorkDir::new(&[]);
+    let api = cluster.node(0).api_url();
+    let exec = |id: &'static str, sites: &'static str, command: &'static str| {
+        let api = api.clone();
+        let dir = work.path().to_path_buf();
+        async move {
+            cheops(
+                &dir,
+                &[
+                    "exec",
+                    "--id",
+                    id,
+                    "--sites",
+                    sites,
+                    "--type",
+                    "set",
+                    "--command",
+                    command,
+                    "--node",
+                    &api,
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+
+    let run = exec("failing", "site1", "echo oops; false").await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let (head, _, site, output) = reply_line(run.stdout.trim_end_matches('\n'));
+    assert_eq!((head.as_str(), site.as_str()), ("[1/1] KO", "site1"));
+    assert!(output.starts_with("oops"), "{run:?}");
+
+    // site2 has no node: it never replies.
+    let run = exec("late", "site1&site2", "true").await;
+    assert_eq!(run.code, 2, "{run:?}");
+    let lines: Vec<_> = run.stdout.lines().map(reply_line).collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    assert_eq!(
+        (lines[0].0.as_str(), lines[0].2.as_str()),
+        ("[1/2] OK", "site1")
+    );
+    assert_eq!(
+        (lines[1].0.as_str(), lines[1].2.as_str()),
+        ("[2/2] TIMEOUT", "site2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_prints_every_sites_status_and_output() {
+    let cluster = Cluster::start(2).await;
+    let work = WorkDir::new(&[]);
+    let peers: Vec<String> = (0..2)
+        .map(|i| {
+            let node = cluster.node(i);
+            format!(
+                "--peer={}={},{}",
+                node.site,
+                node.couch_url(),
+                node.api_url()
+            )
+        })
+        .collect();
+    let with_peers = |args: &[&'static str]| -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string())
+            .chain(peers.iter().cloned())
+            .collect()
+    };
+    let run_with = |args: Vec<String>| {
+        let dir = work.path().to_path_buf();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cheops(&dir, &args, &[]).await
+        }
+    };
+
+    let run = run_with(with_peers(&[
+        "exec",
+        "--id",
+        "shown",
+        "--sites",
+        "site1&site2",
+        "--type",
+        "set",
+        "--command",
+        "true",
+    ]))
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<_> = run.stdout.lines().map(reply_line).collect();
+    let mut heads: Vec<&str> = lines.iter().map(|l| l.0.as_str()).collect();
+    heads.sort();
+    assert_eq!(heads, ["[1/2] OK", "[2/2] OK"], "{run:?}");
+
+    // Every daemon of the harness has its own NODE_DIR, named after its site.
+    // Without --sites, the resource's locations are asked, through site2.
+    let run = run_with(with_peers(&[
+        "show",
+        "--id",
+        "shown",
+        "--from",
+        "site2",
+        "--command",
+        "echo __ID__ at $(basename $NODE_DIR)",
+    ]))
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stdout,
+        "site1  OK\n  shown at site1\nsite2  OK\n  shown at site2\n"
+    );
+
+    let run = run_with(with_peers(&[
+        "show",
+        "--id",
+        "shown",
+        "--sites",
+        "site1",
+        "--json",
+        "--command",
+        "false",
+    ]))
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let answer: Value = serde_json::from_str(&run.stdout).expect("the raw object");
+    assert_eq!(answer, json!({"site1": {"Status": "KO", "Output": ""}}));
+
+    let run = run_with(with_peers(&[
+        "show",
+        "--id",
+        "unknown",
+        "--from",
+        "site1",
+        "--command",
+        "true",
+    ]))
+    .await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("404"), "{run:?}");
+    assert!(run.stderr.contains("\"unknown\" does not exist"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_exit_with_their_status_and_say_why() {
+    let cluster = Cluster::start(1).await;
+    let api = cluster.node(0).api_url();
+    let work = WorkDir::new(&[(
+        "bad.json",
+        r#"{"ResolutionMatrix": [{"Before": "a", "After": "b", "Result": "take-two"}]}"#,
+    )]);
+    let nobody = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr().expect("an address").port()
+        )
+    };
+    let exec = |extra: &[&str], command: &str, sites: &str, node: &str| {
+        let mut args: Vec<String> = [
+            "exec",
+            "--id",
+            "err",
+            "--sites",
+            sites,
+            "--type",
+            "set",
+            "--command",
+            command,
+            "--node",
+            node,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let dir = work.path().to_path_buf();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cheops(&dir, &args, &[]).await
+        }
+    };
+
+    let run = exec(&[], "cat {nope.txt}", "site1", &api).await;
+    assert_eq!(run.code, 64, "{run:?}");
+    assert!(
+        run.stderr.starts_with("cheops: file not found: nope.txt"),
+        "{run:?}"
+    );
+
+    let run = exec(&["--config", "bad.json"], "true", "site1", &api).await;
+    assert_eq!(run.code, 64, "{run:?}");
+    assert!(
+        run.stderr.contains("not a valid resource config"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("take-two"), "{run:?}");
+
+    let run = exec(&[], "true", "site1", &nobody).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with(&format!("cheops: cannot reach {nobody}/exec/err: ")),
+        "{run:?}"
+    );
+
+    // The node refuses: it is not one of the sites.
+    let run = exec(&[], "true", "site2", &api).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("400 Bad Request"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("this node (site1) is not one of the sites: site2"),
+        "{run:?}"
+    );
+
+    let run = cheops(
+        work.path(),
+        &[
+            "exec",
+            "--id",
+            "err",
+            "--sites",
+            "site1",
+            "--command",
+            "true",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 64, "{run:?}");
+    assert!(run.stderr.contains("--type"), "{run:?}");
+
+    assert_eq!(run.stdout, "");
+    assert!(cluster.doc(0, "err").await.is_none(), "nothing was stored");
+}
