@@ -77,7 +77,7 @@ impl IntoResponse for ApiError {
 
 /// An error with its causes, which reqwest (among others) keeps out of its
 /// own message; a cause the message already ends with is not repeated.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

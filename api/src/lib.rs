@@ -20,7 +20,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use error::ApiError;
+pub use error::{error_chain, ApiError};
 pub use node::{BoxFuture, Node};
 pub use show::SiteOutput;
 

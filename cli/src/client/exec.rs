@@ -10,7 +10,9 @@ use futures::StreamExt;
 use reqwest::multipart::{Form, Part};
 
 use super::args::ExecArgs;
-use super::http::{self, chain};
+use cheops_api::error_chain;
+
+use super::http;
 use super::node_url::{self, redacted};
 use super::outcome::Outcome;
 use super::progress::Progress;
@@ -120,7 +122,7 @@ pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
                     return Err(Failure::Refused(format!(
                         "the answer of {} broke off: {}{}",
                         redacted(&request.url),
-                        chain(&e.without_url()),
+                        error_chain(&e.without_url()),
                         replies.unanswered(),
                     )));
                 }

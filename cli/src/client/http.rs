@@ -1,6 +1,7 @@
 //! Talking to the node: one POST of a multipart form, and what the user is
 //! told when the node cannot be reached or refuses.
 
+use cheops_api::error_chain;
 use std::time::Duration;
 
 use reqwest::multipart::Form;
@@ -26,11 +27,15 @@ pub(crate) async fn post(url: &str, form: Form) -> Result<reqwest::Response, Fai
     let client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
-        .map_err(|e| Failure::Refused(format!("cannot set up HTTP: {}", chain(&e))))?;
+        .map_err(|e| Failure::Refused(format!("cannot set up HTTP: {}", error_chain(&e))))?;
     let response = client.post(url).multipart(form).send().await.map_err(|e| {
         // The message names the URL once, without credentials.
         let e = e.without_url();
-        Failure::Refused(format!("cannot reach {}: {}", redacted(url), chain(&e)))
+        Failure::Refused(format!(
+            "cannot reach {}: {}",
+            redacted(url),
+            error_chain(&e)
+        ))
     })?;
     let status = response.status();
     if status.is_success() {
@@ -46,20 +51,4 @@ pub(crate) async fn post(url: &str, form: Form) -> Result<reqwest::Response, Fai
         "{} answered {status}: {message}",
         redacted(url)
     )))
-}
-
-/// An error with its causes, which reqwest keeps out of its own message
-/// (`error sending request` alone says nothing of the refused connection).
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

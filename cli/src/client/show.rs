@@ -10,7 +10,9 @@ use reqwest::multipart::Form;
 use serde::Deserialize;
 
 use super::args::ShowArgs;
-use super::http::{self, chain};
+use cheops_api::error_chain;
+
+use super::http;
 use super::node_url::{self, redacted};
 use super::outcome::Outcome;
 use super::Failure;
@@ -65,7 +67,7 @@ pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
         Failure::Refused(format!(
             "unexpected answer from {}: {}",
             redacted(&request.url),
-            chain(e)
+            error_chain(e)
         ))
     };
     let body = response
