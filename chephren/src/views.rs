@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,7 +59,7 @@ fn resources_here<'a>(
 ) -> impl Iterator<Item = ResourceDocument> + 'a {
     docs.iter()
         .filter(|d| kind(d).is_resource())
-        .filter_map(|d| serde_json::from_value::<ResourceDocument>(d.clone()).ok())
+        .filter_map(|d| ResourceDocument::deserialize(d).ok())
         .filter(move |r| r.lives_on(site))
 }
 
@@ -67,7 +67,7 @@ fn resources_here<'a>(
 fn replies_by_resource(site: &str, docs: &[Value]) -> BTreeMap<String, Vec<ReplyDocument>> {
     let mut by_resource: BTreeMap<String, Vec<ReplyDocument>> = BTreeMap::new();
     for doc in docs.iter().filter(|d| kind(d).is_reply()) {
-        if let Ok(reply) = serde_json::from_value::<ReplyDocument>(doc.clone()) {
+        if let Ok(reply) = ReplyDocument::deserialize(doc) {
             if reply.site == site {
                 by_resource
                     .entry(reply.resource_id.clone())
@@ -83,7 +83,7 @@ fn replies_by_resource(site: &str, docs: &[Value]) -> BTreeMap<String, Vec<Reply
 }
 
 fn kind(doc: &Value) -> DocumentKind {
-    serde_json::from_value(doc.clone()).unwrap_or_default()
+    DocumentKind::deserialize(doc).unwrap_or_default()
 }
 
 pub fn node(site: &str, address: &str, docs: &[Value]) -> NodeView {

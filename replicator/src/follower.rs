@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -103,9 +104,10 @@ impl Follower {
 
     fn dispatch(&self, change: &Change) {
         let Some(doc) = &change.doc else { return };
-        let kind: DocumentKind = serde_json::from_value(doc.clone()).unwrap_or_default();
+        // Read from the borrowed document: no copy of its (possibly large) files.
+        let kind = DocumentKind::deserialize(doc).unwrap_or_default();
         if kind.is_reply() {
-            match serde_json::from_value::<ReplyDocument>(doc.clone()) {
+            match ReplyDocument::deserialize(doc) {
                 Ok(mut reply) => {
                     // Streamed to callers as the original streams replies:
                     // without CouchDB's bookkeeping.
@@ -116,7 +118,7 @@ impl Follower {
                 Err(error) => warn!(id = %change.id, %error, "unreadable reply"),
             }
         } else if kind.is_resource() && !change.deleted {
-            match serde_json::from_value::<ResourceDocument>(doc.clone()) {
+            match ResourceDocument::deserialize(doc) {
                 Ok(resource) => {
                     self.replications.ensure(&resource.locations);
                     if resource.lives_on(&self.site) {
