@@ -52,6 +52,21 @@ impl Timestamp {
         self.unix_seconds == GO_ZERO_UNIX_SECONDS && self.nanos == 0
     }
 
+    /// The current time, or just after `previous` if the clock says
+    /// otherwise: times a site gives its own successive replies never go
+    /// back, even when its clock is set back.
+    pub fn now_after(previous: Option<Timestamp>) -> Self {
+        let now = Timestamp::now();
+        match previous {
+            Some(previous) if now <= previous => Timestamp {
+                unix_seconds: previous.unix_seconds + i64::from(previous.nanos == 999_999_999),
+                nanos: (previous.nanos + 1) % 1_000_000_000,
+                offset_seconds: 0,
+            },
+            _ => now,
+        }
+    }
+
     /// Nanoseconds since the Unix epoch, saturating.
     pub fn unix_nanos(&self) -> i128 {
         i128::from(self.unix_seconds) * 1_000_000_000 + i128::from(self.nanos)
@@ -249,6 +264,15 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn now_after_never_goes_back() {
+        let future: super::Timestamp = "2999-12-31T23:59:59.999999999Z".parse().unwrap();
+        let next = super::Timestamp::now_after(Some(future));
+        assert_eq!(next.to_string(), "3000-01-01T00:00:00Z");
+        let past: super::Timestamp = "2001-01-01T00:00:00Z".parse().unwrap();
+        assert!(super::Timestamp::now_after(Some(past)) > past);
+    }
+
     use super::*;
 
     fn round_trip(s: &str) -> String {

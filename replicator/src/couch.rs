@@ -55,6 +55,12 @@ impl CouchClient {
     /// `db_url` names the database, credentials included:
     /// `http://admin:password@localhost:5984/cheops`.
     pub fn new(db_url: &str) -> Result<Self, ReplicatorError> {
+        Self::with_timeout(db_url, None)
+    }
+
+    /// As [`CouchClient::new`], each request failing after `timeout`: for
+    /// probes, which must tell "down" from "slow" quickly.
+    pub fn with_timeout(db_url: &str, timeout: Option<Duration>) -> Result<Self, ReplicatorError> {
         let mut db = Url::parse(db_url)
             .map_err(|e| ReplicatorError::InvalidRequest(format!("invalid CouchDB URL: {e}")))?;
         if let Ok(mut path) = db.path_segments_mut() {
@@ -78,10 +84,11 @@ impl CouchClient {
         // Infallible on an http(s) URL, which has a host.
         let _ = db.set_username("");
         let _ = db.set_password(None);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(ReplicatorError::Unavailable)?;
+        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(timeout) = timeout {
+            http = http.timeout(timeout).connect_timeout(timeout);
+        }
+        let http = http.build().map_err(ReplicatorError::Unavailable)?;
         Ok(CouchClient {
             http,
             db,

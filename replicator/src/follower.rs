@@ -14,6 +14,8 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::couch::{Change, CouchClient, Written};
+use crate::events::{Events, NodeEvent};
+use crate::liveness::Liveness;
 use crate::replications::Replications;
 use crate::runner::Runner;
 use crate::{backoff, Health, ReplicatorError, ReplyHub};
@@ -27,6 +29,8 @@ pub struct Follower {
     pub hub: ReplyHub,
     pub runner: Runner,
     pub replications: Replications,
+    pub liveness: Liveness,
+    pub events: Events,
     pub health: Arc<Mutex<Health>>,
 }
 
@@ -113,6 +117,12 @@ impl Follower {
                     // without CouchDB's bookkeeping.
                     reply.id = None;
                     reply.rev = None;
+                    self.events.send(NodeEvent::Reply {
+                        resource: reply.resource_id.clone(),
+                        request_id: reply.request_id.clone(),
+                        site: reply.site.clone(),
+                        status: reply.status,
+                    });
                     self.hub.deliver(reply);
                 }
                 Err(error) => warn!(id = %change.id, %error, "unreadable reply"),
@@ -121,9 +131,11 @@ impl Follower {
             match ResourceDocument::deserialize(doc) {
                 Ok(resource) => {
                     self.replications.ensure(&resource.locations);
+                    self.liveness.track(&resource.locations);
                     if resource.lives_on(&self.site) {
                         self.runner.schedule(&resource.id);
                     }
+                    self.events.send(NodeEvent::Resource { id: resource.id });
                 }
                 Err(error) => warn!(resource = %change.id, %error, "unreadable resource document"),
             }

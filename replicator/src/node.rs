@@ -8,14 +8,16 @@ use std::time::Duration;
 use cheops_backends::{Backend, CommandResult};
 use cheops_model::{ResourceDocument, ShellCommand};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::bootstrap::bootstrap;
 use crate::consistency::add_operation;
 use crate::couch::{CouchClient, Written};
+use crate::events::{Events, NodeEvent};
 use crate::follower::Follower;
+use crate::liveness::{Liveness, PeerLiveness};
 use crate::replications::Replications;
 use crate::runner::Runner;
 use crate::{backoff, Health, ReplicatorError, ReplyHub, Sites, Submission, Submitted};
@@ -33,6 +35,8 @@ pub struct NodeConfig {
     pub concurrency: usize,
     /// How often the replications to peers are checked and repaired.
     pub replication_check: Duration,
+    /// How often each peer is probed for liveness.
+    pub peer_check: Duration,
 }
 
 /// A running node, shared by the HTTP handlers.
@@ -46,8 +50,14 @@ pub struct Node {
     backend: Arc<dyn Backend>,
     sites: Sites,
     replication_check: Duration,
+    peer_check: Duration,
     health: Arc<Mutex<Health>>,
+    events: Events,
+    liveness: Liveness,
 }
+
+/// The longest a liveness probe waits for a peer's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many times a write that lost a race is retried before giving up.
 const WRITE_ATTEMPTS: u32 = 50;
@@ -67,6 +77,14 @@ impl Node {
             config.couch_url.clone(),
             config.sites.clone(),
         );
+        let events = Events::default();
+        let liveness = Liveness::new(
+            config.site.clone(),
+            config.sites.clone(),
+            PROBE_TIMEOUT.min(config.peer_check),
+            events.clone(),
+            replications.clone(),
+        );
         Ok(Node {
             site: config.site,
             couch,
@@ -76,7 +94,10 @@ impl Node {
             backend,
             sites: config.sites,
             replication_check: config.replication_check,
+            peer_check: config.peer_check,
             health: Arc::new(Mutex::new(Health::default())),
+            events,
+            liveness,
         })
     }
 
@@ -120,6 +141,8 @@ impl Node {
             hub: self.hub.clone(),
             runner: self.runner.clone(),
             replications: self.replications.clone(),
+            liveness: self.liveness.clone(),
+            events: self.events.clone(),
             health: Arc::clone(&self.health),
         };
         vec![
@@ -129,14 +152,28 @@ impl Node {
                 tokio::spawn(
                     self.replications
                         .clone()
-                        .repair_loop(self.replication_check, shutdown),
+                        .repair_loop(self.replication_check, shutdown.clone()),
                 ),
+            ),
+            (
+                "liveness",
+                tokio::spawn(self.liveness.clone().run(self.peer_check, shutdown)),
             ),
         ]
     }
 
     fn set_health(&self, update: impl FnOnce(&mut Health)) {
         update(&mut self.health.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// The liveness of every peer site probed so far.
+    pub fn peers(&self) -> Vec<PeerLiveness> {
+        self.liveness.snapshot()
+    }
+
+    /// Everything that happens on this node from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
     }
 
     pub fn health(&self) -> Health {

@@ -62,7 +62,7 @@ impl Replications {
             let peer = peer.clone();
             tokio::spawn(async move {
                 let mut failures = 0;
-                while let Err(error) = inner.ensure_one(&peer).await {
+                while let Err(error) = inner.ensure_one(&peer, false).await {
                     failures += 1;
                     let delay = backoff::delay(failures);
                     warn!(site = %inner.site, peer = %peer, %error, ?delay, "cannot set up replication; retrying");
@@ -72,6 +72,23 @@ impl Replications {
                 lock(&inner.ensured).insert(peer);
             });
         }
+    }
+
+    /// Starts the replication to `peer` afresh, if there is one: a peer
+    /// that was unreachable is retried with a backoff that may have grown
+    /// to minutes; a new replication starts at once.
+    pub fn restart(&self, peer: &str) {
+        if !lock(&self.inner.ensured).contains(peer) {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let peer = peer.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = inner.ensure_one(&peer, true).await {
+                // The repair loop tries again.
+                warn!(site = %inner.site, peer = %peer, %error, "cannot restart replication");
+            }
+        });
     }
 
     /// Checks every known replication `every` period until `shutdown`, to
@@ -84,7 +101,7 @@ impl Replications {
             }
             let peers: Vec<String> = lock(&self.inner.ensured).iter().cloned().collect();
             for peer in peers {
-                if let Err(error) = self.inner.ensure_one(&peer).await {
+                if let Err(error) = self.inner.ensure_one(&peer, false).await {
                     warn!(site = %self.inner.site, peer = %peer, %error, "replication check failed");
                 }
             }
@@ -126,9 +143,10 @@ impl Inner {
     }
 
     /// Makes the replication to `peer` exist as wanted. One that is missing
-    /// is created; one that failed or differs is deleted and created again
-    /// (PouchDB Server refuses to update a running one).
-    async fn ensure_one(&self, peer: &str) -> Result<(), ReplicatorError> {
+    /// is created; one that failed or differs, or any with `restart`, is
+    /// deleted and created again (PouchDB Server refuses to update a running
+    /// one).
+    async fn ensure_one(&self, peer: &str, mut restart: bool) -> Result<(), ReplicatorError> {
         let id = self.doc_id(peer);
         let wanted = self.wanted(&id, peer);
         loop {
@@ -137,9 +155,10 @@ impl Inner {
                 let same = ["source", "target", "filter", "query_params", "continuous"]
                     .iter()
                     .all(|k| current.get(k) == wanted.get(k));
-                if same && !matches!(state, Some("failed" | "error")) {
+                if same && !restart && !matches!(state, Some("failed" | "error")) {
                     return Ok(());
                 }
+                restart = false;
                 info!(site = %self.site, peer, state, "recreating replication");
                 self.couch.delete_replication(&id, &current).await?;
                 continue;

@@ -6,17 +6,17 @@
 //! the resource to be looked at again when the run ends. Different resources
 //! run concurrently, up to a bound.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cheops_backends::Backend;
-use cheops_model::{ReplyDocument, ResourceDocument, ShellCommand, Timestamp};
+use cheops_backends::{Backend, Outcome};
+use cheops_model::{Operation, ReplyDocument, ResourceDocument, ShellCommand, Timestamp};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::bootstrap::{DESIGN, REPLIES_VIEW};
-use crate::consistency::operations_to_run;
+use crate::consistency::{current_state, operations_to_run};
 use crate::couch::CouchClient;
 use crate::resolution::resolution_docs;
 use crate::{backoff, ReplicatorError};
@@ -76,6 +76,14 @@ impl Runner {
     }
 }
 
+/// Where a pass over a resource left it.
+enum Pass {
+    /// Nothing left to do until the document changes.
+    Settled,
+    /// Operations are left to run.
+    Unfinished,
+}
+
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
         // Each critical section is a single map operation: a panic cannot
@@ -95,7 +103,12 @@ impl Inner {
                 Err(_) => return,
             };
             match outcome {
-                Ok(()) => failures = 0,
+                Ok(Pass::Settled) => failures = 0,
+                // Operations skipped after a failure: run them now.
+                Ok(Pass::Unfinished) => {
+                    failures = 0;
+                    continue;
+                }
                 Err(error) => {
                     failures += 1;
                     let delay = backoff::delay(failures);
@@ -121,38 +134,65 @@ impl Inner {
     ///
     /// Cancellation: operations run but whose replies were not written are
     /// run again at the next pass, as after a crash.
-    async fn handle(&self, resource: &str) -> Result<(), ReplicatorError> {
+    async fn handle(&self, resource: &str) -> Result<Pass, ReplicatorError> {
         let Some(doc) = self
             .couch
             .get::<ResourceDocument>(&[resource], &[("conflicts", "true")])
             .await?
         else {
-            return Ok(());
+            return Ok(Pass::Settled);
         };
         if !doc.lives_on(&self.site) {
-            return Ok(());
+            return Ok(Pass::Settled);
         }
         if !doc.conflicts.is_empty() {
-            return self.merge(&doc).await;
+            self.merge(&doc).await?;
+            return Ok(Pass::Settled);
         }
 
         let replies: Vec<ReplyDocument> = self
             .couch
             .view_docs(DESIGN, REPLIES_VIEW, &json!([resource, self.site]))
             .await?;
-        let replied: HashSet<&str> = replies.iter().map(|r| r.request_id.as_str()).collect();
-        let to_run = operations_to_run(&doc.operations, &replied, &doc.config);
+        let ran_at: Vec<(&str, Timestamp)> = replies
+            .iter()
+            .map(|r| (r.request_id.as_str(), r.execution_time))
+            .collect();
+        let to_run: Vec<&Operation> = match current_state(&doc.operations, &ran_at) {
+            Some(replied) => operations_to_run(&doc.operations, &replied, &doc.config),
+            None => {
+                info!(resource, site = %self.site, "ran an operation the merge dropped; running the block again");
+                doc.operations.iter().collect()
+            }
+        };
         if to_run.is_empty() {
             debug!(resource, site = %self.site, "nothing to run");
-            return Ok(());
+            return Ok(Pass::Settled);
         }
 
         let commands: Vec<ShellCommand> = to_run.iter().map(|op| op.command.clone()).collect();
         let results = self.backend.run(&commands).await;
+        let ran = results
+            .iter()
+            .filter(|r| r.outcome != Outcome::Skipped)
+            .count();
+        // Skipped operations did not run: no reply, and the next pass runs
+        // them. Whether an operation runs must not depend on which others
+        // shared its batch, or sites that batched differently diverge.
+        let pass = if ran < to_run.len() {
+            Pass::Unfinished
+        } else {
+            Pass::Settled
+        };
+        // Rule 3 orders this site's runs by its replies' times.
+        let mut time = ran_at.iter().map(|(_, time)| *time).max();
         let replies: Vec<ReplyDocument> = to_run
             .iter()
             .zip(results)
+            .take(ran)
             .map(|(op, result)| {
+                let execution_time = Timestamp::now_after(time);
+                time = Some(execution_time);
                 info!(resource, request = %op.request_id, site = %self.site, status = %result.status(), "operation ran");
                 ReplyDocument {
                     locations: doc.locations.clone(),
@@ -162,13 +202,13 @@ impl Inner {
                     status: result.status(),
                     input: op.command.command.clone(),
                     output: result.output,
-                    execution_time: Timestamp::now(),
+                    execution_time,
                     ..ReplyDocument::default()
                 }
             })
             .collect();
         self.couch.bulk_docs(&replies, true).await?;
-        Ok(())
+        Ok(pass)
     }
 
     async fn merge(&self, doc: &ResourceDocument) -> Result<(), ReplicatorError> {

@@ -61,6 +61,11 @@ impl Sites {
     pub fn api_url(&self, site: &str) -> String {
         self.urls(site).api
     }
+
+    /// The sites given explicitly (by `--peer` or a peers file).
+    pub fn known(&self) -> impl Iterator<Item = &str> {
+        self.known.keys().map(String::as_str)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! A cluster of Cheops nodes on this machine: one sidecar and one daemon per
 //! site, sites named `site1`…`siteN`, all wired through `--peer` flags.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,7 +10,9 @@ use cheops_model::ReplyDocument;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-use crate::process::{cheops_binary, free_port, sidecar_script, Owned};
+use crate::convergence::{check, Snapshot};
+use crate::network::{Gate, Network};
+use crate::process::{cheops_binary, free_port, redis_server, sidecar_script, Owned};
 use crate::wait::eventually;
 
 const ADMIN: &str = "admin:password";
@@ -22,9 +24,14 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct NodeInfo {
     pub site: String,
     pub couch_port: u16,
+    /// The port its peers reach its sidecar through (see [`Network`]).
+    pub gate_port: u16,
     pub api_port: u16,
     pub dump_port: u16,
     pub chephren_port: u16,
+    /// Its own `redis-server`, when the cluster has them.
+    pub redis_port: Option<u16>,
+    /// Its files: sidecar data, logs, and [`NodeInfo::app_dir`].
     pub dir: PathBuf,
 }
 
@@ -41,21 +48,64 @@ impl NodeInfo {
     pub fn couch_url(&self) -> String {
         format!("http://{ADMIN}@127.0.0.1:{}/cheops", self.couch_port)
     }
+
+    /// The node's database as its peers reach it: through its gate.
+    pub fn peer_couch_url(&self) -> String {
+        format!("http://{ADMIN}@127.0.0.1:{}/cheops", self.gate_port)
+    }
+
+    /// The application's directory on this node, `NODE_DIR` to its daemon
+    /// (and so to the commands it runs).
+    pub fn app_dir(&self) -> PathBuf {
+        self.dir.join("app")
+    }
 }
 
 struct Node {
     info: NodeInfo,
     sidecar: Owned,
     daemon: Owned,
+    redis: Option<Owned>,
+    _gate: Gate,
     /// How many times its daemon was started (names its log files).
     starts: usize,
+}
+
+/// How to start a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub nodes: usize,
+    /// Seconds `/exec` waits for replies.
+    pub reply_timeout: u64,
+    /// Start one `redis-server` per node (`REDIS_PORT` to its daemon).
+    pub redis: bool,
+    /// Where the nodes keep their files, kept on drop; by default a fresh
+    /// temporary directory, removed on drop unless a test failed.
+    pub dir: Option<PathBuf>,
+    /// The `cheops` binary; by default the workspace's debug build.
+    pub binary: Option<PathBuf>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            reply_timeout: 30,
+            redis: false,
+            dir: None,
+            binary: None,
+        }
+    }
 }
 
 /// Nodes started for one test; dropped, it kills them and removes their files.
 pub struct Cluster {
     nodes: Vec<Node>,
     root: PathBuf,
+    keep_files: bool,
+    binary: PathBuf,
     reply_timeout: u64,
+    network: Network,
     http: reqwest::Client,
 }
 
@@ -67,52 +117,115 @@ impl Cluster {
 
     /// As [`Cluster::start`], with `/exec` waiting `reply_timeout` seconds.
     pub async fn start_with_timeout(n: usize, reply_timeout: u64) -> Cluster {
+        Self::start_with(ClusterOptions {
+            nodes: n,
+            reply_timeout,
+            ..ClusterOptions::default()
+        })
+        .await
+    }
+
+    /// Starts a cluster as `options` say and waits until every daemon is
+    /// healthy.
+    pub async fn start_with(options: ClusterOptions) -> Cluster {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "cheops-test-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let infos: Vec<NodeInfo> = (1..=n)
-            .map(|i| NodeInfo {
-                site: format!("site{i}"),
-                couch_port: free_port(),
-                api_port: free_port(),
-                dump_port: free_port(),
-                chephren_port: free_port(),
-                dir: root.join(format!("site{i}")),
-            })
-            .collect();
+        let keep_files = options.dir.is_some();
+        let root = options.dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "cheops-test-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ))
+        });
+        let binary = options
+            .binary
+            .unwrap_or_else(|| cheops_binary().to_path_buf());
+        let network = Network::default();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             root,
-            reply_timeout,
+            keep_files,
+            binary,
+            reply_timeout: options.reply_timeout,
+            network,
             http: reqwest::Client::new(),
         };
-        for info in &infos {
-            std::fs::create_dir_all(&info.dir).expect("cannot create a node directory");
-            let sidecar = cluster.spawn_sidecar(info);
+        for i in 1..=options.nodes {
+            let couch_port = free_port();
+            let gate = cluster
+                .network
+                .gate(([127, 0, 0, 1], couch_port).into())
+                .await
+                .expect("cannot open a gate");
+            let info = NodeInfo {
+                site: format!("site{i}"),
+                couch_port,
+                gate_port: gate.port,
+                api_port: free_port(),
+                dump_port: free_port(),
+                chephren_port: free_port(),
+                redis_port: options.redis.then(free_port),
+                dir: cluster.root.join(format!("site{i}")),
+            };
+            std::fs::create_dir_all(info.app_dir()).expect("cannot create a node directory");
+            let sidecar = spawn_sidecar(&info);
+            let redis = info.redis_port.map(|port| spawn_redis(&info, port));
             cluster.nodes.push(Node {
-                info: info.clone(),
+                info,
                 sidecar,
                 daemon: Owned(None, PathBuf::new()),
+                redis,
+                _gate: gate,
                 starts: 0,
             });
         }
-        for i in 0..n {
+        for i in 0..options.nodes {
             cluster.start_daemon(i).await;
+            cluster.wait_redis(i).await;
         }
         cluster
     }
 
-    fn spawn_sidecar(&self, info: &NodeInfo) -> Owned {
-        let data = info.dir.join("couchdb");
-        Owned::spawn(
-            Command::new(sidecar_script())
-                .arg(info.couch_port.to_string())
-                .arg(&data),
-            &info.dir.join("sidecar.log"),
-        )
+    /// Waits until node `i`'s redis-server (if any) accepts connections.
+    async fn wait_redis(&mut self, i: usize) {
+        let Some(port) = self.node(i).redis_port else {
+            return;
+        };
+        let site = self.node(i).site.clone();
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Some(redis) = &mut self.nodes[i].redis {
+                redis.assert_running(&format!("{site}'s redis-server"));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {site}'s redis-server"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// From now on no replication traffic flows between any two nodes;
+    /// each still reaches its own sidecar, and every API stays reachable.
+    pub fn partition(&self) {
+        self.network.partition();
+    }
+
+    /// Restores the traffic [`Cluster::partition`] cut.
+    pub fn heal(&self) {
+        self.network.heal();
+    }
+
+    pub fn is_partitioned(&self) -> bool {
+        self.network.is_partitioned()
+    }
+
+    /// Where the nodes keep their files.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn node(&self, i: usize) -> &NodeInfo {
@@ -140,14 +253,13 @@ impl Cluster {
 
     /// Starts node `i`'s sidecar again, on the same port and data.
     pub fn start_sidecar(&mut self, i: usize) {
-        let info = self.nodes[i].info.clone();
-        self.nodes[i].sidecar = self.spawn_sidecar(&info);
+        self.nodes[i].sidecar = spawn_sidecar(&self.nodes[i].info);
     }
 
     /// Starts node `i`'s daemon without waiting for it to be healthy.
     pub fn spawn_daemon(&mut self, i: usize) {
         let info = self.nodes[i].info.clone();
-        let mut command = Command::new(cheops_binary());
+        let mut command = Command::new(&self.binary);
         command
             .arg("serve")
             .args(["--site", &info.site, "--listen", "127.0.0.1"])
@@ -156,15 +268,18 @@ impl Cluster {
             .args(["--chephren-port", &info.chephren_port.to_string()])
             .args(["--couchdb-url", &info.couch_url()])
             .args(["--reply-timeout", &self.reply_timeout.to_string()])
-            .args(["--replication-check", "2"])
+            .args(["--replication-check", "2", "--peer-check", "1"])
             .env("RUST_LOG", "info,cheops_replicator=debug")
-            .env("NODE_DIR", &info.dir);
+            .env("NODE_DIR", info.app_dir());
+        if let Some(port) = info.redis_port {
+            command.env("REDIS_PORT", port.to_string());
+        }
         for peer in &self.nodes {
             if peer.info.site != info.site {
                 command.arg("--peer").arg(format!(
                     "{}={},{}",
                     peer.info.site,
-                    peer.info.couch_url(),
+                    peer.info.peer_couch_url(),
                     peer.info.api_url()
                 ));
             }
@@ -200,6 +315,9 @@ impl Cluster {
             self.nodes[i]
                 .sidecar
                 .assert_running(&format!("{site}'s sidecar"));
+            if let Some(redis) = &mut self.nodes[i].redis {
+                redis.assert_running(&format!("{site}'s redis-server"));
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "timed out after {START_TIMEOUT:?} waiting for {site} to be healthy"
@@ -307,43 +425,45 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Waits until resource `id` has converged on the nodes `on` (indexes):
-    /// the same revision everywhere, no conflicts, and a reply from every
-    /// location for every operation of the block. Returns the document.
+    /// Every document of the nodes `on` (indexes), read at once.
+    pub async fn snapshots(&self, on: &[usize]) -> Result<Vec<Snapshot>, String> {
+        let reads = on.iter().map(|&i| async move {
+            let info = self.node(i);
+            Snapshot::read(&self.http, &info.site, &info.couch_url()).await
+        });
+        futures::future::join_all(reads).await.into_iter().collect()
+    }
+
+    /// Waits until resource `id` has converged on the nodes `on` (indexes),
+    /// as [`convergence::check`] defines it. Returns the document.
     pub async fn converged(&self, id: &str, on: &[usize]) -> Value {
         eventually(&format!("{id} to converge"), CONVERGE_TIMEOUT, || async {
-            let first = self.doc(on[0], id).await?;
-            if first.get("_conflicts").is_some() {
-                return None;
-            }
-            for &i in &on[1..] {
-                let doc = self.doc(i, id).await?;
-                if doc["_rev"] != first["_rev"] || doc.get("_conflicts").is_some() {
-                    return None;
-                }
-            }
-            let locations: Vec<&str> = first["Locations"]
-                .as_array()?
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            for &i in on {
-                let replies = self.replies(i, id).await;
-                for op in first["Operations"].as_array()? {
-                    for site in &locations {
-                        if !replies
-                            .iter()
-                            .any(|r| r.request_id == op["RequestId"] && r.site == *site)
-                        {
-                            return None;
-                        }
-                    }
-                }
-            }
-            Some(first)
+            check(&self.snapshots(on).await.ok()?, id).ok()
         })
         .await
     }
+}
+
+fn spawn_sidecar(info: &NodeInfo) -> Owned {
+    let data = info.dir.join("couchdb");
+    Owned::spawn(
+        Command::new(sidecar_script())
+            .arg(info.couch_port.to_string())
+            .arg(&data),
+        &info.dir.join("sidecar.log"),
+    )
+}
+
+/// A `redis-server` of the node's own, keeping nothing on disk.
+fn spawn_redis(info: &NodeInfo, port: u16) -> Owned {
+    Owned::spawn(
+        Command::new(redis_server())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&info.dir),
+        &info.dir.join("redis.log"),
+    )
 }
 
 impl Drop for Cluster {
@@ -351,8 +471,11 @@ impl Drop for Cluster {
         for node in &mut self.nodes {
             node.daemon.kill();
             node.sidecar.kill();
+            if let Some(redis) = &mut node.redis {
+                redis.kill();
+            }
         }
-        if !std::thread::panicking() {
+        if !self.keep_files && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }

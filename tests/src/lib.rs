@@ -6,9 +6,12 @@
 //! when a test panics.
 
 mod cluster;
+pub mod convergence;
+pub mod local;
+pub mod network;
 mod process;
 mod wait;
 
-pub use cluster::{Cluster, Exec, NodeInfo};
+pub use cluster::{Cluster, ClusterOptions, Exec, NodeInfo};
 pub use process::cheops_binary;
 pub use wait::eventually;

@@ -108,3 +108,16 @@ impl Drop for Owned {
         self.kill();
     }
 }
+
+/// `redis-server`, which the redis scenarios and `cheops-cluster up --redis`
+/// need (Debian package `redis-server`; `.ci/run` installs it).
+pub fn redis_server() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("redis-server"))
+            .find(|candidate| candidate.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+    })
+}

@@ -355,7 +355,8 @@ async fn show_prints_every_sites_status_and_output() {
     heads.sort();
     assert_eq!(heads, ["[1/2] OK", "[2/2] OK"], "{run:?}");
 
-    // Every daemon of the harness has its own NODE_DIR, named after its site.
+    // Every daemon of the harness has its own NODE_DIR, in a directory named
+    // after its site.
     // Without --sites, the resource's locations are asked, through site2.
     let run = run_with(with_peers(&[
         "show",
@@ -364,7 +365,7 @@ async fn show_prints_every_sites_status_and_output() {
         "--from",
         "site2",
         "--command",
-        "echo __ID__ at $(basename $NODE_DIR)",
+        "echo __ID__ at $(basename $(dirname $NODE_DIR))",
     ]))
     .await;
     assert_eq!(run.code, 0, "{run:?}");

@@ -10,7 +10,7 @@ const SITES: &str = "site1&site2&site3";
 
 /// The lines each node's `$NODE_DIR/log` holds, counted.
 fn log_lines(cluster: &Cluster, i: usize) -> BTreeMap<String, usize> {
-    let text = std::fs::read_to_string(cluster.node(i).dir.join("log")).unwrap_or_default();
+    let text = std::fs::read_to_string(cluster.node(i).app_dir().join("log")).unwrap_or_default();
     let mut counts = BTreeMap::new();
     for line in text.lines() {
         *counts.entry(line.to_owned()).or_insert(0) += 1;

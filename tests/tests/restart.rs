@@ -10,7 +10,7 @@ use cheops_tests::{eventually, Cluster, Exec};
 const SITES: &str = "site1&site2&site3";
 
 fn log_of(cluster: &Cluster, i: usize) -> String {
-    std::fs::read_to_string(cluster.node(i).dir.join("log")).unwrap_or_default()
+    std::fs::read_to_string(cluster.node(i).app_dir().join("log")).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -78,7 +78,7 @@ async fn show_answers_every_site_and_ko_for_a_stopped_one() {
     for i in 0..3 {
         let site = &cluster.node(i).site;
         assert_eq!(answer[site]["Status"], "OK", "{answer}");
-        let expected = format!("shown on {}\n", cluster.node(i).dir.display());
+        let expected = format!("shown on {}\n", cluster.node(i).app_dir().display());
         assert_eq!(answer[site]["Output"], expected.as_str());
     }
 

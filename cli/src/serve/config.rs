@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// failed one is recreated).
     #[arg(long, env = "CHEOPS_REPLICATION_CHECK", default_value_t = 30)]
     replication_check: u64,
+
+    /// Seconds between probes of each peer's CouchDB and API (liveness
+    /// shown by Chephren; a peer back online has its replication restarted).
+    #[arg(long, env = "CHEOPS_PEER_CHECK", default_value_t = 5)]
+    peer_check: u64,
 }
 
 /// The validated configuration.
@@ -121,6 +126,9 @@ impl ServeArgs {
         }
         if self.replication_check == 0 {
             return Err("--replication-check must be at least 1 second".into());
+        }
+        if self.peer_check == 0 {
+            return Err("--peer-check must be at least 1 second".into());
         }
 
         let mut sites = Sites::new(self.couchdb_template, self.api_template);
@@ -166,6 +174,7 @@ impl ServeArgs {
                 sites,
                 concurrency: self.concurrency,
                 replication_check: Duration::from_secs(self.replication_check),
+                peer_check: Duration::from_secs(self.peer_check),
             },
             api: ApiConfig {
                 reply_timeout: Duration::from_secs(self.reply_timeout),

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use cheops_model::{Operation, ResolutionResult, ResourceConfig};
+use cheops_model::{Operation, ResolutionResult, ResourceConfig, Timestamp};
 
 /// The operations of `block` this site must run now, in order, knowing the
 /// request ids it has already `replied` to.
@@ -36,8 +36,52 @@ pub fn operations_to_run<'a>(
     block.iter().filter(|op| !is_replied(op)).collect()
 }
 
+/// The operations this site's state is made of, from what it `ran`
+/// (request id, time of its reply by its own clock): those it ran since it
+/// last ran the block's first operation, which starts the block and so
+/// resets the state; all it ran when it never ran that one. `None` when they
+/// include an operation the block no longer has: the whole block must run
+/// again.
+///
+/// Counting only what ran since the reset matters when a re-run of the block
+/// was cut short (by a failure): replies older than the re-run no longer
+/// describe the state.
+///
+/// A merge drops an operation when the matrix says `take-one`, comparing
+/// the first operations of two blocks; but Rule 1 forgets what came before a
+/// resetting operation, so the dropped one may have come *after* the other
+/// (a site that knew `set A` sent `set B`, while another sent `add C` after
+/// `set A`: the merge keeps `[set A, add C]`). The site that ran `set B` must
+/// run the block again; the original did not, and kept `B`'s effect forever.
+pub fn current_state<'a>(
+    block: &[Operation],
+    ran: &[(&'a str, Timestamp)],
+) -> Option<HashSet<&'a str>> {
+    let first = block.first().map(|op| op.request_id.as_str());
+    let reset = ran
+        .iter()
+        .filter(|(request, _)| Some(*request) == first)
+        .map(|(_, time)| *time)
+        .max();
+    let Some(reset) = reset else {
+        return Some(ran.iter().map(|(request, _)| *request).collect());
+    };
+    let in_block: HashSet<&str> = block.iter().map(|op| op.request_id.as_str()).collect();
+    let since: HashSet<&str> = ran
+        .iter()
+        .filter(|(_, time)| *time >= reset)
+        .map(|(request, _)| *request)
+        .collect();
+    since
+        .iter()
+        .all(|request| in_block.contains(request))
+        .then_some(since)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use super::*;
     use cheops_model::Resolution;
 
@@ -96,6 +140,50 @@ mod tests {
     #[test]
     fn only_the_new_tail_runs() {
         assert_eq!(run(&set_inc_inc(), &["set", "inc1"]), ["inc2"]);
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_str(&format!("2024-01-01T00:00:{seconds:02}Z")).unwrap_or_default()
+    }
+
+    fn state(block: &[Operation], ran: &[(&'static str, i64)]) -> Option<Vec<&'static str>> {
+        let ran: Vec<(&str, Timestamp)> = ran.iter().map(|(r, t)| (*r, at(*t))).collect();
+        current_state(block, &ran).map(|set| {
+            let mut ids: Vec<&str> = set.into_iter().collect();
+            ids.sort_unstable();
+            ids
+        })
+    }
+
+    #[test]
+    fn an_operation_run_after_the_first_and_dropped_since_taints_the_state() {
+        let block = [op("set", "a"), op("add", "c")];
+        // Ran set A, then set B (which the merge dropped).
+        assert_eq!(state(&block, &[("a", 1), ("b", 2)]), None);
+        // Ran the block again since: clean.
+        assert_eq!(
+            state(&block, &[("a", 1), ("b", 2), ("a", 3), ("c", 3)]),
+            Some(vec!["a", "c"])
+        );
+    }
+
+    #[test]
+    fn only_what_ran_since_the_first_operation_counts() {
+        // A re-run of [a, b, c] stopped after a: b and c ran before it only.
+        let block = [op("set", "a"), op("add", "b"), op("add", "c")];
+        assert_eq!(
+            state(&block, &[("a", 1), ("b", 1), ("c", 1), ("a", 2)]),
+            Some(vec!["a"])
+        );
+    }
+
+    #[test]
+    fn operations_forgotten_before_the_block_do_not_taint_it() {
+        let block = [op("set", "b"), op("add", "c")];
+        assert_eq!(state(&block, &[("a", 1), ("b", 2)]), Some(vec!["b"]));
+        // The first operation never ran: running it resets the state.
+        assert_eq!(state(&block, &[("x", 5)]), Some(vec!["x"]));
+        assert_eq!(state(&[], &[("x", 5)]), Some(vec!["x"]));
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! Whether each peer site is reachable, probed with a short timeout. A peer
+//! is online when both its CouchDB (what replication needs) and its Cheops
+//! API answer. When a peer comes back online, the replication to it is
+//! restarted at once: CouchDB and PouchDB Server retry a failing replication
+//! with a backoff that grows to minutes, which would otherwise delay
+//! convergence long after the network healed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use cheops_model::Timestamp;
+use futures::future::join_all;
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::couch::CouchClient;
+use crate::events::{Events, NodeEvent};
+use crate::replications::Replications;
+use crate::Sites;
+
+/// What the last probe of a peer found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerLiveness {
+    pub site: String,
+    /// Both its CouchDB and its API answered.
+    pub online: bool,
+    /// Its CouchDB answered.
+    pub couchdb: bool,
+    /// Its Cheops API answered (whatever its health).
+    pub api: bool,
+    /// When `online` took its current value (or the first probe).
+    pub since: Timestamp,
+    /// When the peer was last probed.
+    pub checked: Timestamp,
+}
+
+/// The probes of every known peer, shared by the node and its tasks.
+#[derive(Clone)]
+pub struct Liveness {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    site: String,
+    sites: Sites,
+    timeout: Duration,
+    http: reqwest::Client,
+    events: Events,
+    replications: Replications,
+    /// Every peer to probe, with its last state (`None` before the first probe).
+    peers: Mutex<BTreeMap<String, Option<PeerLiveness>>>,
+}
+
+impl Liveness {
+    /// Probes the sites given explicitly from the start, and the others once
+    /// [`Liveness::track`]ed.
+    pub fn new(
+        site: String,
+        sites: Sites,
+        timeout: Duration,
+        events: Events,
+        replications: Replications,
+    ) -> Self {
+        let peers = sites
+            .known()
+            .filter(|peer| *peer != site)
+            .map(|peer| (peer.to_owned(), None))
+            .collect();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        Liveness {
+            inner: Arc::new(Inner {
+                site,
+                sites,
+                timeout,
+                http,
+                events,
+                replications,
+                peers: Mutex::new(peers),
+            }),
+        }
+    }
+
+    /// Adds the peers among `locations` not probed yet.
+    pub fn track(&self, locations: &[String]) {
+        let mut peers = self.inner.lock();
+        for site in locations {
+            if *site != self.inner.site && !peers.contains_key(site) {
+                peers.insert(site.clone(), None);
+            }
+        }
+    }
+
+    /// The last known state of every probed peer, by site name.
+    pub fn snapshot(&self) -> Vec<PeerLiveness> {
+        self.inner.lock().values().flatten().cloned().collect()
+    }
+
+    /// Probes every peer each `every` period until `shutdown`.
+    pub async fn run(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let sites: Vec<String> = self.inner.lock().keys().cloned().collect();
+            let probes = sites.iter().map(|site| self.inner.probe(site));
+            for probe in join_all(probes).await {
+                self.inner.record(probe);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Option<PeerLiveness>>> {
+        // Each critical section is one lookup or insert: never inconsistent.
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn probe(&self, site: &str) -> (String, bool, bool) {
+        let couch = async {
+            match CouchClient::with_timeout(&self.sites.couch_url(site), Some(self.timeout)) {
+                Ok(client) => client.ping().await.is_ok(),
+                Err(_) => false,
+            }
+        };
+        let api = async {
+            let url = format!("{}/health", self.sites.api_url(site).trim_end_matches('/'));
+            self.http.get(url).send().await.is_ok()
+        };
+        let (couch, api) = tokio::join!(couch, api);
+        (site.to_owned(), couch, api)
+    }
+
+    /// Stores a probe's result; announces a change of state, and restarts
+    /// the replication to a peer that came back.
+    fn record(&self, (site, couchdb, api): (String, bool, bool)) {
+        let now = Timestamp::now();
+        let online = couchdb && api;
+        let mut peers = self.lock();
+        let Some(entry) = peers.get_mut(&site) else {
+            return;
+        };
+        let previous = entry.as_ref().map(|p| (p.online, p.couchdb));
+        let since = match entry {
+            Some(p) if p.online == online => p.since,
+            _ => now,
+        };
+        let state = PeerLiveness {
+            site: site.clone(),
+            online,
+            couchdb,
+            api,
+            since,
+            checked: now,
+        };
+        *entry = Some(state.clone());
+        drop(peers);
+        if previous.map(|(was_online, _)| was_online) != Some(online) {
+            if online {
+                info!(site = %self.site, peer = %site, "peer online");
+            } else {
+                warn!(site = %self.site, peer = %site, couchdb, api, "peer offline");
+            }
+            self.events.send(NodeEvent::Peer(state));
+        }
+        if previous.is_some_and(|(_, couch_was_up)| !couch_was_up) && couchdb {
+            self.replications.restart(&site);
+        }
+    }
+}

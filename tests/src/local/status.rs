@@ -1,0 +1,55 @@
+//! `status`: whether every resource of the cluster has converged.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::{control, files, Failure};
+use crate::convergence::{check, resource_ids, Snapshot};
+
+/// The report, and whether everything has converged.
+pub async fn status(dir: &Path) -> Result<(String, bool), Failure> {
+    let cluster = files::read_cluster(dir)?;
+    let http = reqwest::Client::new();
+    let reads = cluster
+        .nodes
+        .iter()
+        .map(|node| Snapshot::read(&http, &node.site, &node.couchdb_url));
+    let snapshots: Vec<Snapshot> = futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+
+    let mut report = String::new();
+    if let Ok(state) = control::ask(dir, "state") {
+        let _ = writeln!(report, "network: {state}");
+    }
+    let ids = resource_ids(&snapshots);
+    let mut converged = 0;
+    for id in &ids {
+        match check(&snapshots, id) {
+            Ok(doc) => {
+                converged += 1;
+                let operations = doc["Operations"].as_array().map_or(0, Vec::len);
+                let sites = doc["Locations"]
+                    .as_array()
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join("&")
+                    })
+                    .unwrap_or_default();
+                let rev = doc["_rev"].as_str().unwrap_or_default();
+                let _ = writeln!(
+                    report,
+                    "{id}: converged on {sites} at {rev} ({operations} operations)"
+                );
+            }
+            Err(why) => {
+                let _ = writeln!(report, "{id}: NOT converged: {why}");
+            }
+        }
+    }
+    let _ = write!(report, "{converged} of {} resources converged", ids.len());
+    Ok((report, converged == ids.len()))
+}

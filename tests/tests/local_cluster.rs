@@ -1,0 +1,153 @@
+//! `cheops-cluster`, the program behind `deploy/local/cluster`, used as the
+//! maintainers' scenario tests use it: up, cluster.json, an operation,
+//! partition, status, heal, down — and nothing left running.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use cheops_tests::{cheops_binary, eventually};
+use serde_json::Value;
+
+fn cluster(args: &[&str], dir: &Path) -> Output {
+    // `cheops-cluster` starts the `cheops` built beside it.
+    cheops_binary();
+    Command::new(env!("CARGO_BIN_EXE_cheops-cluster"))
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("cannot run cheops-cluster")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+async fn exec(http: &reqwest::Client, api: &str, id: &str, command: &str) -> String {
+    let form = reqwest::multipart::Form::new()
+        .text("sites", "site1&site2")
+        .text("type", "add")
+        .text("command", command.to_owned());
+    let response = http
+        .post(format!("{api}/exec/{id}"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("a body")
+}
+
+fn is_listening(url: &str) -> bool {
+    let port = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    port.is_some_and(|port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+}
+
+#[tokio::test]
+async fn up_partition_status_heal_down() {
+    let dir = std::env::temp_dir().join(format!("cheops-local-{}", std::process::id()));
+    let up = cluster(&["up", "--nodes", "2"], &dir);
+    assert!(up.status.success(), "{}", text(&up));
+
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).expect("written"))
+            .expect("JSON");
+    let nodes = file["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[1]["site"], "site2");
+    assert_eq!(nodes[0]["redis_port"], Value::Null);
+    let node_dir = |i: usize| nodes[i]["node_dir"].as_str().expect("node_dir").to_owned();
+    let api = |i: usize| nodes[i]["api_url"].as_str().expect("api_url").to_owned();
+    assert_ne!(node_dir(0), node_dir(1));
+
+    // Reads need no further credentials.
+    let http = reqwest::Client::new();
+    let db = nodes[0]["couchdb_url"].as_str().expect("couchdb_url");
+    let info = http.get(db).send().await.expect("CouchDB answers");
+    assert_eq!(info.status(), 200);
+    let chephren = nodes[0]["chephren_url"].as_str().expect("chephren_url");
+    assert!(is_listening(chephren), "{chephren}");
+
+    // Each daemon's commands see their own NODE_DIR.
+    let replies = exec(&http, &api(0), "r", "echo one >> \"$NODE_DIR/log\"").await;
+    assert_eq!(replies.matches("\"OK\"").count(), 2, "{replies}");
+    for i in 0..2 {
+        let log = std::fs::read_to_string(Path::new(&node_dir(i)).join("log"));
+        assert_eq!(log.expect("written by the command"), "one\n");
+    }
+    let status = cluster(&["status"], &dir);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(
+        text(&status).contains("r: converged on site1&site2"),
+        "{}",
+        text(&status)
+    );
+
+    // Partitioned, site2 cannot get what site1 is sent.
+    let partition = cluster(&["partition"], &dir);
+    assert!(partition.status.success(), "{}", text(&partition));
+    exec(&http, &api(0), "r", "echo two >> \"$NODE_DIR/log\"").await;
+    let status = cluster(&["status"], &dir);
+    assert!(!status.status.success(), "{}", text(&status));
+    assert!(
+        text(&status).contains("network: partitioned"),
+        "{}",
+        text(&status)
+    );
+    assert!(
+        text(&status).contains("r: NOT converged"),
+        "{}",
+        text(&status)
+    );
+
+    let heal = cluster(&["heal"], &dir);
+    assert!(heal.status.success(), "{}", text(&heal));
+    eventually(
+        "the cluster to converge",
+        Duration::from_secs(60),
+        || async { cluster(&["status"], &dir).status.success().then_some(()) },
+    )
+    .await;
+    let log = std::fs::read_to_string(Path::new(&node_dir(1)).join("log"));
+    assert_eq!(log.expect("still there"), "one\ntwo\n");
+
+    let down = cluster(&["down"], &dir);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(!dir.join("cluster.json").exists());
+    for node in nodes {
+        for url in ["api_url", "chephren_url", "couchdb_url"] {
+            let url = node[url].as_str().expect("a URL");
+            let url = url.trim_end_matches("/cheops");
+            let url = url.rsplit('@').next().unwrap_or(url);
+            assert!(!is_listening(url), "{url} still answers after down");
+        }
+    }
+    let again = cluster(&["down"], &dir);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("no cluster was up"),
+        "{}",
+        text(&again)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn commands_without_a_cluster_say_so() {
+    let dir = std::env::temp_dir().join(format!("cheops-local-none-{}", std::process::id()));
+    for command in ["partition", "heal", "status"] {
+        let output = cluster(&[command], &dir);
+        assert!(!output.status.success(), "{}", text(&output));
+        assert!(
+            text(&output).contains("no cluster is up"),
+            "{command}: {}",
+            text(&output)
+        );
+    }
+}
