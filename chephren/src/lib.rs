@@ -1,15 +1,30 @@
-//! Chephren: the API behind the Cheops web UI, served on its own port. It
-//! answers the original's endpoints with the original's shapes:
+//! Chephren: the web UI of a Cheops node and the API behind it, served on
+//! its own port.
+//!
+//! The original's endpoints, with the original's shapes:
 //!
 //! - `GET /api/node` → `{name, state, resourcesCount, address}`
 //! - `GET /api/resources` → `[{id, name, lastUpdate, commandsCount}]`
 //! - `GET /api/resource/{id}` → `{id, name, lastUpdate, commands: [{command, date}]}`
 //!
-//! As in the original, a resource's "commands" are this site's executions
-//! of its operations (its replies), oldest first.
+//! and what an operator watching a deployment needs, which the UI reads:
+//!
+//! - `GET /api/cluster`: every site, online or not and since when, with
+//!   resource counts;
+//! - `GET /api/blocks`: every resource, with whether it has converged;
+//! - `GET /api/block/{id}`: a resource's block × its sites, each cell a
+//!   reply status with its output, and its unresolved conflicts;
+//! - `GET /api/events`: server-sent events as things change;
+//! - `GET /`: the UI itself.
 
+mod block;
+mod cluster;
+mod cors;
+mod documents;
 mod error;
-mod views;
+mod original;
+mod stream;
+mod ui;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,11 +33,18 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use cheops_replicator::ReplicatorError;
+use cheops_replicator::{Health, NodeEvent, PeerLiveness, ReplicatorError};
 use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+use tracing::warn;
 
+pub use block::{BlockSummary, BlockView, CellStatus, CellView, OperationView, ResolutionView};
+pub use cluster::{ClusterView, SiteState, SiteView};
+pub use cors::parse_origin;
 pub use error::ChephrenError;
-pub use views::{CommandView, NodeView, ResourceSummary, ResourceView};
+pub use original::{CommandView, NodeView, ResourceSummary, ResourceView};
+
+use documents::Documents;
 
 /// A boxed future, so that [`Source`] can be used as `Arc<dyn Source>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -32,34 +54,74 @@ pub trait Source: Send + Sync + 'static {
     /// This node's site name.
     fn site(&self) -> &str;
 
-    /// Every document of the local database (`_all_docs` with documents).
+    /// Every document of the local database (`_all_docs` with documents and
+    /// their conflicts).
     fn documents(&self) -> BoxFuture<'_, Result<Value, ReplicatorError>>;
+
+    /// The last probe of every peer probed so far.
+    fn peers(&self) -> Vec<PeerLiveness>;
+
+    /// The state of this node's background work.
+    fn health(&self) -> Health;
+
+    /// What changes on this node from now on.
+    fn subscribe(&self) -> broadcast::Receiver<NodeEvent>;
+}
+
+/// How Chephren is reached.
+#[derive(Debug, Clone)]
+pub struct ChephrenConfig {
+    /// This Chephren's own URL, reported as the node's address.
+    pub address: String,
+    /// Other web origins allowed to read it from a browser, as
+    /// [`parse_origin`] returns them; `*` for any.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Clone)]
 struct AppState {
     source: Arc<dyn Source>,
-    /// This Chephren's own URL, reported as the node's address.
     address: String,
+    /// Ends the event streams, which would otherwise hold the server open.
+    shutdown: watch::Receiver<bool>,
 }
 
-/// The Chephren API; `address` is the URL it is reached at.
-pub fn router(source: Arc<dyn Source>, address: String) -> Router {
-    Router::new()
+/// The UI and its API. Event streams end when `shutdown` turns true.
+pub fn router(
+    source: Arc<dyn Source>,
+    config: ChephrenConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Router {
+    let router = Router::new()
         .route("/api/node", get(node))
         .route("/api/resources", get(resources))
         .route("/api/resource/{id}", get(resource))
-        .with_state(AppState { source, address })
+        .route("/api/cluster", get(cluster))
+        .route("/api/blocks", get(blocks))
+        .route("/api/block/{id}", get(block))
+        .route("/api/events", get(stream::events))
+        .merge(ui::routes())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(AppState {
+            source,
+            address: config.address,
+            shutdown,
+        });
+    match cors::layer(&config.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
-async fn documents(state: &AppState) -> Result<Vec<Value>, ChephrenError> {
+async fn documents(state: &AppState) -> Result<Documents, ChephrenError> {
     let all = state.source.documents().await?;
-    Ok(views::documents_of(&all))
+    Ok(Documents::parse(&all))
 }
 
 async fn node(State(state): State<AppState>) -> Result<Json<NodeView>, ChephrenError> {
     let docs = documents(&state).await?;
-    Ok(Json(views::node(
+    Ok(Json(original::node(
         state.source.site(),
         &state.address,
         &docs,
@@ -70,7 +132,7 @@ async fn resources(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ResourceSummary>>, ChephrenError> {
     let docs = documents(&state).await?;
-    Ok(Json(views::resources(state.source.site(), &docs)))
+    Ok(Json(original::resources(state.source.site(), &docs)))
 }
 
 async fn resource(
@@ -78,7 +140,41 @@ async fn resource(
     Path(id): Path<String>,
 ) -> Result<Json<ResourceView>, ChephrenError> {
     let docs = documents(&state).await?;
-    views::resource(state.source.site(), &docs, &id)
+    original::resource(state.source.site(), &docs, &id)
+        .map(Json)
+        .ok_or(ChephrenError::UnknownResource(id))
+}
+
+/// Answers even when the database cannot be read: peers' liveness is most
+/// wanted precisely when something is down.
+async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
+    let docs = match documents(&state).await {
+        Ok(docs) => Some(docs),
+        Err(error) => {
+            warn!(%error, "chephren: cluster view without the database");
+            None
+        }
+    };
+    Json(cluster::cluster(
+        state.source.site(),
+        &state.address,
+        state.source.health(),
+        state.source.peers(),
+        docs.as_ref(),
+    ))
+}
+
+async fn blocks(State(state): State<AppState>) -> Result<Json<Vec<BlockSummary>>, ChephrenError> {
+    let docs = documents(&state).await?;
+    Ok(Json(block::summaries(state.source.site(), &docs)))
+}
+
+async fn block(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BlockView>, ChephrenError> {
+    let docs = documents(&state).await?;
+    block::block(state.source.site(), &docs, &id)
         .map(Json)
         .ok_or(ChephrenError::UnknownResource(id))
 }

@@ -70,7 +70,7 @@ async fn run(settings: config::Settings) -> Result<(), String> {
     let shared: Arc<dyn cheops_api::Node> = live.clone();
     let api = cheops_api::router(Arc::clone(&shared), settings.api.clone());
     let dump = cheops_api::dump_router(shared);
-    let chephren = cheops_chephren::router(live, settings.chephren_url.clone());
+    let chephren = cheops_chephren::router(live, settings.chephren.clone(), shutdown_rx.clone());
 
     let mut tasks = vec![
         (

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cheops_api::ApiConfig;
+use cheops_chephren::{parse_origin, ChephrenConfig};
 use cheops_replicator::{NodeConfig, SiteUrls, Sites};
 use clap::Args;
 use serde::Deserialize;
@@ -29,10 +30,21 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_DUMP_PORT", default_value_t = 7071)]
     dump_port: u16,
 
-    /// Port of Chephren, the API behind the web UI (/api/node, /api/resources,
-    /// /api/resource/{id}).
+    /// Port of Chephren, the web UI (/) and its API (/api/...).
     #[arg(long, env = "CHEOPS_CHEPHREN_PORT", default_value_t = 8080)]
     chephren_port: u16,
+
+    /// A web origin allowed to read Chephren from a browser, such as
+    /// http://laptop:8000 (repeatable, or comma-separated; * for any).
+    /// Needed when the UI is served elsewhere or pointed at this node with
+    /// ?node=; by default only pages this node serves may read it.
+    #[arg(
+        long = "chephren-cors-origin",
+        env = "CHEOPS_CHEPHREN_CORS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    chephren_cors_origins: Vec<String>,
 
     /// The local CouchDB database, credentials included. Never logged with
     /// its credentials.
@@ -99,8 +111,8 @@ pub struct Settings {
     pub api_addr: SocketAddr,
     pub dump_addr: SocketAddr,
     pub chephren_addr: SocketAddr,
-    /// The URL Chephren reports as this node's address.
-    pub chephren_url: String,
+    /// This node's address as Chephren reports it, and its CORS origins.
+    pub chephren: ChephrenConfig,
     pub node: NodeConfig,
     pub api: ApiConfig,
 }
@@ -131,6 +143,13 @@ impl ServeArgs {
             return Err("--peer-check must be at least 1 second".into());
         }
 
+        let cors_origins = self
+            .chephren_cors_origins
+            .iter()
+            .filter(|origin| !origin.trim().is_empty())
+            .map(|origin| parse_origin(origin).map_err(|e| format!("--chephren-cors-origin: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+
         let mut sites = Sites::new(self.couchdb_template, self.api_template);
         if let Some(path) = &self.peers_file {
             let text = std::fs::read_to_string(path)
@@ -160,13 +179,16 @@ impl ServeArgs {
             chephren_addr: SocketAddr::new(self.listen, self.chephren_port),
             // Listening everywhere, the node is known by its site name (as in
             // the original); else by the address it listens on.
-            chephren_url: if self.listen.is_unspecified() {
-                format!("http://{site}:{}", self.chephren_port)
-            } else {
-                format!(
-                    "http://{}",
-                    SocketAddr::new(self.listen, self.chephren_port)
-                )
+            chephren: ChephrenConfig {
+                address: if self.listen.is_unspecified() {
+                    format!("http://{site}:{}", self.chephren_port)
+                } else {
+                    format!(
+                        "http://{}",
+                        SocketAddr::new(self.listen, self.chephren_port)
+                    )
+                },
+                cors_origins,
             },
             node: NodeConfig {
                 site,

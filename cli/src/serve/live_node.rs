@@ -3,7 +3,10 @@
 use cheops_api::BoxFuture;
 use cheops_backends::CommandResult;
 use cheops_model::ShellCommand;
-use cheops_replicator::{Health, Node, ReplicatorError, Submission, Submitted};
+use cheops_replicator::{
+    Health, Node, NodeEvent, PeerLiveness, ReplicatorError, Submission, Submitted,
+};
+use tokio::sync::broadcast;
 
 /// Adapts [`Node`] to [`cheops_api::Node`] and [`cheops_chephren::Source`].
 pub struct LiveNode(pub Node);
@@ -54,5 +57,17 @@ impl cheops_chephren::Source for LiveNode {
         &self,
     ) -> cheops_chephren::BoxFuture<'_, Result<serde_json::Value, ReplicatorError>> {
         Box::pin(self.0.dump())
+    }
+
+    fn peers(&self) -> Vec<PeerLiveness> {
+        self.0.peers()
+    }
+
+    fn health(&self) -> Health {
+        self.0.health()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.0.subscribe()
     }
 }

@@ -1,10 +1,12 @@
-//! The shapes Chephren answers, computed from the database's documents.
+//! The original's three views, with the original's shapes: this node, its
+//! resources, and a resource's executions here. As in the original, a
+//! resource's "commands" are this site's replies to its operations, oldest
+//! first, which is why they say nothing about the other sites.
 
-use std::collections::BTreeMap;
+use cheops_model::{ReplyDocument, Timestamp};
+use serde::Serialize;
 
-use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument, Timestamp};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use crate::documents::Documents;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -43,91 +45,54 @@ pub struct CommandView {
     pub date: Timestamp,
 }
 
-/// The documents of an `_all_docs?include_docs=true` answer.
-pub fn documents_of(all_docs: &Value) -> Vec<Value> {
-    all_docs["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|row| row.get("doc").cloned())
-        .collect()
-}
-
-fn resources_here<'a>(
+/// This site's replies for resource `id`, oldest first.
+fn ran_here<'a>(
     site: &'a str,
-    docs: &'a [Value],
-) -> impl Iterator<Item = ResourceDocument> + 'a {
-    docs.iter()
-        .filter(|d| kind(d).is_resource())
-        .filter_map(|d| ResourceDocument::deserialize(d).ok())
-        .filter(move |r| r.lives_on(site))
+    docs: &'a Documents,
+    id: &str,
+) -> impl Iterator<Item = &'a ReplyDocument> + Clone + 'a {
+    docs.replies_of(id).iter().filter(move |r| r.site == site)
 }
 
-/// This site's replies by resource, oldest first.
-fn replies_by_resource(site: &str, docs: &[Value]) -> BTreeMap<String, Vec<ReplyDocument>> {
-    let mut by_resource: BTreeMap<String, Vec<ReplyDocument>> = BTreeMap::new();
-    for doc in docs.iter().filter(|d| kind(d).is_reply()) {
-        if let Ok(reply) = ReplyDocument::deserialize(doc) {
-            if reply.site == site {
-                by_resource
-                    .entry(reply.resource_id.clone())
-                    .or_default()
-                    .push(reply);
-            }
-        }
-    }
-    for replies in by_resource.values_mut() {
-        replies.sort_by_key(|r| r.execution_time);
-    }
-    by_resource
+fn last_run<'a>(ran: impl Iterator<Item = &'a ReplyDocument>) -> Timestamp {
+    ran.last().map(|r| r.execution_time).unwrap_or_default()
 }
 
-fn kind(doc: &Value) -> DocumentKind {
-    DocumentKind::deserialize(doc).unwrap_or_default()
-}
-
-pub fn node(site: &str, address: &str, docs: &[Value]) -> NodeView {
+pub fn node(site: &str, address: &str, docs: &Documents) -> NodeView {
     NodeView {
         name: site.to_owned(),
         state: "ONLINE".to_owned(),
-        resources_count: resources_here(site, docs).count(),
+        resources_count: docs.resources_on(site).count(),
         address: address.to_owned(),
     }
 }
 
 /// Every resource of this site, with what it ran of it.
-pub fn resources(site: &str, docs: &[Value]) -> Vec<ResourceSummary> {
-    let replies = replies_by_resource(site, docs);
-    resources_here(site, docs)
+pub fn resources(site: &str, docs: &Documents) -> Vec<ResourceSummary> {
+    docs.resources_on(site)
         .map(|resource| {
-            let ran = replies
-                .get(&resource.id)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+            let ran = ran_here(site, docs, &resource.id);
             ResourceSummary {
+                id: resource.id.clone(),
                 name: resource.id.clone(),
-                last_update: ran.last().map(|r| r.execution_time).unwrap_or_default(),
-                commands_count: ran.len(),
-                id: resource.id,
+                last_update: last_run(ran.clone()),
+                commands_count: ran.count(),
             }
         })
         .collect()
 }
 
 /// One resource of this site with its executions; `None` if it has none here.
-pub fn resource(site: &str, docs: &[Value], id: &str) -> Option<ResourceView> {
-    resources_here(site, docs).find(|r| r.id == id)?;
-    let ran = replies_by_resource(site, docs)
-        .remove(id)
-        .unwrap_or_default();
+pub fn resource(site: &str, docs: &Documents, id: &str) -> Option<ResourceView> {
+    docs.resource_on(site, id)?;
+    let ran = ran_here(site, docs, id);
     Some(ResourceView {
         id: id.to_owned(),
         name: id.to_owned(),
-        last_update: ran.last().map(|r| r.execution_time).unwrap_or_default(),
+        last_update: last_run(ran.clone()),
         commands: ran
-            .into_iter()
             .map(|r| CommandView {
-                command: r.input,
+                command: r.input.clone(),
                 date: r.execution_time,
             })
             .collect(),
@@ -137,17 +102,19 @@ pub fn resource(site: &str, docs: &[Value], id: &str) -> Option<ResourceView> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn docs() -> Vec<Value> {
-        vec![
+    fn docs() -> Documents {
+        let docs: Vec<Value> = vec![
             json!({"_id": "_design/cheops", "views": {}}),
             json!({"_id": "a", "Type": "RESOURCE", "Locations": ["s1", "s2"], "Operations": null, "Config": {"ResolutionMatrix": null}}),
             json!({"_id": "b", "Type": "RESOURCE", "Locations": ["s2"], "Operations": null, "Config": {"ResolutionMatrix": null}}),
             json!({"_id": "r2", "Type": "REPLY", "Site": "s1", "ResourceId": "a", "RequestId": "2", "Status": "OK", "Input": "inc", "Output": "", "Locations": ["s1", "s2"], "ExecutionTime": "2024-01-01T00:00:02Z"}),
             json!({"_id": "r1", "Type": "REPLY", "Site": "s1", "ResourceId": "a", "RequestId": "1", "Status": "OK", "Input": "set", "Output": "", "Locations": ["s1", "s2"], "ExecutionTime": "2024-01-01T00:00:01Z"}),
             json!({"_id": "r3", "Type": "REPLY", "Site": "s2", "ResourceId": "a", "RequestId": "1", "Status": "OK", "Input": "set", "Output": "", "Locations": ["s1", "s2"], "ExecutionTime": "2024-01-01T00:00:05Z"}),
-        ]
+        ];
+        let rows: Vec<Value> = docs.into_iter().map(|d| json!({"doc": d})).collect();
+        Documents::parse(&json!({ "rows": rows }))
     }
 
     #[test]
