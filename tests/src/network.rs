@@ -70,6 +70,8 @@ async fn relay(listener: TcpListener, target: SocketAddr, cut: watch::Receiver<b
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((inbound, _)) = listener.accept().await else {
+            // Out of file descriptors, say: give the system a moment.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         // Reap finished connections so the set does not grow.
