@@ -44,7 +44,7 @@ impl ExecForm {
         }
         let config = match form.optional("config")?.map(str::trim) {
             None | Some("") => None,
-            Some(json) => serde_json::from_str::<Option<ResourceConfig>>(json).map_err(|e| {
+            Some(json) => parse_config(json).map_err(|e| {
                 ApiError::BadRequest(format!(
                     "field `config` is not a valid resource config: {e}"
                 ))
@@ -135,6 +135,28 @@ pub(crate) async fn exec(
     Ok(replies::stream(submitted, deadline))
 }
 
+/// A configuration as the original wrote it: an object whose
+/// `ResolutionMatrix` is a list of objects. serde alone would also take the
+/// array form of each struct (`[[["set", "set", "take-one"]]]`).
+fn parse_config(json: &str) -> Result<Option<ResourceConfig>, String> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let objects = match &value {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::Object(config) => match config.get("ResolutionMatrix") {
+            Some(serde_json::Value::Array(entries)) => entries.iter().all(|e| e.is_object()),
+            Some(matrix) => matrix.is_null(),
+            None => true,
+        },
+        _ => false,
+    };
+    if !objects {
+        return Err("expected an object whose ResolutionMatrix is a list of objects".into());
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +205,26 @@ mod tests {
             ]))
             .unwrap();
             assert_eq!(parsed.config, None);
+        }
+    }
+
+    #[test]
+    fn a_config_in_array_form_is_refused() {
+        for config in [
+            r#"[null]"#,
+            r#"[[{"Result":"take-one"}]]"#,
+            r#"{"ResolutionMatrix":[["a","b","take-one"]]}"#,
+            "3",
+        ] {
+            let err = ExecForm::parse(&form(vec![
+                part("sites", None, "s1"),
+                part("command", None, "x"),
+                part("type", None, "t"),
+                part("config", None, config),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("field `config`"), "{config}: {err}");
         }
     }
 

@@ -1,6 +1,7 @@
-//! The Cheops HTTP API (`/exec`, `/show`, `/show_local`, `/health` and the
-//! dump listener). It knows nodes only through the [`Node`] trait, which the
-//! daemon implements for its replicator; `cheops serve` serves the routers.
+//! The Cheops HTTP API (`/exec`, `/show`, `/show_local`, `/health`,
+//! `/openapi.yml` and the dump listener). It knows nodes only through the
+//! [`Node`] trait, which the daemon implements for its replicator; `cheops
+//! serve` serves the routers.
 
 mod dump;
 mod error;
@@ -9,6 +10,7 @@ mod fallback;
 mod form;
 mod health;
 mod node;
+mod openapi;
 mod replies;
 mod resource_id;
 mod show;
@@ -68,6 +70,7 @@ pub fn router(node: Arc<dyn Node>, config: ApiConfig) -> Router {
         .route("/show/{id}", post(show::show))
         .route("/show_local/{id}", post(show::show_local))
         .route("/health", get(health::health))
+        .route("/openapi.yml", get(openapi::openapi))
         .fallback(fallback::not_found)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -10,6 +10,7 @@ pub mod convergence;
 pub mod local;
 pub mod network;
 mod process;
+pub mod python;
 mod wait;
 
 pub use cluster::{Cluster, ClusterOptions, Exec, NodeInfo};

@@ -1,4 +1,4 @@
-//! `/health`, the dump listener, and what no route takes.
+//! `/health`, `/openapi.yml`, the dump listener, and what no route takes.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -6,7 +6,7 @@ use cheops_api::{dump_router, router, ApiConfig};
 use cheops_replicator::Health;
 
 use crate::fake::FakeNode;
-use crate::http::{assert_error, json, send};
+use crate::http::{assert_error, body_bytes, json, send};
 
 fn get(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).unwrap()
@@ -28,6 +28,17 @@ async fn health_is_200_when_healthy_and_503_when_not() {
     let response = send(app, get("/health")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(response).await["last_error"], "connection refused");
+}
+
+#[tokio::test]
+async fn the_node_serves_its_openapi_contract_as_yaml() {
+    let node = FakeNode::new("site1");
+    let response = send(router(node, ApiConfig::default()), get("/openapi.yml")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/yaml");
+    let body = body_bytes(response).await;
+    assert_eq!(body, include_bytes!("../../openapi.yml"));
+    assert!(body.starts_with(b"openapi: 3.1.0\n"));
 }
 
 #[tokio::test]
