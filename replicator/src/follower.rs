@@ -85,6 +85,9 @@ impl Follower {
             }
         }
         let mut feed = self.couch.changes(checkpoint.seen.as_ref()).await?;
+        // What happened while the feed was away is replayed, but not, say, a
+        // database deleted and created again.
+        self.runner.forget_replies();
         self.set_health(|h| {
             h.follower_live = true;
             h.couchdb_reachable = true;
@@ -96,7 +99,7 @@ impl Follower {
             tokio::select! {
                 change = feed.next() => {
                     let Some(change) = change? else { return Ok(()) };
-                    self.dispatch(&change);
+                    self.dispatch(&change).await;
                     // Only after the change was handed over, so that an idle
                     // runner means everything up to `seen` is handled.
                     checkpoint.seen = Some(change.seq);
@@ -106,17 +109,23 @@ impl Follower {
         }
     }
 
-    fn dispatch(&self, change: &Change) {
+    /// Hands a change over to what it concerns; waits only while the runner
+    /// has too many resources scheduled.
+    async fn dispatch(&self, change: &Change) {
         let Some(doc) = &change.doc else { return };
         // Read from the borrowed document: no copy of its (possibly large) files.
         let kind = DocumentKind::deserialize(doc).unwrap_or_default();
-        if kind.is_reply() {
+        if change.deleted && !kind.is_resource() {
+            // Perhaps a reply: its tombstone no longer says whose.
+            self.runner.forget_replies();
+        } else if kind.is_reply() {
             match ReplyDocument::deserialize(doc) {
                 Ok(mut reply) => {
                     // Streamed to callers as the original streams replies:
                     // without CouchDB's bookkeeping.
                     reply.id = None;
                     reply.rev = None;
+                    self.runner.saw_reply(&reply);
                     self.events.send(NodeEvent::Reply {
                         resource: reply.resource_id.clone(),
                         request_id: reply.request_id.clone(),
@@ -132,10 +141,12 @@ impl Follower {
                 Ok(resource) => {
                     self.replications.ensure(&resource.locations);
                     self.liveness.track(&resource.locations);
+                    self.events.send(NodeEvent::Resource {
+                        id: resource.id.clone(),
+                    });
                     if resource.lives_on(&self.site) {
-                        self.runner.schedule(&resource.id);
+                        self.runner.schedule(resource).await;
                     }
-                    self.events.send(NodeEvent::Resource { id: resource.id });
                 }
                 Err(error) => warn!(resource = %change.id, %error, "unreadable resource document"),
             }

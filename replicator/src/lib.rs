@@ -14,6 +14,7 @@ mod hub;
 mod liveness;
 mod node;
 mod replications;
+mod replied;
 mod resolution;
 mod runner;
 mod sites;

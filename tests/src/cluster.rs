@@ -298,6 +298,18 @@ impl Cluster {
         Some(response.status().as_u16())
     }
 
+    /// The process id of node `i`'s daemon, `None` while it is stopped:
+    /// for reading its resource use in `/proc`.
+    pub fn daemon_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].daemon.pid()
+    }
+
+    /// The process id of node `i`'s sidecar (its start script execs the
+    /// server), `None` while it is stopped.
+    pub fn sidecar_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].sidecar.pid()
+    }
+
     /// Stops node `i`'s daemon (its sidecar keeps running).
     pub fn stop_daemon(&mut self, i: usize) {
         self.nodes[i].daemon.kill();

@@ -5,6 +5,7 @@
 //! Everything a [`Cluster`] starts is killed when it is dropped, including
 //! when a test panics.
 
+pub mod bench;
 mod cluster;
 pub mod convergence;
 pub mod local;
@@ -14,5 +15,5 @@ pub mod python;
 mod wait;
 
 pub use cluster::{Cluster, ClusterOptions, Exec, NodeInfo};
-pub use process::cheops_binary;
+pub use process::{cheops_binary, release_cheops_binary};
 pub use wait::eventually;

@@ -48,11 +48,38 @@ pub fn cheops_binary() -> &'static Path {
             .status()
             .expect("cannot run cargo");
         assert!(status.success(), "building cheops failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("target"));
-        target.join("debug").join("cheops")
+        target_dir().join("debug").join("cheops")
     })
+}
+
+/// The workspace's release `cheops`, brought up to date by cargo first (a
+/// stale binary would measure old code): what `cheops-bench` runs.
+pub fn release_cheops_binary() -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "cheops-cli",
+            "--bin",
+            "cheops",
+        ])
+        .current_dir(workspace())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("building cheops (release) failed".into());
+    }
+    Ok(target_dir().join("release").join("cheops"))
+}
+
+/// Where cargo builds the workspace.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
 }
 
 /// The sidecar's start script, installing its packages once if needed.
@@ -93,6 +120,11 @@ impl Owned {
                 panic!("{what} exited ({status}); see {}", self.1.display());
             }
         }
+    }
+
+    /// The process id, while it has not been killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.0.as_ref().map(Child::id)
     }
 
     pub fn kill(&mut self) {

@@ -1,0 +1,265 @@
+//! What this site has run, per resource, as its replies record it (request
+//! id and time of each), kept for the resources handled lately: a pass then
+//! knows it without querying the replies view, whose cost grows with the
+//! resource's history.
+//!
+//! Invariant: a known entry holds exactly this site's replies to the
+//! resource that are stored, or about to be. The runner is their only
+//! writer and adds what it writes before writing it (the feed may echo a
+//! reply before the write returns), and forgets the entry when a write
+//! fails. Anything else — a reply of this site that the entry lacks
+//! (another writer, a replication bringing back a lost one), a deletion —
+//! makes the follower forget, and the next pass queries the view again.
+//! Memory is bounded: the least recently used entries go first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use cheops_model::Timestamp;
+
+/// Replies held in all entries at most.
+const MAX_REPLIES: usize = 20_000;
+/// Entries at most.
+const MAX_RESOURCES: usize = 4_096;
+
+/// A reply of this site: the request it ran and when.
+pub type Ran = (String, Timestamp);
+
+/// The replies of this site, for the resources handled lately.
+#[derive(Debug, Default)]
+pub struct Replied {
+    inner: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_resource: HashMap<String, Entry>,
+    /// Resources by last use, oldest first.
+    by_use: BTreeMap<u64, String>,
+    clock: u64,
+    /// Replies held in known entries.
+    held: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    used: u64,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// A pass is reading the view; `stale` once a reply of this site has
+    /// been seen meanwhile, which the answer may or may not hold.
+    Loading {
+        stale: bool,
+    },
+    Known(Vec<Ran>),
+}
+
+impl Replied {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        // Every critical section leaves the maps consistent before any call
+        // that could panic.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This site's replies to `resource`, if known. If not, the caller reads
+    /// them from the database and hands them to [`Replied::fill`].
+    pub fn get(&self, resource: &str) -> Option<Vec<Ran>> {
+        let mut entries = self.lock();
+        let used = entries.touch(resource);
+        match entries.by_resource.get_mut(resource) {
+            Some(Entry {
+                state: State::Known(ran),
+                ..
+            }) => Some(ran.clone()),
+            Some(entry) => {
+                // A read starting now sees every reply seen so far.
+                entry.state = State::Loading { stale: false };
+                None
+            }
+            None => {
+                let state = State::Loading { stale: false };
+                entries
+                    .by_resource
+                    .insert(resource.to_owned(), Entry { used, state });
+                entries.evict();
+                None
+            }
+        }
+    }
+
+    /// Keeps what a read of the database found, unless a reply arrived
+    /// during the read or the entry was forgotten meanwhile.
+    pub fn fill(&self, resource: &str, ran: &[Ran]) {
+        let mut entries = self.lock();
+        let Some(entry) = entries.by_resource.get_mut(resource) else {
+            return;
+        };
+        if !matches!(entry.state, State::Loading { stale: false }) {
+            entries.remove(resource);
+            return;
+        }
+        entry.state = State::Known(ran.to_vec());
+        entries.held += ran.len();
+        entries.evict();
+    }
+
+    /// Adds replies this site is about to write.
+    pub fn add(&self, resource: &str, ran: &[Ran]) {
+        let mut entries = self.lock();
+        if let Some(Entry {
+            state: State::Known(known),
+            ..
+        }) = entries.by_resource.get_mut(resource)
+        {
+            known.extend_from_slice(ran);
+            entries.held += ran.len();
+            entries.evict();
+        }
+    }
+
+    /// Notes a reply of this site stored in the database: an entry that
+    /// lacks it no longer describes the database.
+    pub fn saw(&self, resource: &str, request: &str, time: Timestamp) {
+        let mut entries = self.lock();
+        match entries.by_resource.get_mut(resource) {
+            Some(Entry {
+                state: State::Known(known),
+                ..
+            }) if !known.iter().any(|(r, t)| r == request && *t == time) => {
+                entries.remove(resource);
+            }
+            Some(Entry {
+                state: State::Loading { stale },
+                ..
+            }) => *stale = true,
+            _ => {}
+        }
+    }
+
+    /// Forgets what is known of `resource`.
+    pub fn forget(&self, resource: &str) {
+        self.lock().remove(resource);
+    }
+
+    /// Forgets everything: the database changed in a way that cannot be
+    /// traced to a resource.
+    pub fn forget_all(&self) {
+        *self.lock() = Entries::default();
+    }
+}
+
+impl Entries {
+    /// Marks `resource` as just used; returns its new use time.
+    fn touch(&mut self, resource: &str) -> u64 {
+        self.clock += 1;
+        let used = self.clock;
+        if let Some(entry) = self.by_resource.get_mut(resource) {
+            self.by_use.remove(&entry.used);
+            entry.used = used;
+        }
+        self.by_use.insert(used, resource.to_owned());
+        used
+    }
+
+    fn remove(&mut self, resource: &str) {
+        if let Some(entry) = self.by_resource.remove(resource) {
+            self.by_use.remove(&entry.used);
+            if let State::Known(known) = entry.state {
+                self.held -= known.len();
+            }
+        }
+    }
+
+    /// Drops the least recently used entries while over a bound.
+    fn evict(&mut self) {
+        while self.held > MAX_REPLIES || self.by_resource.len() > MAX_RESOURCES {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                return;
+            };
+            self.remove(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(nanos: u32) -> Timestamp {
+        format!("2026-01-01T00:00:00.{nanos:09}Z").parse().unwrap()
+    }
+
+    fn ran(request: &str, nanos: u32) -> Ran {
+        (request.to_owned(), at(nanos))
+    }
+
+    fn known(replied: &Replied, resource: &str) -> Option<Vec<String>> {
+        replied
+            .get(resource)
+            .map(|ran| ran.into_iter().map(|(r, _)| r).collect())
+    }
+
+    #[test]
+    fn a_read_is_kept_and_extended_by_what_the_site_writes() {
+        let replied = Replied::default();
+        assert_eq!(known(&replied, "r"), None, "unknown: read the view");
+        replied.fill("r", &[ran("a", 1)]);
+        replied.add("r", &[ran("b", 2)]);
+        replied.saw("r", "b", at(2));
+        assert_eq!(known(&replied, "r"), Some(vec!["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn a_reply_the_entry_lacks_makes_it_unknown() {
+        let replied = Replied::default();
+        replied.get("r");
+        replied.fill("r", &[ran("a", 1)]);
+        replied.saw("r", "a", at(9));
+        assert_eq!(known(&replied, "r"), None);
+    }
+
+    #[test]
+    fn a_reply_seen_during_the_read_discards_the_read() {
+        let replied = Replied::default();
+        assert!(replied.get("r").is_none());
+        replied.saw("r", "a", at(1));
+        replied.fill("r", &[]);
+        assert_eq!(known(&replied, "r"), None);
+        replied.fill("r", &[ran("a", 1)]);
+        assert_eq!(known(&replied, "r"), Some(vec!["a".into()]));
+    }
+
+    #[test]
+    fn forgotten_entries_are_not_filled_back() {
+        let replied = Replied::default();
+        replied.get("r");
+        replied.forget_all();
+        replied.fill("r", &[ran("a", 1)]);
+        assert_eq!(known(&replied, "r"), None);
+        replied.fill("r", &[ran("a", 1)]);
+        replied.forget("r");
+        assert_eq!(known(&replied, "r"), None);
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_first() {
+        let replied = Replied::default();
+        for n in 0..=MAX_RESOURCES {
+            let resource = n.to_string();
+            replied.get(&resource);
+            replied.fill(&resource, &[ran("a", 1)]);
+        }
+        assert_eq!(replied.lock().by_resource.len(), MAX_RESOURCES);
+        assert_eq!(known(&replied, "0"), None, "the oldest went");
+        assert!(known(&replied, &MAX_RESOURCES.to_string()).is_some());
+
+        let big: Vec<Ran> = (0..MAX_REPLIES as u32).map(|n| ran("x", n)).collect();
+        replied.get("big");
+        replied.fill("big", &big);
+        assert!(replied.lock().held <= MAX_REPLIES);
+        assert_eq!(replied.lock().by_resource.len(), 1, "only the newest fits");
+    }
+}

@@ -1,0 +1,226 @@
+//! `cheops-bench`: how fast a local three-site cluster is, measured the same
+//! way every time. It starts its own [`Cluster`] (release daemons, real
+//! sidecars) and measures, part by part:
+//!
+//! - the floor: a document written on site1 seen on site2 and site3, and an
+//!   answer written there seen back on site1, through the very sidecars and
+//!   filtered replications Cheops uses, but without Cheops: the best an
+//!   exec can do;
+//! - exec latency: sequential execs of `true` on one resource of 3 sites,
+//!   from the request to the last reply, in turn with the floor's round
+//!   trips (so that both see the machine alike);
+//! - convergence: K operations per site on one resource during a
+//!   partition, then the time from the heal until the cluster converged;
+//! - throughput: concurrent clients over many resources for a fixed
+//!   duration, with the daemons' and sidecars' CPU and memory under that
+//!   load;
+//! - stored: N resources written at once, the time the sites take to run
+//!   them, the time a restarted daemon takes to catch up on them, and the
+//!   footprint with them stored.
+//!
+//! Latencies are also given as a ratio to the floor, and the CPU each
+//! process spends per operation says where the time goes.
+
+mod client;
+mod convergence;
+mod feed;
+mod floor;
+mod latency;
+mod machine;
+mod report;
+mod stats;
+mod stored;
+mod throughput;
+mod usage;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Cluster, ClusterOptions};
+
+pub use report::Report;
+
+use client::ExecClient;
+use usage::Sampler;
+
+/// A failed benchmark, said to the user as is.
+pub type Failure = String;
+
+/// The sites of every resource the benchmark creates.
+const SITES: usize = 3;
+
+/// One part of the benchmark, to run alone with `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Idle,
+    Floor,
+    Latency,
+    Convergence,
+    Throughput,
+    Stored,
+}
+
+impl Part {
+    pub const ALL: [Part; 6] = [
+        Part::Idle,
+        Part::Floor,
+        Part::Latency,
+        Part::Convergence,
+        Part::Throughput,
+        Part::Stored,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Idle => "idle",
+            Part::Floor => "floor",
+            Part::Latency => "latency",
+            Part::Convergence => "convergence",
+            Part::Throughput => "throughput",
+            Part::Stored => "stored",
+        }
+    }
+}
+
+/// What to measure, and how much.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Sequential execs for the latency, and round trips for the floor.
+    pub samples: usize,
+    /// Concurrent clients of the throughput part.
+    pub clients: usize,
+    /// Resources the clients spread over.
+    pub resources: usize,
+    /// How long the clients send operations.
+    pub duration: Duration,
+    /// Operations per site during the partition of the convergence part.
+    pub ops: usize,
+    /// Resources written at once in the stored part.
+    pub stored: usize,
+    /// How long the daemons' idle CPU is measured.
+    pub idle: Duration,
+    /// The parts to run, in [`Part::ALL`]'s order.
+    pub parts: Vec<Part>,
+    /// The `cheops` binary the daemons run.
+    pub binary: PathBuf,
+    /// Where the nodes keep their files (kept); a temporary directory
+    /// otherwise.
+    pub dir: Option<PathBuf>,
+}
+
+impl Params {
+    /// The full run's sizes (`quick` false) or the small ones.
+    pub fn new(quick: bool, binary: PathBuf) -> Params {
+        Params {
+            samples: if quick { 30 } else { 200 },
+            clients: 16,
+            resources: 64,
+            duration: Duration::from_secs(if quick { 10 } else { 60 }),
+            ops: if quick { 3 } else { 10 },
+            stored: if quick { 500 } else { 10_000 },
+            idle: Duration::from_secs(if quick { 3 } else { 10 }),
+            parts: Part::ALL.to_vec(),
+            binary,
+            dir: None,
+        }
+    }
+
+    fn runs(&self, part: Part) -> bool {
+        self.parts.contains(&part)
+    }
+}
+
+/// Runs the parts `params` names on a fresh cluster, printing progress on
+/// standard error.
+pub async fn run(params: &Params) -> Result<Report, Failure> {
+    let mut report = Report::new(params);
+    eprintln!("bench: starting {SITES} sites");
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        nodes: SITES,
+        // Long enough that a slow reply under load is counted, not lost.
+        reply_timeout: 120,
+        redis: false,
+        dir: params.dir.clone(),
+        binary: Some(params.binary.clone()),
+    })
+    .await;
+    let client = ExecClient::new(&cluster);
+    warm_up(&client).await?;
+
+    if params.runs(Part::Idle) {
+        eprintln!("bench: idle for {:?}", params.idle);
+        let sampler = Sampler::start(&cluster)?;
+        tokio::time::sleep(params.idle).await;
+        report.footprint("idle", &sampler.finish().await?);
+    }
+    let (floor, exec) = if params.runs(Part::Floor) || params.runs(Part::Latency) {
+        eprintln!(
+            "bench: floor and exec latency, {} round trips each",
+            params.samples
+        );
+        latency::measure(
+            &cluster,
+            &client,
+            params.samples,
+            params.runs(Part::Floor),
+            params.runs(Part::Latency),
+        )
+        .await?
+    } else {
+        (None, None)
+    };
+    let floor = floor.map(|floor| {
+        report.floor(&floor.latencies);
+        report.cpu_per_operation("floor", &floor.usage, params.samples);
+        floor.latencies
+    });
+    if let Some(exec) = exec {
+        report.latency("exec", "sequential exec", &exec.latencies, floor.as_ref());
+        report.cpu_per_operation("exec", &exec.usage, params.samples);
+    }
+    if params.runs(Part::Convergence) {
+        eprintln!("bench: convergence, {} operations per site", params.ops);
+        let converged = convergence::measure(&cluster, &client, params.ops).await?;
+        report.convergence(&converged);
+    }
+    if params.runs(Part::Throughput) {
+        eprintln!(
+            "bench: throughput, {} clients over {} resources for {:?}",
+            params.clients, params.resources, params.duration
+        );
+        let sampler = Sampler::start(&cluster)?;
+        let load = throughput::measure(&client, params).await?;
+        let usage = sampler.finish().await?;
+        report.throughput(&load, floor.as_ref());
+        report.footprint("load", &usage);
+        report.cpu_per_operation("load", &usage, load.completed);
+    }
+    if params.runs(Part::Stored) {
+        eprintln!("bench: stored, {} resources", params.stored);
+        let stored = stored::measure(&mut cluster, params.stored).await?;
+        report.stored(&stored);
+        eprintln!("bench: idle with {} resources stored", params.stored);
+        let sampler = Sampler::start(&cluster)?;
+        tokio::time::sleep(params.idle).await;
+        report.footprint("stored", &sampler.finish().await?);
+    }
+    Ok(report)
+}
+
+/// One operation through each site, waiting for every reply: the
+/// replications between every two sites exist afterwards (a daemon sets
+/// them up when it first sees a resource naming the peer), so that no part
+/// measures their setup.
+async fn warm_up(client: &ExecClient) -> Result<(), Failure> {
+    for via in 0..SITES {
+        let done = client.exec(via, "bench-warm-up", "true", "add").await?;
+        if done.replied < SITES {
+            return Err(format!(
+                "warming up through site{}: {} of {SITES} sites replied",
+                via + 1,
+                done.replied
+            ));
+        }
+    }
+    Ok(())
+}

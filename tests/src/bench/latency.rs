@@ -1,0 +1,161 @@
+//! Exec latency against the floor: operations sent one after the other
+//! through site1 on one resource of every site, each timed from the request
+//! to the last site's reply, in turn with the floor's round trips, so that
+//! both see the machine in the same state and their ratio holds from one
+//! run to the next. Each round starts once the documents of the one before
+//! have reached every site (the replies travel on after the last one
+//! reached site1), so that no round pays for another. The CPU every process
+//! spends is counted per kind of round.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::client::ExecClient;
+use super::feed::Feed;
+use super::floor::{self, RoundTrip};
+use super::stats::Latencies;
+use super::usage::{Processes, Window};
+use super::{Failure, SITES};
+use crate::Cluster;
+
+/// The resource the execs go to; its block grows by one operation each.
+const RESOURCE: &str = "bench-latency";
+/// How long a round's documents may take to reach every site.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One kind of round, timed.
+pub struct Series {
+    pub latencies: Latencies,
+    /// What the processes spent during these rounds only.
+    pub usage: Window,
+}
+
+/// Rounds of one kind, as they are timed.
+struct Timed {
+    samples: Vec<Duration>,
+    cpu: Vec<f64>,
+    started: Instant,
+    elapsed: Duration,
+}
+
+impl Timed {
+    fn new(processes: &Processes) -> Timed {
+        Timed {
+            samples: Vec::new(),
+            cpu: vec![0.0; processes.len()],
+            started: Instant::now(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn start(&mut self, processes: &Processes) -> Result<Vec<f64>, Failure> {
+        self.started = Instant::now();
+        processes.cpu()
+    }
+
+    fn end(
+        &mut self,
+        processes: &Processes,
+        cpu: Vec<f64>,
+        sample: Duration,
+    ) -> Result<(), Failure> {
+        self.elapsed += self.started.elapsed();
+        for ((total, after), before) in self.cpu.iter_mut().zip(processes.cpu()?).zip(cpu) {
+            *total += after - before;
+        }
+        self.samples.push(sample);
+        Ok(())
+    }
+
+    fn series(self, processes: &Processes) -> Result<Series, Failure> {
+        Ok(Series {
+            usage: processes.window(self.elapsed, self.cpu)?,
+            latencies: Latencies::of(self.samples),
+        })
+    }
+}
+
+/// `samples` floor round trips (if `floor`) and execs of `true` (if
+/// `exec`), alternating.
+pub async fn measure(
+    cluster: &Cluster,
+    client: &ExecClient,
+    samples: usize,
+    floor: bool,
+    exec: bool,
+) -> Result<(Option<Series>, Option<Series>), Failure> {
+    let processes = Processes::of(cluster);
+    let mut round_trip = match floor {
+        true => Some(RoundTrip::open(cluster).await?),
+        false => None,
+    };
+    let mut settle = Settle::open(cluster).await?;
+    let mut floors = Timed::new(&processes);
+    let mut execs = Timed::new(&processes);
+    for n in 0..samples {
+        if let Some(round_trip) = &mut round_trip {
+            let cpu = floors.start(&processes)?;
+            let (round, sample) = round_trip.time().await?;
+            settle.wait(|doc| floor::of_round(doc, round)).await?;
+            floors.end(&processes, cpu, sample)?;
+        }
+        if exec {
+            let cpu = execs.start(&processes)?;
+            let done = client.exec(0, RESOURCE, "true", "add").await?;
+            if done.replied < SITES {
+                return Err(format!(
+                    "exec {n} on {RESOURCE}: {} of {SITES} sites replied",
+                    done.replied
+                ));
+            }
+            settle
+                .wait(|doc| doc["Type"] == "REPLY" && doc["RequestId"] == done.request.as_str())
+                .await?;
+            execs.end(&processes, cpu, done.elapsed)?;
+        }
+    }
+    let floor = match floor {
+        true => Some(floors.series(&processes)?),
+        false => None,
+    };
+    let exec = match exec {
+        true => Some(execs.series(&processes)?),
+        false => None,
+    };
+    Ok((floor, exec))
+}
+
+/// Every site's feed, to wait until a round's documents are everywhere.
+struct Settle {
+    feeds: Vec<Feed>,
+}
+
+impl Settle {
+    async fn open(cluster: &Cluster) -> Result<Settle, Failure> {
+        let http = reqwest::Client::new();
+        let mut feeds = Vec::new();
+        for i in 0..SITES {
+            let node = cluster.node(i);
+            feeds.push(Feed::open(&http, &node.site, &node.couch_url()).await?);
+        }
+        Ok(Settle { feeds })
+    }
+
+    /// Waits until every site has seen one document per site that
+    /// `of_round` recognizes.
+    async fn wait(&mut self, of_round: impl Fn(&Value) -> bool) -> Result<(), Failure> {
+        for feed in &mut self.feeds {
+            let mut seen = 0;
+            while seen < SITES {
+                let doc = tokio::time::timeout(SETTLE_TIMEOUT, feed.next())
+                    .await
+                    .map_err(|_| format!("a round did not settle in {SETTLE_TIMEOUT:?}"))??;
+                if of_round(&doc) {
+                    seen += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,339 @@
+//! What a run found: a table for people and one JSON object with every
+//! figure, the parameters and the machine.
+
+use std::fmt::Write;
+
+use serde_json::{json, Map, Value};
+
+use super::convergence::Converged;
+use super::machine;
+use super::stats::{round, Latencies};
+use super::stored::Stored;
+use super::throughput::Load;
+use super::usage::Window;
+use super::Params;
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// The processes of a site, as [`Window`] names them.
+const ROLES: [&str; 2] = ["daemon", "sidecar"];
+
+/// One line of the table: a figure, or one figure per site.
+#[derive(Debug, Clone)]
+struct Row {
+    part: &'static str,
+    figure: String,
+    values: Vec<f64>,
+    unit: &'static str,
+    /// The figure divided by the floor's, for latencies.
+    ratio: Option<f64>,
+}
+
+/// The figures of a run, in the order they were measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    rows: Vec<Row>,
+    json: Map<String, Value>,
+}
+
+impl Report {
+    pub fn new(params: &Params) -> Report {
+        let mut json = Map::new();
+        json.insert(
+            "parameters".into(),
+            json!({
+                "samples": params.samples,
+                "clients": params.clients,
+                "resources": params.resources,
+                "duration_s": params.duration.as_secs_f64(),
+                "ops": params.ops,
+                "stored": params.stored,
+                "idle_s": params.idle.as_secs_f64(),
+                "parts": params.parts.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            }),
+        );
+        json.insert("machine".into(), machine::describe());
+        Report {
+            rows: Vec::new(),
+            json,
+        }
+    }
+
+    fn row(
+        &mut self,
+        part: &'static str,
+        figure: impl Into<String>,
+        values: Vec<f64>,
+        unit: &'static str,
+    ) {
+        self.rows.push(Row {
+            part,
+            figure: figure.into(),
+            values,
+            unit,
+            ratio: None,
+        });
+    }
+
+    pub fn floor(&mut self, floor: &Latencies) {
+        for (name, ms) in floor.named() {
+            self.row("floor", format!("round trip {name}"), vec![ms], "ms");
+        }
+        self.json.insert("floor".into(), floor.to_json());
+    }
+
+    /// Latency percentiles, each with its ratio to the floor's.
+    pub fn latency(
+        &mut self,
+        part: &'static str,
+        label: &str,
+        latencies: &Latencies,
+        floor: Option<&Latencies>,
+    ) {
+        let mut value = latencies.to_json();
+        let mut ratios = Map::new();
+        for (n, (name, ms)) in latencies.named().into_iter().enumerate() {
+            self.row(part, format!("{label} {name}"), vec![ms], "ms");
+            if let Some(floor) = floor {
+                let ratio = ms / floor.named()[n].1.max(f64::EPSILON);
+                ratios.insert(name.into(), json!(round(ratio, 2)));
+                if let Some(row) = self.rows.last_mut() {
+                    row.ratio = Some(ratio);
+                }
+            }
+        }
+        if floor.is_some() {
+            value["ratio_to_floor"] = Value::Object(ratios);
+        }
+        self.json.insert(format!("{part}_latency"), value);
+    }
+
+    pub fn convergence(&mut self, converged: &Converged) {
+        self.row(
+            "convergence",
+            format!("heal to converged, {} ops per site", converged.ops_per_site),
+            vec![converged.elapsed.as_secs_f64()],
+            "s",
+        );
+        self.json.insert(
+            "convergence".into(),
+            json!({
+                "ops_per_site": converged.ops_per_site,
+                "converged_s": round(converged.elapsed.as_secs_f64(), 3),
+                "merged_operations": converged.operations,
+            }),
+        );
+    }
+
+    pub fn throughput(&mut self, load: &Load, floor: Option<&Latencies>) {
+        self.row(
+            "load",
+            "completed operations",
+            vec![load.per_second()],
+            "ops/s",
+        );
+        self.row(
+            "load",
+            "operations not replied by every site",
+            vec![load.incomplete as f64],
+            "ops",
+        );
+        self.latency("load", "exec under load", &load.latencies, floor);
+        self.json.insert(
+            "throughput".into(),
+            json!({
+                "ops_per_s": round(load.per_second(), 2),
+                "completed": load.completed,
+                "incomplete": load.incomplete,
+                "elapsed_s": round(load.elapsed.as_secs_f64(), 3),
+            }),
+        );
+    }
+
+    pub fn stored(&mut self, stored: &Stored) {
+        let n = stored.count;
+        let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64().max(f64::EPSILON);
+        self.row(
+            "stored",
+            format!("bulk write of {n} resources"),
+            vec![stored.write.as_secs_f64()],
+            "s",
+        );
+        self.row(
+            "stored",
+            format!("2 sites ran {n} resources"),
+            vec![stored.ran.as_secs_f64()],
+            "s",
+        );
+        self.row(
+            "stored",
+            "2 sites ran, rate",
+            vec![rate(stored.ran)],
+            "res/s",
+        );
+        self.row(
+            "stored",
+            format!("restarted daemon caught up on {n}"),
+            vec![stored.catch_up.as_secs_f64()],
+            "s",
+        );
+        self.row(
+            "stored",
+            "catch-up rate",
+            vec![rate(stored.catch_up)],
+            "res/s",
+        );
+        self.row(
+            "stored",
+            "its replies back on site1",
+            vec![stored.settled.as_secs_f64()],
+            "s",
+        );
+        self.cpu_per_operation("stored-ran", &stored.ran_usage, n);
+        self.rss_peak("stored-ran", &stored.ran_usage);
+        self.cpu_per_operation("catch-up", &stored.catch_up_usage, n);
+        self.rss_peak("catch-up", &stored.catch_up_usage);
+        self.json.insert(
+            "stored".into(),
+            json!({
+                "resources": n,
+                "write_s": round(stored.write.as_secs_f64(), 3),
+                "ran_s": round(stored.ran.as_secs_f64(), 3),
+                "catch_up_s": round(stored.catch_up.as_secs_f64(), 3),
+                "settled_s": round(stored.settled.as_secs_f64(), 3),
+            }),
+        );
+    }
+
+    /// Memory and CPU of every daemon and sidecar over a window.
+    pub fn footprint(&mut self, phase: &'static str, window: &Window) {
+        self.rss_peak(phase, window);
+        for role in ROLES {
+            self.row(
+                phase,
+                format!(
+                    "{role}s' CPU in {:.0} s ({})",
+                    window.seconds,
+                    window.sites(role)
+                ),
+                window.of(role).iter().map(|u| u.cpu_seconds).collect(),
+                "CPU s",
+            );
+        }
+        self.window(phase, window, None);
+    }
+
+    fn rss_peak(&mut self, phase: &'static str, window: &Window) {
+        for role in ROLES {
+            self.row(
+                phase,
+                format!("{role}s' RSS peak ({})", window.sites(role)),
+                window
+                    .of(role)
+                    .iter()
+                    .map(|u| u.peak_rss as f64 / MIB)
+                    .collect(),
+                "MiB",
+            );
+        }
+    }
+
+    /// The CPU every daemon and sidecar spent per operation, over a window
+    /// in which `ops` operations (or floor round trips) completed: where
+    /// the work goes.
+    pub fn cpu_per_operation(&mut self, phase: &'static str, window: &Window, ops: usize) {
+        for role in ROLES {
+            self.row(
+                phase,
+                format!("{role}s' CPU per operation ({})", window.sites(role)),
+                window
+                    .of(role)
+                    .iter()
+                    .map(|u| u.cpu_seconds * 1000.0 / ops.max(1) as f64)
+                    .collect(),
+                "ms",
+            );
+        }
+        self.window(phase, window, Some(ops));
+    }
+
+    fn window(&mut self, phase: &'static str, window: &Window, ops: Option<usize>) {
+        let processes: Vec<Value> = window
+            .used
+            .iter()
+            .map(|u| {
+                json!({
+                    "role": u.process.role,
+                    "site": u.process.site,
+                    "cpu_s": round(u.cpu_seconds, 3),
+                    "peak_rss_mib": round(u.peak_rss as f64 / MIB, 1),
+                    "end_rss_mib": round(u.end_rss as f64 / MIB, 1),
+                })
+            })
+            .collect();
+        self.json.insert(
+            format!("footprint_{}", phase.replace('-', "_")),
+            json!({ "window_s": round(window.seconds, 3), "operations": ops, "processes": processes }),
+        );
+    }
+
+    /// Every figure, the parameters and the machine.
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.json.clone())
+    }
+
+    /// The table printed on standard output.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let machine = &self.json["machine"];
+        let _ = writeln!(
+            out,
+            "machine: {} CPUs ({}), {} GiB, Linux {}, Node.js {}, commit {}",
+            machine["cpus"],
+            machine["cpu_model"].as_str().unwrap_or("?"),
+            machine["memory_gib"],
+            machine["kernel"].as_str().unwrap_or("?"),
+            machine["node"].as_str().unwrap_or("?"),
+            machine["commit"].as_str().unwrap_or("?"),
+        );
+        let figure_width = self
+            .rows
+            .iter()
+            .map(|r| r.figure.len())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let values: Vec<String> = self.rows.iter().map(|r| format_values(&r.values)).collect();
+        let value_width = values.iter().map(String::len).max().unwrap_or(0).max(5);
+        let _ = writeln!(
+            out,
+            "{:<12} {:<figure_width$} {:>value_width$} {:<6} {:>7}",
+            "part", "figure", "value", "unit", "x floor"
+        );
+        for (row, value) in self.rows.iter().zip(values) {
+            let ratio = row.ratio.map(|r| format!("{r:.2}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{:<12} {:<figure_width$} {:>value_width$} {:<6} {:>7}",
+                row.part, row.figure, value, row.unit, ratio
+            );
+        }
+        out
+    }
+}
+
+/// One value, or several separated by slashes, with sensible precision.
+fn format_values(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| {
+            if v.abs() >= 100.0 {
+                format!("{v:.0}")
+            } else if v.abs() >= 10.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.2}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
+}

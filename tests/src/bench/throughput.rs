@@ -1,0 +1,82 @@
+//! Throughput: C clients, each sending one operation at a time, spread over
+//! R resources of every site, for a fixed duration. Client `c` sends
+//! through site `c mod 3` and owns the resources `r` with `r mod C = c`, so
+//! that no two operations on one resource are in flight at once (with fewer
+//! resources than clients, clients share them and their operations may
+//! conflict).
+
+use std::time::{Duration, Instant};
+
+use super::client::ExecClient;
+use super::stats::Latencies;
+use super::{Failure, Params, SITES};
+
+/// What the clients got done.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Operations every site replied to.
+    pub completed: usize,
+    /// Operations some site did not reply to in time.
+    pub incomplete: usize,
+    /// From the first request to the last answer (the clients stop sending
+    /// at the duration, and wait for what is in flight).
+    pub elapsed: Duration,
+    /// Latencies of the completed operations.
+    pub latencies: Latencies,
+}
+
+impl Load {
+    pub fn per_second(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+pub async fn measure(client: &ExecClient, params: &Params) -> Result<Load, Failure> {
+    let start = Instant::now();
+    let deadline = start + params.duration;
+    let clients = params.clients.max(1);
+    let resources = params.resources.max(1);
+    let workers: Vec<_> = (0..clients)
+        .map(|c| {
+            let client = client.clone();
+            let owned: Vec<String> = if c < resources {
+                (c..resources)
+                    .step_by(clients)
+                    .map(|r| format!("bench-load-{r}"))
+                    .collect()
+            } else {
+                vec![format!("bench-load-{}", c % resources)]
+            };
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for id in owned.iter().cycle() {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    done.push(client.exec(c % SITES, id, "true", "add").await?);
+                }
+                Ok::<_, Failure>(done)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut incomplete = 0;
+    for worker in workers {
+        let done = worker
+            .await
+            .map_err(|e| format!("a client failed: {e}"))??;
+        for exec in done {
+            if exec.replied == SITES {
+                latencies.push(exec.elapsed);
+            } else {
+                incomplete += 1;
+            }
+        }
+    }
+    Ok(Load {
+        completed: latencies.len(),
+        incomplete,
+        elapsed: start.elapsed(),
+        latencies: Latencies::of(latencies),
+    })
+}

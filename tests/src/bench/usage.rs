@@ -1,0 +1,234 @@
+//! The memory and CPU time of the cluster's processes, read from `/proc`
+//! over a window: CPU seconds spent in it, resident memory at its peak and
+//! at its end.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{Failure, SITES};
+use crate::Cluster;
+
+/// Clock ticks per second of `/proc/PID/stat`'s times: `USER_HZ`, which
+/// Linux fixes at 100 for user space on every architecture.
+const TICKS_PER_SECOND: f64 = 100.0;
+/// How often resident memory is sampled for its peak.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// One process of the cluster.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// `daemon` or `sidecar`.
+    pub role: &'static str,
+    pub site: String,
+    pid: u32,
+}
+
+/// What a process used over a window.
+#[derive(Debug, Clone)]
+pub struct Used {
+    pub process: Process,
+    pub cpu_seconds: f64,
+    pub peak_rss: u64,
+    pub end_rss: u64,
+}
+
+/// What every process used over a window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub seconds: f64,
+    pub used: Vec<Used>,
+}
+
+impl Window {
+    /// What the processes of `role` used, by site.
+    pub fn of(&self, role: &str) -> Vec<&Used> {
+        self.used
+            .iter()
+            .filter(|u| u.process.role == role)
+            .collect()
+    }
+
+    /// Which sites [`Window::of`] covers, for a label: "per site" when all.
+    pub fn sites(&self, role: &str) -> String {
+        let sites: Vec<&str> = self
+            .of(role)
+            .iter()
+            .map(|u| u.process.site.as_str())
+            .collect();
+        if sites.len() == SITES {
+            "per site".to_owned()
+        } else {
+            sites.join(", ")
+        }
+    }
+}
+
+/// The daemons and sidecars running at one moment (a stopped one is left
+/// out).
+pub struct Processes(Vec<Process>);
+
+impl Processes {
+    pub fn of(cluster: &Cluster) -> Processes {
+        let mut processes = Vec::new();
+        for i in 0..SITES {
+            let site = &cluster.node(i).site;
+            for (role, pid) in [
+                ("daemon", cluster.daemon_pid(i)),
+                ("sidecar", cluster.sidecar_pid(i)),
+            ] {
+                if let Some(pid) = pid {
+                    processes.push(Process {
+                        role,
+                        site: site.clone(),
+                        pid,
+                    });
+                }
+            }
+        }
+        Processes(processes)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The CPU seconds each has spent so far.
+    pub fn cpu(&self) -> Result<Vec<f64>, Failure> {
+        self.0.iter().map(|p| cpu_seconds(p.pid)).collect()
+    }
+
+    fn rss(&self) -> Result<Vec<u64>, Failure> {
+        self.0.iter().map(|p| rss(p.pid)).collect()
+    }
+
+    /// A window of `elapsed` in which each spent `cpu`; memory as it is now.
+    pub fn window(&self, elapsed: Duration, cpu: Vec<f64>) -> Result<Window, Failure> {
+        let rss = self.rss()?;
+        Ok(self.window_with(elapsed, cpu, rss.clone(), rss))
+    }
+
+    fn window_with(
+        &self,
+        elapsed: Duration,
+        cpu: Vec<f64>,
+        peaks: Vec<u64>,
+        ends: Vec<u64>,
+    ) -> Window {
+        let used = self
+            .0
+            .iter()
+            .zip(cpu)
+            .zip(peaks.into_iter().zip(ends))
+            .map(|((process, cpu_seconds), (peak, end_rss))| Used {
+                process: process.clone(),
+                cpu_seconds,
+                peak_rss: peak.max(end_rss),
+                end_rss,
+            })
+            .collect();
+        Window {
+            seconds: elapsed.as_secs_f64(),
+            used,
+        }
+    }
+}
+
+/// Samples the cluster's processes until [`Sampler::finish`].
+pub struct Sampler {
+    start: Instant,
+    processes: Processes,
+    cpu_at_start: Vec<f64>,
+    stop: oneshot::Sender<()>,
+    peaks: JoinHandle<Result<Vec<u64>, Failure>>,
+}
+
+impl Sampler {
+    /// Starts a window over the daemons and sidecars running now.
+    pub fn start(cluster: &Cluster) -> Result<Sampler, Failure> {
+        let processes = Processes::of(cluster);
+        let cpu_at_start = processes.cpu()?;
+        let pids: Vec<u32> = processes.0.iter().map(|p| p.pid).collect();
+        let (stop, mut stopped) = oneshot::channel();
+        let peaks = tokio::spawn(async move {
+            let mut peaks = vec![0; pids.len()];
+            loop {
+                for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                    *peak = (*peak).max(rss(*pid)?);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+                    _ = &mut stopped => return Ok(peaks),
+                }
+            }
+        });
+        Ok(Sampler {
+            start: Instant::now(),
+            processes,
+            cpu_at_start,
+            stop,
+            peaks,
+        })
+    }
+
+    /// Ends the window.
+    pub async fn finish(self) -> Result<Window, Failure> {
+        let elapsed = self.start.elapsed();
+        let _ = self.stop.send(());
+        let peaks = self
+            .peaks
+            .await
+            .map_err(|e| format!("sampling memory failed: {e}"))??;
+        let cpu = self
+            .processes
+            .cpu()?
+            .into_iter()
+            .zip(self.cpu_at_start)
+            .map(|(end, start)| end - start)
+            .collect();
+        let ends = self.processes.rss()?;
+        Ok(self.processes.window_with(elapsed, cpu, peaks, ends))
+    }
+}
+
+/// User and system CPU time of `pid` so far, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> Result<f64, Failure> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the name: state is field 3, utime 14 and stime 15.
+    let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(14), ticks(15)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / TICKS_PER_SECOND),
+        _ => Err(format!("{path}: unexpected content")),
+    }
+}
+
+/// Resident memory of `pid` in bytes, from `/proc/PID/status`.
+fn rss(pid: u32) -> Result<u64, Failure> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("{path}: no VmRSS"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(rss(me).unwrap() > 0);
+        assert!(cpu_seconds(me).unwrap() >= 0.0);
+    }
+}

@@ -1,0 +1,128 @@
+//! `cheops-bench`: latency, throughput, convergence and footprint of a
+//! local three-site cluster, against the floor of the same sidecars and
+//! replications without Cheops. See `cheops_tests::bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cheops_tests::bench::{self, Params, Part};
+use clap::{Parser, ValueEnum};
+
+/// Measures a local Cheops cluster (3 sites) the same way every time;
+/// prints a table, and writes every figure as JSON with --out.
+#[derive(Parser)]
+#[command(name = "cheops-bench")]
+struct Cli {
+    /// Every part, small: under 3 minutes on 2 cores.
+    #[arg(long)]
+    quick: bool,
+    /// Write every figure, the parameters and the machine to this JSON file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Concurrent clients of the throughput part.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Resources the clients spread over.
+    #[arg(long, default_value_t = 64)]
+    resources: usize,
+    /// Seconds the clients send operations (default 60, quick 10).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Operations per site during the partition (default 10, quick 3).
+    #[arg(long)]
+    ops: Option<usize>,
+    /// Resources stored at once (default 10000, quick 500).
+    #[arg(long)]
+    stored: Option<usize>,
+    /// Sequential execs, and floor round trips (default 200, quick 30).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Run only these parts (repeatable or comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<PartArg>,
+    /// The `cheops` binary to run; by default the workspace's release build,
+    /// built first if out of date.
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Keep the nodes' files (logs, databases) in this directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PartArg {
+    Idle,
+    Floor,
+    Latency,
+    Convergence,
+    Throughput,
+    Stored,
+}
+
+impl From<PartArg> for Part {
+    fn from(part: PartArg) -> Part {
+        match part {
+            PartArg::Idle => Part::Idle,
+            PartArg::Floor => Part::Floor,
+            PartArg::Latency => Part::Latency,
+            PartArg::Convergence => Part::Convergence,
+            PartArg::Throughput => Part::Throughput,
+            PartArg::Stored => Part::Stored,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("cheops-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    if cfg!(debug_assertions) {
+        eprintln!("cheops-bench: a debug build; run it with --release for figures worth keeping");
+    }
+    let binary = match cli.binary {
+        Some(binary) => binary,
+        None => {
+            eprintln!("cheops-bench: cargo build --release -p cheops-cli");
+            cheops_tests::release_cheops_binary()?
+        }
+    };
+    let mut params = Params::new(cli.quick, binary);
+    params.clients = cli.clients;
+    params.resources = cli.resources;
+    if let Some(seconds) = cli.duration {
+        params.duration = Duration::from_secs(seconds);
+    }
+    if let Some(ops) = cli.ops {
+        params.ops = ops;
+    }
+    if let Some(stored) = cli.stored {
+        params.stored = stored;
+    }
+    if let Some(samples) = cli.samples {
+        params.samples = samples;
+    }
+    if !cli.only.is_empty() {
+        let only: Vec<Part> = cli.only.into_iter().map(Part::from).collect();
+        params.parts = Part::ALL.into_iter().filter(|p| only.contains(p)).collect();
+    }
+    params.dir = cli.dir;
+
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start tokio: {e}"))?;
+    let report = runtime.block_on(bench::run(&params))?;
+    print!("{}", report.table());
+    if let Some(out) = cli.out {
+        let json = serde_json::to_string_pretty(&report.to_json())
+            .map_err(|e| format!("cannot encode the report: {e}"))?;
+        std::fs::write(&out, json + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+        eprintln!("cheops-bench: wrote {}", out.display());
+    }
+    Ok(())
+}
