@@ -1,4 +1,4 @@
-//! Every document the original writes (conformance/wire/) is read by the port
+//! Every document the original writes (tests/wire/) is read by the port
 //! and written back equal, value for value.
 
 use std::path::PathBuf;
@@ -8,15 +8,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-/// The corpus directory: `CHEOPS_CONFORMANCE_DIR`, else ../shared/conformance
-/// beside the workspace.
+/// The golden documents: `model/tests/wire/`, or the `wire/` folder of the
+/// corpus that `CHEOPS_CONFORMANCE_DIR` names.
 fn wire_dir() -> PathBuf {
-    std::env::var_os("CHEOPS_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
-        })
-        .join("wire")
+    match std::env::var_os("CHEOPS_CONFORMANCE_DIR") {
+        Some(dir) => PathBuf::from(dir).join("wire"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/wire"),
+    }
 }
 
 fn round_trip<T: DeserializeOwned + Serialize>(file: &str) -> (T, Value) {

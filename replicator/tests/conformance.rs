@@ -2,7 +2,7 @@
 //! consistency functions: decide.jsonl, merge.jsonl and find.jsonl.
 //!
 //! The corpus directory is `CHEOPS_CONFORMANCE_DIR`, by default
-//! ../shared/conformance beside the workspace. Any mismatch fails the target
+//! `replicator/tests/conformance/` (a copy of the public corpus). Any mismatch fails the target
 //! and names the file and line of the vector.
 
 use std::collections::HashSet;
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
     let dir = std::env::var_os("CHEOPS_CONFORMANCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
         });
     println!("conformance corpus: {}", dir.display());
 
