@@ -2,6 +2,7 @@
 
 mod config;
 mod live_node;
+mod logging;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -30,11 +31,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    logging::init(settings.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

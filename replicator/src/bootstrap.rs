@@ -1,8 +1,15 @@
 //! Making the local database ready: the database itself, its security
-//! object, the design document holding the view and the replication filter,
+//! object, the design document holding the views and the replication filter,
 //! and the server's `_replicator` database. Every step is idempotent.
+//!
+//! A node of the Go original may share the database. It creates
+//! `_design/cheops` only when missing (accepting 409) and then queries its
+//! two views, `all-by-resourceid` and `last-reply`. So the design document is
+//! merged, never replaced: this node writes its own view and filter, adds the
+//! original's views when they are missing, and leaves everything else in the
+//! document as it found it.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::couch::{CouchClient, Written};
 use crate::ReplicatorError;
@@ -14,56 +21,189 @@ pub const REPLIES_VIEW: &str = "replies-by-resource-site";
 /// Replication filter: documents whose Locations contain `query_params.site`.
 pub const SITE_FILTER: &str = "cheops/by-site";
 
-fn design_document() -> Value {
-    json!({
-        "_id": format!("_design/{DESIGN}"),
-        "language": "javascript",
-        "views": {
-            REPLIES_VIEW: {
+/// Who may read and write the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DatabaseAccess {
+    /// Admins only: peers replicate with admin credentials. The default.
+    #[default]
+    AdminsOnly,
+    /// Members open, as the Go original sets `_security`: a Go node sharing
+    /// the database queries its views without credentials. Anyone who
+    /// reaches CouchDB can then read and write the database.
+    OpenMembers,
+}
+
+impl DatabaseAccess {
+    fn security(self) -> Value {
+        let members = match self {
+            DatabaseAccess::AdminsOnly => json!({"names": [], "roles": ["_admin"]}),
+            DatabaseAccess::OpenMembers => json!({"names": [], "roles": []}),
+        };
+        json!({"admins": {"names": [], "roles": ["_admin"]}, "members": members})
+    }
+}
+
+/// The views and filter this node owns: rewritten when they differ.
+fn own_parts() -> [(&'static str, &'static str, Value); 2] {
+    [
+        (
+            "views",
+            REPLIES_VIEW,
+            json!({
                 "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.Site], null); } }"
-            }
-        },
-        "filters": {
+            }),
+        ),
+        (
+            "filters",
+            "by-site",
             // String(): PouchDB Server parses query values as JSON, so a
             // site named 123 would otherwise arrive as a number.
-            "by-site": "function (doc, req) { return !!doc.Locations && doc.Locations.indexOf(String(req.query.site)) >= 0; }"
+            json!("function (doc, req) { return !!doc.Locations && doc.Locations.indexOf(String(req.query.site)) >= 0; }"),
+        ),
+    ]
+}
+
+/// The Go original's views, with the same keys, values and reductions: added
+/// when missing, never rewritten (a Go node may have written its own text).
+fn original_views() -> [(&'static str, Value); 2] {
+    [
+        (
+            // Per resource, its sites and the sites that replied to it;
+            // queried with group_level=1 to count resources.
+            "all-by-resourceid",
+            json!({
+                "map": "function (doc) { if (doc.Type === 'RESOURCE') { (doc.Locations || []).forEach(function (site) { emit([doc._id, site], null); }); } else if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.Site], null); } }",
+                "reduce": "_count"
+            }),
+        ),
+        (
+            // A site's latest reply by execution time (the original keys it
+            // by [Site, Id], Id being absent from replies).
+            "last-reply",
+            json!({
+                "map": "function (doc) { if (doc.Type !== 'REPLY') { return; } emit([doc.Site, doc.Id], {Time: doc.ExecutionTime, RequestId: doc.RequestId, Sites: doc.Locations}); }",
+                "reduce": "function (keys, values, rereduce) { var last = values[0]; for (var i = 1; i < values.length; i++) { if (values[i].Time.localeCompare(last.Time) >= 0) { last = values[i]; } } return last; }"
+            }),
+        ),
+    ]
+}
+
+/// `current` (the stored design document, if any) with this node's parts
+/// written and the original's views added when missing; `None` when it
+/// already holds all of them.
+fn merged_design(current: Option<&Value>) -> Option<Value> {
+    let mut doc = match current {
+        Some(Value::Object(fields)) => fields.clone(),
+        _ => Map::new(),
+    };
+    let before = Value::Object(doc.clone());
+    doc.insert("_id".into(), json!(format!("_design/{DESIGN}")));
+    doc.entry("language").or_insert_with(|| json!("javascript"));
+    for (section, name, body) in own_parts() {
+        edit_section(&mut doc, section, |parts| {
+            parts.insert(name.into(), body);
+        });
+    }
+    edit_section(&mut doc, "views", |views| {
+        for (name, body) in original_views() {
+            views.entry(name).or_insert(body);
         }
-    })
+    });
+    let doc = Value::Object(doc);
+    (current.is_none() || doc != before).then_some(doc)
+}
+
+/// Runs `edit` on the object under `key` (an empty one when absent or not
+/// an object).
+fn edit_section(
+    doc: &mut Map<String, Value>,
+    key: &str,
+    edit: impl FnOnce(&mut Map<String, Value>),
+) {
+    let mut section = match doc.remove(key) {
+        Some(Value::Object(section)) => section,
+        _ => Map::new(),
+    };
+    edit(&mut section);
+    doc.insert(key.into(), Value::Object(section));
 }
 
 /// Brings the database to the state the daemon needs; safe to run on every
-/// start and concurrently with other daemons on the same database.
-pub async fn bootstrap(couch: &CouchClient) -> Result<(), ReplicatorError> {
+/// start and concurrently with other daemons (of this port or of the Go
+/// original) on the same database.
+pub async fn bootstrap(couch: &CouchClient, access: DatabaseAccess) -> Result<(), ReplicatorError> {
     couch.ensure_db().await?;
     couch.ensure_replicator_db().await?;
-    // Only admins read or write: peers replicate with admin credentials.
-    couch
-        .put_security(&json!({
-            "admins": {"names": [], "roles": ["_admin"]},
-            "members": {"names": [], "roles": ["_admin"]}
-        }))
-        .await?;
+    couch.put_security(&access.security()).await?;
     ensure_design(couch).await
 }
 
 async fn ensure_design(couch: &CouchClient) -> Result<(), ReplicatorError> {
-    let wanted = design_document();
     loop {
         let current: Option<Value> = couch.get(&["_design", DESIGN], &[]).await?;
-        let mut doc = wanted.clone();
-        if let Some(current) = current {
-            let same = ["views", "filters", "language"]
-                .iter()
-                .all(|k| current.get(k) == wanted.get(k));
-            if same {
-                return Ok(());
-            }
-            doc["_rev"] = current["_rev"].clone();
-        }
+        let Some(doc) = merged_design(current.as_ref()) else {
+            return Ok(());
+        };
         match couch.put(&["_design", DESIGN], &doc).await? {
             Written::Rev(_) => return Ok(()),
-            // Another daemon wrote it meanwhile: compare again.
+            // Another daemon wrote it meanwhile: merge again.
             Written::Conflict => continue,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_database_gets_both_nodes_views_and_the_filter() {
+        let doc = merged_design(None).expect("written");
+        let views = doc["views"].as_object().unwrap();
+        for name in [REPLIES_VIEW, "all-by-resourceid", "last-reply"] {
+            assert!(views.contains_key(name), "{name} missing");
+        }
+        assert!(doc["filters"]["by-site"].is_string());
+        assert_eq!(doc["_id"], "_design/cheops");
+    }
+
+    #[test]
+    fn the_originals_document_keeps_everything_and_gains_this_nodes_parts() {
+        let mut original: Value = serde_json::from_str(include_str!(
+            "../../model/tests/wire/go-design-document.json"
+        ))
+        .unwrap();
+        original["_id"] = json!("_design/cheops");
+        original["_rev"] = json!("1-abc");
+        original["views"]["someone-elses"] = json!({"map": "function (doc) {}"});
+        let merged = merged_design(Some(&original)).expect("this node's parts are added");
+        for (name, body) in original["views"].as_object().unwrap() {
+            assert_eq!(&merged["views"][name], body, "{name} was rewritten");
+        }
+        assert_eq!(merged["_rev"], "1-abc");
+        assert!(merged["views"][REPLIES_VIEW]["map"].is_string());
+        assert_eq!(merged_design(Some(&merged)), None, "merging is idempotent");
+    }
+
+    #[test]
+    fn a_stale_own_view_is_rewritten_but_foreign_text_is_not() {
+        let mut stored = merged_design(None).unwrap();
+        stored["views"][REPLIES_VIEW] = json!({"map": "function (doc) { emit(1) }"});
+        stored["views"]["last-reply"] = json!({"map": "their text", "reduce": "their reduce"});
+        let merged = merged_design(Some(&stored)).expect("the own view is fixed");
+        assert_eq!(merged["views"][REPLIES_VIEW], own_parts()[0].2);
+        assert_eq!(merged["views"]["last-reply"]["map"], "their text");
+    }
+
+    #[test]
+    fn security_locks_members_unless_the_original_shares_the_database() {
+        assert_eq!(
+            DatabaseAccess::AdminsOnly.security()["members"]["roles"],
+            json!(["_admin"])
+        );
+        assert_eq!(
+            DatabaseAccess::OpenMembers.security()["members"]["roles"],
+            json!([])
+        );
     }
 }

@@ -20,6 +20,7 @@ mod runner;
 mod sites;
 mod submission;
 
+pub use bootstrap::DatabaseAccess;
 pub use error::ReplicatorError;
 pub use events::NodeEvent;
 pub use health::Health;

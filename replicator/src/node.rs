@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::bootstrap::bootstrap;
+use crate::bootstrap::{bootstrap, DatabaseAccess};
 use crate::consistency::add_operation;
 use crate::couch::{CouchClient, Written};
 use crate::events::{Events, NodeEvent};
@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub replication_check: Duration,
     /// How often each peer is probed for liveness.
     pub peer_check: Duration,
+    /// Who may read and write the database (`_security`).
+    pub access: DatabaseAccess,
 }
 
 /// A running node, shared by the HTTP handlers.
@@ -51,6 +53,7 @@ pub struct Node {
     sites: Sites,
     replication_check: Duration,
     peer_check: Duration,
+    access: DatabaseAccess,
     health: Arc<Mutex<Health>>,
     events: Events,
     liveness: Liveness,
@@ -95,6 +98,7 @@ impl Node {
             sites: config.sites,
             replication_check: config.replication_check,
             peer_check: config.peer_check,
+            access: config.access,
             health: Arc::new(Mutex::new(Health::default())),
             events,
             liveness,
@@ -117,7 +121,7 @@ impl Node {
     ) -> Vec<(&'static str, JoinHandle<()>)> {
         let mut failures = 0;
         loop {
-            match bootstrap(&self.couch).await {
+            match bootstrap(&self.couch, self.access).await {
                 Ok(()) => break,
                 Err(error) => {
                     failures += 1;

@@ -118,9 +118,7 @@ fn run_file(dir: &Path, name: &str, check: Check) -> (usize, usize) {
 fn main() -> ExitCode {
     let dir = std::env::var_os("CHEOPS_CONFORMANCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance"));
     println!("conformance corpus: {}", dir.display());
 
     let files: [(&str, Check); 3] = [

@@ -142,6 +142,7 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
         redis: false,
         dir: params.dir.clone(),
         binary: Some(params.binary.clone()),
+        ..ClusterOptions::default()
     })
     .await;
     let client = ExecClient::new(&cluster);

@@ -84,6 +84,8 @@ pub struct ClusterOptions {
     pub dir: Option<PathBuf>,
     /// The `cheops` binary; by default the workspace's debug build.
     pub binary: Option<PathBuf>,
+    /// More arguments for every `cheops serve`.
+    pub daemon_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -94,6 +96,7 @@ impl Default for ClusterOptions {
             redis: false,
             dir: None,
             binary: None,
+            daemon_args: Vec::new(),
         }
     }
 }
@@ -105,6 +108,7 @@ pub struct Cluster {
     keep_files: bool,
     binary: PathBuf,
     reply_timeout: u64,
+    daemon_args: Vec<String>,
     network: Network,
     http: reqwest::Client,
 }
@@ -147,6 +151,7 @@ impl Cluster {
             keep_files,
             binary,
             reply_timeout: options.reply_timeout,
+            daemon_args: options.daemon_args,
             network,
             http: reqwest::Client::new(),
         };
@@ -270,6 +275,7 @@ impl Cluster {
             .args(["--reply-timeout", &self.reply_timeout.to_string()])
             .args(["--replication-check", "2", "--peer-check", "1"])
             .env("RUST_LOG", "info,cheops_replicator=debug")
+            .args(&self.daemon_args)
             .env("NODE_DIR", info.app_dir());
         if let Some(port) = info.redis_port {
             command.env("REDIS_PORT", port.to_string());

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use cheops_api::ApiConfig;
 use cheops_chephren::{parse_origin, ChephrenConfig};
-use cheops_replicator::{NodeConfig, SiteUrls, Sites};
+use cheops_replicator::{DatabaseAccess, NodeConfig, SiteUrls, Sites};
 use clap::Args;
+
+use super::logging::LogFormat;
 use serde::Deserialize;
 
 #[derive(Args, Debug)]
@@ -103,6 +105,18 @@ pub struct ServeArgs {
     /// shown by Chephren; a peer back online has its replication restarted).
     #[arg(long, env = "CHEOPS_PEER_CHECK", default_value_t = 5)]
     peer_check: u64,
+
+    /// Leave the database's members open, as the Go original sets its
+    /// `_security`, so that a Go node sharing this database can query its
+    /// views (it sends no credentials). Anyone who reaches CouchDB can then
+    /// read and write the database. Off: admins only.
+    #[arg(long, env = "CHEOPS_OPEN_MEMBERS")]
+    open_members: bool,
+
+    /// How log lines are written to standard error: text (coloured only
+    /// on a terminal) or json (one object per line, for log shippers).
+    #[arg(long, env = "CHEOPS_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// The validated configuration.
@@ -115,6 +129,7 @@ pub struct Settings {
     pub chephren: ChephrenConfig,
     pub node: NodeConfig,
     pub api: ApiConfig,
+    pub log_format: LogFormat,
 }
 
 #[derive(Deserialize)]
@@ -197,12 +212,18 @@ impl ServeArgs {
                 concurrency: self.concurrency,
                 replication_check: Duration::from_secs(self.replication_check),
                 peer_check: Duration::from_secs(self.peer_check),
+                access: if self.open_members {
+                    DatabaseAccess::OpenMembers
+                } else {
+                    DatabaseAccess::AdminsOnly
+                },
             },
             api: ApiConfig {
                 reply_timeout: Duration::from_secs(self.reply_timeout),
                 body_limit: self.body_limit,
                 ..ApiConfig::default()
             },
+            log_format: self.log_format,
         })
     }
 }
