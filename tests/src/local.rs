@@ -42,6 +42,19 @@ pub fn up(options: &UpOptions) -> Result<ClusterFile, Failure> {
     if options.nodes == 0 {
         return Err("--nodes must be at least 1".into());
     }
+    let mut programs = vec![(
+        "node",
+        "Node.js runs the sidecar, PouchDB Server: install nodejs",
+    )];
+    if options.redis {
+        programs.push(("redis-server", crate::process::REDIS_HINT));
+    }
+    if let Some((name, hint)) = programs
+        .into_iter()
+        .find(|(name, _)| crate::process::find_program(name).is_none())
+    {
+        return Err(format!("{name} is not installed: {hint}"));
+    }
     let dir = &options.dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     if control::ask(dir, "ping").is_ok() {

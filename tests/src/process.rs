@@ -141,15 +141,22 @@ impl Drop for Owned {
     }
 }
 
-/// `redis-server`, which the redis scenarios and `cheops-cluster up --redis`
-/// need (Debian package `redis-server`; `.ci/run` installs it).
-pub fn redis_server() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|path| {
+/// A program found on `PATH`.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
-            .map(|dir| dir.join("redis-server"))
+            .map(|dir| dir.join(name))
             .find(|candidate| candidate.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("redis-server is not installed: apt-get install redis-server (.ci/run does)")
     })
+}
+
+/// What to install for `redis-server` (Debian's package; `.ci/run`
+/// installs it).
+pub const REDIS_HINT: &str = "apt-get install redis-server (.ci/run does)";
+
+/// `redis-server`, which the redis scenarios and `cheops-cluster up --redis`
+/// need.
+pub fn redis_server() -> PathBuf {
+    find_program("redis-server")
+        .unwrap_or_else(|| panic!("redis-server is not installed: {REDIS_HINT}"))
 }

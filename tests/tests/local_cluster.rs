@@ -151,3 +151,38 @@ fn commands_without_a_cluster_say_so() {
         );
     }
 }
+
+/// A directory holding only a `node` stand-in, to be the whole `PATH`.
+fn path_with_only_node(dir: &Path) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink("/bin/true", bin.join("node")).unwrap();
+    bin
+}
+
+#[test]
+fn a_missing_tool_is_one_line_and_a_failure_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("cheops-missing-tool-{}", std::process::id()));
+    let bin = path_with_only_node(&dir);
+    for (path, args, missing) in [
+        ("", vec!["up"], "node"),
+        (bin.to_str().unwrap(), vec!["up", "--redis"], "redis-server"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_cheops-cluster"))
+            .args(&args)
+            .arg("--dir")
+            .arg(dir.join("cluster"))
+            .env("PATH", path)
+            .output()
+            .expect("cannot run cheops-cluster");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{}", text(&output));
+        assert_eq!(stderr.lines().count(), 1, "{}", text(&output));
+        assert!(
+            stderr.contains(&format!("{missing} is not installed")),
+            "{}",
+            text(&output)
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
