@@ -95,7 +95,7 @@ fn file_name(part: &FormPart) -> Result<String, ApiError> {
 /// The shell backend's rule for file names, checked here so that a name it
 /// would refuse is never stored.
 fn check_file_name(name: &str) -> Result<(), ApiError> {
-    cheops_backends::check_file_name(name).map_err(|e| ApiError::BadRequest(e.to_string()))
+    cheops_model::check_file_name(name).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 pub(crate) async fn exec(

@@ -3,6 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use cheops_model::RefusedFileName;
 use thiserror::Error;
 
 /// Why a command could not be run. A command that runs and exits with a
@@ -14,8 +15,8 @@ use thiserror::Error;
 pub enum BackendError {
     /// The name could write outside the command's temporary directory or is
     /// not a plain relative path; nothing of the command was written or run.
-    #[error("refused file name {name:?}: {reason}")]
-    RefusedFileName { name: String, reason: &'static str },
+    #[error(transparent)]
+    RefusedFileName(#[from] RefusedFileName),
 
     #[error("could not create a temporary directory in {}: {source}", root.display())]
     TempDir { root: PathBuf, source: io::Error },
@@ -44,6 +45,6 @@ impl BackendError {
     /// True when the daemon's environment, not the operation, is to blame:
     /// those are logged as warnings, the others are the user's to fix.
     pub fn is_internal(&self) -> bool {
-        !matches!(self, BackendError::RefusedFileName { .. })
+        !matches!(self, BackendError::RefusedFileName(_))
     }
 }

@@ -14,7 +14,6 @@ use std::pin::Pin;
 use cheops_model::{ShellCommand, Status};
 
 pub use error::BackendError;
-pub use shell::files::check_name as check_file_name;
 pub use shell::ShellBackend;
 
 /// The future returned by [`Backend::run`]: boxed so that backends can be

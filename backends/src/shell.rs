@@ -120,7 +120,7 @@ impl ShellBackend {
     /// writing the attached files finishes).
     async fn run_command(&self, command: &ShellCommand) -> Result<CommandResult, BackendError> {
         for name in command.files.keys() {
-            files::check_name(name)?;
+            cheops_model::check_file_name(name)?;
         }
         let dir = self.prepare_dir(command).await?;
         let script = files::substitute(&command.command, &command.files, dir.path());

@@ -6,6 +6,7 @@
 //! Reading is as lenient as Go's decoder (a missing field takes its zero
 //! value); an unknown resolution result or status is an error.
 
+mod attachments;
 mod config;
 mod error;
 mod names;
@@ -15,6 +16,7 @@ mod reply;
 mod resource;
 mod timestamp;
 
+pub use attachments::{check_file_name, rewrite_groups, Group, RefusedFileName};
 pub use config::{Resolution, ResolutionResult, ResourceConfig};
 pub use error::ModelError;
 pub use names::{check_resource_id, split_sites};

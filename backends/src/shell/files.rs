@@ -1,44 +1,20 @@
-//! Attached files: which names are accepted, how they are written into a
-//! command's directory and how `{name}` in the command becomes their path.
+//! Attached files: how they are written into a command's directory and how
+//! `{name}` in the command becomes their path (which names are accepted,
+//! and what a group is, are `cheops_model`'s rules, shared with the client).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
+use cheops_model::rewrite_groups;
+
 use crate::BackendError;
 
-/// Accepts only plain relative paths (`a.txt`, `dir/sub/a.txt`): every
-/// component a real name, none empty, `.` or `..`. Written under the
-/// command's fresh directory, such a name cannot land outside it, and each
-/// file has a single spelling for `{name}` to refer to.
-pub fn check_name(name: &str) -> Result<(), BackendError> {
-    let reason = if name.is_empty() {
-        Some("it is empty")
-    } else if name.contains('\0') {
-        Some("it contains a NUL byte")
-    } else if name.starts_with('/') {
-        Some("it is absolute")
-    } else {
-        name.split('/').find_map(|component| match component {
-            "" => Some("it has an empty component"),
-            "." => Some("it has a \".\" component"),
-            ".." => Some("it has a \"..\" component"),
-            _ => None,
-        })
-    };
-    match reason {
-        None => Ok(()),
-        Some(reason) => Err(BackendError::RefusedFileName {
-            name: name.to_owned(),
-            reason,
-        }),
-    }
-}
-
 /// Writes every file under `dir`, creating the directories their names
-/// contain. Names must have passed [`check_name`]. A file is never written
+/// contain. Names must have passed [`cheops_model::check_file_name`]. A file is never written
 /// over: two names that collide (`a` and `a/b`) are an error.
 pub(crate) fn write_all(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), BackendError> {
     for (name, content) in files {
@@ -69,30 +45,19 @@ pub(crate) fn write_all(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result
 /// named `name/…`. Any other `{…}` (shell syntax such as `${HOME}` or
 /// `{a,b}`, or a name nothing was attached under) is left as written.
 ///
-/// A name runs from a `{` to the next `}`; when it matches nothing the scan
-/// resumes just after that `{`, so `{{a}}` still finds `{a}`. Paths are
-/// inserted unquoted, as the original does.
+/// Groups are cut by [`rewrite_groups`]. Paths are inserted unquoted, as
+/// the original does.
 pub(crate) fn substitute(command: &str, files: &BTreeMap<String, Vec<u8>>, dir: &Path) -> String {
-    let mut out = String::with_capacity(command.len());
-    let mut rest = command;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            rest = &rest[open..];
-            break;
-        };
-        let name = &after[..close];
-        if is_attached(name, files) {
-            out.push_str(&dir.join(name).to_string_lossy());
-            rest = &after[close + 1..];
-        } else {
-            out.push('{');
-            rest = after;
-        }
+    let rewritten = rewrite_groups(command, |group| {
+        Ok::<_, Infallible>(
+            is_attached(group.text, files)
+                .then(|| dir.join(group.text).to_string_lossy().into_owned()),
+        )
+    });
+    match rewritten {
+        Ok(script) => script,
+        Err(never) => match never {},
     }
-    out.push_str(rest);
-    out
 }
 
 /// Whether `name` is an attached file or a directory holding some.
@@ -117,40 +82,6 @@ mod tests {
 
     fn files(names: &[&str]) -> BTreeMap<String, Vec<u8>> {
         names.iter().map(|n| (n.to_string(), Vec::new())).collect()
-    }
-
-    #[test]
-    fn plain_relative_names_are_accepted() {
-        for name in [
-            "a.txt",
-            "mydir/sub/file.txt",
-            "..hidden",
-            "a..b",
-            ".env",
-            "x{y}",
-        ] {
-            check_name(name).unwrap();
-        }
-    }
-
-    #[test]
-    fn names_that_could_escape_or_are_ambiguous_are_refused() {
-        for (name, reason) in [
-            ("", "empty"),
-            ("/etc/passwd", "absolute"),
-            ("..", "\"..\""),
-            ("../x", "\"..\""),
-            ("a/../../x", "\"..\""),
-            ("a/..", "\"..\""),
-            ("a//b", "empty component"),
-            ("a/", "empty component"),
-            ("./a", "\".\""),
-            ("a\0b", "NUL"),
-        ] {
-            let err = check_name(name).unwrap_err().to_string();
-            assert!(err.starts_with("refused file name "), "{name:?}: {err}");
-            assert!(err.contains(reason), "{name:?}: {err}");
-        }
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use cheops_model::rewrite_groups;
+
 use super::Failure;
 
 /// A command ready to send: `{path}`s rewritten to `{name}`s, and the files
@@ -18,9 +20,8 @@ pub(crate) struct Prepared {
 }
 
 /// Reads every local path `command` names (relative ones from `cwd`) and
-/// rewrites the command. Groups are found as the backend finds names: from a
-/// `{` to the next `}`, resuming just after the `{` when a group is left as
-/// written, so both sides agree on what a group is.
+/// rewrites the command. Groups are cut by the rule the node's backend uses
+/// ([`rewrite_groups`]), so both sides agree on what a group is.
 pub(crate) fn prepare(command: &str, cwd: &Path) -> Result<Prepared, Failure> {
     let mut uploads = Uploads {
         cwd,
@@ -28,38 +29,23 @@ pub(crate) fn prepare(command: &str, cwd: &Path) -> Result<Prepared, Failure> {
         by_path: HashMap::new(),
         files: Vec::new(),
     };
-    let mut out = String::with_capacity(command.len());
-    let mut rest = command;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            rest = &rest[open..];
-            break;
-        };
-        let group = &after[..close];
-        if names_a_path(group) && !out.ends_with('$') {
-            let name = uploads.add(group)?;
-            out.push('{');
-            out.push_str(&name);
-            out.push('}');
-            rest = &after[close + 1..];
+    let command = rewrite_groups(command, |group| {
+        if names_a_path(group.text) && !group.after_dollar {
+            Ok(Some(format!("{{{}}}", uploads.add(group.text)?)))
         } else {
-            out.push('{');
-            rest = after;
+            Ok(None)
         }
-    }
-    out.push_str(rest);
+    })?;
     Ok(Prepared {
-        command: out,
+        command,
         files: uploads.files,
     })
 }
 
 /// Whether a group is meant as a local path rather than shell syntax: not
 /// empty, no whitespace (`{ print $1 }`), no `$` (`{$x}`), no `,`
-/// (`{a,b}`), no `{` (`{{a}}` then finds `{a}`). A `{` right after a `$`
-/// (`${HOME}`) is checked by the caller.
+/// (`{a,b}`), no `{` (`{{a}}` then finds `{a}`). A group right after a
+/// `$` (`${HOME}`) is shell syntax too: the caller checks that.
 fn names_a_path(group: &str) -> bool {
     !group.is_empty()
         && !group
@@ -187,7 +173,7 @@ impl Uploads<'_> {
                 "cannot upload {name:?}: a file name may not hold {c:?}"
             )));
         }
-        cheops_backends::check_file_name(&name).map_err(|e| Failure::Usage(e.to_string()))?;
+        cheops_model::check_file_name(&name).map_err(|e| Failure::Usage(e.to_string()))?;
         self.files.push((name, content));
         Ok(())
     }
