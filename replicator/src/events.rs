@@ -1,11 +1,9 @@
 //! What happens on a node, as a stream for live views: Chephren turns it
 //! into server-sent events so that a browser never has to poll.
 
-use cheops_model::Status;
+use cheops_model::{Status, Timestamp};
 use serde::Serialize;
 use tokio::sync::broadcast;
-
-use crate::PeerLiveness;
 
 /// How many events a slow subscriber may fall behind before it is told it
 /// lagged (and must reread what it shows).
@@ -27,6 +25,22 @@ pub enum NodeEvent {
     },
     /// A peer site went online or offline.
     Peer(PeerLiveness),
+}
+
+/// What the last probe of a peer found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerLiveness {
+    pub site: String,
+    /// Both its CouchDB and its API answered.
+    pub online: bool,
+    /// Its CouchDB answered.
+    pub couchdb: bool,
+    /// Its Cheops API answered (whatever its health).
+    pub api: bool,
+    /// When `online` took its current value (or the first probe).
+    pub since: Timestamp,
+    /// When the peer was last probed.
+    pub checked: Timestamp,
 }
 
 /// The sending side, shared by the follower and the liveness prober.

@@ -22,10 +22,9 @@ mod submission;
 
 pub use bootstrap::DatabaseAccess;
 pub use error::ReplicatorError;
-pub use events::NodeEvent;
+pub use events::{NodeEvent, PeerLiveness};
 pub use health::Health;
 pub use hub::{ReplyHub, ReplyReceiver};
-pub use liveness::PeerLiveness;
 pub use node::{Node, NodeConfig};
 pub use sites::{SiteUrls, Sites};
 pub use submission::{Submission, Submitted};

@@ -11,30 +11,13 @@ use std::time::Duration;
 
 use cheops_model::Timestamp;
 use futures::future::join_all;
-use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::couch::CouchClient;
-use crate::events::{Events, NodeEvent};
+use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::replications::Replications;
 use crate::Sites;
-
-/// What the last probe of a peer found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PeerLiveness {
-    pub site: String,
-    /// Both its CouchDB and its API answered.
-    pub online: bool,
-    /// Its CouchDB answered.
-    pub couchdb: bool,
-    /// Its Cheops API answered (whatever its health).
-    pub api: bool,
-    /// When `online` took its current value (or the first probe).
-    pub since: Timestamp,
-    /// When the peer was last probed.
-    pub checked: Timestamp,
-}
 
 /// The probes of every known peer, shared by the node and its tasks.
 #[derive(Clone)]
