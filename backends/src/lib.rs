@@ -3,7 +3,9 @@
 //!
 //! The only backend today is [`ShellBackend`]. A batch stops at its first
 //! failure: the commands after it are reported as [`Outcome::Skipped`], so a
-//! caller always gets exactly one result per command, in order.
+//! caller always gets exactly one result per command, in order. Each result
+//! is also handed to a [`Progress`] as soon as its command ends, before the
+//! next one starts: a caller can make it durable at once.
 
 mod error;
 mod shell;
@@ -20,16 +22,58 @@ pub use shell::ShellBackend;
 /// held as `Arc<dyn Backend>` and the batch run on any task.
 pub type BatchFuture<'a> = Pin<Box<dyn Future<Output = Vec<CommandResult>> + Send + 'a>>;
 
+/// The future returned by [`Progress::finished`].
+pub type ProgressFuture<'a> = Pin<Box<dyn Future<Output = Next> + Send + 'a>>;
+
+/// Whether a batch goes on after a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Run the next command.
+    Continue,
+    /// Run no more: the rest come back as [`Outcome::Skipped`] (the daemon
+    /// is shutting down).
+    Stop,
+}
+
+/// Told of each command's result as soon as the command ends.
+pub trait Progress: Send + Sync {
+    /// Command `index` of the batch ended with `result` (never a skipped
+    /// one). The next command starts only once this future is done, so a
+    /// caller that records the result here loses at most the command that is
+    /// running if the process dies.
+    fn finished<'a>(&'a self, index: usize, result: &'a CommandResult) -> ProgressFuture<'a>;
+}
+
+/// A [`Progress`] that records nothing and lets every batch run to its end.
+pub struct Ignore;
+
+impl Progress for Ignore {
+    fn finished<'a>(&'a self, _: usize, _: &'a CommandResult) -> ProgressFuture<'a> {
+        Box::pin(std::future::ready(Next::Continue))
+    }
+}
+
 /// Something that runs batches of operations' commands.
 pub trait Backend: Send + Sync {
     /// Runs `batch` in order and returns one result per command, in the same
-    /// order. After a command fails, the rest are not run and come back as
-    /// [`Outcome::Skipped`].
+    /// order. After a command fails, or when `progress` says stop, the rest
+    /// are not run and come back as [`Outcome::Skipped`]. Each command's
+    /// result goes to `progress` before the next command starts.
     ///
     /// Cancellation: dropping the future stops the command that is running
     /// (and every process it started) and removes what the backend wrote for
-    /// it; commands that already ran keep their effects on the application.
-    fn run<'a>(&'a self, batch: &'a [ShellCommand]) -> BatchFuture<'a>;
+    /// it; commands that already ran keep their effects on the application,
+    /// and `progress` has been told of each of them.
+    fn run_with<'a>(
+        &'a self,
+        batch: &'a [ShellCommand],
+        progress: &'a dyn Progress,
+    ) -> BatchFuture<'a>;
+
+    /// [`Backend::run_with`], telling no one.
+    fn run<'a>(&'a self, batch: &'a [ShellCommand]) -> BatchFuture<'a> {
+        self.run_with(batch, &Ignore)
+    }
 }
 
 /// What became of one command of a batch.
@@ -67,6 +111,9 @@ pub struct CommandResult {
 impl CommandResult {
     /// The output given to every command after a failure.
     pub const SKIPPED_OUTPUT: &'static str = "skipped: an earlier command of this batch failed";
+    /// The output given to every command left out because the batch was
+    /// stopped.
+    pub const STOPPED_OUTPUT: &'static str = "skipped: the batch was stopped";
 
     /// The result of a command that could not be run.
     pub fn not_run(error: &BackendError) -> Self {
@@ -81,6 +128,14 @@ impl CommandResult {
         CommandResult {
             outcome: Outcome::Skipped,
             output: Self::SKIPPED_OUTPUT.to_owned(),
+        }
+    }
+
+    /// The result of a command left out because the batch was stopped.
+    pub fn stopped() -> Self {
+        CommandResult {
+            outcome: Outcome::Skipped,
+            output: Self::STOPPED_OUTPUT.to_owned(),
         }
     }
 

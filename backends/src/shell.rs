@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::{Backend, BackendError, BatchFuture, CommandResult, Outcome};
+use crate::{Backend, BackendError, BatchFuture, CommandResult, Next, Outcome, Progress};
 use process_group::GroupKiller;
 use temp_dir::TempDir;
 
@@ -79,7 +79,11 @@ impl ShellBackend {
         self
     }
 
-    async fn run_batch(&self, batch: &[ShellCommand]) -> Vec<CommandResult> {
+    async fn run_batch(
+        &self,
+        batch: &[ShellCommand],
+        progress: &dyn Progress,
+    ) -> Vec<CommandResult> {
         let mut results = Vec::with_capacity(batch.len());
         for (index, command) in batch.iter().enumerate() {
             let span = info_span!("command", index, of = batch.len());
@@ -97,7 +101,13 @@ impl ShellBackend {
                 }
             };
             let failed = result.outcome != Outcome::Ok;
+            let next = progress.finished(index, &result).await;
             results.push(result);
+            if next == Next::Stop && !failed {
+                info!(index, "batch stopped");
+                results.resize_with(batch.len(), CommandResult::stopped);
+                break;
+            }
             if failed {
                 let skipped = batch.len() - index - 1;
                 if skipped > 0 {
@@ -219,7 +229,11 @@ impl ShellBackend {
 }
 
 impl Backend for ShellBackend {
-    fn run<'a>(&'a self, batch: &'a [ShellCommand]) -> BatchFuture<'a> {
-        Box::pin(self.run_batch(batch))
+    fn run_with<'a>(
+        &'a self,
+        batch: &'a [ShellCommand],
+        progress: &'a dyn Progress,
+    ) -> BatchFuture<'a> {
+        Box::pin(self.run_batch(batch, progress))
     }
 }

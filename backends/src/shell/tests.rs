@@ -330,3 +330,63 @@ async fn the_backend_runs_behind_an_arc_dyn_on_another_task() {
 async fn an_empty_batch_has_no_results() {
     assert_eq!(ShellBackend::new().run(&[]).await, Vec::new());
 }
+
+/// Records each result as it is reported, with what the application held
+/// at that moment, and stops the batch after `stop_after` results.
+struct Recorder {
+    file: std::path::PathBuf,
+    stop_after: usize,
+    seen: std::sync::Mutex<Vec<(usize, String, String)>>,
+}
+
+impl crate::Progress for Recorder {
+    fn finished<'a>(
+        &'a self,
+        index: usize,
+        result: &'a CommandResult,
+    ) -> crate::ProgressFuture<'a> {
+        let held = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let mut seen = self.seen.lock().unwrap();
+        seen.push((index, result.output.clone(), held));
+        let next = if seen.len() >= self.stop_after {
+            crate::Next::Stop
+        } else {
+            crate::Next::Continue
+        };
+        Box::pin(std::future::ready(next))
+    }
+}
+
+#[tokio::test]
+async fn each_result_is_reported_before_the_next_command_starts() {
+    let scratch = scratch();
+    let file = scratch.path().join("log");
+    let append = |n: usize| command(&format!("echo {n} >> {}; echo ran {n}", file.display()));
+    let batch = [append(1), append(2), append(3), append(4)];
+    let recorder = Recorder {
+        file: file.clone(),
+        stop_after: 2,
+        seen: Default::default(),
+    };
+    let results = ShellBackend::new().run_with(&batch, &recorder).await;
+
+    let seen = recorder.seen.into_inner().unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (0, "ran 1\n".to_owned(), "1\n".to_owned()),
+            (1, "ran 2\n".to_owned(), "1\n2\n".to_owned()),
+        ],
+        "each report comes before the next command wrote anything"
+    );
+    assert_eq!(results[..2], [ok("ran 1\n"), ok("ran 2\n")]);
+    assert_eq!(
+        results[2..],
+        [CommandResult::stopped(), CommandResult::stopped()]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "1\n2\n",
+        "stopped: 3 and 4 never ran"
+    );
+}
