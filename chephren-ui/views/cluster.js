@@ -36,6 +36,12 @@ export const clusterView = {
         if (!cluster.followerLive) {
           problems.push(`${cluster.site}'s changes follower is not connected${cluster.lastError ? `: ${cluster.lastError}` : ''}.`);
         }
+        for (const task of cluster.tasks || []) {
+          if (task.state === 'failed' || task.state === 'retrying') {
+            const why = task.last_error ? `: ${task.last_error}` : '';
+            problems.push(`${cluster.site}'s ${task.name} task is ${task.state} (${task.failures} failures)${why}.`);
+          }
+        }
         warning.hidden = problems.length === 0;
         warning.replaceChildren(...problems.map((text) => h('div', {}, text)));
         grid.replaceChildren(...cluster.sites.map((site) => siteCard(site, cluster.address)));

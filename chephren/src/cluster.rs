@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use cheops_model::Timestamp;
-use cheops_replicator::{Health, PeerLiveness};
+use cheops_replicator::{Health, PeerLiveness, TaskStatus};
 use serde::Serialize;
 
 use crate::block;
@@ -42,6 +42,9 @@ pub struct ClusterView {
     /// Whether this node could read its database for this answer; when it
     /// could not, the resource counts are zero.
     pub database: bool,
+    /// This node's background tasks (follower, runner, replications, …),
+    /// each with its state and last error.
+    pub tasks: Vec<TaskStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -142,6 +145,7 @@ pub fn cluster(
         follower_live: health.follower_live,
         last_error: health.last_error,
         database: docs.is_some(),
+        tasks: health.tasks,
     }
 }
 
@@ -174,6 +178,7 @@ mod tests {
             couchdb_reachable: true,
             follower_live: true,
             last_error: None,
+            ..Health::default()
         }
     }
 

@@ -50,6 +50,7 @@ impl Source for Fake {
             couchdb_reachable: true,
             follower_live: true,
             last_error: None,
+            ..Health::default()
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cheops_backends::ShellBackend;
-use cheops_replicator::Node;
+use cheops_replicator::{Ending, Node, Supervisor};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -19,6 +19,11 @@ pub use config::ServeArgs;
 
 /// How long running work may take to stop after a signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long running operations get to end after a signal: less than
+/// [`DRAIN_DEADLINE`], so that those still running are stopped, and their
+/// stop waited for, before the deadline.
+pub const OPERATIONS_DRAIN: Duration = Duration::from_secs(7);
 
 /// Exit status for an invalid configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -62,47 +67,35 @@ async fn run(settings: config::Settings) -> Result<(), String> {
         "cheops listening"
     );
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let supervisor = Supervisor::new(node.tasks().clone());
+    let spawner = supervisor.spawner();
     let live = Arc::new(live_node::LiveNode(node.clone()));
     let shared: Arc<dyn cheops_api::Node> = live.clone();
     let api = cheops_api::router(Arc::clone(&shared), settings.api.clone());
     let dump = cheops_api::dump_router(shared);
-    let chephren = cheops_chephren::router(live, settings.chephren.clone(), shutdown_rx.clone());
-
-    let mut tasks = vec![
-        (
-            "api",
-            tokio::spawn(serve_http(api_listener, api, shutdown_rx.clone())),
-        ),
-        (
-            "dump",
-            tokio::spawn(serve_http(dump_listener, dump, shutdown_rx.clone())),
-        ),
-        (
-            "chephren",
-            tokio::spawn(serve_http(chephren_listener, chephren, shutdown_rx.clone())),
-        ),
-    ];
-    let start = {
-        let node = node.clone();
-        let shutdown = shutdown_rx.clone();
-        tokio::spawn(async move { node.start(shutdown).await })
-    };
-
-    wait_for_signal().await;
-    info!("shutting down");
-    let _ = shutdown_tx.send(true);
-    if let Ok(background) = start.await {
-        tasks.extend(background);
+    let chephren = cheops_chephren::router(live, settings.chephren.clone(), spawner.shutdown());
+    for (name, listener, router) in [
+        ("api", api_listener, api),
+        ("dump", dump_listener, dump),
+        ("chephren", chephren_listener, chephren),
+    ] {
+        let stop = spawner.shutdown();
+        spawner.spawn(name, true, |_| serve_http(listener, router, stop));
     }
-    for (name, task) in tasks {
-        match tokio::time::timeout(DRAIN_DEADLINE, task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(task = name, error = %e, "task ended badly"),
-            Err(_) => warn!(task = name, "task did not stop in time"),
+    let starter = spawner.clone();
+    spawner.spawn("start", true, |task| async move {
+        node.start(&starter, task).await;
+    });
+    drop(spawner);
+
+    match supervisor.run(wait_for_signal(), DRAIN_DEADLINE).await {
+        Ending::Signalled => Ok(()),
+        Ending::Abandoned(tasks) => {
+            warn!(?tasks, "stopped without waiting for every task");
+            Ok(())
         }
+        Ending::Died(task) => Err(format!("the {task} task died; exiting")),
     }
-    Ok(())
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -128,6 +121,11 @@ async fn serve_http(
 }
 
 async fn wait_for_signal() {
+    wait_for_any_signal().await;
+    info!("shutting down");
+}
+
+async fn wait_for_any_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

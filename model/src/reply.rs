@@ -68,6 +68,11 @@ pub struct ReplyDocument {
     /// Standard output and error, combined.
     #[serde(rename = "Output")]
     pub output: String,
+    /// Set when `Output` was cut to keep the reply under the database's
+    /// document size limit: the length in bytes of the whole output. Absent
+    /// otherwise, and unknown to the original, which ignores it.
+    #[serde(rename = "OutputTruncated", skip_serializing_if = "Option::is_none")]
+    pub output_truncated: Option<u64>,
     #[serde(rename = "ExecutionTime")]
     pub execution_time: Timestamp,
     #[serde(rename = "Type")]

@@ -1,5 +1,7 @@
 //! Errors of the replicator, sorted by what a caller can do about them.
 
+use std::path::PathBuf;
+
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -24,6 +26,22 @@ pub enum ReplicatorError {
         context: String,
         #[source]
         source: serde_json::Error,
+    },
+    /// The journal of results could not be read or written: the node cannot
+    /// promise not to run an operation twice.
+    #[error("journal {}: {source}", path.display())]
+    Journal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of the journal, not the last, cannot be read: it may record
+    /// an operation that ran, so the node does not start.
+    #[error("journal {} is damaged at line {line}: {reason}; move it aside to start anyway (its operations may then run again)", path.display())]
+    JournalCorrupt {
+        path: PathBuf,
+        line: usize,
+        reason: String,
     },
 }
 

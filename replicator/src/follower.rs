@@ -18,7 +18,8 @@ use crate::events::{Events, NodeEvent};
 use crate::liveness::Liveness;
 use crate::replications::Replications;
 use crate::runner::Runner;
-use crate::{backoff, Health, ReplicatorError, ReplyHub};
+use crate::supervisor::Task;
+use crate::{Health, ReplicatorError, ReplyHub};
 
 /// How often the checkpoint may be written.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -43,21 +44,20 @@ impl Follower {
         update(&mut self.health.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
-    /// Follows the feed until `shutdown`; never returns on an error.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Follows the feed until `shutdown`; never returns on an error. The
+    /// backoff between reconnections starts over once a connection works.
+    pub async fn run(self, task: Task, mut shutdown: watch::Receiver<bool>) {
         let mut checkpoint = Checkpoint::default();
-        let mut failures = 0u32;
         loop {
             let followed = tokio::select! {
-                result = self.follow(&mut checkpoint) => result,
+                result = self.follow(&mut checkpoint, &task) => result,
                 _ = shutdown.changed() => return,
             };
-            failures += 1;
             let error = match followed {
                 Ok(()) => "the feed ended".to_owned(),
                 Err(error) => error.to_string(),
             };
-            let delay = backoff::delay(failures.min(6));
+            let delay = task.failed(&error);
             self.set_health(|h| {
                 h.follower_live = false;
                 h.couchdb_reachable = false;
@@ -72,7 +72,11 @@ impl Follower {
     }
 
     /// One connection to the feed, from the last checkpoint.
-    async fn follow(&self, checkpoint: &mut Checkpoint) -> Result<(), ReplicatorError> {
+    async fn follow(
+        &self,
+        checkpoint: &mut Checkpoint,
+        task: &Task,
+    ) -> Result<(), ReplicatorError> {
         if checkpoint.rev.is_none() {
             if let Some(saved) = self
                 .couch
@@ -93,6 +97,7 @@ impl Follower {
             h.couchdb_reachable = true;
             h.last_error = None;
         });
+        task.succeeded();
         info!(site = %self.site, since = ?checkpoint.seen, "following changes");
         let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
         loop {

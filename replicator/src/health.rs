@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::supervisor::{TaskState, TaskStatus};
+
 /// A snapshot of what a node can and cannot do right now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Health {
@@ -11,11 +13,20 @@ pub struct Health {
     pub follower_live: bool,
     /// The follower's last error, if its connection failed since.
     pub last_error: Option<String>,
+    /// Every background task of the node, by name.
+    #[serde(default)]
+    pub tasks: Vec<TaskStatus>,
 }
 
 impl Health {
-    /// Healthy means able to accept and replicate operations.
+    /// Healthy means able to accept and replicate operations: no vital
+    /// task has died.
     pub fn is_healthy(&self) -> bool {
-        self.couchdb_reachable && self.follower_live
+        self.couchdb_reachable
+            && self.follower_live
+            && !self
+                .tasks
+                .iter()
+                .any(|task| task.vital && task.state == TaskState::Failed)
     }
 }

@@ -2,14 +2,14 @@
 //! and the operations users submit to it.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult};
 use cheops_model::{ResourceDocument, ShellCommand};
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, Notify};
 use tracing::info;
 
 use crate::bootstrap::{bootstrap, DatabaseAccess};
@@ -17,10 +17,15 @@ use crate::consistency::add_operation;
 use crate::couch::{CouchClient, Written};
 use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::follower::Follower;
+use crate::journal::Journal;
 use crate::liveness::Liveness;
 use crate::replications::Replications;
-use crate::runner::Runner;
+use crate::runner::{Runner, RunnerParts};
+use crate::store::flush_loop;
+use crate::supervisor::{Spawner, Tasks};
 use crate::{backoff, Health, ReplicatorError, ReplyHub, Sites, Submission, Submitted};
+
+pub use crate::oversize::DEFAULT_MAX_REPLY_BYTES;
 
 /// What a node needs to know.
 #[derive(Debug, Clone)]
@@ -39,6 +44,12 @@ pub struct NodeConfig {
     pub peer_check: Duration,
     /// Who may read and write the database (`_security`).
     pub access: DatabaseAccess,
+    /// Where the node keeps its journal of results.
+    pub data_dir: PathBuf,
+    /// Replies larger than this, as JSON, are stored with their output cut.
+    pub max_reply_bytes: usize,
+    /// How long running operations get to end at shutdown.
+    pub drain: Duration,
 }
 
 /// A running node, shared by the HTTP handlers.
@@ -57,6 +68,11 @@ pub struct Node {
     health: Arc<Mutex<Health>>,
     events: Events,
     liveness: Liveness,
+    journal: Journal,
+    /// Woken when the journal holds replies CouchDB does not.
+    unstored: Arc<Notify>,
+    tasks: Tasks,
+    drain: Duration,
 }
 
 /// The longest a liveness probe waits for a peer's answer.
@@ -66,14 +82,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_ATTEMPTS: u32 = 50;
 
 impl Node {
+    /// Opens the journal (failing if it cannot be read) and builds the
+    /// parts; nothing runs before [`Node::start`].
     pub fn new(config: NodeConfig, backend: Arc<dyn Backend>) -> Result<Self, ReplicatorError> {
         let couch = CouchClient::new(&config.couch_url)?;
-        let runner = Runner::new(
-            config.site.clone(),
-            couch.clone(),
-            Arc::clone(&backend),
-            config.concurrency,
-        );
+        let journal = Journal::open(&config.data_dir, &config.site)?;
+        let unstored = Arc::new(Notify::new());
+        let runner = Runner::new(RunnerParts {
+            site: config.site.clone(),
+            couch: couch.clone(),
+            backend: Arc::clone(&backend),
+            journal: journal.clone(),
+            max_reply_bytes: config.max_reply_bytes,
+            unstored: Arc::clone(&unstored),
+            concurrency: config.concurrency,
+        });
         let replications = Replications::new(
             config.site.clone(),
             couch.clone(),
@@ -102,7 +125,17 @@ impl Node {
             health: Arc::new(Mutex::new(Health::default())),
             events,
             liveness,
+            journal,
+            unstored,
+            tasks: Tasks::default(),
+            drain: config.drain,
         })
+    }
+
+    /// The statuses of the node's background tasks, shared with the
+    /// [`crate::Supervisor`] that runs them.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     pub fn site(&self) -> &str {
@@ -114,18 +147,16 @@ impl Node {
     }
 
     /// Prepares the database (waiting for CouchDB as long as it takes, or
-    /// until `shutdown`), then starts the background tasks.
-    pub async fn start(
-        &self,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Vec<(&'static str, JoinHandle<()>)> {
-        let mut failures = 0;
+    /// until shutdown), then starts the background tasks with `spawner`:
+    /// the follower, the runner (vital: without them nothing runs), the
+    /// journal's flusher, the replications' repair and the liveness probes.
+    pub async fn start(&self, spawner: &Spawner, task: crate::Task) {
+        let mut shutdown = spawner.shutdown();
         loop {
             match bootstrap(&self.couch, self.access).await {
                 Ok(()) => break,
                 Err(error) => {
-                    failures += 1;
-                    let delay = backoff::delay(failures.min(4));
+                    let delay = task.failed(&error).min(backoff::delay(4));
                     self.set_health(|h| {
                         h.couchdb_reachable = !error.is_unavailable();
                         h.last_error = Some(error.to_string());
@@ -133,12 +164,13 @@ impl Node {
                     info!(site = %self.site, db = %self.couch.db_url(), %error, ?delay, "waiting for CouchDB");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => return Vec::new(),
+                        _ = shutdown.changed() => return,
                     }
                 }
             }
         }
-        info!(site = %self.site, db = %self.couch.db_url(), "database ready");
+        task.succeeded();
+        info!(site = %self.site, db = %self.couch.db_url(), journal = %self.journal.path().display(), "database ready");
         let follower = Follower {
             site: self.site.clone(),
             couch: self.couch.clone(),
@@ -149,21 +181,30 @@ impl Node {
             events: self.events.clone(),
             health: Arc::clone(&self.health),
         };
-        vec![
-            ("follower", tokio::spawn(follower.run(shutdown.clone()))),
-            (
-                "replications",
-                tokio::spawn(
-                    self.replications
-                        .clone()
-                        .repair_loop(self.replication_check, shutdown.clone()),
-                ),
-            ),
-            (
-                "liveness",
-                tokio::spawn(self.liveness.clone().run(self.peer_check, shutdown)),
-            ),
-        ]
+        let stop = spawner.shutdown();
+        spawner.spawn("follower", true, |task| follower.run(task, stop));
+        let (runner, stop, drain) = (self.runner.clone(), spawner.shutdown(), self.drain);
+        spawner.spawn("runner", true, |task| runner.run(task, stop, drain));
+        let (couch, journal, unstored) = (
+            self.couch.clone(),
+            self.journal.clone(),
+            Arc::clone(&self.unstored),
+        );
+        let stop = spawner.shutdown();
+        spawner.spawn("journal", true, |task| {
+            flush_loop(couch, journal, unstored, task, stop)
+        });
+        let (replications, every, stop) = (
+            self.replications.clone(),
+            self.replication_check,
+            spawner.shutdown(),
+        );
+        spawner.spawn("replications", true, |task| {
+            replications.repair_loop(every, task, stop)
+        });
+        let (liveness, every, stop) = (self.liveness.clone(), self.peer_check, spawner.shutdown());
+        spawner.spawn("liveness", false, |_| liveness.run(every, stop));
+        task.done();
     }
 
     fn set_health(&self, update: impl FnOnce(&mut Health)) {
@@ -181,10 +222,13 @@ impl Node {
     }
 
     pub fn health(&self) -> Health {
-        self.health
+        let mut health = self
+            .health
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        health.tasks = self.tasks.snapshot();
+        health
     }
 
     /// Stores an operation, creating the resource if needed, and returns the

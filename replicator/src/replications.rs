@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::bootstrap::SITE_FILTER;
 use crate::couch::{CouchClient, Written};
+use crate::supervisor::Task;
 use crate::{backoff, ReplicatorError, Sites};
 
 #[derive(Clone)]
@@ -93,17 +94,30 @@ impl Replications {
 
     /// Checks every known replication `every` period until `shutdown`, to
     /// repair what was deleted or failed.
-    pub async fn repair_loop(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn repair_loop(
+        self,
+        every: Duration,
+        task: Task,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => return,
             }
             let peers: Vec<String> = lock(&self.inner.ensured).iter().cloned().collect();
+            let mut failed = None;
             for peer in peers {
                 if let Err(error) = self.inner.ensure_one(&peer, false).await {
                     warn!(site = %self.inner.site, peer = %peer, %error, "replication check failed");
+                    failed = Some(format!("{peer}: {error}"));
                 }
+            }
+            match failed {
+                Some(error) => {
+                    task.failed(&error);
+                }
+                None => task.succeeded(),
             }
         }
     }

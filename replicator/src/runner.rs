@@ -12,21 +12,33 @@
 //! once is bounded too, so that memory does not grow with the number of
 //! resources: past that bound [`Runner::schedule`] waits, and so does the
 //! changes feed.
+//!
+//! Each reply goes to the [`Journal`] as soon as its command ends, before
+//! the next command starts, and only then to CouchDB: an operation whose
+//! command ended is never run again by this site, whatever fails after.
+//! Passes run on tasks the runner owns: [`Runner::run`] watches them and, at
+//! shutdown, lets them end their current command within a deadline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use cheops_backends::{Backend, Outcome};
+use cheops_backends::{Backend, CommandResult, Next, Outcome, Progress, ProgressFuture};
 use cheops_model::{Operation, ReplyDocument, ResourceDocument, ShellCommand, Timestamp};
 use serde_json::json;
-use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
 
 use crate::bootstrap::{DESIGN, REPLIES_VIEW};
 use crate::consistency::{current_state, operations_to_run};
 use crate::couch::CouchClient;
+use crate::journal::{reply_id, Journal};
+use crate::oversize::fit;
 use crate::replied::{Ran, Replied};
 use crate::resolution::resolution_docs;
+use crate::store::store_replies;
+use crate::supervisor::Task;
 use crate::{backoff, ReplicatorError};
 
 /// How many resources may be scheduled (waiting or running) at once.
@@ -42,6 +54,18 @@ struct Inner {
     site: String,
     couch: CouchClient,
     backend: Arc<dyn Backend>,
+    journal: Journal,
+    /// Replies larger than this, as JSON, have their output cut.
+    max_reply_bytes: usize,
+    /// Woken when replies are left in the journal for the flusher.
+    unstored: Arc<Notify>,
+    /// Set once the node shuts down: no new pass, no new command.
+    stopping: watch::Sender<bool>,
+    /// The passes running, and a wake-up when one ends.
+    passes: Mutex<JoinSet<()>>,
+    pass_ended: Notify,
+    /// Where failed passes are shown, once [`Runner::run`] started.
+    task: Mutex<Option<Task>>,
     /// Passes running at once.
     permits: Semaphore,
     /// Resources scheduled at once: a permit per entry of `pending`.
@@ -51,19 +75,42 @@ struct Inner {
     replied: Replied,
 }
 
+/// What a [`Runner`] works with.
+pub struct RunnerParts {
+    pub site: String,
+    pub couch: CouchClient,
+    pub backend: Arc<dyn Backend>,
+    pub journal: Journal,
+    pub max_reply_bytes: usize,
+    /// Woken when replies are left for the flusher.
+    pub unstored: Arc<Notify>,
+    pub concurrency: usize,
+}
+
 impl Runner {
-    pub fn new(
-        site: String,
-        couch: CouchClient,
-        backend: Arc<dyn Backend>,
-        concurrency: usize,
-    ) -> Self {
+    pub fn new(parts: RunnerParts) -> Self {
+        let RunnerParts {
+            site,
+            couch,
+            backend,
+            journal,
+            max_reply_bytes,
+            unstored,
+            concurrency,
+        } = parts;
         let concurrency = concurrency.max(1);
         Runner {
             inner: Arc::new(Inner {
                 site,
                 couch,
                 backend,
+                journal,
+                max_reply_bytes,
+                unstored,
+                stopping: watch::Sender::new(false),
+                passes: Mutex::new(JoinSet::new()),
+                pass_ended: Notify::new(),
+                task: Mutex::new(None),
                 permits: Semaphore::new(concurrency),
                 scheduled: Arc::new(Semaphore::new(SCHEDULED.max(concurrency))),
                 pending: Mutex::new(Pending::default()),
@@ -74,8 +121,12 @@ impl Runner {
 
     /// Asks for the resource to be handled in the state `doc` (as the feed
     /// delivered it). The work is done on its own task; this waits only
-    /// while too many resources are scheduled.
+    /// while too many resources are scheduled. Once the runner stops, the
+    /// document is left for the feed to deliver again after a restart.
     pub async fn schedule(&self, doc: ResourceDocument) {
+        if self.inner.is_stopping() {
+            return;
+        }
         let doc = {
             // One critical section: the run cannot end between the check
             // and the hand-over.
@@ -95,10 +146,53 @@ impl Runner {
             return;
         };
         let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move {
-            inner.run_until_settled(doc).await;
+        self.inner.lock_passes().spawn(async move {
+            /// Tells the watcher when the pass ends, even by a panic.
+            struct Ended(Arc<Inner>);
+            impl Drop for Ended {
+                fn drop(&mut self) {
+                    self.0.pass_ended.notify_one();
+                }
+            }
+            let ended = Ended(inner);
+            ended.0.run_until_settled(doc).await;
             drop(slot);
         });
+    }
+
+    /// Watches the passes until `shutdown`: a pass that panics leaves its
+    /// resource scheduled forever (the follower's checkpoint would stop),
+    /// so it ends this task, which is vital. At shutdown, no new pass or
+    /// command starts; running commands get `drain` to end (their replies
+    /// are journaled as they do), then are stopped. `task` shows failed
+    /// passes.
+    pub async fn run(self, task: Task, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+        *self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(task);
+        loop {
+            tokio::select! {
+                () = self.inner.pass_ended.notified() => {
+                    if let Some(panic) = self.inner.reap() {
+                        error!(site = %self.inner.site, %panic, "a pass panicked");
+                        return;
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.inner.stopping.send_replace(true);
+        let mut passes = std::mem::take(&mut *self.inner.lock_passes());
+        info!(site = %self.inner.site, running = passes.len(), ?drain, "draining running operations");
+        let drained =
+            tokio::time::timeout(drain, async { while passes.join_next().await.is_some() {} })
+                .await;
+        if drained.is_err() {
+            warn!(site = %self.inner.site, left = passes.len(), "operations still running at the drain deadline; stopping them");
+            passes.shutdown().await;
+        }
     }
 
     /// True when no resource is scheduled or running: every change handed
@@ -178,7 +272,116 @@ enum Pass {
     Unfinished,
 }
 
+/// Makes each result of a batch a reply, durable in the journal before the
+/// next command starts.
+struct Recorder<'a> {
+    inner: &'a Inner,
+    doc: &'a ResourceDocument,
+    to_run: &'a [&'a Operation],
+    /// The time of this site's last reply to the resource.
+    last_time: Mutex<Option<Timestamp>>,
+    replies: Mutex<Vec<ReplyDocument>>,
+    /// Set when the journal could not be written: the batch stops, as
+    /// nothing more could be run safely.
+    journal_error: Mutex<Option<ReplicatorError>>,
+}
+
+impl Recorder<'_> {
+    fn reply(&self, op: &Operation, result: &CommandResult) -> ReplyDocument {
+        let mut last = self
+            .last_time
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let execution_time = Timestamp::now_after(*last);
+        *last = Some(execution_time);
+        let site = &self.inner.site;
+        let reply = ReplyDocument {
+            id: Some(reply_id(site, &op.request_id, execution_time)),
+            locations: self.doc.locations.clone(),
+            site: site.clone(),
+            request_id: op.request_id.clone(),
+            resource_id: self.doc.id.clone(),
+            status: result.status(),
+            input: op.command.command.clone(),
+            output: result.output.clone(),
+            execution_time,
+            ..ReplyDocument::default()
+        };
+        fit(reply, self.inner.max_reply_bytes)
+    }
+}
+
+impl Progress for Recorder<'_> {
+    fn finished<'a>(&'a self, index: usize, result: &'a CommandResult) -> ProgressFuture<'a> {
+        Box::pin(async move {
+            let Some(op) = self.to_run.get(index) else {
+                return Next::Stop;
+            };
+            let reply = self.reply(op, result);
+            let resource = self.doc.id.as_str();
+            let recorded = self.inner.journal.record(&reply).await;
+            // Known before the feed can echo it.
+            self.inner.replied.add(
+                resource,
+                &[(reply.request_id.clone(), reply.execution_time)],
+            );
+            info!(resource, request = %op.request_id, site = %self.inner.site, status = %reply.status, "operation ran");
+            self.replies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(reply);
+            if let Err(error) = recorded {
+                error!(resource, site = %self.inner.site, %error, "cannot journal a reply; running no more until it can");
+                *self
+                    .journal_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(error);
+                return Next::Stop;
+            }
+            if self.inner.is_stopping() {
+                Next::Stop
+            } else {
+                Next::Continue
+            }
+        })
+    }
+}
+
 impl Inner {
+    fn lock_passes(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        // Spawning and reaping cannot leave the set inconsistent.
+        self.passes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Collects the passes that ended; the panic of one, if any.
+    fn reap(&self) -> Option<tokio::task::JoinError> {
+        let mut passes = self.lock_passes();
+        while let Some(ended) = passes.try_join_next() {
+            if let Err(error) = ended {
+                if error.is_panic() {
+                    return Some(error);
+                }
+            }
+        }
+        None
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    fn report(&self, result: Result<(), &ReplicatorError>) {
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            match result {
+                Ok(()) => task.succeeded(),
+                Err(error) => {
+                    task.failed(error);
+                }
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         // No critical section can panic between two changes to the map: it
         // is never left inconsistent.
@@ -188,14 +391,23 @@ impl Inner {
     /// Handles the resource until no change arrived during the last pass.
     /// A pass that fails (CouchDB away) is retried with backoff: the resource
     /// stays scheduled, so the follower's checkpoint cannot move past it.
+    ///
+    /// Once the runner stops, the loop ends after the current pass: the
+    /// resource stays scheduled, and the feed delivers it again after a
+    /// restart (the checkpoint cannot have passed it).
     async fn run_until_settled(&self, mut doc: ResourceDocument) {
         let mut failures = 0;
+        let mut stopping = self.stopping.subscribe();
         loop {
+            if self.is_stopping() {
+                return;
+            }
             let outcome = match self.permits.acquire().await {
                 Ok(_permit) => self.handle(&doc).await,
                 // The semaphore is never closed.
                 Err(_) => return,
             };
+            self.report(outcome.as_ref().map(|_| ()));
             let settled = match outcome {
                 Ok(Pass::Settled) => {
                     failures = 0;
@@ -210,7 +422,10 @@ impl Inner {
                     failures += 1;
                     let delay = backoff::delay(failures);
                     warn!(resource = %doc.id, site = %self.site, %error, ?delay, "resource handling failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    }
                     false
                 }
             };
@@ -231,8 +446,8 @@ impl Inner {
     /// merged revision comes back through the feed and is run then),
     /// otherwise run what this site has not run yet.
     ///
-    /// Cancellation: operations run but whose replies were not written are
-    /// run again at the next pass, as after a crash.
+    /// Cancellation: the command running is stopped and may run again at
+    /// the next pass; every command that ended has its reply in the journal.
     async fn handle(&self, doc: &ResourceDocument) -> Result<Pass, ReplicatorError> {
         let resource = doc.id.as_str();
         if !doc.lives_on(&self.site) {
@@ -243,7 +458,10 @@ impl Inner {
             return Ok(Pass::Settled);
         }
 
-        let ran = match self.replied.get(resource) {
+        // The journal first: a reply it drops meanwhile is in CouchDB
+        // before it is dropped, so the read below finds it.
+        let journaled = self.journal.ran(resource);
+        let mut ran = match self.replied.get(resource) {
             Some(ran) => ran,
             None => {
                 let ran = self.read_replies(resource).await?;
@@ -251,6 +469,11 @@ impl Inner {
                 ran
             }
         };
+        for reply in journaled {
+            if !ran.contains(&reply) {
+                ran.push(reply);
+            }
+        }
         let ran_at: Vec<(&str, Timestamp)> = ran
             .iter()
             .map(|(request, time)| (request.as_str(), *time))
@@ -268,57 +491,49 @@ impl Inner {
         }
 
         let commands: Vec<ShellCommand> = to_run.iter().map(|op| op.command.clone()).collect();
-        let results = self.backend.run(&commands).await;
-        let ran = results
-            .iter()
-            .filter(|r| r.outcome != Outcome::Skipped)
-            .count();
+        let recorder = Recorder {
+            inner: self,
+            doc,
+            to_run: &to_run,
+            // Rule 3 orders this site's runs by its replies' times.
+            last_time: Mutex::new(ran_at.iter().map(|(_, time)| *time).max()),
+            replies: Mutex::new(Vec::new()),
+            journal_error: Mutex::new(None),
+        };
+        let results = self.backend.run_with(&commands, &recorder).await;
         // Skipped operations did not run: no reply, and the next pass runs
         // them. Whether an operation runs must not depend on which others
         // shared its batch, or sites that batched differently diverge.
-        let pass = if ran < to_run.len() {
+        let pass = if results.iter().any(|r| r.outcome == Outcome::Skipped) {
             Pass::Unfinished
         } else {
             Pass::Settled
         };
-        // Rule 3 orders this site's runs by its replies' times.
-        let mut time = ran_at.iter().map(|(_, time)| *time).max();
-        let replies: Vec<ReplyDocument> = to_run
-            .iter()
-            .zip(results)
-            .take(ran)
-            .map(|(op, result)| {
-                let execution_time = Timestamp::now_after(time);
-                time = Some(execution_time);
-                info!(resource, request = %op.request_id, site = %self.site, status = %result.status(), "operation ran");
-                ReplyDocument {
-                    locations: doc.locations.clone(),
-                    site: self.site.clone(),
-                    request_id: op.request_id.clone(),
-                    resource_id: resource.to_owned(),
-                    status: result.status(),
-                    input: op.command.command.clone(),
-                    output: result.output,
-                    execution_time,
-                    ..ReplyDocument::default()
-                }
-            })
-            .collect();
-        let written: Vec<Ran> = replies
-            .iter()
-            .map(|r| (r.request_id.clone(), r.execution_time))
-            .collect();
-        // Known before the feed can echo them.
-        self.replied.add(resource, &written);
-        match self.couch.bulk_docs(&replies, true).await {
-            Ok(rows) if rows.iter().all(|row| row.error.is_none()) => {}
-            Ok(_) => self.replied.forget(resource),
+        let replies = recorder
+            .replies
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let journal_error = recorder
+            .journal_error
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        match store_replies(&self.couch, &self.journal, &replies).await {
+            Ok(()) => {}
+            Err(error) if journal_error.is_none() => {
+                // In the journal: the flusher writes them when it can.
+                warn!(resource, site = %self.site, %error, replies = replies.len(), "replies kept in the journal until CouchDB takes them");
+                self.unstored.notify_one();
+            }
             Err(error) => {
+                // Neither in the journal nor in CouchDB: run them again.
                 self.replied.forget(resource);
                 return Err(error);
             }
         }
-        Ok(pass)
+        match journal_error {
+            Some(error) => Err(error),
+            None => Ok(pass),
+        }
     }
 
     /// This site's replies to `resource`, as the replies view lists them.

@@ -54,6 +54,12 @@ impl NodeInfo {
         format!("http://{ADMIN}@127.0.0.1:{}/cheops", self.gate_port)
     }
 
+    /// The daemon's own files (its journal of results), kept across its
+    /// restarts.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// The application's directory on this node, `NODE_DIR` to its daemon
     /// (and so to the commands it runs).
     pub fn app_dir(&self) -> PathBuf {
@@ -274,6 +280,8 @@ impl Cluster {
             .args(["--couchdb-url", &info.couch_url()])
             .args(["--reply-timeout", &self.reply_timeout.to_string()])
             .args(["--replication-check", "2", "--peer-check", "1"])
+            .arg("--data-dir")
+            .arg(info.data_dir())
             .env("RUST_LOG", "info,cheops_replicator=debug")
             .args(&self.daemon_args)
             .env("NODE_DIR", info.app_dir());
@@ -316,9 +324,14 @@ impl Cluster {
         self.nodes[i].sidecar.pid()
     }
 
-    /// Stops node `i`'s daemon (its sidecar keeps running).
+    /// Stops node `i`'s daemon with SIGKILL (its sidecar keeps running).
     pub fn stop_daemon(&mut self, i: usize) {
         self.nodes[i].daemon.kill();
+    }
+
+    /// Asks node `i`'s daemon to stop (SIGTERM) and waits for it to exit.
+    pub fn terminate_daemon(&mut self, i: usize) -> std::process::ExitStatus {
+        self.nodes[i].daemon.terminate()
     }
 
     /// Waits until node `i`'s daemon answers healthy; fails at once if its

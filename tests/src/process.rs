@@ -127,6 +127,17 @@ impl Owned {
         self.0.as_ref().map(Child::id)
     }
 
+    /// Sends SIGTERM (with `kill`: no `libc` here) and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("the process is running");
+        let sent = Command::new("kill")
+            .args(["-s", "TERM", &child.id().to_string()])
+            .status()
+            .expect("cannot run kill");
+        assert!(sent.success(), "kill -s TERM failed");
+        child.wait().expect("cannot wait for the process")
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
             let _ = child.kill();

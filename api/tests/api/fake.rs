@@ -35,6 +35,7 @@ impl FakeNode {
                 couchdb_reachable: true,
                 follower_live: true,
                 last_error: None,
+                ..Health::default()
             }),
         })
     }

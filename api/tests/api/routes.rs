@@ -24,6 +24,7 @@ async fn health_is_200_when_healthy_and_503_when_not() {
         couchdb_reachable: false,
         follower_live: true,
         last_error: Some("connection refused".into()),
+        ..Health::default()
     });
     let response = send(app, get("/health")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

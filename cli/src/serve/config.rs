@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cheops_api::ApiConfig;
 use cheops_chephren::{parse_origin, ChephrenConfig};
-use cheops_replicator::{DatabaseAccess, NodeConfig, SiteUrls, Sites};
+use cheops_replicator::{DatabaseAccess, NodeConfig, SiteUrls, Sites, DEFAULT_MAX_REPLY_BYTES};
 use clap::Args;
 
 use super::logging::LogFormat;
@@ -117,6 +117,19 @@ pub struct ServeArgs {
     /// on a terminal) or json (one object per line, for log shippers).
     #[arg(long, env = "CHEOPS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+
+    /// Directory of the node's own files: the journal of results, which
+    /// keeps each operation's reply until CouchDB holds it, so that no
+    /// operation runs twice after a crash. One per node; keep it across
+    /// restarts. Relative paths start at the working directory.
+    #[arg(long, env = "CHEOPS_DATA_DIR", default_value = "cheops-data")]
+    data_dir: PathBuf,
+
+    /// Largest reply stored, in bytes of JSON: a larger output is cut (the
+    /// reply says so) to stay under CouchDB's max_document_size (8,000,000
+    /// by default), which would refuse the reply on every attempt.
+    #[arg(long, env = "CHEOPS_MAX_REPLY_BYTES", default_value_t = DEFAULT_MAX_REPLY_BYTES)]
+    max_reply_bytes: usize,
 }
 
 /// The validated configuration.
@@ -131,6 +144,9 @@ pub struct Settings {
     pub api: ApiConfig,
     pub log_format: LogFormat,
 }
+
+/// Below this, a reply's fixed fields could leave no room for output.
+const MIN_REPLY_BYTES: usize = 4096;
 
 #[derive(Deserialize)]
 struct PeerEntry {
@@ -156,6 +172,14 @@ impl ServeArgs {
         }
         if self.peer_check == 0 {
             return Err("--peer-check must be at least 1 second".into());
+        }
+        if self.max_reply_bytes < MIN_REPLY_BYTES {
+            return Err(format!(
+                "--max-reply-bytes must be at least {MIN_REPLY_BYTES}"
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("--data-dir (or CHEOPS_DATA_DIR) must not be empty".into());
         }
 
         let cors_origins = self
@@ -217,6 +241,9 @@ impl ServeArgs {
                 } else {
                     DatabaseAccess::AdminsOnly
                 },
+                data_dir: self.data_dir,
+                max_reply_bytes: self.max_reply_bytes,
+                drain: super::OPERATIONS_DRAIN,
             },
             api: ApiConfig {
                 reply_timeout: Duration::from_secs(self.reply_timeout),

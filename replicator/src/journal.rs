@@ -1,0 +1,361 @@
+//! The node's journal of results: every reply the runner makes is appended
+//! to a file in the data directory, and synced to disk, before anything
+//! else is done with it, and stays there until CouchDB holds it. A node that
+//! dies, or a CouchDB that refuses or is away, loses no result: the runner
+//! counts the journal's replies as run, and they are written to CouchDB
+//! again until it takes them.
+//!
+//! The file holds one JSON object per line: `{"ran": REPLY}` when a reply
+//! is made, `{"stored": ID}` once CouchDB holds the reply with that `_id`.
+//! When no reply is left to store the file is emptied, so it stays as small
+//! as the backlog. A crash can leave the last line cut short: it is dropped
+//! when the file is opened (its reply was never acknowledged as durable, so
+//! its operation is the one that was running). Any other line that cannot
+//! be read stops the node, rather than run again what the line recorded.
+//!
+//! Lock order: `file`, then `pending`.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use cheops_model::{ReplyDocument, Timestamp};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::replied::Ran;
+use crate::ReplicatorError;
+
+/// The replies of this node that CouchDB may not hold yet.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    file: Mutex<File>,
+    /// Replies not yet stored, by `_id`.
+    pending: Mutex<BTreeMap<String, ReplyDocument>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Line {
+    Ran(Box<ReplyDocument>),
+    Stored(String),
+}
+
+/// The `_id` of the reply `site` made to `request` at `time`: the same
+/// each time the reply is written, so that writing it twice stores it once
+/// (the second write is a conflict).
+pub fn reply_id(site: &str, request: &str, time: Timestamp) -> String {
+    format!("reply-{site}-{request}-{time}")
+}
+
+impl Journal {
+    /// Opens (or creates) the journal of `site` in `dir`, creating `dir` if
+    /// needed, and reads back the replies a previous run left unstored.
+    pub fn open(dir: &Path, site: &str) -> Result<Journal, ReplicatorError> {
+        let name: String = site
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("journal-{name}.jsonl"));
+        let failed = |source| ReplicatorError::Journal {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(failed)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(failed)?;
+        let (pending, good) =
+            replay(&text).map_err(|(line, reason)| ReplicatorError::JournalCorrupt {
+                path: path.clone(),
+                line,
+                reason,
+            })?;
+        if good < text.len() {
+            warn!(path = %path.display(), dropped = text.len() - good, "the journal's last line was cut short by a crash; dropped");
+            file.set_len(good as u64).map_err(failed)?;
+            file.sync_data().map_err(failed)?;
+        }
+        if !pending.is_empty() {
+            info!(path = %path.display(), replies = pending.len(), "replies not yet in CouchDB found in the journal");
+        }
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                path,
+                file: Mutex::new(file),
+                pending: Mutex::new(pending),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Appends `reply` (whose `_id` is set) and syncs it to disk.
+    ///
+    /// Cancellation: the write goes on on a blocking thread; the reply may
+    /// or may not be recorded.
+    pub async fn record(&self, reply: &ReplyDocument) -> Result<(), ReplicatorError> {
+        let inner = Arc::clone(&self.inner);
+        let reply = reply.clone();
+        let written = tokio::task::spawn_blocking(move || inner.record(reply)).await;
+        written.unwrap_or_else(|join| Err(self.inner.failed(std::io::Error::other(join))))
+    }
+
+    /// Notes that CouchDB holds the replies `ids`: they leave the journal.
+    ///
+    /// Cancellation: as for [`Journal::record`]; a note lost is harmless,
+    /// the reply is only written again.
+    pub async fn stored(&self, ids: Vec<String>) -> Result<(), ReplicatorError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let inner = Arc::clone(&self.inner);
+        let written = tokio::task::spawn_blocking(move || inner.stored(&ids)).await;
+        written.unwrap_or_else(|join| Err(self.inner.failed(std::io::Error::other(join))))
+    }
+
+    /// The replies to `resource` the journal holds.
+    pub fn ran(&self, resource: &str) -> Vec<Ran> {
+        self.inner
+            .pending()
+            .values()
+            .filter(|reply| reply.resource_id == resource)
+            .map(|reply| (reply.request_id.clone(), reply.execution_time))
+            .collect()
+    }
+
+    /// Every reply the journal holds, oldest first.
+    pub fn pending(&self) -> Vec<ReplyDocument> {
+        let mut replies: Vec<ReplyDocument> = self.inner.pending().values().cloned().collect();
+        replies.sort_by_key(|reply| reply.execution_time);
+        replies
+    }
+}
+
+impl Inner {
+    fn file(&self) -> MutexGuard<'_, File> {
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pending(&self) -> MutexGuard<'_, BTreeMap<String, ReplyDocument>> {
+        // Single inserts and removals: never left inconsistent.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failed(&self, source: std::io::Error) -> ReplicatorError {
+        ReplicatorError::Journal {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn record(&self, reply: ReplyDocument) -> Result<(), ReplicatorError> {
+        let id = reply.id.clone().unwrap_or_default();
+        let line = Line::Ran(Box::new(reply));
+        let mut file = self.file();
+        append(&mut file, &line).map_err(|e| self.failed(e))?;
+        file.sync_data().map_err(|e| self.failed(e))?;
+        let Line::Ran(reply) = line else {
+            return Ok(());
+        };
+        self.pending().insert(id, *reply);
+        Ok(())
+    }
+
+    fn stored(&self, ids: &[String]) -> Result<(), ReplicatorError> {
+        let mut file = self.file();
+        let mut pending = self.pending();
+        for id in ids {
+            pending.remove(id);
+        }
+        if pending.is_empty() {
+            // Nothing left to store: start afresh. Synced so that a crash
+            // cannot bring back lines whose `stored` notes are gone.
+            file.set_len(0).map_err(|e| self.failed(e))?;
+            file.sync_data().map_err(|e| self.failed(e))?;
+            return Ok(());
+        }
+        drop(pending);
+        for id in ids {
+            append(&mut file, &Line::Stored(id.clone())).map_err(|e| self.failed(e))?;
+        }
+        Ok(())
+    }
+}
+
+/// One line, written with a single call so that only a crash can cut it.
+fn append(file: &mut File, line: &Line) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(line)?;
+    bytes.push(b'\n');
+    file.write_all(&bytes)
+}
+
+/// The unstored replies `text` records, and how many of its bytes are whole
+/// lines; or the number of a line that cannot be read, and why.
+fn replay(text: &[u8]) -> Result<(BTreeMap<String, ReplyDocument>, usize), (usize, String)> {
+    let mut pending = BTreeMap::new();
+    let mut good = 0;
+    let mut number = 0;
+    while good < text.len() {
+        number += 1;
+        let rest = &text[good..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            // Cut short by a crash: never acknowledged.
+            break;
+        };
+        match serde_json::from_slice::<Line>(&rest[..end]) {
+            Ok(Line::Ran(reply)) => {
+                pending.insert(reply.id.clone().unwrap_or_default(), *reply);
+            }
+            Ok(Line::Stored(id)) => {
+                pending.remove(&id);
+            }
+            Err(error) => return Err((number, error.to_string())),
+        }
+        good += end + 1;
+    }
+    Ok((pending, good))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("cheops-journal-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn reply(resource: &str, request: &str, nanos: u32) -> ReplyDocument {
+        let time: Timestamp = format!("2026-01-01T00:00:00.{nanos:09}Z").parse().unwrap();
+        ReplyDocument {
+            id: Some(reply_id("site1", request, time)),
+            site: "site1".into(),
+            request_id: request.into(),
+            resource_id: resource.into(),
+            output: format!("output of {request}\n"),
+            execution_time: time,
+            ..ReplyDocument::default()
+        }
+    }
+
+    fn requests(ran: Vec<Ran>) -> Vec<String> {
+        let mut requests: Vec<String> = ran.into_iter().map(|(r, _)| r).collect();
+        requests.sort();
+        requests
+    }
+
+    #[tokio::test]
+    async fn recorded_replies_survive_a_restart_until_stored() {
+        let scratch = Scratch::new("survive");
+        let journal = Journal::open(&scratch.0, "site1").unwrap();
+        let (a, b, c) = (
+            reply("res", "a", 1),
+            reply("res", "b", 2),
+            reply("other", "c", 3),
+        );
+        for r in [&a, &b, &c] {
+            journal.record(r).await.unwrap();
+        }
+        journal.stored(vec![a.id.clone().unwrap()]).await.unwrap();
+        drop(journal);
+
+        let reopened = Journal::open(&scratch.0, "site1").unwrap();
+        assert_eq!(requests(reopened.ran("res")), ["b"]);
+        assert_eq!(requests(reopened.ran("other")), ["c"]);
+        assert_eq!(reopened.pending(), vec![b.clone(), c.clone()]);
+
+        reopened
+            .stored(vec![b.id.unwrap(), c.id.unwrap()])
+            .await
+            .unwrap();
+        assert!(reopened.pending().is_empty());
+        assert_eq!(
+            std::fs::metadata(reopened.path()).unwrap().len(),
+            0,
+            "emptied once everything is stored"
+        );
+        drop(reopened);
+        assert!(Journal::open(&scratch.0, "site1")
+            .unwrap()
+            .pending()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_last_line_cut_short_by_a_crash_is_dropped() {
+        let scratch = Scratch::new("torn");
+        let journal = Journal::open(&scratch.0, "site1").unwrap();
+        journal.record(&reply("res", "a", 1)).await.unwrap();
+        let path = journal.path().to_owned();
+        drop(journal);
+        let whole = std::fs::read(&path).unwrap();
+        let mut line = serde_json::to_vec(&Line::Ran(Box::new(reply("res", "b", 2)))).unwrap();
+        line.truncate(line.len() / 2);
+        std::fs::write(&path, [whole.clone(), line].concat()).unwrap();
+
+        let reopened = Journal::open(&scratch.0, "site1").unwrap();
+        assert_eq!(requests(reopened.ran("res")), ["a"]);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            whole,
+            "the cut line is gone from the file"
+        );
+        reopened.record(&reply("res", "c", 3)).await.unwrap();
+        drop(reopened);
+        assert_eq!(
+            requests(Journal::open(&scratch.0, "site1").unwrap().ran("res")),
+            ["a", "c"],
+            "what follows the cut is read back whole"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_line_before_the_last_stops_the_node() {
+        let scratch = Scratch::new("corrupt");
+        std::fs::create_dir_all(&scratch.0).unwrap();
+        let good = serde_json::to_string(&Line::Ran(Box::new(reply("res", "a", 1)))).unwrap();
+        std::fs::write(
+            scratch.0.join("journal-site1.jsonl"),
+            format!("{good}\nnot json\n{good}\n"),
+        )
+        .unwrap();
+        match Journal::open(&scratch.0, "site1") {
+            Err(ReplicatorError::JournalCorrupt { line, .. }) => assert_eq!(line, 2),
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("a corrupt journal was accepted"),
+        }
+    }
+}

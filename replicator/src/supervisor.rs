@@ -1,0 +1,383 @@
+//! The node's background tasks under one supervisor (after garage's
+//! background workers): each has a name, a status `/health` and Chephren
+//! show, and one retry backoff that resets after a success. One shutdown
+//! signal reaches every task; draining has a deadline. A vital task that
+//! ends (or panics) while the node is not shutting down stops the whole
+//! node, which then exits with a failure instead of running half alive.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use cheops_model::Timestamp;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::backoff;
+
+/// What a task is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Working, or waiting for work; its last attempt succeeded.
+    Running,
+    /// Its last attempt failed; it tries again after a delay.
+    Retrying,
+    /// It ended, as it should when the node shuts down.
+    Stopped,
+    /// It ended when it should not have, or panicked.
+    Failed,
+}
+
+/// The status of one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskStatus {
+    pub name: String,
+    /// The node cannot work without it: it stops when this task dies.
+    pub vital: bool,
+    pub state: TaskState,
+    /// Failures since its last success.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
+}
+
+/// The statuses of a node's tasks; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Tasks {
+    statuses: Arc<Mutex<BTreeMap<String, TaskStatus>>>,
+}
+
+impl Tasks {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, TaskStatus>> {
+        // Each critical section updates one entry: never inconsistent.
+        self.statuses.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every task's status, by name.
+    pub fn snapshot(&self) -> Vec<TaskStatus> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn update(&self, name: &str, update: impl FnOnce(&mut TaskStatus)) {
+        if let Some(status) = self.lock().get_mut(name) {
+            update(status);
+        }
+    }
+
+    /// A handle for the task `name`, registered as running.
+    pub fn register(&self, name: &str, vital: bool) -> Task {
+        self.lock().insert(
+            name.to_owned(),
+            TaskStatus {
+                name: name.to_owned(),
+                vital,
+                state: TaskState::Running,
+                failures: 0,
+                last_error: None,
+                last_error_at: None,
+            },
+        );
+        Task {
+            name: name.to_owned(),
+            tasks: self.clone(),
+        }
+    }
+}
+
+/// What a task reports about itself.
+#[derive(Debug, Clone)]
+pub struct Task {
+    name: String,
+    tasks: Tasks,
+}
+
+impl Task {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The task's work is complete: its end is no failure.
+    pub fn done(self) {
+        self.tasks
+            .update(&self.name, |status| status.state = TaskState::Stopped);
+    }
+
+    /// The last attempt succeeded: the backoff starts over.
+    pub fn succeeded(&self) {
+        self.tasks.update(&self.name, |status| {
+            status.state = TaskState::Running;
+            status.failures = 0;
+        });
+    }
+
+    /// The last attempt failed with `error`: returns how long to wait
+    /// before the next (1.5ⁿ s after n failures in a row, at most a minute).
+    pub fn failed(&self, error: &dyn Display) -> Duration {
+        let mut failures = 1;
+        self.tasks.update(&self.name, |status| {
+            status.failures = status.failures.saturating_add(1);
+            failures = status.failures;
+            status.state = TaskState::Retrying;
+            status.last_error = Some(error.to_string());
+            status.last_error_at = Some(Timestamp::now());
+        });
+        backoff::delay(failures)
+    }
+}
+
+/// Starts tasks under a [`Supervisor`], from anywhere; clones share it.
+#[derive(Clone)]
+pub struct Spawner {
+    tasks: Tasks,
+    shutdown: watch::Receiver<bool>,
+    started: mpsc::UnboundedSender<Started>,
+}
+
+struct Started {
+    name: String,
+    vital: bool,
+    handle: JoinHandle<()>,
+}
+
+impl Spawner {
+    /// The signal every task stops on.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Spawns the task `name`; `work` gets its handle. Once the node shuts
+    /// down, the task is expected to end within the drain deadline.
+    pub fn spawn<F, W>(&self, name: &str, vital: bool, work: W)
+    where
+        W: FnOnce(Task) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let task = self.tasks.register(name, vital);
+        let handle = tokio::spawn(work(task));
+        let started = Started {
+            name: name.to_owned(),
+            vital,
+            handle,
+        };
+        if let Err(mpsc::error::SendError(started)) = self.started.send(started) {
+            // The supervisor is gone: the node is stopping.
+            started.handle.abort();
+        }
+    }
+}
+
+/// Owns the node's tasks: watches them, and stops them all at the end.
+pub struct Supervisor {
+    tasks: Tasks,
+    shutdown: watch::Sender<bool>,
+    spawner: Spawner,
+    started: mpsc::UnboundedReceiver<Started>,
+}
+
+/// How the node's life ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The signal came; every task ended in time.
+    Signalled,
+    /// The signal came; these tasks had to be abandoned at the deadline.
+    Abandoned(Vec<String>),
+    /// This vital task died first, and the node was stopped.
+    Died(String),
+}
+
+impl Supervisor {
+    pub fn new(tasks: Tasks) -> Self {
+        let (shutdown, receiver) = watch::channel(false);
+        let (sender, started) = mpsc::unbounded_channel();
+        Supervisor {
+            spawner: Spawner {
+                tasks: tasks.clone(),
+                shutdown: receiver,
+                started: sender,
+            },
+            tasks,
+            shutdown,
+            started,
+        }
+    }
+
+    pub fn spawner(&self) -> Spawner {
+        self.spawner.clone()
+    }
+
+    /// Runs until `signal` completes or a vital task dies, then tells every
+    /// task to stop and waits for them up to `deadline`; those still
+    /// running then are aborted.
+    pub async fn run(mut self, signal: impl Future<Output = ()>, deadline: Duration) -> Ending {
+        // Only tasks hold spawners now: the channel closes when they end.
+        drop(self.spawner);
+        let mut running = FuturesUnordered::new();
+        let mut died = None;
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                Some(started) = self.started.recv() => running.push(watched(started)),
+                Some((name, vital, ended)) = running.next() => {
+                    if record_end(&self.tasks, &name, ended, false) && vital {
+                        error!(task = %name, "a vital task died; stopping the node");
+                        died = Some(name);
+                        break;
+                    }
+                }
+                () = &mut signal => break,
+            }
+        }
+        info!("stopping background tasks");
+        self.shutdown.send_replace(true);
+        let drain = async {
+            loop {
+                tokio::select! {
+                    Some(started) = self.started.recv() => running.push(watched(started)),
+                    next = running.next() => match next {
+                        Some((name, _, ended)) => { record_end(&self.tasks, &name, ended, true); }
+                        None => break,
+                    },
+                }
+            }
+        };
+        let abandoned = match tokio::time::timeout(deadline, drain).await {
+            Ok(()) => Vec::new(),
+            Err(_) => {
+                let names: Vec<String> = self
+                    .tasks
+                    .snapshot()
+                    .into_iter()
+                    .filter(|s| matches!(s.state, TaskState::Running | TaskState::Retrying))
+                    .map(|s| s.name)
+                    .collect();
+                warn!(tasks = ?names, ?deadline, "tasks did not stop in time; abandoned");
+                names
+            }
+        };
+        match died {
+            Some(name) => Ending::Died(name),
+            None if abandoned.is_empty() => Ending::Signalled,
+            None => Ending::Abandoned(abandoned),
+        }
+    }
+}
+
+type Ended = Result<(), tokio::task::JoinError>;
+
+/// A task's end, with its name. Dropping this (past the deadline) aborts it.
+async fn watched(started: Started) -> (String, bool, Ended) {
+    struct AbortOnDrop(JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut handle = AbortOnDrop(started.handle);
+    let ended = (&mut handle.0).await;
+    (started.name, started.vital, ended)
+}
+
+/// Records how a task ended; true when it ended badly (before shutdown, or
+/// by a panic).
+fn record_end(tasks: &Tasks, name: &str, ended: Ended, stopping: bool) -> bool {
+    let done = tasks
+        .lock()
+        .get(name)
+        .is_some_and(|status| status.state == TaskState::Stopped);
+    let failure = match ended {
+        Ok(()) if stopping || done => None,
+        Ok(()) => Some("ended unexpectedly".to_owned()),
+        Err(error) if error.is_panic() => Some("panicked".to_owned()),
+        Err(error) => Some(error.to_string()),
+    };
+    match &failure {
+        None => info!(task = %name, "task stopped"),
+        Some(why) => error!(task = %name, why, "task died"),
+    }
+    tasks.update(name, |status| match failure.clone() {
+        None => status.state = TaskState::Stopped,
+        Some(why) => {
+            status.state = TaskState::Failed;
+            status.last_error = Some(why);
+            status.last_error_at = Some(Timestamp::now());
+        }
+    });
+    failure.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(tasks: &Tasks, name: &str) -> TaskState {
+        tasks
+            .snapshot()
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.state)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_backoff_grows_with_failures_and_resets_after_a_success() {
+        let tasks = Tasks::default();
+        let task = tasks.register("follower", true);
+        let delays: Vec<Duration> = (0..3).map(|_| task.failed(&"down")).collect();
+        assert!(delays[0] < delays[1] && delays[1] < delays[2], "{delays:?}");
+        assert_eq!(state(&tasks, "follower"), TaskState::Retrying);
+        task.succeeded();
+        assert_eq!(state(&tasks, "follower"), TaskState::Running);
+        assert_eq!(tasks.snapshot()[0].failures, 0);
+        assert_eq!(task.failed(&"down again"), delays[0], "starts over");
+        assert_eq!(
+            tasks.snapshot()[0].last_error.as_deref(),
+            Some("down again")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_vital_task_that_dies_stops_the_others() {
+        let tasks = Tasks::default();
+        let supervisor = Supervisor::new(tasks.clone());
+        let spawner = supervisor.spawner();
+        spawner.spawn("patient", false, |_| {
+            let mut shutdown = spawner.shutdown();
+            async move {
+                let _ = shutdown.changed().await;
+            }
+        });
+        spawner.spawn("fragile", true, |_| async { panic!("boom") });
+        let ending = supervisor
+            .run(std::future::pending(), Duration::from_secs(10))
+            .await;
+        assert_eq!(ending, Ending::Died("fragile".into()));
+        assert_eq!(state(&tasks, "fragile"), TaskState::Failed);
+        assert_eq!(state(&tasks, "patient"), TaskState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_signal_drains_tasks_and_abandons_the_slow_at_the_deadline() {
+        let tasks = Tasks::default();
+        let supervisor = Supervisor::new(tasks.clone());
+        let spawner = supervisor.spawner();
+        spawner.spawn("quick", true, |_| {
+            let mut shutdown = spawner.shutdown();
+            async move {
+                let _ = shutdown.changed().await;
+            }
+        });
+        spawner.spawn("stuck", false, |_| std::future::pending());
+        drop(spawner);
+        let ending = supervisor
+            .run(std::future::ready(()), Duration::from_millis(200))
+            .await;
+        assert_eq!(ending, Ending::Abandoned(vec!["stuck".into()]));
+        assert_eq!(state(&tasks, "quick"), TaskState::Stopped);
+    }
+}
