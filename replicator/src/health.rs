@@ -14,7 +14,6 @@ pub struct Health {
     /// The follower's last error, if its connection failed since.
     pub last_error: Option<String>,
     /// Every background task of the node, by name.
-    #[serde(default)]
     pub tasks: Vec<TaskStatus>,
 }
 
@@ -28,5 +27,40 @@ impl Health {
                 .tasks
                 .iter()
                 .any(|task| task.vital && task.state == TaskState::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(vital: bool, state: TaskState) -> TaskStatus {
+        TaskStatus {
+            name: "runner".into(),
+            vital,
+            state,
+            failures: 0,
+            last_error: None,
+            last_error_at: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_vital_task_makes_the_node_unhealthy() {
+        let mut health = Health {
+            couchdb_reachable: true,
+            follower_live: true,
+            last_error: None,
+            tasks: vec![
+                task(false, TaskState::Failed),
+                task(true, TaskState::Retrying),
+            ],
+        };
+        assert!(
+            health.is_healthy(),
+            "a failed helper or a retrying vital task is not fatal"
+        );
+        health.tasks.push(task(true, TaskState::Failed));
+        assert!(!health.is_healthy());
     }
 }
