@@ -157,3 +157,219 @@ pub async fn flush_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    use cheops_model::Timestamp;
+    use serde_json::{json, Value};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::journal::reply_id;
+
+    /// A CouchDB that knows `_bulk_docs` only, and refuses any request
+    /// larger than `limit` bytes with 413, as CouchDB 3 does past
+    /// `max_document_size`.
+    struct FakeCouch {
+        url: String,
+        docs: Arc<Mutex<BTreeMap<String, Value>>>,
+        requests: Arc<Mutex<usize>>,
+    }
+
+    impl FakeCouch {
+        async fn start(limit: usize) -> FakeCouch {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/cheops", listener.local_addr().unwrap());
+            let docs: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+            let requests: Arc<Mutex<usize>> = Arc::default();
+            let (d, r) = (Arc::clone(&docs), Arc::clone(&requests));
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    let (docs, requests) = (Arc::clone(&d), Arc::clone(&r));
+                    tokio::spawn(async move {
+                        let mut socket = BufReader::new(socket);
+                        while let Some(body) = read_request(&mut socket).await {
+                            *requests.lock().unwrap() += 1;
+                            let (status, answer) = if body.len() > limit {
+                                (
+                                    "413 Payload Too Large",
+                                    json!({"error": "document_too_large", "reason": ""}),
+                                )
+                            } else {
+                                ("201 Created", bulk(&docs, &body))
+                            };
+                            let answer = answer.to_string();
+                            let response = format!(
+                                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                                answer.len()
+                            );
+                            if socket
+                                .get_mut()
+                                .write_all(response.as_bytes())
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            FakeCouch {
+                url,
+                docs,
+                requests,
+            }
+        }
+
+        fn doc(&self, id: &str) -> Option<Value> {
+            self.docs.lock().unwrap().get(id).cloned()
+        }
+    }
+
+    async fn read_request(socket: &mut BufReader<tokio::net::TcpStream>) -> Option<Vec<u8>> {
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if socket.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().ok()?;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        socket.read_exact(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    fn bulk(docs: &Mutex<BTreeMap<String, Value>>, body: &[u8]) -> Value {
+        let request: Value = serde_json::from_slice(body).unwrap();
+        let mut docs = docs.lock().unwrap();
+        let rows: Vec<Value> = request["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|doc| {
+                let id = doc["_id"].as_str().unwrap().to_owned();
+                if docs.contains_key(&id) {
+                    json!({"id": id, "error": "conflict", "reason": "Document update conflict."})
+                } else {
+                    docs.insert(id.clone(), doc.clone());
+                    json!({"id": id, "ok": true, "rev": "1-a"})
+                }
+            })
+            .collect();
+        Value::from(rows)
+    }
+
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("cheops-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Scratch(dir)
+    }
+
+    fn reply(request: &str, output: String) -> ReplyDocument {
+        let time = Timestamp::now();
+        ReplyDocument {
+            id: Some(reply_id("site1", request, time)),
+            site: "site1".into(),
+            request_id: request.into(),
+            resource_id: "res".into(),
+            output,
+            execution_time: time,
+            ..ReplyDocument::default()
+        }
+    }
+
+    async fn journaled(journal: &Journal, replies: &[ReplyDocument]) {
+        for reply in replies {
+            journal.record(reply).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_refused_as_too_large_is_stored_cut_and_leaves_the_journal() {
+        let couch_db = FakeCouch::start(100_000).await;
+        let couch = CouchClient::new(&couch_db.url).unwrap();
+        let dir = scratch("large");
+        let journal = Journal::open(&dir.0, "site1").unwrap();
+        let replies = [
+            reply("small", "ok\n".into()),
+            reply("big", "x".repeat(200_000)),
+        ];
+        journaled(&journal, &replies).await;
+
+        store_replies(&couch, &journal, &replies).await.unwrap();
+
+        assert!(
+            journal.pending().is_empty(),
+            "nothing left to store, nothing to run again"
+        );
+        let small = couch_db.doc(replies[0].id.as_deref().unwrap()).unwrap();
+        assert_eq!(small["Output"], "ok\n");
+        let big = couch_db.doc(replies[1].id.as_deref().unwrap()).unwrap();
+        assert_eq!(big["OutputTruncated"], 200_000);
+        let output = big["Output"].as_str().unwrap();
+        assert!(output.len() < FALLBACK_MAX_REPLY_BYTES, "{}", output.len());
+        assert!(output.ends_with("of 200000 bytes kept]\n"));
+    }
+
+    #[tokio::test]
+    async fn writing_replies_again_stores_each_once() {
+        let couch_db = FakeCouch::start(usize::MAX).await;
+        let couch = CouchClient::new(&couch_db.url).unwrap();
+        let dir = scratch("again");
+        let journal = Journal::open(&dir.0, "site1").unwrap();
+        let replies = [reply("a", "a\n".into()), reply("b", "b\n".into())];
+        journaled(&journal, &replies).await;
+        store_replies(&couch, &journal, &replies[..1])
+            .await
+            .unwrap();
+        assert_eq!(journal.ran("res").len(), 1, "b is still to store");
+
+        // As after a crash between the write and the journal's note.
+        store_replies(&couch, &journal, &replies).await.unwrap();
+        assert!(journal.pending().is_empty());
+        assert_eq!(couch_db.docs.lock().unwrap().len(), 2);
+        assert_eq!(*couch_db.requests.lock().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn replies_stay_in_the_journal_while_couchdb_is_away() {
+        let couch_db = FakeCouch::start(usize::MAX).await;
+        // Port 9 (discard) has no HTTP server.
+        let couch = CouchClient::new("http://127.0.0.1:9/cheops").unwrap();
+        let dir = scratch("away");
+        let journal = Journal::open(&dir.0, "site1").unwrap();
+        let replies = [reply("a", "a\n".into())];
+        journaled(&journal, &replies).await;
+        assert!(store_replies(&couch, &journal, &replies).await.is_err());
+        assert_eq!(journal.pending(), replies);
+
+        let couch = CouchClient::new(&couch_db.url).unwrap();
+        store_replies(&couch, &journal, &journal.pending())
+            .await
+            .unwrap();
+        assert!(journal.pending().is_empty());
+    }
+}
