@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -74,11 +75,17 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(failed)?;
+        // Outputs may be secrets: the daemon's user alone reads them.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(failed)?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(&path)
             .map_err(failed)?;
         let mut text = Vec::new();
@@ -294,6 +301,11 @@ mod tests {
 
         let reopened = Journal::open(&scratch.0, "site1").unwrap();
         assert_eq!(requests(reopened.ran("res")), ["b"]);
+        let mode = std::fs::metadata(reopened.path()).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         assert_eq!(requests(reopened.ran("other")), ["c"]);
         assert_eq!(reopened.pending(), vec![b.clone(), c.clone()]);
 

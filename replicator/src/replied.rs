@@ -4,10 +4,11 @@
 //! resource's history.
 //!
 //! Invariant: a known entry holds exactly this site's replies to the
-//! resource that are stored, or about to be. The runner is their only
-//! writer and adds what it writes before writing it (the feed may echo a
-//! reply before the write returns), and forgets the entry when a write
-//! fails. Anything else — a reply of this site that the entry lacks
+//! resource that are stored, or about to be (in the journal, until CouchDB
+//! takes them). The runner is their only writer and adds each reply once it
+//! is journaled, before writing it (the feed may echo a reply before the
+//! write returns), and forgets the entry when a reply could be neither
+//! journaled nor written. Anything else — a reply of this site that the entry lacks
 //! (another writer, a replication bringing back a lost one), a deletion —
 //! makes the follower forget, and the next pass queries the view again.
 //! Memory is bounded: the least recently used entries go first.

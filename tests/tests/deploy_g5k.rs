@@ -442,6 +442,13 @@ fn the_compose_files_give_each_site_its_own_couchdb_and_the_others_as_peers() {
         cheops["environment"]["CHEOPS_COUCHDB_URL"],
         "http://admin:${COUCHDB_PASSWORD}@couchdb:5984/cheops"
     );
+    assert!(
+        cheops["volumes"]
+            .as_array()
+            .expect("volumes")
+            .contains(&json!("cheops-data:/var/lib/cheops")),
+        "the journal of results outlives the container"
+    );
     for volume in couchdb["volumes"].as_array().expect("volumes") {
         let source = volume.as_str().expect("a short volume").split(':').next();
         if let Some(file) = source.filter(|s| s.starts_with("./")) {
@@ -461,6 +468,11 @@ fn the_compose_files_give_each_site_its_own_couchdb_and_the_others_as_peers() {
             format!("http://admin:${{COUCHDB_PASSWORD}}@couchdb{i}:5984/cheops")
         );
         assert_eq!(site["depends_on"], json!([format!("couchdb{i}")]));
+        assert_eq!(
+            site["volumes"],
+            json!([format!("site{i}-data:/var/lib/cheops")]),
+            "the journal of results outlives the container"
+        );
         let peers: Vec<&str> = site["command"]
             .as_array()
             .expect("a command")
