@@ -403,6 +403,8 @@ impl Inner {
                 return;
             }
             let outcome = match self.permits.acquire().await {
+                // Stopped while waiting for its turn: start nothing.
+                Ok(_permit) if self.is_stopping() => return,
                 Ok(_permit) => self.handle(&doc).await,
                 // The semaphore is never closed.
                 Err(_) => return,

@@ -312,6 +312,12 @@ impl Cluster {
         Some(response.status().as_u16())
     }
 
+    /// The `/health` body of node `i`'s daemon, `None` when it does not answer.
+    pub async fn health(&self, i: usize) -> Option<Value> {
+        let url = format!("{}/health", self.node(i).api_url());
+        self.http.get(url).send().await.ok()?.json().await.ok()
+    }
+
     /// The process id of node `i`'s daemon, `None` while it is stopped:
     /// for reading its resource use in `/proc`.
     pub fn daemon_pid(&self, i: usize) -> Option<u32> {

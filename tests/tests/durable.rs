@@ -123,6 +123,17 @@ async fn a_daemon_killed_mid_batch_runs_again_at_most_the_running_command() {
 async fn a_daemon_told_to_stop_mid_batch_ends_the_running_command_and_runs_nothing_twice() {
     let mut cluster = site2_starts_a_batch().await;
     wait_for_lines(&cluster, 1, 2).await;
+    let health = cluster.health(1).await.expect("site2's health");
+    let tasks: Vec<&str> = health["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|task| task["state"] == "running")
+        .filter_map(|task| task["name"].as_str())
+        .collect();
+    for task in ["follower", "runner", "journal", "replications", "api"] {
+        assert!(tasks.contains(&task), "{task} is not running: {health}");
+    }
     let status = cluster.terminate_daemon(1);
     assert!(status.success(), "the daemon exited with {status}");
     let log = log_of(&cluster, 1);
