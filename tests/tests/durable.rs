@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cheops_model::Status;
-use cheops_tests::{eventually, Cluster, Exec};
+use cheops_tests::{eventually, Cluster, ClusterOptions, Exec};
 
 const SITES: &str = "site1&site2";
 const OPERATIONS: usize = 6;
@@ -142,4 +142,35 @@ async fn a_daemon_told_to_stop_mid_batch_ends_the_running_command_and_runs_nothi
     cluster.start_daemon(1).await;
     assert_one_reply_each(&cluster).await;
     assert_eq!(log_of(&cluster, 1), (1..=OPERATIONS).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_too_large_to_store_is_stored_cut_and_runs_once() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        nodes: 1,
+        daemon_args: vec!["--max-reply-bytes".into(), "10000".into()],
+        ..ClusterOptions::default()
+    })
+    .await;
+    let command = "echo 1 >> \"$NODE_DIR/log\"; head -c 50000 /dev/zero | tr '\\0' x";
+    let (status, replies) = cluster
+        .exec(0, Exec::new("big", "site1", &[command], "set"))
+        .await;
+    assert_eq!(status, 200);
+    let replies = replies.expect("reply lines");
+    assert_eq!(replies.len(), 1);
+    let reply = &replies[0];
+    assert_eq!(reply.status, Status::Ok);
+    assert_eq!(reply.output_truncated, Some(50_000));
+    assert!(reply.output.starts_with("xxxx"));
+    assert!(
+        reply.output.ends_with(" of 50000 bytes kept]\n"),
+        "{}",
+        &reply.output[reply.output.len() - 60..]
+    );
+    assert!(serde_json::to_vec(reply).unwrap().len() <= 10_000);
+
+    cluster.converged("big", &[0]).await;
+    assert_eq!(cluster.replies(0, "big").await.len(), 1);
+    assert_eq!(log_of(&cluster, 0), [1], "ran once");
 }
