@@ -119,9 +119,10 @@ pub struct ServeArgs {
     log_format: LogFormat,
 
     /// Directory of the node's own files: the journal of results, which
-    /// keeps each operation's reply until CouchDB holds it, so that no
-    /// operation runs twice after a crash. One per node; keep it across
-    /// restarts. Relative paths start at the working directory.
+    /// keeps each operation's reply until CouchDB holds it, so that an
+    /// operation that completed never runs again after a crash. One per
+    /// node; keep it across restarts. Relative paths start at the working
+    /// directory.
     #[arg(long, env = "CHEOPS_DATA_DIR", default_value = "cheops-data")]
     data_dir: PathBuf,
 
@@ -177,9 +178,6 @@ impl ServeArgs {
             return Err(format!(
                 "--max-reply-bytes must be at least {MIN_REPLY_BYTES}"
             ));
-        }
-        if self.data_dir.as_os_str().is_empty() {
-            return Err("--data-dir (or CHEOPS_DATA_DIR) must not be empty".into());
         }
 
         let cors_origins = self
@@ -267,5 +265,43 @@ fn check_url(url: &str, what: &str) -> Result<(), String> {
     } else {
         // Never echo the URL: it may hold credentials.
         Err(format!("{what} must start with http:// or https://"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn validate(extra: &[&str]) -> Result<Settings, String> {
+        let argv = ["cheops", "--site", "site1"].iter().chain(extra);
+        Serve::try_parse_from(argv)
+            .expect("flags parse")
+            .args
+            .validate()
+    }
+
+    #[test]
+    fn the_data_dir_and_the_reply_limit_reach_the_node() {
+        let settings =
+            validate(&["--data-dir", "/srv/cheops", "--max-reply-bytes", "100000"]).expect("valid");
+        assert_eq!(settings.node.data_dir, PathBuf::from("/srv/cheops"));
+        assert_eq!(settings.node.max_reply_bytes, 100_000);
+        let defaults = validate(&[]).expect("valid");
+        assert_eq!(defaults.node.data_dir, PathBuf::from("cheops-data"));
+        assert_eq!(defaults.node.max_reply_bytes, DEFAULT_MAX_REPLY_BYTES);
+    }
+
+    #[test]
+    fn a_reply_limit_too_small_for_any_output_is_refused() {
+        let error = validate(&["--max-reply-bytes", "100"]).unwrap_err();
+        assert!(error.contains("--max-reply-bytes"), "{error}");
     }
 }
