@@ -19,7 +19,7 @@ use crate::liveness::Liveness;
 use crate::replications::Replications;
 use crate::runner::Runner;
 use crate::supervisor::Task;
-use crate::{Health, ReplicatorError, ReplyHub};
+use crate::{backoff, Health, ReplicatorError, ReplyHub};
 
 /// How often the checkpoint may be written.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -57,7 +57,9 @@ impl Follower {
                 Ok(()) => "the feed ended".to_owned(),
                 Err(error) => error.to_string(),
             };
-            let delay = task.failed(&error);
+            // Capped low: the feed is how this node notices everything, so
+            // it reconnects within seconds of CouchDB coming back.
+            let delay = task.failed(&error).min(backoff::delay(6));
             self.set_health(|h| {
                 h.follower_live = false;
                 h.couchdb_reachable = false;
