@@ -18,7 +18,7 @@ use crate::couch::CouchClient;
 use crate::journal::Journal;
 use crate::oversize::{fit, FALLBACK_MAX_REPLY_BYTES};
 use crate::supervisor::Task;
-use crate::ReplicatorError;
+use crate::{backoff, ReplicatorError};
 
 /// Writes `replies` (journaled, `_id` set) to CouchDB and drops from the
 /// journal those it holds. Fails when some could not be written; they stay
@@ -142,7 +142,8 @@ pub async fn flush_loop(
                     info!(replies = pending.len(), "journaled replies stored");
                 }
                 Err(error) => {
-                    let delay = task.failed(&error);
+                    // Capped low: other sites wait for these replies.
+                    let delay = task.failed(&error).min(backoff::delay(6));
                     warn!(%error, left = journal.pending().len(), ?delay, "cannot store journaled replies yet; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => continue,
