@@ -370,4 +370,102 @@ mod tests {
             Ok(_) => panic!("a corrupt journal was accepted"),
         }
     }
+
+    /// One step of a journal's life: a reply to request `rN` recorded, or
+    /// the replies to some requests noted as stored.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Record(u8),
+        Stored(Vec<u8>),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..20).prop_map(Step::Record),
+            proptest::collection::vec(0u8..20, 1..4).prop_map(Step::Stored),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever was recorded and noted, a reopened journal holds what
+        /// was recorded and not stored; cut anywhere inside its last line by
+        /// a crash, it loses at most that line.
+        #[test]
+        fn a_reopened_journal_holds_what_was_not_stored(
+            steps in proptest::collection::vec(step(), 1..30),
+            cut in 1usize..10_000,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let scratch = Scratch::new("property");
+            let mut model: BTreeMap<String, ReplyDocument> = BTreeMap::new();
+            let mut nanos = 0;
+            let journal = Journal::open(&scratch.0, "site1").unwrap();
+            for step in &steps {
+                match step {
+                    Step::Record(n) => {
+                        nanos += 1;
+                        let reply = reply("res", &format!("r{n}"), nanos);
+                        runtime.block_on(journal.record(&reply)).unwrap();
+                        model.insert(reply.id.clone().unwrap(), reply);
+                    }
+                    Step::Stored(ns) => {
+                        let ids: Vec<String> = model
+                            .keys()
+                            .filter(|id| ns.iter().any(|n| id.contains(&format!("-r{n}-"))))
+                            .cloned()
+                            .collect();
+                        for id in &ids {
+                            model.remove(id);
+                        }
+                        runtime.block_on(journal.stored(ids)).unwrap();
+                    }
+                }
+            }
+            let path = journal.path().to_owned();
+            drop(journal);
+            let ids = |journal: &Journal| -> Vec<String> {
+                journal.pending().into_iter().filter_map(|r| r.id).collect()
+            };
+            let reopened = Journal::open(&scratch.0, "site1").unwrap();
+            let whole: Vec<String> = model.keys().cloned().collect();
+            let mut held = ids(&reopened);
+            held.sort();
+            proptest::prop_assert_eq!(&held, &whole);
+            drop(reopened);
+
+            let text = std::fs::read(&path).unwrap();
+            if text.is_empty() {
+                return Ok(());
+            }
+            let last_start = text[..text.len() - 1]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |at| at + 1);
+            let at = last_start + cut % (text.len() - last_start);
+            std::fs::write(&path, &text[..at]).unwrap();
+            let last: Line = serde_json::from_slice(&text[last_start..text.len() - 1]).unwrap();
+            let mut expected = model.clone();
+            match last {
+                Line::Ran(reply) => {
+                    expected.remove(reply.id.as_deref().unwrap());
+                }
+                Line::Stored(id) => {
+                    // Its note is lost: the reply is written again, harmlessly.
+                    let text = String::from_utf8_lossy(&text[..last_start]).into_owned();
+                    let replayed = replay(text.as_bytes()).unwrap().0;
+                    if let Some(reply) = replayed.get(&id) {
+                        expected.insert(id, reply.clone());
+                    }
+                }
+            }
+            let after_crash = Journal::open(&scratch.0, "site1").unwrap();
+            let mut held = ids(&after_crash);
+            held.sort();
+            let expected: Vec<String> = expected.keys().cloned().collect();
+            proptest::prop_assert_eq!(held, expected);
+        }
+    }
 }
