@@ -2,6 +2,7 @@
 //! status saying whose fault it is. 4xx messages tell the caller what to fix;
 //! 5xx messages stay generic and the cause goes to the log.
 
+use axum::http::header::RETRY_AFTER;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -32,6 +33,10 @@ pub enum ApiError {
     Node(#[from] ReplicatorError),
 }
 
+/// The `Retry-After` of a 503 for a resource too busy to write: writers
+/// racing on one resource settle within a second.
+const RETRY_AFTER_SECONDS: &str = "1";
+
 /// The body of every error answer.
 #[derive(Debug, Serialize)]
 struct ErrorBody<'a> {
@@ -50,7 +55,11 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Node(ReplicatorError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
-            ApiError::Node(ReplicatorError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Node(ReplicatorError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Node(ReplicatorError::IdTaken(_)) => StatusCode::CONFLICT,
+            ApiError::Node(ReplicatorError::Unavailable(_) | ReplicatorError::Contended { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Node(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -59,6 +68,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        if let ApiError::Node(contended @ ReplicatorError::Contended { .. }) = &self {
+            // Not a failure of the node: the caller may simply try again.
+            let message = contended.to_string();
+            tracing::info!(error = %message, status = status.as_u16(), "request deferred");
+            let headers = [(RETRY_AFTER, RETRY_AFTER_SECONDS)];
+            return (status, headers, Json(ErrorBody { error: &message })).into_response();
+        }
         let message = if status.is_server_error() {
             tracing::error!(error = %error_chain(&self), status = status.as_u16(), "request failed");
             if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -63,6 +63,8 @@ impl ExecForm {
                 )));
             }
         }
+        cheops_model::check_file_names(files.keys().map(String::as_str))
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         Ok(ExecForm {
             sites,
             command,
@@ -241,6 +243,20 @@ mod tests {
             .to_string();
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn a_file_named_as_the_directory_of_another_is_refused() {
+        let err = ExecForm::parse(&form(vec![
+            part("sites", None, "s1"),
+            part("command", None, "x"),
+            part("type", None, "t"),
+            part("a", Some("a"), "1"),
+            part("a/b", Some("b"), "2"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"a\"") && err.contains("\"a/b\""), "{err}");
     }
 
     #[test]

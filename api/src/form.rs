@@ -51,18 +51,17 @@ impl FormData {
     }
 
     /// The sites named by every `sites` field (the original accepts several
-    /// and joins them), `None` when there is no such field.
+    /// and joins them), `None` when there is no such field. Read in linear
+    /// time, each name checked, at most [`cheops_model::MAX_SITES`].
     pub fn sites(&self) -> Result<Option<Vec<String>>, ApiError> {
-        let mut sites = None;
+        let mut sites: Option<cheops_model::SiteList> = None;
         for part in self.parts.iter().filter(|p| p.name == "sites") {
-            let all: &mut Vec<String> = sites.get_or_insert_with(Vec::new);
-            for site in cheops_model::split_sites(part.text()?) {
-                if !all.contains(&site) {
-                    all.push(site);
-                }
-            }
+            sites
+                .get_or_insert_with(Default::default)
+                .add(part.text()?)
+                .map_err(|e| ApiError::BadRequest(format!("field `sites`: {e}")))?;
         }
-        Ok(sites)
+        Ok(sites.map(cheops_model::SiteList::into_vec))
     }
 }
 

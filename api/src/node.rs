@@ -35,8 +35,9 @@ pub trait Node: Send + Sync + 'static {
     fn run_local(&self, command: ShellCommand) -> BoxFuture<'_, CommandResult>;
 
     /// The API base URL of a site (for `/show` fan-out), such as
-    /// `http://127.0.0.1:7001`.
-    fn api_url(&self, site: &str) -> String;
+    /// `http://127.0.0.1:7001`; or, for a site that is not a site name or
+    /// that the operator did not configure, why it cannot be asked.
+    fn api_url(&self, site: &str) -> Result<String, String>;
 
     /// Every document of the local database: the raw
     /// `_all_docs?include_docs=true` JSON.

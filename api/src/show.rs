@@ -42,16 +42,22 @@ pub(crate) async fn show(
             .await?
             .ok_or_else(|| ApiError::ResourceNotFound(id.clone()))?,
     };
+    // Every site is checked before any is asked: a request naming a site
+    // the operator did not configure is refused as a whole.
+    let mut urls = BTreeMap::new();
+    for site in sites.iter().filter(|s| *s != state.node.site()) {
+        let base = state.node.api_url(site).map_err(ApiError::BadRequest)?;
+        urls.insert(site.clone(), base);
+    }
     let deadline = Instant::now() + state.config.show_timeout;
-    let (id, state) = (&id, &state);
+    let (id, state, urls) = (&id, &state, &urls);
     let asks = sites.iter().map(|site| {
         let command = command.clone();
         // This node runs its own share directly: no HTTP hop to itself.
         let ask = async move {
-            if site == state.node.site() {
+            let Some(base) = urls.get(site) else {
                 return Ok(run_here(state, id, &command).await);
-            }
-            let base = state.node.api_url(site);
+            };
             let url = format!("{}/show_local/{id}", base.trim_end_matches('/'));
             ask(&state.client, url, command).await
         };

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use cheops_model::RefusedFileName;
+use cheops_model::{NestedFileNames, RefusedFileName};
 use thiserror::Error;
 
 /// Why a command could not be run. A command that runs and exits with a
@@ -17,6 +17,11 @@ pub enum BackendError {
     /// not a plain relative path; nothing of the command was written or run.
     #[error(transparent)]
     RefusedFileName(#[from] RefusedFileName),
+
+    /// One attached file's name is a directory in another's; nothing of the
+    /// command was written or run.
+    #[error(transparent)]
+    NestedFileNames(#[from] NestedFileNames),
 
     #[error("could not create a temporary directory in {}: {source}", root.display())]
     TempDir { root: PathBuf, source: io::Error },
@@ -45,6 +50,9 @@ impl BackendError {
     /// True when the daemon's environment, not the operation, is to blame:
     /// those are logged as warnings, the others are the user's to fix.
     pub fn is_internal(&self) -> bool {
-        !matches!(self, BackendError::RefusedFileName(_))
+        !matches!(
+            self,
+            BackendError::RefusedFileName(_) | BackendError::NestedFileNames(_)
+        )
     }
 }

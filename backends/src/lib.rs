@@ -16,7 +16,9 @@ use std::pin::Pin;
 use cheops_model::{ShellCommand, Status};
 
 pub use error::BackendError;
-pub use shell::ShellBackend;
+pub use shell::{
+    command_env, ShellBackend, DEFAULT_COMMAND_ENV, DEFAULT_COMMAND_TIMEOUT, DEFAULT_OUTPUT_LIMIT,
+};
 
 /// The future returned by [`Backend::run`]: boxed so that backends can be
 /// held as `Arc<dyn Backend>` and the batch run on any task.

@@ -8,12 +8,15 @@ mod temp_dir;
 mod tests;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use cheops_model::ShellCommand;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -33,14 +36,25 @@ use temp_dir::TempDir;
 /// Since the script is read from standard input, a program in it that reads
 /// its standard input consumes the rest of the script (as in the original).
 /// A process left in the background with the command's output still open is
-/// waited for until it closes it: daemons started by a command should have
-/// their output redirected.
+/// waited for until it closes it (or the timeout kills it): daemons started
+/// by a command should have their output redirected.
 #[derive(Debug, Clone)]
 pub struct ShellBackend {
     shell: PathBuf,
     env: HashMap<String, String>,
     temp_root: PathBuf,
+    timeout: Duration,
+    output_limit: usize,
 }
+
+/// How long a command may run by default.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How many bytes of a command's output are kept by default (1 MiB).
+pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// How much of the pipe is read at a time.
+const READ_CHUNK: usize = 8192;
 
 impl Default for ShellBackend {
     fn default() -> Self {
@@ -48,13 +62,16 @@ impl Default for ShellBackend {
             shell: PathBuf::from("sh"),
             env: HashMap::new(),
             temp_root: std::env::temp_dir(),
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
         }
     }
 }
 
 impl ShellBackend {
-    /// `sh` from `PATH`, no extra variables, directories in the system's
-    /// temporary directory (`TMPDIR`, else `/tmp`).
+    /// `sh` from the daemon's `PATH`, an empty environment, directories in
+    /// the system's temporary directory (`TMPDIR`, else `/tmp`), the default
+    /// timeout and output limit.
     pub fn new() -> Self {
         Self::default()
     }
@@ -66,10 +83,22 @@ impl ShellBackend {
         self
     }
 
-    /// A variable set for every command, on top of (or over) the inherited
-    /// environment.
+    /// A variable set for every command (see [`command_env`] for passing
+    /// the daemon's own).
     pub fn with_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.insert(name.into(), value.into());
+        self
+    }
+
+    /// How long a command may run before it is killed.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many bytes of a command's output are kept.
+    pub fn with_output_limit(mut self, limit: usize) -> Self {
+        self.output_limit = limit;
         self
     }
 
@@ -132,6 +161,7 @@ impl ShellBackend {
         for name in command.files.keys() {
             cheops_model::check_file_name(name)?;
         }
+        cheops_model::check_file_names(command.files.keys().map(String::as_str))?;
         let dir = self.prepare_dir(command).await?;
         let script = files::substitute(&command.command, &command.files, dir.path());
         debug!(dir = %dir.path().display(), command = %script, "running command");
@@ -142,17 +172,42 @@ impl ShellBackend {
         // Even if this wait is cancelled, the blocking task removes it.
         let _ = tokio::task::spawn_blocking(move || drop(dir)).await;
 
-        let (status, output) = ran?;
-        let outcome = if status.success() {
-            Outcome::Ok
-        } else {
-            Outcome::Failed
+        let ran = ran?;
+        let mut output = String::from_utf8_lossy(&ran.output).into_owned();
+        if ran.dropped > 0 {
+            warn!(
+                kept = ran.output.len(),
+                dropped = ran.dropped,
+                "command output over the limit"
+            );
+            end_line(&mut output);
+            output.push_str(&format!(
+                "[cheops: output truncated: {} more bytes dropped after the first {} \
+                 (--command-output-limit)]\n",
+                ran.dropped, self.output_limit
+            ));
+        }
+        let outcome = match ran.status {
+            Some(status) => {
+                info!(%status, "command ran");
+                if status.success() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed
+                }
+            }
+            None => {
+                warn!(timeout = ?self.timeout, "command timed out and was killed");
+                end_line(&mut output);
+                output.push_str(&format!(
+                    "[cheops: timed out after {} s (--command-timeout): the command and every \
+                     process it started were killed]\n",
+                    self.timeout.as_secs_f64()
+                ));
+                Outcome::Failed
+            }
         };
-        info!(?outcome, %status, "command ran");
-        Ok(CommandResult {
-            outcome,
-            output: String::from_utf8_lossy(&output).into_owned(),
-        })
+        Ok(CommandResult { outcome, output })
     }
 
     /// Creates the command's directory with its files, on a blocking thread.
@@ -171,13 +226,10 @@ impl ShellBackend {
         .map_err(BackendError::Prepare)?
     }
 
-    /// Feeds `script` to the shell in `dir` and returns its exit status and
-    /// its standard output and error as one stream.
-    async fn run_script(
-        &self,
-        script: &str,
-        dir: &Path,
-    ) -> Result<(ExitStatus, Vec<u8>), BackendError> {
+    /// Feeds `script` to the shell in `dir` and returns its exit status
+    /// (`None` when it timed out and was killed) and its standard output and
+    /// error as one stream, capped.
+    async fn run_script(&self, script: &str, dir: &Path) -> Result<Ran, BackendError> {
         // One pipe for both streams keeps their writes in order.
         let (writer, mut reader) =
             tokio::net::unix::pipe::pipe().map_err(BackendError::OutputPipe)?;
@@ -192,6 +244,7 @@ impl ShellBackend {
             let mut shell = Command::new(&self.shell);
             shell
                 .current_dir(dir)
+                .env_clear()
                 .envs(&self.env)
                 .stdin(Stdio::piped())
                 .stdout(stdout)
@@ -217,16 +270,115 @@ impl ShellBackend {
             // Closing standard input tells the shell the script is complete.
             drop(stdin);
         };
-        let mut output = Vec::new();
-        let read = reader.read_to_end(&mut output);
-        let ((), read, status) = tokio::join!(feed, read, child.wait());
+        let mut output = Output::new(self.output_limit);
+        let read = output.read_all(&mut reader);
+        let ran = tokio::time::timeout(self.timeout, async {
+            tokio::join!(feed, read, child.wait())
+        })
+        .await;
+        let Ok(((), read, status)) = ran else {
+            // `killer`, still armed, kills the whole group as it drops.
+            drop(killer);
+            return Ok(Ran {
+                status: None,
+                output: output.kept,
+                dropped: output.dropped,
+            });
+        };
 
         killer.disarm();
         read.map_err(BackendError::ReadOutput)?;
         let status = status.map_err(BackendError::Wait)?;
-        Ok((status, output))
+        Ok(Ran {
+            status: Some(status),
+            output: output.kept,
+            dropped: output.dropped,
+        })
     }
 }
+
+/// What came of running a script.
+struct Ran {
+    /// Its exit status; `None` when it timed out and was killed.
+    status: Option<ExitStatus>,
+    /// Its output, up to the limit.
+    output: Vec<u8>,
+    /// How many bytes of output came after the limit.
+    dropped: u64,
+}
+
+/// A command's output as it is read: the first `limit` bytes kept, the rest
+/// counted and dropped, so memory never grows past the limit and a chunk.
+struct Output {
+    kept: Vec<u8>,
+    dropped: u64,
+    limit: usize,
+}
+
+impl Output {
+    fn new(limit: usize) -> Self {
+        Output {
+            kept: Vec::with_capacity(limit.min(READ_CHUNK)),
+            dropped: 0,
+            limit,
+        }
+    }
+
+    /// Reads `reader` to its end. Reading on past the limit lets the
+    /// command finish (a writer to a full pipe would block forever).
+    ///
+    /// Cancellation: what was read so far stays in `self`.
+    async fn read_all(&mut self, reader: &mut pipe::Receiver) -> std::io::Result<()> {
+        let mut chunk = vec![0; READ_CHUNK];
+        loop {
+            let read = reader.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            let keep = read.min(self.limit - self.kept.len());
+            self.kept.extend_from_slice(&chunk[..keep]);
+            self.dropped += (read - keep) as u64;
+        }
+    }
+}
+
+/// Ends `output` with a newline, if it has text, before a line of ours.
+fn end_line(output: &mut String) {
+    if !output.is_empty() && !output.ends_with('\n') {
+        output.push('\n');
+    }
+}
+
+/// The variables of `vars` (the daemon's environment) that commands see:
+/// those named by [`DEFAULT_COMMAND_ENV`] or `extra`, where a name ending
+/// with `*` stands for every name starting with what precedes it. Variables
+/// whose name or value is not UTF-8 are left out.
+pub fn command_env(
+    extra: &[String],
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(String, String)> {
+    let allowed = |name: &str| {
+        DEFAULT_COMMAND_ENV
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == pattern,
+            })
+    };
+    vars.into_iter()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(name, _)| allowed(name))
+        .collect()
+}
+
+/// The variables of the daemon's environment every command sees: what
+/// programs need to run as the daemon's user, nothing that could be a
+/// secret.
+pub const DEFAULT_COMMAND_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR",
+];
 
 impl Backend for ShellBackend {
     fn run_with<'a>(

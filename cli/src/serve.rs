@@ -54,7 +54,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(settings: config::Settings) -> Result<(), String> {
-    let backend = Arc::new(ShellBackend::new());
+    let commands = &settings.commands;
+    let mut backend = ShellBackend::new()
+        .with_timeout(commands.timeout)
+        .with_output_limit(commands.output_limit);
+    for (name, value) in &commands.env {
+        backend = backend.with_env(name, value);
+    }
+    let backend = Arc::new(backend);
     let node = Node::new(settings.node.clone(), backend).map_err(|e| e.to_string())?;
     let api_listener = bind(settings.api_addr, "API").await?;
     let dump_listener = bind(settings.dump_addr, "dump").await?;

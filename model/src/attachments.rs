@@ -4,6 +4,7 @@
 //! shell backend rewrites `{name}` into a path: both must cut a command into
 //! the same groups, so both use [`rewrite_groups`].
 
+use std::collections::HashSet;
 use std::fmt;
 
 /// Why an attached file's name is refused.
@@ -47,6 +48,47 @@ pub fn check_file_name(name: &str) -> Result<(), RefusedFileName> {
             reason,
         }),
     }
+}
+
+/// Two attached files of which one is named as a directory of the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NestedFileNames {
+    pub file: String,
+    pub nested: String,
+}
+
+impl fmt::Display for NestedFileNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "attached files {:?} and {:?} collide: {:?} cannot be both a file and a directory",
+            self.file, self.nested, self.file
+        )
+    }
+}
+
+impl std::error::Error for NestedFileNames {}
+
+/// Refuses a set of names where one is a directory of another (`a` and
+/// `a/b`): both cannot be written, so such an operation could only fail on
+/// every site. Each name must have passed [`check_file_name`].
+pub fn check_file_names<'a>(
+    names: impl IntoIterator<Item = &'a str> + Clone,
+) -> Result<(), NestedFileNames> {
+    let all: HashSet<&str> = names.clone().into_iter().collect();
+    for name in names {
+        if let Some(dir) = name
+            .match_indices('/')
+            .map(|(end, _)| &name[..end])
+            .find(|dir| all.contains(dir))
+        {
+            return Err(NestedFileNames {
+                file: dir.to_owned(),
+                nested: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A `{…}` group of a command.

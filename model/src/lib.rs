@@ -16,10 +16,15 @@ mod reply;
 mod resource;
 mod timestamp;
 
-pub use attachments::{check_file_name, rewrite_groups, Group, RefusedFileName};
+pub use attachments::{
+    check_file_name, check_file_names, rewrite_groups, Group, NestedFileNames, RefusedFileName,
+};
 pub use config::{Resolution, ResolutionResult, ResourceConfig};
 pub use error::ModelError;
-pub use names::{check_resource_id, split_sites};
+pub use names::{
+    check_resource_id, check_site_name, split_sites, SiteList, MAX_RESOURCE_ID_LEN, MAX_SITES,
+    MAX_SITE_NAME_LEN,
+};
 pub use operation::{Operation, ShellCommand};
 pub use reply::{ReplyDocument, ReplyKind, Status};
 pub use resource::{DocumentKind, ResourceDocument, ResourceKind};

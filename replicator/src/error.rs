@@ -10,6 +10,27 @@ pub enum ReplicatorError {
     /// was stored.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The resource document would be larger than CouchDB stores (its
+    /// `max_document_size`). Nothing was stored.
+    #[error(
+        "resource {resource} would be {size} bytes as a document, over the limit of {limit} bytes \
+         (CouchDB's max_document_size; the node's --max-document-size)"
+    )]
+    TooLarge {
+        resource: String,
+        size: usize,
+        limit: usize,
+    },
+    /// The id is already that of another kind of document (a reply, whose
+    /// ids CouchDB chooses). Nothing was stored.
+    #[error("id {0:?} is taken by a document that is not a resource (a reply); choose another id")]
+    IdTaken(String),
+    /// Other writers to the resource won every attempt to store the
+    /// operation: try again shortly. Nothing was stored.
+    #[error(
+        "resource {resource} changed under {attempts} attempts to store the operation; try again"
+    )]
+    Contended { resource: String, attempts: u32 },
     /// CouchDB could not be reached or did not answer in time: try later.
     #[error("CouchDB is unreachable: {0}")]
     Unavailable(#[source] reqwest::Error),

@@ -73,7 +73,11 @@ impl Liveness {
     pub fn track(&self, locations: &[String]) {
         let mut peers = self.inner.lock();
         for site in locations {
-            if *site != self.inner.site && !peers.contains_key(site) {
+            // A site that does not resolve was refused on this node; named
+            // by a resource replicated from a differently configured one, it
+            // is not probed: its URL would be made up.
+            let resolves = self.inner.sites.urls(site).is_some();
+            if *site != self.inner.site && resolves && !peers.contains_key(site) {
                 peers.insert(site.clone(), None);
             }
         }
@@ -107,14 +111,17 @@ impl Inner {
     }
 
     async fn probe(&self, site: &str) -> (String, bool, bool) {
+        let Some(urls) = self.sites.urls(site) else {
+            return (site.to_owned(), false, false);
+        };
         let couch = async {
-            match CouchClient::with_timeout(&self.sites.couch_url(site), Some(self.timeout)) {
+            match CouchClient::with_timeout(&urls.couch, Some(self.timeout)) {
                 Ok(client) => client.ping().await.is_ok(),
                 Err(_) => false,
             }
         };
         let api = async {
-            let url = format!("{}/health", self.sites.api_url(site).trim_end_matches('/'));
+            let url = format!("{}/health", urls.api.trim_end_matches('/'));
             self.http.get(url).send().await.is_ok()
         };
         let (couch, api) = tokio::join!(couch, api);

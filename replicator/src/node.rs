@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult};
-use cheops_model::{ResourceDocument, ShellCommand};
+use cheops_model::{DocumentKind, ResourceDocument, ShellCommand};
 use serde_json::Value;
 use tokio::sync::{broadcast, Notify};
 use tracing::info;
@@ -50,7 +50,14 @@ pub struct NodeConfig {
     pub max_reply_bytes: usize,
     /// How long running operations get to end at shutdown.
     pub drain: Duration,
+    /// The largest resource document written, in bytes as JSON: CouchDB 3
+    /// refuses larger ones (its `max_document_size`, 8 MB by default) and
+    /// PouchDB Server does not check, so the node does.
+    pub max_document_size: usize,
 }
+
+/// CouchDB 3's default `max_document_size`, in bytes.
+pub const COUCHDB_MAX_DOCUMENT_SIZE: usize = 8_000_000;
 
 /// A running node, shared by the HTTP handlers.
 #[derive(Clone)]
@@ -65,6 +72,7 @@ pub struct Node {
     replication_check: Duration,
     peer_check: Duration,
     access: DatabaseAccess,
+    max_document_size: usize,
     health: Arc<Mutex<Health>>,
     events: Events,
     liveness: Liveness,
@@ -122,6 +130,7 @@ impl Node {
             replication_check: config.replication_check,
             peer_check: config.peer_check,
             access: config.access,
+            max_document_size: config.max_document_size,
             health: Arc::new(Mutex::new(Health::default())),
             events,
             liveness,
@@ -251,16 +260,19 @@ impl Node {
                 sites.join(", ")
             )));
         }
+        self.check_sites(&sites)?;
         // Subscribed before writing: no reply can come before we listen.
         let replies = self.hub.subscribe(&operation.request_id);
 
         for _ in 0..WRITE_ATTEMPTS {
-            let current = self
-                .couch
-                .get::<ResourceDocument>(&[&resource_id], &[])
-                .await?;
+            let current = self.couch.get::<Value>(&[&resource_id], &[]).await?;
             let mut doc = match current {
                 Some(doc) => {
+                    let kind: DocumentKind = decode_stored(&resource_id, doc.clone())?;
+                    if !kind.is_resource() {
+                        return Err(ReplicatorError::IdTaken(resource_id));
+                    }
+                    let doc: ResourceDocument = decode_stored(&resource_id, doc)?;
                     let wanted: BTreeSet<&String> = sites.iter().collect();
                     let stored: BTreeSet<&String> = doc.locations.iter().collect();
                     if wanted != stored {
@@ -287,9 +299,18 @@ impl Node {
                 doc.config = config.clone();
             }
             doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
+            let size = serde_json::to_vec(&doc).map_or(0, |json| json.len());
+            let too_large = || ReplicatorError::TooLarge {
+                resource: resource_id.clone(),
+                size,
+                limit: self.max_document_size,
+            };
+            if size > self.max_document_size {
+                return Err(too_large());
+            }
 
-            match self.couch.put(&[&resource_id], &doc).await? {
-                Written::Rev(rev) => {
+            match self.couch.put(&[&resource_id], &doc).await {
+                Ok(Written::Rev(rev)) => {
                     info!(resource = %resource_id, request = %operation.request_id, site = %self.site, rev = %rev, "operation stored");
                     return Ok(Submitted {
                         resource_id,
@@ -299,14 +320,34 @@ impl Node {
                         replies,
                     });
                 }
-                Written::Conflict => continue,
+                Ok(Written::Conflict) => continue,
+                // CouchDB configured with a lower limit than the node.
+                Err(ReplicatorError::Couch { status: 413, .. }) => return Err(too_large()),
+                Err(error) => return Err(error),
             }
         }
-        Err(ReplicatorError::Couch {
-            status: 409,
-            context: format!("storing an operation on {resource_id}"),
-            body: format!("still conflicting after {WRITE_ATTEMPTS} attempts"),
+        Err(ReplicatorError::Contended {
+            resource: resource_id,
+            attempts: WRITE_ATTEMPTS,
         })
+    }
+
+    /// Refuses sites that are not site names or that this node cannot
+    /// reach: it would replicate to them with its credentials.
+    fn check_sites(&self, sites: &[String]) -> Result<(), ReplicatorError> {
+        if sites.len() > cheops_model::MAX_SITES {
+            return Err(ReplicatorError::InvalidRequest(format!(
+                "{} sites are named; a resource has at most {}",
+                sites.len(),
+                cheops_model::MAX_SITES
+            )));
+        }
+        for site in sites.iter().filter(|s| **s != self.site) {
+            self.sites
+                .resolve(site)
+                .map_err(ReplicatorError::InvalidRequest)?;
+        }
+        Ok(())
     }
 
     /// The locations of a resource, `None` when it does not exist.
@@ -338,4 +379,15 @@ impl Node {
         self.set_health(|h| h.couchdb_reachable = reachable);
         self.health()
     }
+}
+
+/// A stored document read as `T`.
+fn decode_stored<T: serde::de::DeserializeOwned>(
+    resource_id: &str,
+    doc: Value,
+) -> Result<T, ReplicatorError> {
+    serde_json::from_value(doc).map_err(|source| ReplicatorError::Decode {
+        context: format!("GET {resource_id}"),
+        source,
+    })
 }

@@ -56,6 +56,13 @@ impl Replications {
             if *peer == self.inner.site || lock(&self.inner.ensured).contains(peer) {
                 continue;
             }
+            if self.inner.sites.couch_url(peer).is_none() {
+                // Refused on this node; named by a resource replicated from a
+                // differently configured one. Its URL would be made up, and
+                // would receive this node's credentials.
+                warn!(site = %self.inner.site, peer = %peer, "no replication to a site that is not a known peer");
+                continue;
+            }
             if !lock(&self.inner.pending).insert(peer.clone()) {
                 continue;
             }
@@ -123,6 +130,23 @@ impl Replications {
     }
 }
 
+/// A site name as it appears in a `_replicator` id: letters, digits, `-`
+/// and `.` as they are, every other byte as `_` and two hex digits. The
+/// escape is reversible, so two sites never share an id (`site_2` is
+/// `site_5f2`, `site 2` is `site_202`), and ids of the usual names stay as
+/// the earlier versions wrote them.
+fn escape_site(site: &str) -> String {
+    let mut out = String::with_capacity(site.len());
+    for byte in site.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("_{byte:02x}"));
+        }
+    }
+    out
+}
+
 fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
     // Single insert/remove/contains per critical section: never inconsistent.
     set.lock().unwrap_or_else(PoisonError::into_inner)
@@ -131,29 +155,25 @@ fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<Strin
 impl Inner {
     /// The `_replicator` document id for the replication to `peer`.
     fn doc_id(&self, peer: &str) -> String {
-        let clean = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        };
-        format!("cheops-{}-to-{}", clean(&self.site), clean(peer))
+        format!(
+            "cheops-{}-to-{}",
+            escape_site(&self.site),
+            escape_site(peer)
+        )
     }
 
-    fn wanted(&self, id: &str, peer: &str) -> Value {
-        json!({
+    fn wanted(&self, id: &str, peer: &str) -> Result<Value, ReplicatorError> {
+        let target = self.sites.couch_url(peer).ok_or_else(|| {
+            ReplicatorError::InvalidRequest(format!("site {peer:?} is not a known peer"))
+        })?;
+        Ok(json!({
             "_id": id,
             "source": self.source,
-            "target": self.sites.couch_url(peer),
+            "target": target,
             "continuous": true,
             "filter": SITE_FILTER,
             "query_params": { "site": peer },
-        })
+        }))
     }
 
     /// Makes the replication to `peer` exist as wanted. One that is missing
@@ -162,7 +182,7 @@ impl Inner {
     /// one).
     async fn ensure_one(&self, peer: &str, mut restart: bool) -> Result<(), ReplicatorError> {
         let id = self.doc_id(peer);
-        let wanted = self.wanted(&id, peer);
+        let wanted = self.wanted(&id, peer)?;
         loop {
             if let Some(current) = self.couch.get_replication(&id).await? {
                 let state = current.get("_replication_state").and_then(Value::as_str);
@@ -187,6 +207,50 @@ impl Inner {
                 Written::Rev(_) => return Ok(()),
                 // Created by another daemon on this database meanwhile: look again.
                 Written::Conflict => continue,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte-wise inverse of [`escape_site`].
+    fn unescape(escaped: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut bytes = escaped.bytes();
+        while let Some(byte) = bytes.next() {
+            if byte == b'_' {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(u8::from_str_radix(&hex, 16).unwrap());
+            } else {
+                out.push(byte);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn replication_ids_tell_every_site_apart() {
+        assert_eq!(escape_site("site-1.example"), "site-1.example");
+        assert_ne!(escape_site("site_2"), escape_site("site 2"));
+        // Seeded: the same names on every run; a failure names its input.
+        let alphabet = ['a', '_', ' ', '-', '.', '5', 'f', '%', 'é'];
+        let mut state: u64 = 0x5eed_cafe;
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..5000 {
+            let mut name = String::new();
+            for _ in 0..(state % 6 + 1) {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                name.push(alphabet[(state >> 33) as usize % alphabet.len()]);
+            }
+            let escaped = escape_site(&name);
+            assert_eq!(unescape(&escaped), name.as_bytes(), "{name:?}");
+            if let Some(other) = seen.insert(escaped.clone(), name.clone()) {
+                assert_eq!(other, name, "{other:?} and {name:?} share {escaped:?}");
             }
         }
     }

@@ -137,13 +137,14 @@ impl Node for FakeNode {
         })
     }
 
-    fn api_url(&self, site: &str) -> String {
+    /// Only the sites given a URL are known.
+    fn api_url(&self, site: &str) -> Result<String, String> {
         self.api_urls
             .lock()
             .unwrap()
             .get(site)
             .cloned()
-            .unwrap_or_else(|| format!("http://{site}:8079"))
+            .ok_or_else(|| format!("site {site:?} is not a known peer"))
     }
 
     fn dump(&self) -> BoxFuture<'_, Result<serde_json::Value, ReplicatorError>> {

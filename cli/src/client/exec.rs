@@ -34,7 +34,7 @@ pub(crate) struct Request {
 /// is sent yet.
 pub(crate) fn prepare(args: ExecArgs) -> Result<Request, Failure> {
     node_url::check_id(&args.id)?;
-    let sites = cheops_model::split_sites(&args.sites);
+    let sites = node_url::sites(&args.sites)?;
     let Some(first) = sites.first() else {
         return Err(Failure::Usage(
             "--sites names no site: give sites separated by '&'".into(),

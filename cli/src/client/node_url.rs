@@ -77,6 +77,13 @@ pub(crate) fn check_id(id: &str) -> Result<(), Failure> {
         .map_err(|problem| Failure::Usage(format!("--id: {problem}")))
 }
 
+/// The sites of `--sites`, by the node's rule: each a site name (a site
+/// name goes into URLs), at most [`cheops_model::MAX_SITES`].
+pub(crate) fn sites(value: &str) -> Result<Vec<String>, Failure> {
+    cheops_model::split_sites(value)
+        .map_err(|problem| Failure::Usage(format!("--sites: {problem}")))
+}
+
 /// `url` with any user name and password taken out, for messages.
 pub(crate) fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {

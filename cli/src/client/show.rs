@@ -35,7 +35,7 @@ pub(crate) struct Request {
 
 pub(crate) fn prepare(args: ShowArgs) -> Result<Request, Failure> {
     node_url::check_id(&args.id)?;
-    let sites = args.sites.as_deref().map(cheops_model::split_sites);
+    let sites = args.sites.as_deref().map(node_url::sites).transpose()?;
     if sites.as_ref().is_some_and(Vec::is_empty) {
         return Err(Failure::Usage(
             "--sites names no site: give sites separated by '&', or leave it out for all the \
@@ -49,6 +49,10 @@ pub(crate) fn prepare(args: ShowArgs) -> Result<Request, Failure> {
         .map(str::trim)
         .filter(|f| !f.is_empty())
         .or_else(|| sites.as_ref().and_then(|s| s.first()).map(String::as_str));
+    if let Some(from) = from {
+        cheops_model::check_site_name(from)
+            .map_err(|problem| Failure::Usage(format!("--from: {problem}")))?;
+    }
     let url = format!("{}/show/{}", node_url::resolve(&args.node, from)?, args.id);
     let mut form = Form::new().text("command", args.command);
     if let Some(sites) = args.sites {

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use cheops_api::ApiConfig;
 use cheops_chephren::{parse_origin, ChephrenConfig};
-use cheops_replicator::{DatabaseAccess, NodeConfig, SiteUrls, Sites, DEFAULT_MAX_REPLY_BYTES};
+use cheops_replicator::{
+    DatabaseAccess, NodeConfig, SiteUrls, Sites, Templates, COUCHDB_MAX_DOCUMENT_SIZE,
+    DEFAULT_MAX_REPLY_BYTES,
+};
 use clap::Args;
 
 use super::logging::LogFormat;
@@ -67,22 +70,18 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_PEERS_FILE")]
     peers_file: Option<PathBuf>,
 
-    /// CouchDB URL of a site missing from the peers; {site} is its name.
-    #[arg(
-        long,
-        env = "CHEOPS_COUCHDB_TEMPLATE",
-        default_value = "http://admin:password@{site}:5984/cheops",
-        hide_env_values = true
-    )]
-    couchdb_template: String,
+    /// CouchDB URL of a site missing from the peers; {site} is its name,
+    /// such as http://admin:password@{site}:5984/cheops. Unset (the
+    /// default), an operation naming a site that is not a peer is refused:
+    /// this node sends its credentials only where the operator said. Needs
+    /// --api-template too.
+    #[arg(long, env = "CHEOPS_COUCHDB_TEMPLATE", hide_env_values = true)]
+    couchdb_template: Option<String>,
 
-    /// API URL of a site missing from the peers; {site} is its name.
-    #[arg(
-        long,
-        env = "CHEOPS_API_TEMPLATE",
-        default_value = "http://{site}:8079"
-    )]
-    api_template: String,
+    /// API URL of a site missing from the peers; {site} is its name, such
+    /// as http://{site}:8079. Needs --couchdb-template too.
+    #[arg(long, env = "CHEOPS_API_TEMPLATE")]
+    api_template: Option<String>,
 
     /// Seconds /exec waits for every site's reply before answering TIMEOUT.
     #[arg(long, env = "CHEOPS_REPLY_TIMEOUT", default_value_t = 30)]
@@ -91,6 +90,35 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (files included).
     #[arg(long, env = "CHEOPS_BODY_LIMIT", default_value_t = 64 * 1024 * 1024)]
     body_limit: usize,
+
+    /// Largest resource document written, in bytes as JSON (operations and
+    /// their attached files, base64): CouchDB 3's max_document_size. A
+    /// larger one is refused with 413 and nothing stored.
+    #[arg(long, env = "CHEOPS_MAX_DOCUMENT_SIZE", default_value_t = COUCHDB_MAX_DOCUMENT_SIZE)]
+    max_document_size: usize,
+
+    /// A variable of the daemon's environment that commands see (repeatable,
+    /// or comma-separated; NAME* for every name starting with NAME), on top
+    /// of PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ and
+    /// TMPDIR. Commands see no other variable of the daemon's, so no
+    /// credential of its reaches them. Example: --command-env KUBECONFIG
+    #[arg(
+        long = "command-env",
+        env = "CHEOPS_COMMAND_ENV",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    command_env: Vec<String>,
+
+    /// Seconds a command (of an operation, or of /show_local) may run;
+    /// then it is killed with every process it started, and its reply is KO.
+    #[arg(long, env = "CHEOPS_COMMAND_TIMEOUT", default_value_t = 300)]
+    command_timeout: u64,
+
+    /// Bytes of a command's output kept (standard output and error); the
+    /// rest is dropped, a line saying how much ends the output.
+    #[arg(long, env = "CHEOPS_COMMAND_OUTPUT_LIMIT", default_value_t = 1024 * 1024)]
+    command_output_limit: usize,
 
     /// How many resources may run operations at once.
     #[arg(long, env = "CHEOPS_CONCURRENCY", default_value_t = 8)]
@@ -134,7 +162,7 @@ pub struct ServeArgs {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub api_addr: SocketAddr,
     pub dump_addr: SocketAddr,
@@ -144,6 +172,17 @@ pub struct Settings {
     pub node: NodeConfig,
     pub api: ApiConfig,
     pub log_format: LogFormat,
+    pub commands: CommandSettings,
+}
+
+/// How the daemon runs commands.
+#[derive(Clone)]
+pub struct CommandSettings {
+    /// The variables of the daemon's environment commands see (values may
+    /// be anything the operator passed on: never logged).
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub output_limit: usize,
 }
 
 /// Below this, a reply's fixed fields could leave no room for output.
@@ -179,6 +218,23 @@ impl ServeArgs {
                 "--max-reply-bytes must be at least {MIN_REPLY_BYTES}"
             ));
         }
+        if self.command_timeout == 0 {
+            return Err("--command-timeout must be at least 1 second".into());
+        }
+        if self.command_output_limit == 0 {
+            return Err("--command-output-limit must be at least 1 byte".into());
+        }
+        if self.max_document_size == 0 {
+            return Err("--max-document-size must be at least 1 byte".into());
+        }
+        cheops_model::check_site_name(&site).map_err(|e| format!("--site (or MYFQDN): {e}"))?;
+        let command_env = self
+            .command_env
+            .iter()
+            .map(|name| name.trim())
+            .filter(|name| !name.is_empty())
+            .map(|name| check_env_name(name).map(|()| name.to_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let cors_origins = self
             .chephren_cors_origins
@@ -187,13 +243,27 @@ impl ServeArgs {
             .map(|origin| parse_origin(origin).map_err(|e| format!("--chephren-cors-origin: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut sites = Sites::new(self.couchdb_template, self.api_template);
+        let templates = match (self.couchdb_template, self.api_template) {
+            (None, None) => None,
+            (Some(couch), Some(api)) => {
+                check_template(&couch, "--couchdb-template")?;
+                check_template(&api, "--api-template")?;
+                Some(Templates { couch, api })
+            }
+            _ => {
+                return Err(
+                    "--couchdb-template and --api-template go together: set both or neither".into(),
+                )
+            }
+        };
+        let mut sites = Sites::new(templates);
         if let Some(path) = &self.peers_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read --peers-file {}: {e}", path.display()))?;
             let entries: BTreeMap<String, PeerEntry> = serde_json::from_str(&text)
                 .map_err(|e| format!("--peers-file {}: {e}", path.display()))?;
             for (name, entry) in entries {
+                check_peer_name(&name)?;
                 sites.insert(name, peer_urls(entry.couchdb, entry.api)?);
             }
         }
@@ -204,6 +274,7 @@ impl ServeArgs {
             let (couch, api) = urls
                 .split_once(',')
                 .ok_or_else(|| format!("--peer {peer:?}: expected NAME=COUCHDB_URL,API_URL"))?;
+            check_peer_name(name.trim())?;
             sites.insert(
                 name.trim(),
                 peer_urls(couch.trim().into(), api.trim().into())?,
@@ -242,6 +313,12 @@ impl ServeArgs {
                 data_dir: self.data_dir,
                 max_reply_bytes: self.max_reply_bytes,
                 drain: super::OPERATIONS_DRAIN,
+                max_document_size: self.max_document_size,
+            },
+            commands: CommandSettings {
+                env: cheops_backends::command_env(&command_env, std::env::vars_os()),
+                timeout: Duration::from_secs(self.command_timeout),
+                output_limit: self.command_output_limit,
             },
             api: ApiConfig {
                 reply_timeout: Duration::from_secs(self.reply_timeout),
@@ -251,6 +328,34 @@ impl ServeArgs {
             log_format: self.log_format,
         })
     }
+}
+
+/// A peer's name is a site name: operations name it in their sites.
+fn check_peer_name(name: &str) -> Result<(), String> {
+    cheops_model::check_site_name(name).map_err(|e| format!("a peer's name: {e}"))
+}
+
+/// A template is a URL with `{site}` in its host, which a site name fills
+/// with nothing but a host name.
+fn check_template(template: &str, what: &str) -> Result<(), String> {
+    check_url(template, what)?;
+    if !template.contains("{site}") {
+        return Err(format!("{what} must contain {{site}}"));
+    }
+    Ok(())
+}
+
+/// A variable name for --command-env: letters, digits and '_', with an
+/// optional final '*'.
+fn check_env_name(name: &str) -> Result<(), String> {
+    let stem = name.strip_suffix('*').unwrap_or(name);
+    if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "--command-env {name:?}: expected a variable name (letters, digits, '_'), or a prefix \
+             ending with '*'"
+        ));
+    }
+    Ok(())
 }
 
 fn peer_urls(couch: String, api: String) -> Result<SiteUrls, String> {

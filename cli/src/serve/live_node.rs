@@ -31,12 +31,9 @@ impl cheops_api::Node for LiveNode {
         Box::pin(self.0.run_local(command))
     }
 
-    fn api_url(&self, site: &str) -> String {
-        self.0
-            .sites()
-            .api_url(site)
-            .trim_end_matches('/')
-            .to_owned()
+    fn api_url(&self, site: &str) -> Result<String, String> {
+        let urls = self.0.sites().resolve(site)?;
+        Ok(urls.api.trim_end_matches('/').to_owned())
     }
 
     fn dump(&self) -> BoxFuture<'_, Result<serde_json::Value, ReplicatorError>> {
