@@ -284,7 +284,8 @@ impl Cluster {
             .arg(info.data_dir())
             .env("RUST_LOG", "info,cheops_replicator=debug")
             .args(&self.daemon_args)
-            .env("NODE_DIR", info.app_dir());
+            .env("NODE_DIR", info.app_dir())
+            .env("CHEOPS_COMMAND_ENV", command_env());
         if let Some(port) = info.redis_port {
             command.env("REDIS_PORT", port.to_string());
         }
@@ -370,7 +371,9 @@ impl Cluster {
         i: usize,
         request: Exec<'_>,
     ) -> (u16, Result<Vec<ReplyDocument>, Value>) {
-        let mut form = Form::new();
+        // Names as written (`a/b`), as the CLI sends them: the node does not
+        // decode the RFC 2231 form reqwest uses by default for such names.
+        let mut form = Form::new().percent_encode_noop();
         if let Some(sites) = request.sites {
             form = form.text("sites", sites.to_owned());
         }
@@ -479,6 +482,18 @@ impl Cluster {
         })
         .await
     }
+}
+
+/// The variables of its environment a daemon passes to its commands: the
+/// caller's choice (`CHEOPS_COMMAND_ENV`, which daemons inherit like every
+/// `CHEOPS_*` variable), and the harness's own `NODE_DIR` and `REDIS_PORT`.
+fn command_env() -> String {
+    let mut names = std::env::var("CHEOPS_COMMAND_ENV").unwrap_or_default();
+    if !names.trim().is_empty() {
+        names.push(',');
+    }
+    names.push_str("NODE_DIR,REDIS_PORT");
+    names
 }
 
 fn spawn_sidecar(info: &NodeInfo) -> Owned {

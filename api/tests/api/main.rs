@@ -6,5 +6,6 @@ mod fake;
 mod http;
 
 mod exec;
+mod refusals;
 mod routes;
 mod show;

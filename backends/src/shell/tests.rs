@@ -198,13 +198,116 @@ async fn a_command_that_cannot_start_fails_and_stops_the_batch() {
 }
 
 #[tokio::test]
-async fn commands_inherit_the_environment_plus_the_configured_variables() {
-    let path = std::env::var("PATH").unwrap();
+async fn commands_see_only_the_configured_variables() {
+    // Cargo runs this test with CARGO_* variables (and whatever the
+    // caller's environment holds): none may reach the command.
+    assert!(std::env::vars().any(|(name, _)| name.starts_with("CARGO")));
     let results = ShellBackend::new()
         .with_env("CHEOPS_TEST_VAR", "a value")
-        .run(&[command(r#"printf '%s\n' "$PATH" "$CHEOPS_TEST_VAR""#)])
+        .run(&[command("env")])
         .await;
-    assert_eq!(results, vec![ok(&format!("{path}\na value\n"))]);
+    assert_eq!(results[0].outcome, Outcome::Ok, "{}", results[0].output);
+    let names: Vec<&str> = results[0]
+        .output
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .collect();
+    assert!(results[0].output.contains("CHEOPS_TEST_VAR=a value\n"));
+    // What the shell sets for itself, and nothing else.
+    for name in names {
+        assert!(
+            ["CHEOPS_TEST_VAR", "PWD", "OLDPWD", "SHLVL", "_"].contains(&name),
+            "{name} reached the command:\n{}",
+            results[0].output
+        );
+    }
+}
+
+#[test]
+fn the_daemons_variables_pass_only_when_allowed() {
+    let vars = [
+        ("PATH", "/usr/bin"),
+        ("LC_ALL", "C.UTF-8"),
+        ("CHEOPS_COUCHDB_URL", "http://admin:secret@db:5984/cheops"),
+        ("CHEOPS_TOKEN", "secret"),
+        ("NODE_DIR", "/srv/app"),
+        ("NODE_DIRECTORY", "/elsewhere"),
+        ("APP_ONE", "1"),
+    ]
+    .map(|(name, value)| (name.into(), value.into()));
+    let extra = ["NODE_DIR".to_owned(), "APP_*".to_owned()];
+    let passed = super::command_env(&extra, vars);
+    let names: Vec<&str> = passed.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["PATH", "LC_ALL", "NODE_DIR", "APP_ONE"]);
+}
+
+#[tokio::test]
+async fn output_past_the_limit_is_dropped_and_counted() {
+    // 3 MB of output: the default limit keeps 1 MiB.
+    let results = ShellBackend::new()
+        .run(&[command("yes | head -c 3000000")])
+        .await;
+    let limit = super::DEFAULT_OUTPUT_LIMIT;
+    assert_eq!(results[0].outcome, Outcome::Ok);
+    let (kept, marker) = results[0].output.split_at(limit);
+    assert!(kept.chars().all(|c| c == 'y' || c == '\n'));
+    assert_eq!(
+        marker,
+        format!(
+            "[cheops: output truncated: {} more bytes dropped after the first {limit} \
+             (--command-output-limit)]\n",
+            3_000_000 - limit
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_command_past_its_timeout_is_killed_with_its_processes_and_fails() {
+    let scratch = scratch();
+    let pid_file = scratch.path().join("sleep.pid");
+    let script = format!(
+        "sleep 30 & echo $! > {pids}; echo started; wait",
+        pids = pid_file.display()
+    );
+    let results = ShellBackend::new()
+        .with_timeout(Duration::from_millis(500))
+        .run(&[command(&script), command("echo never")])
+        .await;
+    assert_eq!(results[0].outcome, Outcome::Failed);
+    assert_eq!(
+        results[0].output,
+        "started\n[cheops: timed out after 0.5 s (--command-timeout): the command and every \
+         process it started were killed]\n"
+    );
+    assert_eq!(results[1], CommandResult::skipped());
+    let sleep: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually("the background sleep to die", || is_dead(sleep)).await;
+}
+
+#[tokio::test]
+async fn endless_output_is_bounded_by_the_limit_and_the_timeout() {
+    let results = ShellBackend::new()
+        .with_output_limit(1000)
+        .with_timeout(Duration::from_millis(500))
+        .run(&[command("yes")])
+        .await;
+    assert_eq!(results[0].outcome, Outcome::Failed);
+    let output = &results[0].output;
+    assert_eq!(&output[..1000], "y\n".repeat(500));
+    let markers: Vec<&str> = output[1000..].lines().collect();
+    assert_eq!(markers.len(), 2, "{markers:?}");
+    assert!(
+        markers[0].starts_with("[cheops: output truncated: "),
+        "{output}"
+    );
+    assert!(
+        markers[1].starts_with("[cheops: timed out after 0.5 s"),
+        "{output}"
+    );
 }
 
 #[tokio::test]
@@ -265,7 +368,7 @@ async fn colliding_file_names_fail_the_command_and_leave_nothing() {
     assert!(
         results[0]
             .output
-            .starts_with("could not write attached file \"a/b\""),
+            .starts_with("attached files \"a\" and \"a/b\" collide"),
         "{}",
         results[0].output
     );
