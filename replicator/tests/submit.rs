@@ -1,0 +1,190 @@
+//! What `Node::submit` refuses, against a fake CouchDB that records every
+//! request: each refusal is a clear error and writes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cheops_backends::ShellBackend;
+use cheops_model::{Operation, ShellCommand, Timestamp};
+use cheops_replicator::{Node, NodeConfig, ReplicatorError, SiteUrls, Sites, Submission};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The requests a fake CouchDB received, as `METHOD path`.
+type Requests = Arc<Mutex<Vec<String>>>;
+
+/// A CouchDB that answers `GET` of a document with `get` and `PUT` with
+/// `put` (status, body); returns its database URL.
+async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (String, Requests) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://admin:pw@{}/cheops", listener.local_addr().unwrap());
+    let requests: Requests = Arc::default();
+    let log = Arc::clone(&requests);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                socket.read_exact(&mut body).await.unwrap();
+                let line = head.lines().next().unwrap_or_default();
+                let request: Vec<&str> = line.split(' ').take(2).collect();
+                log.lock().unwrap().push(request.join(" "));
+                let (status, answer) = if request[0] == "PUT" { put } else { get };
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, requests)
+}
+
+fn node(couch_url: &str, max_document_size: usize) -> Node {
+    let mut sites = Sites::default();
+    sites.insert(
+        "site2",
+        SiteUrls {
+            couch: "http://127.0.0.1:1/cheops".into(),
+            api: "http://127.0.0.1:1".into(),
+        },
+    );
+    let config = NodeConfig {
+        site: "site1".into(),
+        couch_url: couch_url.into(),
+        sites,
+        concurrency: 1,
+        replication_check: Duration::from_secs(60),
+        peer_check: Duration::from_secs(60),
+        max_document_size,
+    };
+    Node::new(config, Arc::new(ShellBackend::new())).unwrap()
+}
+
+fn submission(sites: &[&str], file: usize) -> Submission {
+    Submission {
+        resource_id: "r".into(),
+        sites: sites.iter().map(|s| s.to_string()).collect(),
+        operation: Operation {
+            op_type: "set".into(),
+            request_id: "0123456789abcdef0123456789abcdef".into(),
+            command: ShellCommand {
+                command: "true".into(),
+                files: BTreeMap::from([("f".to_owned(), vec![b'x'; file])]),
+            },
+            time: Timestamp::now(),
+        },
+        config: None,
+    }
+}
+
+const NOT_FOUND: (u16, &str) = (404, r#"{"error":"not_found","reason":"missing"}"#);
+const CREATED: (u16, &str) = (201, r#"{"ok":true,"id":"r","rev":"1-a"}"#);
+
+fn puts(requests: &Requests) -> usize {
+    requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("PUT"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_write_that_keeps_conflicting_gives_up_as_contended() {
+    let (url, requests) = fake_couch(NOT_FOUND, (409, r#"{"error":"conflict"}"#)).await;
+    let error = node(&url, 8_000_000)
+        .submit(submission(&["site1", "site2"], 10))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, ReplicatorError::Contended { attempts: 50, .. }),
+        "{error:?}"
+    );
+    assert_eq!(puts(&requests), 50);
+}
+
+#[tokio::test]
+async fn a_document_over_the_limit_is_never_written() {
+    let (url, requests) = fake_couch(NOT_FOUND, CREATED).await;
+    let error = node(&url, 1000)
+        .submit(submission(&["site1"], 1000))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, ReplicatorError::TooLarge { limit: 1000, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("1000 bytes"), "{error}");
+    assert_eq!(puts(&requests), 0);
+}
+
+#[tokio::test]
+async fn couchdbs_own_413_is_a_document_too_large() {
+    let (url, _) = fake_couch(
+        NOT_FOUND,
+        (413, r#"{"error":"document_too_large","reason":"r"}"#),
+    )
+    .await;
+    let error = node(&url, 8_000_000)
+        .submit(submission(&["site1"], 10))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, ReplicatorError::TooLarge { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_id_taken_by_a_reply_is_refused_and_the_reply_kept() {
+    let reply = r#"{"_id":"r","_rev":"1-b","Type":"REPLY","Site":"site1","Status":"OK"}"#;
+    let (url, requests) = fake_couch((200, reply), CREATED).await;
+    let error = node(&url, 8_000_000)
+        .submit(submission(&["site1"], 10))
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(error, ReplicatorError::IdTaken(_)), "{error:?}");
+    assert_eq!(puts(&requests), 0);
+}
+
+#[tokio::test]
+async fn a_site_that_is_not_a_known_peer_is_refused_before_any_request() {
+    let (url, requests) = fake_couch(NOT_FOUND, CREATED).await;
+    let node = node(&url, 8_000_000);
+    for site in ["site3", "127.0.0.1:5984", "h/x#"] {
+        let error = node
+            .submit(submission(&["site1", site], 10))
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&error, ReplicatorError::InvalidRequest(m) if m.contains(site)),
+            "{error:?}"
+        );
+    }
+    assert!(requests.lock().unwrap().is_empty());
+}
