@@ -458,6 +458,32 @@ async fn errors_exit_with_their_status_and_say_why() {
     );
     assert!(run.stderr.contains("take-two"), "{run:?}");
 
+    // A site name that is no host name never leaves the client.
+    for sites in ["site1&127.0.0.1:45999/x#", "site1&admin@h", "site1&a b"] {
+        let run = exec(&[], "true", sites, &api).await;
+        assert_eq!(run.code, 64, "{run:?}");
+        assert!(run.stderr.contains("--sites: site name"), "{run:?}");
+        let bad = sites.trim_start_matches("site1&");
+        let run = cheops(
+            work.path(),
+            &[
+                "show",
+                "--id",
+                "err",
+                "--command",
+                "true",
+                "--sites",
+                sites,
+                "--node",
+                &api,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(run.code, 64, "{run:?}");
+        assert!(run.stderr.contains(bad), "{run:?}");
+    }
+
     let run = exec(&[], "true", "site1", &nobody).await;
     assert_eq!(run.code, 3, "{run:?}");
     assert!(

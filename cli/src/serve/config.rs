@@ -162,7 +162,7 @@ pub struct ServeArgs {
 }
 
 /// The validated configuration.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub api_addr: SocketAddr,
     pub dump_addr: SocketAddr,
@@ -183,6 +183,18 @@ pub struct CommandSettings {
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
     pub output_limit: usize,
+}
+
+/// Names the variables passed to commands, never their values.
+impl std::fmt::Debug for CommandSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("CommandSettings")
+            .field("env", &names)
+            .field("timeout", &self.timeout)
+            .field("output_limit", &self.output_limit)
+            .finish()
+    }
 }
 
 /// Below this, a reply's fixed fields could leave no room for output.
@@ -408,5 +420,77 @@ mod tests {
     fn a_reply_limit_too_small_for_any_output_is_refused() {
         let error = validate(&["--max-reply-bytes", "100"]).unwrap_err();
         assert!(error.contains("--max-reply-bytes"), "{error}");
+    }
+
+    #[test]
+    fn without_templates_only_peers_resolve() {
+        let settings = validate(&[
+            "--peer",
+            "site2=http://a:p@10.0.0.2:5984/cheops,http://10.0.0.2:8079",
+        ])
+        .unwrap();
+        let sites = &settings.node.sites;
+        assert!(sites.urls("site2").is_some());
+        assert_eq!(sites.urls("site3"), None);
+    }
+
+    #[test]
+    fn templates_go_together_and_hold_the_site() {
+        let couch = "http://a:p@{site}:5984/cheops";
+        let api = "http://{site}:8079";
+        let settings = validate(&["--couchdb-template", couch, "--api-template", api]).unwrap();
+        assert_eq!(
+            settings.node.sites.api_url("site3").as_deref(),
+            Some("http://site3:8079")
+        );
+        for args in [
+            &["--couchdb-template", couch][..],
+            &["--api-template", api][..],
+            &[
+                "--couchdb-template",
+                "http://h:5984/cheops",
+                "--api-template",
+                api,
+            ][..],
+        ] {
+            let err = validate(args).err().expect("refused");
+            assert!(err.contains("template"), "{args:?}: {err}");
+            assert!(!err.contains("a:p"), "never echoes credentials: {err}");
+        }
+    }
+
+    #[test]
+    fn site_and_peer_names_follow_the_site_name_rule() {
+        let site = Serve::try_parse_from(["cheops", "--site", "h:1"]).expect("flags parse");
+        let err = site.args.validate().map(|_| ()).expect_err("refused");
+        assert!(err.contains("--site"), "{err}");
+        let err = validate(&["--peer", "h:1=http://h/cheops,http://h:8079"])
+            .err()
+            .expect("refused");
+        assert!(err.contains("peer"), "{err}");
+    }
+
+    #[test]
+    fn command_settings_are_checked() {
+        let settings = validate(&[
+            "--command-env",
+            "NODE_DIR,APP_*",
+            "--command-timeout",
+            "5",
+            "--command-output-limit",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(settings.commands.timeout, Duration::from_secs(5));
+        assert_eq!(settings.commands.output_limit, 10);
+        for args in [
+            &["--command-env", "A=B"][..],
+            &["--command-env", "*"][..],
+            &["--command-timeout", "0"][..],
+            &["--command-output-limit", "0"][..],
+            &["--max-document-size", "0"][..],
+        ] {
+            assert!(validate(args).is_err(), "{args:?}");
+        }
     }
 }
