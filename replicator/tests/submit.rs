@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use cheops_backends::ShellBackend;
 use cheops_model::{Operation, ShellCommand, Timestamp};
-use cheops_replicator::{Node, NodeConfig, ReplicatorError, SiteUrls, Sites, Submission};
+use cheops_replicator::{
+    DatabaseAccess, Node, NodeConfig, ReplicatorError, SiteUrls, Sites, Submission,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -75,6 +77,7 @@ fn node(couch_url: &str, max_document_size: usize) -> Node {
         concurrency: 1,
         replication_check: Duration::from_secs(60),
         peer_check: Duration::from_secs(60),
+        access: DatabaseAccess::AdminsOnly,
         max_document_size,
     };
     Node::new(config, Arc::new(ShellBackend::new())).unwrap()
