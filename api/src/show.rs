@@ -34,19 +34,24 @@ pub(crate) async fn show(
     AnyForm(form): AnyForm,
 ) -> Result<Json<BTreeMap<String, SiteOutput>>, ApiError> {
     let command = form.required("command")?.to_owned();
-    let sites = match form.sites()?.filter(|s| !s.is_empty()) {
-        Some(sites) => sites,
+    let given = form.sites()?.filter(|s| !s.is_empty());
+    let sites = match &given {
+        Some(sites) => sites.clone(),
         None => state
             .node
             .locations(&id)
             .await?
             .ok_or_else(|| ApiError::ResourceNotFound(id.clone()))?,
     };
-    // Every site is checked before any is asked: a request naming a site
-    // the operator did not configure is refused as a whole.
+    // Where each other site is asked, or why it cannot be. A request naming
+    // a site the operator did not configure is refused as a whole; such a
+    // location of a resource (stored by a node configured otherwise) is KO.
     let mut urls = BTreeMap::new();
     for site in sites.iter().filter(|s| *s != state.node.site()) {
-        let base = state.node.api_url(site).map_err(ApiError::BadRequest)?;
+        let base = state.node.api_url(site);
+        if let (Some(_), Err(reason)) = (&given, &base) {
+            return Err(ApiError::BadRequest(reason.clone()));
+        }
         urls.insert(site.clone(), base);
     }
     let deadline = Instant::now() + state.config.show_timeout;
@@ -55,8 +60,9 @@ pub(crate) async fn show(
         let command = command.clone();
         // This node runs its own share directly: no HTTP hop to itself.
         let ask = async move {
-            let Some(base) = urls.get(site) else {
-                return Ok(run_here(state, id, &command).await);
+            let base = match urls.get(site) {
+                None => return Ok(run_here(state, id, &command).await),
+                Some(base) => base.clone()?,
             };
             let url = format!("{}/show_local/{id}", base.trim_end_matches('/'));
             ask(&state.client, url, command).await

@@ -112,6 +112,20 @@ async fn show_naming_a_site_the_node_cannot_reach_is_refused_and_runs_nothing() 
     assert!(node.local_runs().is_empty(), "nothing ran");
 }
 
+#[tokio::test]
+async fn a_location_the_node_cannot_reach_is_ko_and_the_others_answer() {
+    let node = FakeNode::new("site1");
+    node.add_resource("r", &["site1", "elsewhere"]);
+    let app = router(node.clone(), ApiConfig::default());
+    let response = send(app, post_urlencoded("/show/r", "command=true")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = crate::http::json(response).await;
+    assert_eq!(body["site1"]["Status"], "OK");
+    assert_eq!(body["elsewhere"]["Status"], "KO");
+    let reason = body["elsewhere"]["Output"].as_str().unwrap();
+    assert!(reason.contains("not a known peer"), "{reason}");
+}
+
 /// The node refuses the submission with `error`; the API answers `status`.
 async fn node_refusal(error: ReplicatorError) -> axum::response::Response {
     let node = FakeNode::new("site1");
