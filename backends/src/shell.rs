@@ -175,7 +175,7 @@ impl ShellBackend {
         let ran = ran?;
         let mut output = String::from_utf8_lossy(&ran.output).into_owned();
         if ran.dropped > 0 {
-            warn!(
+            info!(
                 kept = ran.output.len(),
                 dropped = ran.dropped,
                 "command output over the limit"
