@@ -484,6 +484,16 @@ impl Cluster {
     }
 }
 
+/// `cheops serve` arguments naming `site` as a peer that never answers (its
+/// CouchDB and API on a closed port): a site an operation may name (a node
+/// refuses sites it does not know) and that never replies.
+pub fn absent_peer(site: &str) -> Vec<String> {
+    vec![
+        "--peer".to_owned(),
+        format!("{site}=http://{ADMIN}@127.0.0.1:1/cheops,http://127.0.0.1:1"),
+    ]
+}
+
 /// The variables of its environment a daemon passes to its commands: the
 /// caller's choice (`CHEOPS_COMMAND_ENV`, which daemons inherit like every
 /// `CHEOPS_*` variable), and the harness's own `NODE_DIR` and `REDIS_PORT`.

@@ -14,6 +14,6 @@ mod process;
 pub mod python;
 mod wait;
 
-pub use cluster::{Cluster, ClusterOptions, Exec, NodeInfo};
+pub use cluster::{absent_peer, Cluster, ClusterOptions, Exec, NodeInfo};
 pub use process::{cheops_binary, release_cheops_binary};
 pub use wait::eventually;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cheops_model::{ReplyDocument, Status};
-use cheops_tests::{cheops_binary, Cluster};
+use cheops_tests::{absent_peer, cheops_binary, Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 /// What one run of the client did.
@@ -259,7 +259,13 @@ async fn the_readmes_bare_form_is_exec() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_exit_status_is_1_for_a_ko_and_2_for_a_late_site() {
-    let cluster = Cluster::start_with_timeout(1, 5).await;
+    let cluster = Cluster::start_with(ClusterOptions {
+        nodes: 1,
+        reply_timeout: 5,
+        daemon_args: absent_peer("site2"),
+        ..ClusterOptions::default()
+    })
+    .await;
     let work = WorkDir::new(&[]);
     let api = cluster.node(0).api_url();
     let exec = |id: &'static str, sites: &'static str, command: &'static str| {
@@ -293,7 +299,7 @@ async fn the_exit_status_is_1_for_a_ko_and_2_for_a_late_site() {
     assert_eq!((head.as_str(), site.as_str()), ("[1/1] KO", "site1"));
     assert!(output.starts_with("oops"), "{run:?}");
 
-    // site2 has no node: it never replies.
+    // site2 is a peer with no node: it never replies.
     let run = exec("late", "site1&site2", "true").await;
     assert_eq!(run.code, 2, "{run:?}");
     let lines: Vec<_> = run.stdout.lines().map(reply_line).collect();

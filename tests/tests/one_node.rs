@@ -2,7 +2,7 @@
 //! and stores nothing.
 
 use cheops_model::Status;
-use cheops_tests::{Cluster, Exec};
+use cheops_tests::{absent_peer, Cluster, ClusterOptions, Exec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_creates_the_resource_and_streams_one_ok_reply() {
@@ -43,7 +43,13 @@ async fn exec_creates_the_resource_and_streams_one_ok_reply() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_and_stores_nothing() {
-    let cluster = Cluster::start(1).await;
+    // site2 is a known peer, with no node: only the rule under test refuses it.
+    let cluster = Cluster::start_with(ClusterOptions {
+        nodes: 1,
+        daemon_args: absent_peer("site2"),
+        ..ClusterOptions::default()
+    })
+    .await;
     let ok = Exec {
         id: "r",
         sites: Some("site1"),
