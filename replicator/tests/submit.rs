@@ -2,6 +2,7 @@
 //! request: each refusal is a clear error and writes nothing.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use cheops_backends::ShellBackend;
 use cheops_model::{Operation, ShellCommand, Timestamp};
 use cheops_replicator::{
     DatabaseAccess, Node, NodeConfig, ReplicatorError, SiteUrls, Sites, Submission,
+    DEFAULT_MAX_REPLY_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -61,6 +63,13 @@ async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (Stri
     (url, requests)
 }
 
+/// A fresh directory for a node's journal.
+fn data_dir() -> std::path::PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("cheops-submit-{}-{n}", std::process::id()))
+}
+
 fn node(couch_url: &str, max_document_size: usize) -> Node {
     let mut sites = Sites::default();
     sites.insert(
@@ -78,6 +87,9 @@ fn node(couch_url: &str, max_document_size: usize) -> Node {
         replication_check: Duration::from_secs(60),
         peer_check: Duration::from_secs(60),
         access: DatabaseAccess::AdminsOnly,
+        data_dir: data_dir(),
+        max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
+        drain: Duration::from_secs(1),
         max_document_size,
     };
     Node::new(config, Arc::new(ShellBackend::new())).unwrap()
