@@ -160,15 +160,18 @@ async fn refusals_answer_clearly_and_store_nothing() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(replies.unwrap().len(), 1);
-    let docs = all_docs(&cluster).await;
-    let reply_id = docs["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|row| row["doc"]["Type"] == "REPLY")
-        .and_then(|row| row["id"].as_str())
-        .expect("a reply is stored")
-        .to_owned();
+    // A reply as the Go original stores it, under an id CouchDB chose: a
+    // valid resource id.
+    let reply_id = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let url = format!("{}/{reply_id}", cluster.node(0).couch_url());
+    let reply = serde_json::json!({"Type": "REPLY", "Site": "site1", "Status": "OK"});
+    let stored = reqwest::Client::new()
+        .put(url)
+        .json(&reply)
+        .send()
+        .await
+        .unwrap();
+    assert!(stored.status().is_success());
     let large = vec![b'x'; 2 * MAX_DOCUMENT_SIZE];
     let large_file: [(&str, &[u8]); 1] = [("large", &large)];
     let many_sites = (0..100)
@@ -203,11 +206,7 @@ async fn refusals_answer_clearly_and_store_nothing() {
                 ..Exec::new("new", "site1", &["true"], "set")
             },
         ),
-        (
-            409,
-            "reply",
-            Exec::new(&reply_id, "site1", &["true"], "set"),
-        ),
+        (409, "reply", Exec::new(reply_id, "site1", &["true"], "set")),
         (400, "64", Exec::new("new", &many_sites, &["true"], "set")),
         (
             400,
@@ -225,28 +224,56 @@ async fn refusals_answer_clearly_and_store_nothing() {
     assert_eq!(all_docs(&cluster).await, before, "nothing was stored");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn commands_see_none_of_the_daemons_own_variables() {
-    let cluster = Cluster::start(1).await;
+/// Runs `command` through node 0's `/show_local`; returns its status and
+/// output.
+async fn show_local(cluster: &Cluster, command: &str) -> (String, String) {
     let url = format!("{}/show_local/r", cluster.node(0).api_url());
     let shown: Value = reqwest::Client::new()
         .post(url)
-        .form(&[("command", "env")])
+        .form(&[("command", command)])
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let env = shown["Output"].as_str().unwrap();
+    (
+        shown["Status"].as_str().unwrap().to_owned(),
+        shown["Output"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_local_runs_commands_clean_capped_and_timed() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        nodes: 1,
+        daemon_args: ["--command-timeout", "1", "--command-output-limit", "100"]
+            .map(String::from)
+            .to_vec(),
+        ..ClusterOptions::default()
+    })
+    .await;
     // The harness gives the daemon RUST_LOG, CHEOPS_COMMAND_ENV and
-    // NODE_DIR, and passes on NODE_DIR only.
-    assert!(env.contains("NODE_DIR="), "{env}");
-    assert!(env.contains("PATH="), "{env}");
-    for hidden in ["RUST_LOG=", "CHEOPS_", "CARGO"] {
-        assert!(
-            !env.contains(hidden),
-            "{hidden} reached the command:\n{env}"
-        );
-    }
+    // NODE_DIR, and passes on NODE_DIR only. (Checked by the command: its
+    // output is cut at 100 bytes.)
+    let check = "leaked=$(env | cut -d= -f1 | grep -e '^CHEOPS_' -e '^CARGO' -e '^RUST_LOG$'); \
+                 if [ -n \"$leaked\" ]; then echo $leaked; exit 1; fi; \
+                 test -n \"$NODE_DIR\" && test -n \"$PATH\" && echo clean";
+    let (status, output) = show_local(&cluster, check).await;
+    assert_eq!((status.as_str(), output.as_str()), ("OK", "clean\n"));
+
+    let (status, output) = show_local(&cluster, "yes | head -c 5000").await;
+    assert_eq!(status, "OK");
+    assert_eq!(&output[..100], "y\n".repeat(50));
+    assert!(
+        output[100..].starts_with("[cheops: output truncated: 4900 more bytes"),
+        "{output}"
+    );
+
+    let (status, output) = show_local(&cluster, "echo started; sleep 30").await;
+    assert_eq!(status, "KO");
+    assert!(
+        output.starts_with("started\n[cheops: timed out after 1 s"),
+        "{output}"
+    );
 }
