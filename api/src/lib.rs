@@ -26,8 +26,8 @@ pub use error::{error_chain, ApiError};
 pub use node::{BoxFuture, Node};
 pub use show::SiteOutput;
 
-/// Limits of the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Limits of the API, and how it reaches its peers.
+#[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// How long `/exec` waits for the sites' replies, in all, from the
     /// submit; the sites that have not replied by then get a `TIMEOUT` line.
@@ -36,6 +36,9 @@ pub struct ApiConfig {
     pub show_timeout: Duration,
     /// The largest request body accepted (files included), in bytes.
     pub body_limit: usize,
+    /// The client `/show` asks the sites' `/show_local` with (pooled, and
+    /// trusting the roots of the node's CA file).
+    pub peer_client: reqwest::Client,
 }
 
 impl Default for ApiConfig {
@@ -44,6 +47,7 @@ impl Default for ApiConfig {
             reply_timeout: Duration::from_secs(30),
             show_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024 * 1024,
+            peer_client: reqwest::Client::new(),
         }
     }
 }
@@ -62,8 +66,8 @@ pub fn router(node: Arc<dyn Node>, config: ApiConfig) -> Router {
     let body_limit = config.body_limit;
     let state = AppState {
         node,
+        client: config.peer_client.clone(),
         config: Arc::new(config),
-        client: reqwest::Client::new(),
     };
     Router::new()
         .route("/exec/{id}", post(exec::exec))

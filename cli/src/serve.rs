@@ -1,6 +1,7 @@
 //! `cheops serve`: configuration, start-up and shutdown of a node.
 
 mod config;
+mod listener;
 mod live_node;
 mod logging;
 
@@ -12,7 +13,6 @@ use std::time::Duration;
 use cheops_backends::ShellBackend;
 use cheops_replicator::{Ending, Node, Supervisor};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 pub use config::ServeArgs;
@@ -71,6 +71,7 @@ async fn run(settings: config::Settings) -> Result<(), String> {
         api = %settings.api_addr,
         dump = %settings.dump_addr,
         chephren = %settings.chephren_addr,
+        https = settings.tls.is_some(),
         "cheops listening"
     );
 
@@ -87,7 +88,11 @@ async fn run(settings: config::Settings) -> Result<(), String> {
         ("chephren", chephren_listener, chephren),
     ] {
         let stop = spawner.shutdown();
-        spawner.spawn(name, true, |_| serve_http(listener, router, stop));
+        let tls = settings.tls.clone();
+        let limits = settings.limits;
+        spawner.spawn(name, true, |_| {
+            listener::serve(listener, router, tls, limits, stop)
+        });
     }
     let starter = spawner.clone();
     spawner.spawn("start", true, |task| async move {
@@ -109,22 +114,6 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} for the {what} port: {e}"))
-}
-
-async fn serve_http(
-    listener: TcpListener,
-    router: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let stop = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        error!(error = %e, "HTTP server failed");
-    }
 }
 
 async fn wait_for_signal() {

@@ -12,9 +12,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ReplicatorError;
+use crate::{ClientOptions, ReplicatorError};
 
 pub use changes::{Change, ChangesFeed};
+
+/// The shortest heartbeat period asked of the changes feed.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(200);
 
 /// A CouchDB database, and the server it lives on.
 #[derive(Clone)]
@@ -23,6 +26,8 @@ pub struct CouchClient {
     /// The database URL without credentials.
     db: Url,
     credentials: Option<(String, String)>,
+    /// The longest a request may take; the changes feed's watchdog.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for CouchClient {
@@ -55,12 +60,12 @@ impl CouchClient {
     /// `db_url` names the database, credentials included:
     /// `http://admin:password@localhost:5984/cheops`.
     pub fn new(db_url: &str) -> Result<Self, ReplicatorError> {
-        Self::with_timeout(db_url, None)
+        Self::with_options(db_url, &ClientOptions::default())
     }
 
-    /// As [`CouchClient::new`], each request failing after `timeout`: for
-    /// probes, which must tell "down" from "slow" quickly.
-    pub fn with_timeout(db_url: &str, timeout: Option<Duration>) -> Result<Self, ReplicatorError> {
+    /// As [`CouchClient::new`], trusting `options`' roots, each request
+    /// failing after `options.couch_timeout`.
+    pub fn with_options(db_url: &str, options: &ClientOptions) -> Result<Self, ReplicatorError> {
         let mut db = Url::parse(db_url)
             .map_err(|e| ReplicatorError::InvalidRequest(format!("invalid CouchDB URL: {e}")))?;
         if let Ok(mut path) = db.path_segments_mut() {
@@ -84,15 +89,16 @@ impl CouchClient {
         // Infallible on an http(s) URL, which has a host.
         let _ = db.set_username("");
         let _ = db.set_password(None);
-        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        if let Some(timeout) = timeout {
-            http = http.timeout(timeout).connect_timeout(timeout);
-        }
-        let http = http.build().map_err(ReplicatorError::Unavailable)?;
+        // No client-wide timeout: it would cut the changes feed.
+        let http = options
+            .builder()
+            .build()
+            .map_err(ReplicatorError::Unavailable)?;
         Ok(CouchClient {
             http,
             db,
             credentials,
+            timeout: options.couch_timeout,
         })
     }
 
@@ -136,7 +142,11 @@ impl CouchClient {
         context: &str,
         accept: &[StatusCode],
     ) -> Result<(StatusCode, Value), ReplicatorError> {
-        let response = builder.send().await.map_err(ReplicatorError::Unavailable)?;
+        let response = builder
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(ReplicatorError::Unavailable)?;
         let status = response.status();
         let body = response
             .bytes()
@@ -349,21 +359,34 @@ impl CouchClient {
     }
 
     /// Opens the continuous changes feed after `since` (opaque; `None` for the
-    /// beginning), with documents and their conflicts.
+    /// beginning), with documents and their conflicts. CouchDB sends a
+    /// heartbeat every third of the timeout; a feed silent for a whole
+    /// timeout fails (see [`ChangesFeed::next`]), as does one whose headers
+    /// do not come within it.
     pub async fn changes(&self, since: Option<&Value>) -> Result<ChangesFeed, ReplicatorError> {
         let since = match since {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
             None => "0".to_owned(),
         };
+        let heartbeat = (self.timeout / 3)
+            .max(MIN_HEARTBEAT)
+            .as_millis()
+            .to_string();
         let builder = self.request(Method::GET, self.url(&["_changes"])).query(&[
             ("feed", "continuous"),
             ("include_docs", "true"),
             ("conflicts", "true"),
-            ("heartbeat", "10000"),
+            ("heartbeat", heartbeat.as_str()),
             ("since", since.as_str()),
         ]);
-        let response = builder.send().await.map_err(ReplicatorError::Unavailable)?;
+        let response = tokio::time::timeout(self.timeout, builder.send())
+            .await
+            .map_err(|_| ReplicatorError::Stalled {
+                context: "GET _changes".into(),
+                after: self.timeout,
+            })?
+            .map_err(ReplicatorError::Unavailable)?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let body = response.text().await.unwrap_or_default();
@@ -373,7 +396,7 @@ impl CouchClient {
                 body,
             });
         }
-        Ok(ChangesFeed::new(response))
+        Ok(ChangesFeed::new(response, self.timeout))
     }
 }
 

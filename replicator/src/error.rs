@@ -34,6 +34,13 @@ pub enum ReplicatorError {
     /// CouchDB could not be reached or did not answer in time: try later.
     #[error("CouchDB is unreachable: {0}")]
     Unavailable(#[source] reqwest::Error),
+    /// CouchDB kept a connection open but sent nothing for too long (a
+    /// frozen server, or a network that drops packets silently).
+    #[error("CouchDB sent nothing to {context} for {after:?}")]
+    Stalled {
+        context: String,
+        after: std::time::Duration,
+    },
     /// CouchDB answered with an unexpected status.
     #[error("CouchDB answered {status} to {context}: {body}")]
     Couch {
@@ -69,6 +76,9 @@ pub enum ReplicatorError {
 impl ReplicatorError {
     /// True when the cause is CouchDB being away (maps to 503).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, ReplicatorError::Unavailable(_))
+        matches!(
+            self,
+            ReplicatorError::Unavailable(_) | ReplicatorError::Stalled { .. }
+        )
     }
 }

@@ -4,6 +4,7 @@
 
 mod backoff;
 mod bootstrap;
+mod clients;
 pub mod consistency;
 pub mod couch;
 mod error;
@@ -25,6 +26,7 @@ mod submission;
 mod supervisor;
 
 pub use bootstrap::DatabaseAccess;
+pub use clients::ClientOptions;
 pub use error::ReplicatorError;
 pub use events::{NodeEvent, PeerLiveness};
 pub use health::Health;

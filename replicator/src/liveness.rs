@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::couch::CouchClient;
 use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::replications::Replications;
-use crate::Sites;
+use crate::{ClientOptions, Sites};
 
 /// The probes of every known peer, shared by the node and its tasks.
 #[derive(Clone)]
@@ -28,7 +28,8 @@ pub struct Liveness {
 struct Inner {
     site: String,
     sites: Sites,
-    timeout: Duration,
+    /// The roots to trust, and the probe timeout as `couch_timeout`.
+    client: ClientOptions,
     http: reqwest::Client,
     events: Events,
     replications: Replications,
@@ -42,7 +43,7 @@ impl Liveness {
     pub fn new(
         site: String,
         sites: Sites,
-        timeout: Duration,
+        client: ClientOptions,
         events: Events,
         replications: Replications,
     ) -> Self {
@@ -51,16 +52,16 @@ impl Liveness {
             .filter(|peer| *peer != site)
             .map(|peer| (peer.to_owned(), None))
             .collect();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
+        let http = client
+            .builder()
+            .timeout(client.couch_timeout)
             .build()
             .unwrap_or_default();
         Liveness {
             inner: Arc::new(Inner {
                 site,
                 sites,
-                timeout,
+                client,
                 http,
                 events,
                 replications,
@@ -115,7 +116,7 @@ impl Inner {
             return (site.to_owned(), false, false);
         };
         let couch = async {
-            match CouchClient::with_timeout(&urls.couch, Some(self.timeout)) {
+            match CouchClient::with_options(&urls.couch, &self.client) {
                 Ok(client) => client.ping().await.is_ok(),
                 Err(_) => false,
             }

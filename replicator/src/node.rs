@@ -23,7 +23,9 @@ use crate::replications::Replications;
 use crate::runner::{Runner, RunnerParts};
 use crate::store::flush_loop;
 use crate::supervisor::{Spawner, Tasks};
-use crate::{backoff, Health, ReplicatorError, ReplyHub, Sites, Submission, Submitted};
+use crate::{
+    backoff, ClientOptions, Health, ReplicatorError, ReplyHub, Sites, Submission, Submitted,
+};
 
 pub use crate::oversize::DEFAULT_MAX_REPLY_BYTES;
 
@@ -54,6 +56,8 @@ pub struct NodeConfig {
     /// refuses larger ones (its `max_document_size`, 8 MB by default) and
     /// PouchDB Server does not check, so the node does.
     pub max_document_size: usize,
+    /// The roots trusted and the CouchDB timeout of every HTTP client.
+    pub client: ClientOptions,
 }
 
 /// CouchDB 3's default `max_document_size`, in bytes.
@@ -86,6 +90,10 @@ pub struct Node {
 /// The longest a liveness probe waits for a peer's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The longest `/health` waits for CouchDB: health checkers give up after
+/// a few seconds, and a late "yes" is a "no" to them.
+const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How many times a write that lost a race is retried before giving up.
 const WRITE_ATTEMPTS: u32 = 50;
 
@@ -93,7 +101,7 @@ impl Node {
     /// Opens the journal (failing if it cannot be read) and builds the
     /// parts; nothing runs before [`Node::start`].
     pub fn new(config: NodeConfig, backend: Arc<dyn Backend>) -> Result<Self, ReplicatorError> {
-        let couch = CouchClient::new(&config.couch_url)?;
+        let couch = CouchClient::with_options(&config.couch_url, &config.client)?;
         let journal = Journal::open(&config.data_dir, &config.site)?;
         let unstored = Arc::new(Notify::new());
         let runner = Runner::new(RunnerParts {
@@ -115,7 +123,10 @@ impl Node {
         let liveness = Liveness::new(
             config.site.clone(),
             config.sites.clone(),
-            PROBE_TIMEOUT.min(config.peer_check),
+            ClientOptions {
+                couch_timeout: PROBE_TIMEOUT.min(config.peer_check),
+                ..config.client.clone()
+            },
             events.clone(),
             replications.clone(),
         );
@@ -373,9 +384,12 @@ impl Node {
         self.couch.all_docs().await
     }
 
-    /// Whether CouchDB answers right now, with the follower's state.
+    /// Whether CouchDB answers right now, with the follower's state; never
+    /// longer than [`HEALTH_PING_TIMEOUT`] (or the CouchDB timeout).
     pub async fn check_health(&self) -> Health {
-        let reachable = self.couch.ping().await.is_ok();
+        let reachable = tokio::time::timeout(HEALTH_PING_TIMEOUT, self.couch.ping())
+            .await
+            .is_ok_and(|pinged| pinged.is_ok());
         self.set_health(|h| h.couchdb_reachable = reachable);
         self.health()
     }

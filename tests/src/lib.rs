@@ -12,6 +12,7 @@ pub mod local;
 pub mod network;
 mod process;
 pub mod python;
+pub mod tls;
 mod wait;
 
 pub use cluster::{absent_peer, Cluster, ClusterOptions, Exec, NodeInfo};

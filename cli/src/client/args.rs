@@ -165,4 +165,11 @@ pub struct NodeArgs {
         value_name = "URL"
     )]
     pub api_template: String,
+
+    /// A PEM file of CA certificates trusted, besides the built-in web PKI
+    /// roots, for an https:// node.
+    ///
+    /// Example: --ca-file /etc/cheops/ca.pem
+    #[arg(long, env = "CHEOPS_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }

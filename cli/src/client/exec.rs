@@ -23,6 +23,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// A checked request, ready to send.
 pub(crate) struct Request {
+    client: reqwest::Client,
     url: String,
     form: Form,
     /// The sites expected to reply, without repeats.
@@ -47,6 +48,7 @@ pub(crate) fn prepare(args: ExecArgs) -> Result<Request, Failure> {
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Usage(format!("cannot read the current directory: {e}")))?;
     let prepared = uploads::prepare(&args.command, &cwd)?;
+    let client = http::client(&args.node)?;
     let url = format!(
         "{}/exec/{}",
         node_url::resolve(&args.node, Some(first))?,
@@ -71,6 +73,7 @@ pub(crate) fn prepare(args: ExecArgs) -> Result<Request, Failure> {
         form = form.part(name, Part::bytes(content).file_name(file_name));
     }
     Ok(Request {
+        client,
         url,
         form,
         sites,
@@ -95,7 +98,7 @@ fn read_config(path: &std::path::Path) -> Result<String, Failure> {
 /// Sends the request and prints the replies; the exit status says how the
 /// sites fared.
 pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
-    let response = http::post(&request.url, request.form).await?;
+    let response = http::post(&request.client, &request.url, request.form).await?;
     let mut replies = Replies {
         expected: request.sites.len(),
         count: 0,

@@ -7,6 +7,9 @@ use std::time::Duration;
 use reqwest::multipart::Form;
 use serde::Deserialize;
 
+use cheops_replicator::ClientOptions;
+
+use super::args::NodeArgs;
 use super::node_url::redacted;
 use super::Failure;
 
@@ -21,13 +24,34 @@ struct ErrorBody {
     error: String,
 }
 
+/// The client to talk to the node with, trusting `--ca-file`'s roots: read
+/// before anything is sent, so that a bad file is a usage error.
+pub(crate) fn client(args: &NodeArgs) -> Result<reqwest::Client, Failure> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .use_rustls_tls();
+    if let Some(path) = &args.ca_file {
+        let shown = path.display();
+        let pem = std::fs::read(path)
+            .map_err(|e| Failure::Usage(format!("cannot read --ca-file {shown}: {e}")))?;
+        let roots = ClientOptions::roots_from_pem(&pem)
+            .map_err(|e| Failure::Usage(format!("--ca-file {shown}: {e}")))?;
+        builder = roots
+            .into_iter()
+            .fold(builder, reqwest::ClientBuilder::add_root_certificate);
+    }
+    builder
+        .build()
+        .map_err(|e| Failure::Refused(format!("cannot set up HTTP: {}", error_chain(&e))))
+}
+
 /// Posts `form` to `url`; any answer but a success is a [`Failure::Refused`]
 /// carrying the node's own message.
-pub(crate) async fn post(url: &str, form: Form) -> Result<reqwest::Response, Failure> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
-        .map_err(|e| Failure::Refused(format!("cannot set up HTTP: {}", error_chain(&e))))?;
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    form: Form,
+) -> Result<reqwest::Response, Failure> {
     let response = client.post(url).multipart(form).send().await.map_err(|e| {
         // The message names the URL once, without credentials.
         let e = e.without_url();

@@ -106,6 +106,7 @@ mod tests {
             peers: peers.iter().map(|p| p.to_string()).collect(),
             peers_file: None,
             api_template: "http://{site}:8079".into(),
+            ca_file: None,
         }
     }
 

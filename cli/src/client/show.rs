@@ -28,6 +28,7 @@ struct SiteOutput {
 
 /// A checked request, ready to send.
 pub(crate) struct Request {
+    client: reqwest::Client,
     url: String,
     form: Form,
     json: bool,
@@ -53,12 +54,14 @@ pub(crate) fn prepare(args: ShowArgs) -> Result<Request, Failure> {
         cheops_model::check_site_name(from)
             .map_err(|problem| Failure::Usage(format!("--from: {problem}")))?;
     }
+    let client = http::client(&args.node)?;
     let url = format!("{}/show/{}", node_url::resolve(&args.node, from)?, args.id);
     let mut form = Form::new().text("command", args.command);
     if let Some(sites) = args.sites {
         form = form.text("sites", sites);
     }
     Ok(Request {
+        client,
         url,
         form,
         json: args.json,
@@ -66,7 +69,7 @@ pub(crate) fn prepare(args: ShowArgs) -> Result<Request, Failure> {
 }
 
 pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
-    let response = http::post(&request.url, request.form).await?;
+    let response = http::post(&request.client, &request.url, request.form).await?;
     let unreadable = |e: &dyn std::error::Error| {
         Failure::Refused(format!(
             "unexpected answer from {}: {}",

@@ -9,13 +9,15 @@ use std::time::Duration;
 use cheops_api::ApiConfig;
 use cheops_chephren::{parse_origin, ChephrenConfig};
 use cheops_replicator::{
-    DatabaseAccess, NodeConfig, SiteUrls, Sites, Templates, COUCHDB_MAX_DOCUMENT_SIZE,
-    DEFAULT_MAX_REPLY_BYTES,
+    ClientOptions, DatabaseAccess, NodeConfig, SiteUrls, Sites, Templates,
+    COUCHDB_MAX_DOCUMENT_SIZE, DEFAULT_MAX_REPLY_BYTES,
 };
 use clap::Args;
 
 use super::logging::LogFormat;
 use serde::Deserialize;
+
+use super::listener::{Limits, Tls};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -159,6 +161,50 @@ pub struct ServeArgs {
     /// by default), which would refuse the reply on every attempt.
     #[arg(long, env = "CHEOPS_MAX_REPLY_BYTES", default_value_t = DEFAULT_MAX_REPLY_BYTES)]
     max_reply_bytes: usize,
+
+    /// Seconds any request to CouchDB may take. The changes feed is
+    /// reopened (and /health answers 503) when it sends nothing, not even a
+    /// heartbeat, for as long.
+    #[arg(long, env = "CHEOPS_COUCHDB_TIMEOUT", default_value_t = 30)]
+    couchdb_timeout: u64,
+
+    /// A PEM file of CA certificates trusted, besides the built-in web PKI
+    /// roots, for https:// CouchDB and peer URLs.
+    #[arg(long, env = "CHEOPS_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+
+    /// A PEM certificate chain: with --tls-key, every listener serves HTTPS
+    /// instead of HTTP.
+    #[arg(
+        long,
+        env = "CHEOPS_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "CHEOPS_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// Seconds a client has to send a request's headers (and finish its TLS
+    /// handshake), from connecting or from its previous response.
+    #[arg(long, env = "CHEOPS_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+
+    /// Seconds a request body may go without sending anything.
+    #[arg(long, env = "CHEOPS_BODY_TIMEOUT", default_value_t = 30)]
+    body_timeout: u64,
+
+    /// Connections each listener serves at once; more wait, unaccepted,
+    /// until one closes.
+    #[arg(long, env = "CHEOPS_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
 }
 
 /// The validated configuration.
@@ -173,6 +219,9 @@ pub struct Settings {
     pub api: ApiConfig,
     pub log_format: LogFormat,
     pub commands: CommandSettings,
+    /// The listeners' certificate, when they serve HTTPS.
+    pub tls: Option<Tls>,
+    pub limits: Limits,
 }
 
 /// How the daemon runs commands.
@@ -247,6 +296,40 @@ impl ServeArgs {
             .filter(|name| !name.is_empty())
             .map(|name| check_env_name(name).map(|()| name.to_owned()))
             .collect::<Result<Vec<_>, _>>()?;
+        for (value, flag) in [
+            (self.couchdb_timeout, "--couchdb-timeout"),
+            (self.header_timeout, "--header-timeout"),
+            (self.body_timeout, "--body-timeout"),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} must be at least 1 second"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key)?),
+            _ => None,
+        };
+        let extra_roots = match &self.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("cannot read --ca-file {}: {e}", path.display()))?;
+                ClientOptions::roots_from_pem(&pem)
+                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        let client = ClientOptions {
+            extra_roots,
+            couch_timeout: Duration::from_secs(self.couchdb_timeout),
+        };
+        let peer_client = client
+            .builder()
+            .build()
+            .map_err(|e| format!("cannot set up HTTP: {e}"))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
 
         let cors_origins = self
             .chephren_cors_origins
@@ -301,10 +384,10 @@ impl ServeArgs {
             // the original); else by the address it listens on.
             chephren: ChephrenConfig {
                 address: if self.listen.is_unspecified() {
-                    format!("http://{site}:{}", self.chephren_port)
+                    format!("{scheme}://{site}:{}", self.chephren_port)
                 } else {
                     format!(
-                        "http://{}",
+                        "{scheme}://{}",
                         SocketAddr::new(self.listen, self.chephren_port)
                     )
                 },
@@ -326,6 +409,7 @@ impl ServeArgs {
                 max_reply_bytes: self.max_reply_bytes,
                 drain: super::OPERATIONS_DRAIN,
                 max_document_size: self.max_document_size,
+                client,
             },
             commands: CommandSettings {
                 env: cheops_backends::command_env(&command_env, std::env::vars_os()),
@@ -335,9 +419,16 @@ impl ServeArgs {
             api: ApiConfig {
                 reply_timeout: Duration::from_secs(self.reply_timeout),
                 body_limit: self.body_limit,
+                peer_client,
                 ..ApiConfig::default()
             },
             log_format: self.log_format,
+            tls,
+            limits: Limits {
+                header_timeout: Duration::from_secs(self.header_timeout),
+                body_timeout: Duration::from_secs(self.body_timeout),
+                max_connections: self.max_connections,
+            },
         })
     }
 }

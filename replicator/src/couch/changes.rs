@@ -1,8 +1,14 @@
-//! Reading a continuous `_changes` feed line by line.
+//! Reading a continuous `_changes` feed line by line, with a watchdog: a
+//! feed that sends nothing, not even a heartbeat, for its whole silence
+//! limit is taken for dead, so that the follower reconnects and health says
+//! so instead of waiting forever on a frozen server.
+
+use std::time::Duration;
 
 use reqwest::Response;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::ReplicatorError;
 
@@ -23,19 +29,27 @@ pub struct Change {
 pub struct ChangesFeed {
     response: Response,
     buffer: Vec<u8>,
+    /// The longest the server may stay silent.
+    silence: Duration,
+    /// When the server last sent something.
+    heard: Instant,
 }
 
 impl ChangesFeed {
-    pub(super) fn new(response: Response) -> Self {
+    pub(super) fn new(response: Response, silence: Duration) -> Self {
         ChangesFeed {
             response,
             buffer: Vec::new(),
+            silence,
+            heard: Instant::now(),
         }
     }
 
-    /// The next change; `Ok(None)` when the server ended the feed.
+    /// The next change; `Ok(None)` when the server ended the feed, an error
+    /// when it sent nothing for the silence limit.
     ///
-    /// Cancellation: safe; a partly read line stays buffered.
+    /// Cancellation: safe; a partly read line stays buffered, and the
+    /// silence is counted from the last bytes received, not from the call.
     pub async fn next(&mut self) -> Result<Option<Change>, ReplicatorError> {
         loop {
             while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
@@ -44,12 +58,16 @@ impl ChangesFeed {
                     return Ok(Some(change));
                 }
             }
-            match self
-                .response
-                .chunk()
+            let deadline = self.heard + self.silence;
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
                 .await
-                .map_err(ReplicatorError::Unavailable)?
-            {
+                .map_err(|_| ReplicatorError::Stalled {
+                    context: "the _changes feed".into(),
+                    after: self.silence,
+                })?
+                .map_err(ReplicatorError::Unavailable)?;
+            self.heard = Instant::now();
+            match chunk {
                 Some(chunk) => self.buffer.extend_from_slice(&chunk),
                 None => return Ok(None),
             }
