@@ -99,6 +99,70 @@ fn parse_line(line: &[u8]) -> Result<Option<Change>, ReplicatorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::couch::CouchClient;
+    use crate::ClientOptions;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Far longer than the silence limit: reaching it means a hang.
+    const HANG: Duration = Duration::from_secs(20);
+
+    /// A server answering one `_changes` request with a chunked stream of
+    /// `lines`, each after `every`, then staying silent with the connection
+    /// open (as a frozen CouchDB does).
+    async fn feed_server(lines: Vec<&'static str>, every: Duration) -> CouchClient {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await.unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            for line in lines {
+                tokio::time::sleep(every).await;
+                let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+                stream.write_all(chunk.as_bytes()).await.unwrap();
+            }
+            std::future::pending::<()>().await;
+        });
+        let options = ClientOptions {
+            couch_timeout: Duration::from_millis(500),
+            ..ClientOptions::default()
+        };
+        CouchClient::with_options(&format!("http://127.0.0.1:{port}/db"), &options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_feed_that_falls_silent_fails_after_the_timeout() {
+        let couch = feed_server(vec!["\n"], Duration::ZERO).await;
+        let mut feed = couch.changes(None).await.unwrap();
+        let next = tokio::time::timeout(HANG, feed.next())
+            .await
+            .expect("a silent feed was waited on forever");
+        assert!(
+            matches!(next, Err(ReplicatorError::Stalled { .. })),
+            "{next:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn heartbeats_keep_a_quiet_feed_alive() {
+        // Ten heartbeats a fifth of the timeout apart: twice the timeout in
+        // all, with no change, then one.
+        let mut lines = vec!["\n"; 10];
+        lines.push("{\"seq\":1,\"id\":\"r\"}\n");
+        let couch = feed_server(lines, Duration::from_millis(100)).await;
+        let mut feed = couch.changes(None).await.unwrap();
+        let change = tokio::time::timeout(HANG, feed.next())
+            .await
+            .expect("hung")
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.id, "r");
+    }
 
     #[test]
     fn heartbeats_and_last_seq_are_not_changes() {
