@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::convergence::{check, Snapshot};
 use crate::network::{Gate, Network};
 use crate::process::{cheops_binary, free_port, redis_server, sidecar_script, Owned};
+use crate::tls::{TestCa, TlsFiles, TlsFront};
 use crate::wait::eventually;
 
 const ADMIN: &str = "admin:password";
@@ -33,25 +34,45 @@ pub struct NodeInfo {
     pub redis_port: Option<u16>,
     /// Its files: sidecar data, logs, and [`NodeInfo::app_dir`].
     pub dir: PathBuf,
+    /// With TLS: the port of the `https://` front of its sidecar, and the
+    /// cluster's CA and certificate files (every listener serves HTTPS).
+    pub tls: Option<(u16, TlsFiles)>,
 }
 
 impl NodeInfo {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.api_port)
     }
 
     pub fn chephren_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.chephren_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.chephren_port)
     }
 
-    /// The node's database, credentials included.
+    /// The node's database, credentials included (through its `https://`
+    /// front with TLS).
     pub fn couch_url(&self) -> String {
-        format!("http://{ADMIN}@127.0.0.1:{}/cheops", self.couch_port)
+        let port = self
+            .tls
+            .as_ref()
+            .map_or(self.couch_port, |(front, _)| *front);
+        format!("{}://{ADMIN}@127.0.0.1:{port}/cheops", self.scheme())
     }
 
     /// The node's database as its peers reach it: through its gate.
     pub fn peer_couch_url(&self) -> String {
-        format!("http://{ADMIN}@127.0.0.1:{}/cheops", self.gate_port)
+        format!(
+            "{}://{ADMIN}@127.0.0.1:{}/cheops",
+            self.scheme(),
+            self.gate_port
+        )
     }
 
     /// The daemon's own files (its journal of results), kept across its
@@ -73,6 +94,7 @@ struct Node {
     daemon: Owned,
     redis: Option<Owned>,
     _gate: Gate,
+    _front: Option<TlsFront>,
     /// How many times its daemon was started (names its log files).
     starts: usize,
 }
@@ -90,6 +112,10 @@ pub struct ClusterOptions {
     pub dir: Option<PathBuf>,
     /// The `cheops` binary; by default the workspace's debug build.
     pub binary: Option<PathBuf>,
+    /// Everything over TLS, with a CA made for the cluster: the daemons
+    /// serve HTTPS and reach CouchDB (their own through an `https://`
+    /// front, their peers' through the gates) and each other over it.
+    pub tls: bool,
     /// More arguments for every `cheops serve`.
     pub daemon_args: Vec<String>,
 }
@@ -102,6 +128,7 @@ impl Default for ClusterOptions {
             redis: false,
             dir: None,
             binary: None,
+            tls: false,
             daemon_args: Vec::new(),
         }
     }
@@ -151,6 +178,12 @@ impl Cluster {
             .binary
             .unwrap_or_else(|| cheops_binary().to_path_buf());
         let network = Network::default();
+        let ca = options.tls.then(TestCa::new);
+        let tls_files = ca.as_ref().map(|ca| ca.write(&root.join("tls")));
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &ca {
+            http = http.add_root_certificate(ca.reqwest_root());
+        }
         let mut cluster = Cluster {
             nodes: Vec::new(),
             root,
@@ -159,13 +192,22 @@ impl Cluster {
             reply_timeout: options.reply_timeout,
             daemon_args: options.daemon_args,
             network,
-            http: reqwest::Client::new(),
+            http: http.build().expect("an HTTP client"),
         };
         for i in 1..=options.nodes {
             let couch_port = free_port();
+            let front = match &ca {
+                Some(ca) => Some(
+                    ca.front(([127, 0, 0, 1], couch_port).into())
+                        .await
+                        .expect("cannot open a TLS front"),
+                ),
+                None => None,
+            };
+            let reached = front.as_ref().map_or(couch_port, |front| front.port);
             let gate = cluster
                 .network
-                .gate(([127, 0, 0, 1], couch_port).into())
+                .gate(([127, 0, 0, 1], reached).into())
                 .await
                 .expect("cannot open a gate");
             let info = NodeInfo {
@@ -177,6 +219,10 @@ impl Cluster {
                 chephren_port: free_port(),
                 redis_port: options.redis.then(free_port),
                 dir: cluster.root.join(format!("site{i}")),
+                tls: front
+                    .as_ref()
+                    .zip(tls_files.clone())
+                    .map(|(front, files)| (front.port, files)),
             };
             std::fs::create_dir_all(info.app_dir()).expect("cannot create a node directory");
             let sidecar = spawn_sidecar(&info);
@@ -187,6 +233,7 @@ impl Cluster {
                 daemon: Owned(None, PathBuf::new()),
                 redis,
                 _gate: gate,
+                _front: front,
                 starts: 0,
             });
         }
@@ -288,6 +335,15 @@ impl Cluster {
             .env("CHEOPS_COMMAND_ENV", command_env());
         if let Some(port) = info.redis_port {
             command.env("REDIS_PORT", port.to_string());
+        }
+        if let Some((_, files)) = &info.tls {
+            command
+                .arg("--tls-cert")
+                .arg(&files.cert)
+                .arg("--tls-key")
+                .arg(&files.key)
+                .arg("--ca-file")
+                .arg(&files.ca);
         }
         for peer in &self.nodes {
             if peer.info.site != info.site {
@@ -508,12 +564,13 @@ fn command_env() -> String {
 
 fn spawn_sidecar(info: &NodeInfo) -> Owned {
     let data = info.dir.join("couchdb");
-    Owned::spawn(
-        Command::new(sidecar_script())
-            .arg(info.couch_port.to_string())
-            .arg(&data),
-        &info.dir.join("sidecar.log"),
-    )
+    let mut command = Command::new(sidecar_script());
+    command.arg(info.couch_port.to_string()).arg(&data);
+    if let Some((_, files)) = &info.tls {
+        // Its replications reach the peers' fronts: Node.js must trust the CA.
+        command.env("NODE_EXTRA_CA_CERTS", &files.ca);
+    }
+    Owned::spawn(&mut command, &info.dir.join("sidecar.log"))
 }
 
 /// A `redis-server` of the node's own, keeping nothing on disk.

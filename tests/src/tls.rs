@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::copy_bidirectional;
@@ -37,10 +39,15 @@ impl TestCa {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        // Distinct names: OpenSSL (Node.js) takes a certificate whose
+        // issuer is its subject for self-signed.
+        ca_params.distinguished_name = named("Cheops test CA");
         let ca_key = KeyPair::generate().expect("a CA key");
         let ca = ca_params.self_signed(&ca_key).expect("a CA certificate");
-        let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("certificate parameters");
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("certificate parameters");
+        params.distinguished_name = named("127.0.0.1");
         let key = KeyPair::generate().expect("a server key");
         let cert = params
             .signed_by(&key, &ca, &ca_key)
@@ -96,6 +103,12 @@ impl TestCa {
         let task = tokio::spawn(terminate(listener, self.acceptor(), target));
         Ok(TlsFront { port, task })
     }
+}
+
+fn named(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name
 }
 
 impl Default for TestCa {
