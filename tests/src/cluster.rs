@@ -309,6 +309,27 @@ impl Cluster {
         self.nodes[i].sidecar.kill();
     }
 
+    /// Freezes node `i`'s sidecar (SIGSTOP): its port still accepts
+    /// connections, but nothing is answered, as with a hung server.
+    pub fn freeze_sidecar(&self, i: usize) {
+        self.signal_sidecar(i, "STOP");
+    }
+
+    /// Lets a frozen sidecar run again (SIGCONT).
+    pub fn thaw_sidecar(&self, i: usize) {
+        self.signal_sidecar(i, "CONT");
+    }
+
+    fn signal_sidecar(&self, i: usize, signal: &str) {
+        let pid = self.sidecar_pid(i).expect("the sidecar is running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
     /// Starts node `i`'s sidecar again, on the same port and data.
     pub fn start_sidecar(&mut self, i: usize) {
         self.nodes[i].sidecar = spawn_sidecar(&self.nodes[i].info);
@@ -364,9 +385,15 @@ impl Cluster {
 
     /// The `/health` status of node `i`'s daemon, `None` when it does not answer.
     pub async fn health_status(&self, i: usize) -> Option<u16> {
+        self.health(i).await.map(|(status, _)| status)
+    }
+
+    /// Node `i`'s `/health` status and answer, `None` when it does not answer.
+    pub async fn health(&self, i: usize) -> Option<(u16, Value)> {
         let url = format!("{}/health", self.node(i).api_url());
         let response = self.http.get(url).send().await.ok()?;
-        Some(response.status().as_u16())
+        let status = response.status().as_u16();
+        Some((status, response.json().await.unwrap_or_default()))
     }
 
     /// The `/health` body of node `i`'s daemon, `None` when it does not answer.
