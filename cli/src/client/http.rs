@@ -76,3 +76,37 @@ pub(crate) async fn post(
         redacted(url)
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_args(ca_file: Option<&str>) -> NodeArgs {
+        NodeArgs {
+            node: None,
+            peers: Vec::new(),
+            peers_file: None,
+            api_template: "https://{site}:8079".into(),
+            ca_file: ca_file.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn an_unusable_ca_file_is_a_usage_error() {
+        let missing = std::env::temp_dir().join("cheops-no-such-ca.pem");
+        let failure = client(&node_args(missing.to_str())).unwrap_err();
+        assert!(
+            matches!(&failure, Failure::Usage(m) if m.starts_with("cannot read --ca-file")),
+            "{failure:?}"
+        );
+        let not_pem = std::env::temp_dir().join(format!("cheops-not-pem-{}", std::process::id()));
+        std::fs::write(&not_pem, "not PEM").unwrap();
+        let failure = client(&node_args(not_pem.to_str())).unwrap_err();
+        assert!(
+            matches!(&failure, Failure::Usage(m) if m.starts_with("--ca-file")),
+            "{failure:?}"
+        );
+        let _ = std::fs::remove_file(not_pem);
+        assert!(client(&node_args(None)).is_ok());
+    }
+}

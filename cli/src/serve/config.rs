@@ -574,4 +574,54 @@ mod tests {
             assert!(validate(args).is_err(), "{args:?}");
         }
     }
+
+    #[test]
+    fn limits_and_timeouts_have_safe_defaults() {
+        let settings = validate(&[]).expect("valid");
+        assert_eq!(
+            settings.limits,
+            Limits {
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(30),
+                max_connections: 1024,
+            }
+        );
+        assert_eq!(settings.node.client.couch_timeout, Duration::from_secs(30));
+        assert!(settings.tls.is_none());
+        assert!(settings.chephren.address.starts_with("http://"));
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key() {
+        assert!(
+            Serve::try_parse_from(["cheops", "--site", "site1", "--tls-cert", "cert.pem"]).is_err()
+        );
+        assert!(
+            Serve::try_parse_from(["cheops", "--site", "site1", "--tls-key", "key.pem"]).is_err()
+        );
+    }
+
+    #[test]
+    fn bad_tls_files_and_zero_limits_are_refused() {
+        let dir = std::env::temp_dir().join(format!("cheops-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not PEM").unwrap();
+        let junk = junk.to_str().unwrap();
+        let missing = dir.join("missing.pem");
+        let missing = missing.to_str().unwrap();
+        for (flags, expected) in [
+            (vec!["--ca-file", junk], "--ca-file"),
+            (vec!["--ca-file", missing], "cannot read --ca-file"),
+            (vec!["--tls-cert", junk, "--tls-key", junk], "--tls-cert"),
+            (vec!["--couchdb-timeout", "0"], "--couchdb-timeout"),
+            (vec!["--header-timeout", "0"], "--header-timeout"),
+            (vec!["--body-timeout", "0"], "--body-timeout"),
+            (vec!["--max-connections", "0"], "--max-connections"),
+        ] {
+            let error = validate(&flags).unwrap_err();
+            assert!(error.starts_with(expected), "{flags:?}: {error}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
