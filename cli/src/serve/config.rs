@@ -197,7 +197,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_HEADER_TIMEOUT", default_value_t = 10)]
     header_timeout: u64,
 
-    /// Seconds a request body may go without sending anything.
+    /// Seconds a request body may go without sending anything, and an
+    /// answer wait for the client to read it.
     #[arg(long, env = "CHEOPS_BODY_TIMEOUT", default_value_t = 30)]
     body_timeout: u64,
 

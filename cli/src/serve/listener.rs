@@ -1,12 +1,14 @@
 //! The daemon's HTTP listeners: plain or TLS (rustls), HTTP/1.1, with a
-//! deadline on request headers, an idle limit on request bodies and a cap on
-//! open connections, so that slow or numerous clients cannot hold the
-//! node's tasks or memory.
+//! deadline on request headers, an idle limit on request and response
+//! bodies and a cap on open connections, so that slow or numerous clients
+//! cannot hold the node's tasks or memory.
 //!
 //! Beyond the cap, new connections are not accepted: they wait in the
 //! kernel's listen backlog (as Go's `netutil.LimitListener` does) and are
 //! served as soon as a connection closes; the kernel refuses them once the
 //! backlog is full.
+
+mod write_deadline;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
 use tracing::{debug, warn};
 
+use write_deadline::WriteDeadline;
+
 /// How long to pause when accepting fails (out of file descriptors, say),
 /// rather than spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -36,7 +40,8 @@ pub struct Limits {
     /// request's headers, counted from the connection or from the previous
     /// response (an idle kept-alive connection is closed after it too).
     pub header_timeout: Duration,
-    /// How long a request body may go without sending anything.
+    /// How long a request body may go without sending anything, and a
+    /// response wait for the client to read.
     pub body_timeout: Duration,
     /// How many connections are served at once.
     pub max_connections: usize,
@@ -141,6 +146,7 @@ async fn connection(
     watcher: Watcher,
 ) {
     let _ = stream.set_nodelay(true);
+    let stream = WriteDeadline::new(stream, limits.body_timeout);
     let Some(Tls(acceptor)) = tls else {
         return http(TokioIo::new(stream), service, limits, watcher).await;
     };

@@ -10,6 +10,9 @@ use tokio::net::TcpStream;
 
 use super::*;
 
+/// An answer larger than what the sockets' buffers hold.
+const BIG: usize = 64 << 20;
+
 /// Far longer than any limit a test sets: reaching it means a hang.
 const HANG: Duration = Duration::from_secs(20);
 
@@ -26,7 +29,8 @@ fn limits() -> Limits {
 async fn start(tls: Option<Tls>, limits: Limits) -> (SocketAddr, watch::Sender<bool>) {
     let router = Router::new()
         .route("/", get(|| async { "hello" }))
-        .route("/echo", post(|body: String| async move { body }));
+        .route("/echo", post(|body: String| async move { body }))
+        .route("/big", get(|| async { vec![b'x'; BIG] }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = watch::channel(false);
@@ -172,4 +176,30 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     let answer = read_until_closed(&mut third).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("hello"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answer_frees_its_slot() {
+    let (addr, _stop) = start(
+        None,
+        Limits {
+            body_timeout: Duration::from_millis(300),
+            max_connections: 1,
+            ..limits()
+        },
+    )
+    .await;
+    let mut stuck = TcpStream::connect(addr).await.unwrap();
+    stuck
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The only slot is the stuck client's until its answer stalls.
+    let mut next = TcpStream::connect(addr).await.unwrap();
+    next.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut next).await;
+    assert!(answer.ends_with("hello"), "{answer}");
+    drop(stuck);
 }
