@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::convergence::{check, Snapshot};
 use crate::network::{Gate, Network};
 use crate::process::{cheops_binary, free_port, redis_server, sidecar_script, Owned};
-use crate::tls::{TestCa, TlsFiles, TlsFront};
+use crate::tls::{TestCa, TlsFiles};
 use crate::wait::eventually;
 
 const ADMIN: &str = "admin:password";
@@ -94,7 +94,7 @@ struct Node {
     daemon: Owned,
     redis: Option<Owned>,
     _gate: Gate,
-    _front: Option<TlsFront>,
+    _front: Option<Gate>,
     /// How many times its daemon was started (names its log files).
     starts: usize,
 }

@@ -7,6 +7,7 @@
 //! every relayed connection and refuses new ones; healing lets them through
 //! again. The APIs stay reachable, as in the original.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::io::copy_bidirectional;
@@ -54,10 +55,11 @@ impl Network {
     }
 }
 
-/// One node's gate; closed when dropped.
+/// One relay on a local port (a node's gate, or the TLS front of its
+/// sidecar); closed when dropped.
 pub struct Gate {
     pub port: u16,
-    task: JoinHandle<()>,
+    pub(crate) task: JoinHandle<()>,
 }
 
 impl Drop for Gate {
@@ -67,6 +69,34 @@ impl Drop for Gate {
 }
 
 async fn relay(listener: TcpListener, target: SocketAddr, cut: watch::Receiver<bool>) {
+    accept_each(listener, |inbound| {
+        if *cut.borrow() {
+            // Closed at once: the peer sees its connection fail.
+            return None;
+        }
+        let mut cut = cut.clone();
+        Some(async move {
+            let Ok(mut outbound) = TcpStream::connect(target).await else {
+                return;
+            };
+            let mut inbound = inbound;
+            tokio::select! {
+                _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
+                _ = cut.wait_for(|cut| *cut) => {}
+            }
+        })
+    })
+    .await;
+}
+
+/// Accepts connections on `listener` for ever, each served by the task
+/// `handle` makes of it (none: it is closed at once). The tasks end with
+/// the returned future.
+pub(crate) async fn accept_each<F, Fut>(listener: TcpListener, mut handle: F)
+where
+    F: FnMut(TcpStream) -> Option<Fut>,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((inbound, _)) = listener.accept().await else {
@@ -76,21 +106,8 @@ async fn relay(listener: TcpListener, target: SocketAddr, cut: watch::Receiver<b
         };
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
-        if *cut.borrow() {
-            // Closed at once: the peer sees its connection fail.
-            drop(inbound);
-            continue;
+        if let Some(task) = handle(inbound) {
+            connections.spawn(task);
         }
-        let mut cut = cut.clone();
-        connections.spawn(async move {
-            let Ok(mut outbound) = TcpStream::connect(target).await else {
-                return;
-            };
-            let mut inbound = inbound;
-            tokio::select! {
-                _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-                _ = cut.wait_for(|cut| *cut) => {}
-            }
-        });
     }
 }

@@ -13,9 +13,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::network::{accept_each, Gate};
 use crate::process::free_port;
 
 /// A fresh CA and a server certificate it signed for `127.0.0.1` and
@@ -97,11 +97,11 @@ impl TestCa {
 
     /// A TLS-terminating front on a free local port, relaying the decrypted
     /// stream to `target`.
-    pub async fn front(&self, target: SocketAddr) -> std::io::Result<TlsFront> {
+    pub async fn front(&self, target: SocketAddr) -> std::io::Result<Gate> {
         let listener = TcpListener::bind(("127.0.0.1", free_port())).await?;
         let port = listener.local_addr()?.port();
         let task = tokio::spawn(terminate(listener, self.acceptor(), target));
-        Ok(TlsFront { port, task })
+        Ok(Gate { port, task })
     }
 }
 
@@ -117,28 +117,10 @@ impl Default for TestCa {
     }
 }
 
-/// A running TLS front; closed when dropped.
-pub struct TlsFront {
-    pub port: u16,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TlsFront {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 async fn terminate(listener: TcpListener, acceptor: TlsAcceptor, target: SocketAddr) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let Ok((inbound, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            continue;
-        };
-        while connections.try_join_next().is_some() {}
+    accept_each(listener, |inbound| {
         let acceptor = acceptor.clone();
-        connections.spawn(async move {
+        Some(async move {
             let Ok(mut inbound) = acceptor.accept(inbound).await else {
                 return;
             };
@@ -146,6 +128,7 @@ async fn terminate(listener: TcpListener, acceptor: TlsAcceptor, target: SocketA
                 return;
             };
             let _ = copy_bidirectional(&mut inbound, &mut outbound).await;
-        });
-    }
+        })
+    })
+    .await;
 }
