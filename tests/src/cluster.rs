@@ -385,15 +385,9 @@ impl Cluster {
 
     /// The `/health` status of node `i`'s daemon, `None` when it does not answer.
     pub async fn health_status(&self, i: usize) -> Option<u16> {
-        self.health(i).await.map(|(status, _)| status)
-    }
-
-    /// Node `i`'s `/health` status and answer, `None` when it does not answer.
-    pub async fn health(&self, i: usize) -> Option<(u16, Value)> {
         let url = format!("{}/health", self.node(i).api_url());
         let response = self.http.get(url).send().await.ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.json().await.unwrap_or_default()))
+        Some(response.status().as_u16())
     }
 
     /// The `/health` body of node `i`'s daemon, `None` when it does not answer.

@@ -26,7 +26,10 @@ async fn a_frozen_sidecar_turns_health_to_503_and_the_node_recovers_when_it_thaw
     // Bounded by the CouchDB timeout: the ping gives up, and the changes
     // feed, silent, is declared dead by its watchdog.
     let health = eventually("/health to say the feed is dead", HANG, || async {
-        let (status, health) = tokio::time::timeout(HANG, cluster.health(0))
+        let status = tokio::time::timeout(HANG, cluster.health_status(0))
+            .await
+            .expect("/health hung")?;
+        let health = tokio::time::timeout(HANG, cluster.health(0))
             .await
             .expect("/health hung")?;
         (status == 503 && health["follower_live"] == false).then_some(health)
