@@ -198,7 +198,7 @@ pub struct ServeArgs {
     header_timeout: u64,
 
     /// Seconds a request body may go without sending anything, and an
-    /// answer wait for the client to read it.
+    /// answer may wait for the client to read it.
     #[arg(long, env = "CHEOPS_BODY_TIMEOUT", default_value_t = 30)]
     body_timeout: u64,
 
