@@ -9,7 +9,7 @@ use std::time::Duration;
 use cheops_backends::ShellBackend;
 use cheops_model::{Operation, ShellCommand, Timestamp};
 use cheops_replicator::{
-    DatabaseAccess, Node, NodeConfig, ReplicatorError, SiteUrls, Sites, Submission,
+    ClientOptions, DatabaseAccess, Node, NodeConfig, ReplicatorError, SiteUrls, Sites, Submission,
     DEFAULT_MAX_REPLY_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,6 +91,7 @@ fn node(couch_url: &str, max_document_size: usize) -> Node {
         max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
         drain: Duration::from_secs(1),
         max_document_size,
+        client: ClientOptions::default(),
     };
     Node::new(config, Arc::new(ShellBackend::new())).unwrap()
 }
