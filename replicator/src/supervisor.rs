@@ -237,7 +237,11 @@ impl Supervisor {
         self.shutdown.send_replace(true);
         let drain = async {
             loop {
+                // Started tasks first: a task spawned just before the signal
+                // may still wait in the channel while `running` is empty,
+                // and must be awaited, not left behind.
                 tokio::select! {
+                    biased;
                     Some(started) = self.started.recv() => running.push(watched(started)),
                     next = running.next() => match next {
                         Some((name, _, ended)) => { record_end(&self.tasks, &name, ended, true); }
