@@ -36,6 +36,45 @@ pub fn operations_to_run<'a>(
     block.iter().filter(|op| !is_replied(op)).collect()
 }
 
+/// A run this site recorded: one of its own replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub request: String,
+    /// When, by this site's clock: its runs never share a time.
+    pub time: Timestamp,
+    /// The run began a rebuild of the block (its reply says so).
+    pub rebuild: bool,
+}
+
+/// What a site must run now.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan<'a> {
+    /// In order, in one batch.
+    pub operations: Vec<&'a Operation>,
+    /// The operations are the whole block, run again from its first one to
+    /// rebuild the state; the first one's reply records it.
+    pub rebuild: bool,
+}
+
+/// The runner's decision: what this site runs now, knowing the `block` and
+/// its own runs of the resource (`ran`, in any order).
+pub fn plan<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) -> Plan<'a> {
+    let ran_at: Vec<(&str, Timestamp)> = ran
+        .iter()
+        .map(|run| (run.request.as_str(), run.time))
+        .collect();
+    match current_state(block, &ran_at) {
+        Some(replied) => Plan {
+            operations: operations_to_run(block, &replied, config),
+            rebuild: false,
+        },
+        None => Plan {
+            operations: block.iter().collect(),
+            rebuild: true,
+        },
+    }
+}
+
 /// The operations this site's state is made of, from what it `ran`
 /// (request id, time of its reply by its own clock): those it ran since it
 /// last ran the block's first operation, which starts the block and so
@@ -53,7 +92,7 @@ pub fn operations_to_run<'a>(
 /// (a site that knew `set A` sent `set B`, while another sent `add C` after
 /// `set A`: the merge keeps `[set A, add C]`). The site that ran `set B` must
 /// run the block again; the original did not, and kept `B`'s effect forever.
-pub fn current_state<'a>(
+fn current_state<'a>(
     block: &[Operation],
     ran: &[(&'a str, Timestamp)],
 ) -> Option<HashSet<&'a str>> {
