@@ -685,7 +685,7 @@ impl<'s> Sim<'s> {
                         ids(ran.iter().copied())
                     ));
                 }
-                check_reruns(&site.name, resource, &ran)?;
+                check_reruns(&site.name, resource, &site.log)?;
             }
         }
         Ok(())
@@ -693,24 +693,38 @@ impl<'s> Sim<'s> {
 }
 
 /// An operation runs again on a site only after a reset since its last
-/// run: a `set` (the rebuild's first operation, or a resetting one).
-fn check_reruns(site: &str, resource: &str, ran: &[&Operation]) -> Result<(), String> {
-    let mut last_run: BTreeMap<&str, usize> = BTreeMap::new();
+/// run (a `set`: a rebuild's first operation, or one that resets), or when
+/// a crash lost the reply of its last run: the command running when a
+/// daemon dies is the only one that may run again.
+fn check_reruns(site: &str, resource: &str, log: &[Ran]) -> Result<(), String> {
+    let runs: Vec<&Ran> = log.iter().filter(|r| r.resource == resource).collect();
+    let mut last_run: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
     let mut last_reset = None;
-    for (index, op) in ran.iter().enumerate() {
+    for (index, run) in runs.iter().enumerate() {
+        let op = &run.op;
         if op.op_type == "set" {
             last_reset = Some(index);
         }
-        if let Some(&previous) = last_run.get(op.request_id.as_str()) {
-            if last_reset.is_none_or(|reset| reset <= previous) {
+        if let Some(&(previous, recorded)) = last_run.get(op.request_id.as_str()) {
+            if recorded && last_reset.is_none_or(|reset| reset <= previous) {
+                let all: Vec<String> = runs
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}{}",
+                            r.op.request_id,
+                            if r.recorded { "" } else { "(lost)" }
+                        )
+                    })
+                    .collect();
                 return Err(format!(
                     "{site} ran {} twice on {resource} with no reset in between; it ran {}",
                     op.request_id,
-                    ids(ran.iter().copied())
+                    all.join(" ")
                 ));
             }
         }
-        last_run.insert(&op.request_id, index);
+        last_run.insert(&op.request_id, (index, run.recorded));
     }
     Ok(())
 }
