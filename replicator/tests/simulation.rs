@@ -9,12 +9,15 @@
 //! - every site holds the same block, without conflicts;
 //! - every site's application state is that of replaying the block;
 //! - a site ran an operation twice only after something reset its state in
-//!   between (Rule 3's rebuild, or a resetting operation) — so an operation
-//!   that commutes with everything never runs twice.
+//!   between (Rule 3's rebuild, or a resetting operation) or when a crash
+//!   lost the reply of its previous run — so an operation that commutes with
+//!   everything runs once, give or take a crash.
 //!
 //! The application gives each type a meaning that its scenario's matrix
 //! describes truthfully: `set` resets the state, `add` inserts into a
-//! multiset, `push` appends to a sequence (pushes keep their order).
+//! multiset, `push` appends to a sequence (pushes keep their order). Where
+//! pushes exist, resources start with a `set`: two pushes created at once on
+//! two sites cannot converge (CONSISTENCY.md, Rule 3).
 //!
 //! CouchDB is modelled as far as the rules depend on it: revision trees
 //! merged by replication, the winner chosen by generation then revision id,
@@ -24,9 +27,9 @@
 //!
 //! A crash strikes between a command and its reply: the command ran, its
 //! reply is lost, the rest of its batch never runs. Replies are durable per
-//! command (issue 12), so the command that ran without a reply is the only one
-//! that may run again; the state checked is that of the runs a site
-//! recorded.
+//! command (issue 12, part 3), so the command that ran without a reply is
+//! the only one that may run again; the state checked is that of the runs a
+//! site recorded, which is all Rule 3 can know.
 //!
 //! `CHEOPS_SIM_SCHEDULES` sets how many schedules run (seeds 0 to n-1);
 //! `CHEOPS_SIM_SEED` replays one and prints its trace.
