@@ -190,18 +190,22 @@ mod tests {
 
     use crate::consistency::counter::{counter_config, op, request_ids};
 
-    fn config() -> ResourceConfig {
-        let entry = |before: &str, after: &str, result| Resolution {
+    fn matrix(entries: &[(&str, &str, ResolutionResult)]) -> ResourceConfig {
+        let entry = |&(before, after, result): &(&str, &str, ResolutionResult)| Resolution {
             before: before.into(),
             after: after.into(),
             result,
         };
         ResourceConfig {
-            resolution_matrix: vec![
-                entry("inc", "inc", ResolutionResult::TakeBothAnyOrder),
-                entry("set", "inc", ResolutionResult::TakeBothKeepOrder),
-            ],
+            resolution_matrix: entries.iter().map(entry).collect(),
         }
+    }
+
+    fn config() -> ResourceConfig {
+        matrix(&[
+            ("inc", "inc", ResolutionResult::TakeBothAnyOrder),
+            ("set", "inc", ResolutionResult::TakeBothKeepOrder),
+        ])
     }
 
     fn run(block: &[Operation], replied: &[&str]) -> Vec<String> {
@@ -339,14 +343,7 @@ mod tests {
 
     #[test]
     fn a_rebuild_whose_first_operation_does_not_reset_still_counts_as_one() {
-        let entry = Resolution {
-            before: "push".into(),
-            after: "push".into(),
-            result: ResolutionResult::TakeBothKeepOrder,
-        };
-        let config = ResourceConfig {
-            resolution_matrix: vec![entry],
-        };
+        let config = matrix(&[("push", "push", ResolutionResult::TakeBothKeepOrder)]);
         let block = [op("push", "p1"), op("push", "p2")];
         assert_eq!(planned(&block, &config, &["p2"]), rebuild(&["p1", "p2"]));
         assert_eq!(planned(&block, &config, &["p2", "*p1", "p2"]), none());
@@ -366,14 +363,7 @@ mod tests {
     /// then its order decides what the other one's effect is.
     #[test]
     fn an_operation_that_resets_commutes_with_nothing() {
-        let entry = Resolution {
-            before: "set".into(),
-            after: "set".into(),
-            result: ResolutionResult::TakeOne,
-        };
-        let config = ResourceConfig {
-            resolution_matrix: vec![entry],
-        };
+        let config = matrix(&[("set", "set", ResolutionResult::TakeOne)]);
         let block = [op("set", "s"), op("add", "a"), op("add", "b")];
         assert_eq!(
             planned(&block, &config, &["a", "b"]),
@@ -386,13 +376,7 @@ mod tests {
     /// pair): once it ran, the `add` before it no longer matters.
     #[test]
     fn operations_before_a_reset_of_the_block_are_not_missing() {
-        let config = ResourceConfig {
-            resolution_matrix: vec![Resolution {
-                before: "set".into(),
-                after: "set".into(),
-                result: ResolutionResult::TakeOne,
-            }],
-        };
+        let config = matrix(&[("set", "set", ResolutionResult::TakeOne)]);
         let block = [op("add", "a"), op("set", "s"), op("add", "b")];
         assert_eq!(planned(&block, &config, &[]), only(&["a", "s", "b"]));
         assert_eq!(planned(&block, &config, &["s"]), only(&["b"]));
