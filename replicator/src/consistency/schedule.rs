@@ -64,16 +64,16 @@ pub struct Plan<'a> {
 ///
 /// The site's state is made of what it ran since its last reset: a run of
 /// an operation that [`resets`], or a rebuild. When those runs are
-/// operations of the block, each once, and running the missing ones after
-/// them gives the block's state (every pair that ends up out of the block's
-/// order commutes), the site runs only the missing ones, in block order.
-/// Otherwise it rebuilds: it runs the whole block from its first operation.
+/// operations of the block, each once, and the missing ones all come after
+/// them, the site runs the missing ones. When some pair ends up out of the
+/// block's order, it runs them alone only if such pairs commute and the
+/// block's first operation does not reset. Otherwise it rebuilds: it runs
+/// the whole block from its first operation.
 ///
 /// This departs from [`operations_to_run`], the original's rule: that one
-/// counts every reply ever written, re-runs the whole block whenever its
-/// first two operations keep their order (even when what is missing
-/// commutes with what ran), and never notices an operation that a merge
-/// dropped after it ran.
+/// counts every reply ever written, decides from the block's first two
+/// operations alone, and never notices an operation that a merge dropped
+/// after it ran.
 pub fn plan<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) -> Plan<'a> {
     let Some(first) = block.first() else {
         return Plan::default();
@@ -119,20 +119,27 @@ pub fn plan<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) ->
     // types only, so each operation is checked against the types before it:
     // whether one of them is missing, and the greatest rank among those run.
     let mut earlier: HashMap<&str, (bool, Option<usize>)> = HashMap::new();
-    let mut in_order = true;
+    let (mut out_of_order, mut commuting) = (false, true);
     for (index, (op, &rank)) in block.iter().zip(&rank).enumerate() {
         if let Some(rank) = rank {
-            in_order &= earlier.iter().all(|(&before, &(missing, greatest))| {
-                let out_of_order = missing || greatest.is_some_and(|g| g > rank);
-                !out_of_order || commute(config, before, &op.op_type)
-            });
+            for (&before, &(missing, greatest)) in &earlier {
+                if missing || greatest.is_some_and(|g| g > rank) {
+                    out_of_order = true;
+                    commuting &= commute(config, before, &op.op_type);
+                }
+            }
         }
         let seen = earlier.entry(&op.op_type).or_default();
         seen.0 |= missing(index);
         seen.1 = seen.1.max(rank);
     }
-
-    if !foreign && in_order {
+    // Out of order, the missing operations may run alone only if they
+    // commute with those that ran, and only if the block's first operation
+    // does not reset: from a reset, a rebuild gives the block's exact order
+    // whatever the matrix claims (appends to a file, which the matrix lets
+    // commute, do not), and without one, a rebuild would reset nothing.
+    let rebuilds = resets(config, &first.op_type);
+    if !foreign && (!out_of_order || (commuting && !rebuilds)) {
         return Plan {
             operations: block
                 .iter()
@@ -145,7 +152,7 @@ pub fn plan<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) ->
     }
     // Nothing of the block ran since the reset and its first operation
     // resets: running the block is no rebuild, only its first run here.
-    let fresh = rank.iter().all(Option::is_none) && resets(config, &first.op_type);
+    let fresh = rank.iter().all(Option::is_none) && rebuilds;
     Plan {
         operations: block.iter().collect(),
         rebuild: !fresh,
@@ -299,7 +306,16 @@ mod tests {
 
     #[test]
     fn missing_operations_that_commute_with_what_ran_run_alone() {
-        // The worked example, step 4: C is missing before D, and incs commute.
+        let block = [op("inc", "A"), op("inc", "B"), op("inc", "C")];
+        let config = counter_config();
+        assert_eq!(planned(&block, &config, &["A", "C"]), only(&["B"]));
+        assert_eq!(planned(&block, &config, &["A", "C", "B"]), none());
+    }
+
+    /// The worked example, step 4: C is missing before D. Incs commute, but
+    /// the block starts with a set: a rebuild gives its exact order.
+    #[test]
+    fn from_a_reset_anything_out_of_order_rebuilds() {
         let block = [
             op("set", "A"),
             op("inc", "B"),
@@ -307,8 +323,12 @@ mod tests {
             op("inc", "D"),
         ];
         let config = counter_config();
-        assert_eq!(planned(&block, &config, &["A", "B", "D"]), only(&["C"]));
-        assert_eq!(planned(&block, &config, &["A", "B", "D", "C"]), none());
+        let all = ["A", "B", "C", "D"];
+        assert_eq!(planned(&block, &config, &["A", "B", "D"]), rebuild(&all));
+        assert_eq!(
+            planned(&block, &config, &["A", "B", "D", "*A", "B", "C", "D"]),
+            none()
+        );
     }
 
     #[test]
@@ -364,12 +384,11 @@ mod tests {
     #[test]
     fn an_operation_that_resets_commutes_with_nothing() {
         let config = matrix(&[("set", "set", ResolutionResult::TakeOne)]);
-        let block = [op("set", "s"), op("add", "a"), op("add", "b")];
+        let block = [op("add", "a"), op("set", "s"), op("add", "b")];
         assert_eq!(
             planned(&block, &config, &["a", "b"]),
-            rebuild(&["s", "a", "b"])
+            rebuild(&["a", "s", "b"])
         );
-        assert_eq!(planned(&block, &config, &["s", "b"]), only(&["a"]));
     }
 
     /// A `set` appended after an `add` (the matrix has no entry for the
