@@ -77,4 +77,10 @@ pub struct ReplyDocument {
     pub execution_time: Timestamp,
     #[serde(rename = "Type")]
     pub kind: ReplyKind,
+    /// Set on the reply to a block's first operation when this site ran it
+    /// to rebuild the resource's state from the whole block (CONSISTENCY.md,
+    /// Rule 3): what the site ran before no longer counts. Absent otherwise;
+    /// the original does not know it and ignores it.
+    #[serde(rename = "Rebuild", skip_serializing_if = "std::ops::Not::not")]
+    pub rebuild: bool,
 }

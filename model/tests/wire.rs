@@ -78,3 +78,16 @@ fn a_reply_is_not_a_resource() {
     let err = serde_json::from_str::<ResourceDocument>(&text).unwrap_err();
     assert!(err.to_string().contains("REPLY"), "{err}");
 }
+
+/// `Rebuild` is the port's own field: written only when set, so that every
+/// other reply stays what the original writes, and absent means false.
+#[test]
+fn a_reply_says_it_began_a_rebuild_only_when_it_did() {
+    let (mut reply, written) = round_trip::<ReplyDocument>("reply-document.json");
+    assert!(!reply.rebuild && written.get("Rebuild").is_none());
+    reply.rebuild = true;
+    let written = serde_json::to_value(&reply).unwrap();
+    assert_eq!(written["Rebuild"], true);
+    let read: ReplyDocument = serde_json::from_value(written).unwrap();
+    assert!(read.rebuild);
+}

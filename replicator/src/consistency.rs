@@ -13,7 +13,7 @@ mod schedule;
 
 pub use block::add_operation;
 pub use merge::resolve_conflicts;
-pub use schedule::{current_state, operations_to_run};
+pub use schedule::{operations_to_run, plan, Plan, Run};
 
 #[cfg(test)]
 mod counter;

@@ -26,7 +26,7 @@ use cheops_model::{ReplyDocument, Timestamp};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::replied::Ran;
+use crate::replied::{ran_of, Ran};
 use crate::ReplicatorError;
 
 /// The replies of this node that CouchDB may not hold yet.
@@ -147,7 +147,7 @@ impl Journal {
             .pending()
             .values()
             .filter(|reply| reply.resource_id == resource)
-            .map(|reply| (reply.request_id.clone(), reply.execution_time))
+            .map(ran_of)
             .collect()
     }
 
@@ -279,7 +279,7 @@ mod tests {
     }
 
     fn requests(ran: Vec<Ran>) -> Vec<String> {
-        let mut requests: Vec<String> = ran.into_iter().map(|(r, _)| r).collect();
+        let mut requests: Vec<String> = ran.into_iter().map(|ran| ran.request).collect();
         requests.sort();
         requests
     }

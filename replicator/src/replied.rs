@@ -16,15 +16,25 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use cheops_model::Timestamp;
+use cheops_model::{ReplyDocument, Timestamp};
 
 /// Replies held in all entries at most.
 const MAX_REPLIES: usize = 20_000;
 /// Entries at most.
 const MAX_RESOURCES: usize = 4_096;
 
-/// A reply of this site: the request it ran and when.
-pub type Ran = (String, Timestamp);
+/// A reply of this site: the request it ran, when, and whether it began a
+/// rebuild.
+pub type Ran = crate::consistency::Run;
+
+/// What a reply of this site records of its run.
+pub fn ran_of(reply: &ReplyDocument) -> Ran {
+    Ran {
+        request: reply.request_id.clone(),
+        time: reply.execution_time,
+        rebuild: reply.rebuild,
+    }
+}
 
 /// The replies of this site, for the resources handled lately.
 #[derive(Debug, Default)]
@@ -129,7 +139,10 @@ impl Replied {
             Some(Entry {
                 state: State::Known(known),
                 ..
-            }) if !known.iter().any(|(r, t)| r == request && *t == time) => {
+            }) if !known
+                .iter()
+                .any(|ran| ran.request == request && ran.time == time) =>
+            {
                 entries.remove(resource);
             }
             Some(Entry {
@@ -194,13 +207,17 @@ mod tests {
     }
 
     fn ran(request: &str, nanos: u32) -> Ran {
-        (request.to_owned(), at(nanos))
+        Ran {
+            request: request.to_owned(),
+            time: at(nanos),
+            rebuild: false,
+        }
     }
 
     fn known(replied: &Replied, resource: &str) -> Option<Vec<String>> {
         replied
             .get(resource)
-            .map(|ran| ran.into_iter().map(|(r, _)| r).collect())
+            .map(|ran| ran.into_iter().map(|ran| ran.request).collect())
     }
 
     #[test]

@@ -31,11 +31,11 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::bootstrap::{DESIGN, REPLIES_VIEW};
-use crate::consistency::{current_state, operations_to_run};
+use crate::consistency::plan;
 use crate::couch::CouchClient;
 use crate::journal::{reply_id, Journal};
 use crate::oversize::fit;
-use crate::replied::{Ran, Replied};
+use crate::replied::{ran_of, Ran, Replied};
 use crate::resolution::resolution_docs;
 use crate::store::store_replies;
 use crate::supervisor::Task;
@@ -278,6 +278,8 @@ struct Recorder<'a> {
     inner: &'a Inner,
     doc: &'a ResourceDocument,
     to_run: &'a [&'a Operation],
+    /// The batch rebuilds the block: its first reply says so.
+    rebuild: bool,
     /// The time of this site's last reply to the resource.
     last_time: Mutex<Option<Timestamp>>,
     replies: Mutex<Vec<ReplyDocument>>,
@@ -287,7 +289,7 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    fn reply(&self, op: &Operation, result: &CommandResult) -> ReplyDocument {
+    fn reply(&self, index: usize, op: &Operation, result: &CommandResult) -> ReplyDocument {
         let mut last = self
             .last_time
             .lock()
@@ -305,6 +307,7 @@ impl Recorder<'_> {
             input: op.command.command.clone(),
             output: result.output.clone(),
             execution_time,
+            rebuild: self.rebuild && index == 0,
             ..ReplyDocument::default()
         };
         fit(reply, self.inner.max_reply_bytes)
@@ -317,14 +320,11 @@ impl Progress for Recorder<'_> {
             let Some(op) = self.to_run.get(index) else {
                 return Next::Stop;
             };
-            let reply = self.reply(op, result);
+            let reply = self.reply(index, op, result);
             let resource = self.doc.id.as_str();
             let recorded = self.inner.journal.record(&reply).await;
             // Known before the feed can echo it.
-            self.inner.replied.add(
-                resource,
-                &[(reply.request_id.clone(), reply.execution_time)],
-            );
+            self.inner.replied.add(resource, &[ran_of(&reply)]);
             info!(resource, request = %op.request_id, site = %self.inner.site, status = %reply.status, "operation ran");
             self.replies
                 .lock()
@@ -476,17 +476,11 @@ impl Inner {
                 ran.push(reply);
             }
         }
-        let ran_at: Vec<(&str, Timestamp)> = ran
-            .iter()
-            .map(|(request, time)| (request.as_str(), *time))
-            .collect();
-        let to_run: Vec<&Operation> = match current_state(&doc.operations, &ran_at) {
-            Some(replied) => operations_to_run(&doc.operations, &replied, &doc.config),
-            None => {
-                info!(resource, site = %self.site, "ran an operation the merge dropped; running the block again");
-                doc.operations.iter().collect()
-            }
-        };
+        let plan = plan(&doc.operations, &ran, &doc.config);
+        if plan.rebuild {
+            info!(resource, site = %self.site, "rebuilding the state: running the block again");
+        }
+        let to_run = plan.operations;
         if to_run.is_empty() {
             debug!(resource, site = %self.site, "nothing to run");
             return Ok(Pass::Settled);
@@ -497,8 +491,9 @@ impl Inner {
             inner: self,
             doc,
             to_run: &to_run,
+            rebuild: plan.rebuild,
             // Rule 3 orders this site's runs by its replies' times.
-            last_time: Mutex::new(ran_at.iter().map(|(_, time)| *time).max()),
+            last_time: Mutex::new(ran.iter().map(|run| run.time).max()),
             replies: Mutex::new(Vec::new()),
             journal_error: Mutex::new(None),
         };
@@ -544,10 +539,7 @@ impl Inner {
             .couch
             .view_docs(DESIGN, REPLIES_VIEW, &json!([resource, self.site]))
             .await?;
-        Ok(replies
-            .into_iter()
-            .map(|r| (r.request_id, r.execution_time))
-            .collect())
+        Ok(replies.iter().map(ran_of).collect())
     }
 
     async fn merge(&self, doc: &ResourceDocument) -> Result<(), ReplicatorError> {

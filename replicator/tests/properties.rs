@@ -5,8 +5,12 @@
 
 use std::collections::HashSet;
 
-use cheops_model::{Operation, Resolution, ResolutionResult, ResourceConfig, ResourceDocument};
-use cheops_replicator::consistency::{add_operation, operations_to_run, resolve_conflicts};
+use cheops_model::{
+    Operation, Resolution, ResolutionResult, ResourceConfig, ResourceDocument, Timestamp,
+};
+use cheops_replicator::consistency::{
+    add_operation, operations_to_run, plan, resolve_conflicts, Run,
+};
 use proptest::prelude::*;
 
 const TYPES: [&str; 4] = ["set", "inc", "dec", "add"];
@@ -134,4 +138,49 @@ proptest! {
             }
         }
     }
+
+    /// Whatever the matrix, the block and what a site ran (operations of
+    /// the pool, some no longer in the block, some twice), running what
+    /// `plan` says leaves nothing to run: a site never loops.
+    #[test]
+    fn once_a_site_ran_its_plan_nothing_is_left_to_run(
+        config in config(),
+        block in block(),
+        ran in prop::collection::vec((operation(), any::<bool>()), 0..10),
+    ) {
+        let mut runs: Vec<Run> = Vec::new();
+        for (op, rebuild) in &ran {
+            record(&mut runs, &op.request_id, *rebuild);
+        }
+        let first = plan(&block, &runs, &config);
+        let mut seen = HashSet::new();
+        prop_assert!(first.operations.iter().all(|op| seen.insert(&op.request_id)));
+        let planned: Vec<(String, bool)> = first
+            .operations
+            .iter()
+            .enumerate()
+            .map(|(index, op)| (op.request_id.clone(), first.rebuild && index == 0))
+            .collect();
+        for (request, rebuild) in &planned {
+            record(&mut runs, request, *rebuild);
+        }
+        let again = plan(&block, &runs, &config);
+        prop_assert!(again.operations.is_empty(), "{:?} then {:?}", planned, ids_of(&again.operations));
+    }
+}
+
+/// Adds a run to `runs`, after the others.
+fn record(runs: &mut Vec<Run>, request: &str, rebuild: bool) {
+    let time = format!("2026-01-01T00:00:00.{:09}Z", runs.len())
+        .parse::<Timestamp>()
+        .unwrap();
+    runs.push(Run {
+        request: request.to_owned(),
+        time,
+        rebuild,
+    });
+}
+
+fn ids_of<'a>(ops: &[&'a Operation]) -> Vec<&'a str> {
+    ops.iter().map(|op| op.request_id.as_str()).collect()
 }

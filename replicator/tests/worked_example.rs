@@ -3,8 +3,12 @@
 
 use std::collections::HashSet;
 
-use cheops_model::{Operation, Resolution, ResolutionResult, ResourceConfig, ResourceDocument};
-use cheops_replicator::consistency::{add_operation, operations_to_run, resolve_conflicts};
+use cheops_model::{
+    Operation, Resolution, ResolutionResult, ResourceConfig, ResourceDocument, Timestamp,
+};
+use cheops_replicator::consistency::{
+    add_operation, operations_to_run, plan, resolve_conflicts, Run,
+};
 
 /// set resets the counter; inc adds to it. inc/inc is absent: any order.
 fn counter() -> ResourceConfig {
@@ -44,12 +48,32 @@ fn revision(ops: &[Operation]) -> ResourceDocument {
     }
 }
 
-fn to_run<'a>(block: &'a [Operation], replied: &[&str]) -> Vec<&'a str> {
+/// What the original runs, knowing what a site `replied` to.
+fn original<'a>(block: &'a [Operation], replied: &[&str]) -> Vec<&'a str> {
     let replied: HashSet<&str> = replied.iter().copied().collect();
     operations_to_run(block, &replied, &counter())
         .into_iter()
         .map(|op| op.request_id.as_str())
         .collect()
+}
+
+/// What the daemon runs after a site ran `ran`, oldest first (a `*` marks
+/// a rebuild's first run), and whether it rebuilds.
+fn to_run<'a>(block: &'a [Operation], ran: &[&str]) -> (Vec<&'a str>, bool) {
+    let runs: Vec<Run> = ran
+        .iter()
+        .enumerate()
+        .map(|(n, request)| Run {
+            request: request.trim_start_matches('*').to_owned(),
+            time: format!("2026-01-01T00:00:00.{n:09}Z")
+                .parse::<Timestamp>()
+                .unwrap(),
+            rebuild: request.starts_with('*'),
+        })
+        .collect();
+    let plan = plan(block, &runs, &counter());
+    let ids = plan.operations.iter().map(|op| op.request_id.as_str());
+    (ids.collect(), plan.rebuild)
 }
 
 #[test]
@@ -73,13 +97,19 @@ fn the_counter_of_consistency_md() {
     let merged = resolve_conflicts(&revision(&site1), &[revision(&site2)]);
     assert_eq!(ids(&merged.operations), ["A", "B", "C", "D"]);
 
-    // 4. site1 replied A, B, C: it runs the tail D. site2 replied A, B, D: a
-    //    gap at C, and set → inc must keep order, so it replays the block.
-    assert_eq!(to_run(&merged.operations, &["A", "B", "C"]), ["D"]);
+    // 4. site1 ran A, B, C: it runs the tail D. site2 ran A, B, D: a gap at
+    //    C, and the block starts with a set: it rebuilds, as the original
+    //    does (set → inc keeps order).
+    let all = vec!["A", "B", "C", "D"];
+    assert_eq!(
+        to_run(&merged.operations, &["A", "B", "C"]),
+        (vec!["D"], false)
+    );
     assert_eq!(
         to_run(&merged.operations, &["A", "B", "D"]),
-        ["A", "B", "C", "D"]
+        (all.clone(), true)
     );
+    assert_eq!(original(&merged.operations, &["A", "B", "D"]), all);
     // Both counters are now 10 + 2 + 3 + 4 = 19.
 
     // 5. Concurrent sets: site1 sets 0 (E) while site2 sets 7 (F) → take-one,
@@ -89,8 +119,10 @@ fn the_counter_of_consistency_md() {
     assert_eq!(ids(&site1), ["E"]);
     let merged = resolve_conflicts(&revision(&site2), &[revision(&site1)]);
     assert_eq!(ids(&merged.operations), ["F"]);
-    assert_eq!(to_run(&merged.operations, &["F"]), Vec::<&str>::new());
-    assert_eq!(to_run(&merged.operations, &["E"]), ["F"]);
+    let site1_ran = ["A", "B", "C", "D", "E"];
+    let site2_ran = ["A", "B", "D", "*A", "B", "C", "D", "F"];
+    assert_eq!(to_run(&merged.operations, &site2_ran), (vec![], false));
+    assert_eq!(to_run(&merged.operations, &site1_ran), (vec!["F"], false));
 
     // 6. A set concurrent with an inc. site1 incs (G) on [F]; site2 sets 1
     //    (H), which restarts its block. The merge compares the first
@@ -104,4 +136,15 @@ fn the_counter_of_consistency_md() {
     let site1_wins = resolve_conflicts(&revision(&site1), &[revision(&site2)]);
     assert_eq!(ids(&site2_wins.operations), ["H", "G"]);
     assert_eq!(ids(&site1_wins.operations), ["F", "G"]);
+    // site1 ran F then G; site2 ran F then H.
+    let site1_ran = [&site1_ran[..], &["F", "G"]].concat();
+    let site2_ran = [&site2_ran[..], &["H"]].concat();
+    // [H, G]: site1 rebuilds (H, then G again), site2 runs G.
+    let block = &site2_wins.operations;
+    assert_eq!(to_run(block, &site1_ran), (vec!["H", "G"], true));
+    assert_eq!(to_run(block, &site2_ran), (vec!["G"], false));
+    // [F, G]: site2 ran H, which the merge dropped, after F: it rebuilds.
+    let block = &site1_wins.operations;
+    assert_eq!(to_run(block, &site1_ran), (vec![], false));
+    assert_eq!(to_run(block, &site2_ran), (vec!["F", "G"], true));
 }

@@ -405,3 +405,59 @@ async fn counter_during_a_partition() {
         block(&doc)
     );
 }
+
+/// Issue 12: every site creates the same resource with an `add` during a
+/// partition (no matrix: every pair commutes). The merge puts one site's
+/// operation first; the others run it after their own, which must not make
+/// them run their own again. Each site ends with each line once, and one
+/// reply of its own per operation.
+#[tokio::test]
+async fn concurrent_creations_run_each_operation_once() {
+    let cluster = cluster(3, false).await;
+    cluster.partition();
+    let creations = ALL.map(|i| {
+        let command = format!("echo from-site{} >> \"$NODE_DIR/bag\"", i + 1);
+        let cluster = &cluster;
+        async move {
+            let commands = [command.as_str()];
+            let (status, answer) = cluster
+                .exec(i, Exec::new("bag", SITES, &commands, "add"))
+                .await;
+            assert_eq!(status, 200, "through site{}: {answer:?}", i + 1);
+        }
+    });
+    futures::future::join_all(creations).await;
+    cluster.heal();
+
+    let doc = converged(&cluster, "bag", &ALL).await;
+    assert_eq!(block(&doc).len(), 3, "{:?}", block(&doc));
+    let snapshots = cluster.snapshots(&ALL).await.expect("a database went away");
+    for (i, snapshot) in snapshots.iter().enumerate() {
+        let mut lines: Vec<String> = read(&cluster.node(i).app_dir().join("bag"))
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            ["from-site1", "from-site2", "from-site3"],
+            "the bag of {}",
+            snapshot.site
+        );
+        let mut own: Vec<&str> = snapshot
+            .replies("bag")
+            .into_values()
+            .filter(|reply| reply["Site"] == snapshot.site.as_str())
+            .filter_map(|reply| reply["RequestId"].as_str())
+            .collect();
+        own.sort_unstable();
+        let before = own.len();
+        own.dedup();
+        assert_eq!(
+            before,
+            own.len(),
+            "{} replied twice to an operation",
+            snapshot.site
+        );
+    }
+}
