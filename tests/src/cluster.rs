@@ -88,6 +88,23 @@ impl NodeInfo {
     }
 }
 
+/// One of a node's processes, as the local cluster's `kill`, `restart`,
+/// `freeze` and `thaw` name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Process {
+    Daemon,
+    Sidecar,
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Process::Daemon => "daemon",
+            Process::Sidecar => "sidecar",
+        })
+    }
+}
+
 struct Node {
     info: NodeInfo,
     sidecar: Owned,
@@ -304,7 +321,7 @@ impl Cluster {
         self.wait_healthy(i).await;
     }
 
-    /// Stops node `i`'s sidecar (its data stays).
+    /// Kills node `i`'s sidecar with SIGKILL (its data stays).
     pub fn stop_sidecar(&mut self, i: usize) {
         self.nodes[i].sidecar.kill();
     }
@@ -408,7 +425,7 @@ impl Cluster {
         self.nodes[i].sidecar.pid()
     }
 
-    /// Stops node `i`'s daemon with SIGKILL (its sidecar keeps running).
+    /// Kills node `i`'s daemon with SIGKILL (its sidecar keeps running).
     pub fn stop_daemon(&mut self, i: usize) {
         self.nodes[i].daemon.kill();
     }
@@ -421,24 +438,65 @@ impl Cluster {
     /// Waits until node `i`'s daemon answers healthy; fails at once if its
     /// daemon or sidecar exits meanwhile.
     pub async fn wait_healthy(&mut self, i: usize) {
+        if let Err(why) = self.healthy(i).await {
+            panic!("{why}");
+        }
+    }
+
+    /// Waits until node `i`'s daemon answers healthy; the error says why it
+    /// did not (a process exited, or the time ran out).
+    pub async fn healthy(&mut self, i: usize) -> Result<(), String> {
         let site = self.node(i).site.clone();
         let deadline = std::time::Instant::now() + START_TIMEOUT;
         while self.health_status(i).await != Some(200) {
-            self.nodes[i]
-                .daemon
-                .assert_running(&format!("{site}'s daemon"));
-            self.nodes[i]
-                .sidecar
-                .assert_running(&format!("{site}'s sidecar"));
-            if let Some(redis) = &mut self.nodes[i].redis {
-                redis.assert_running(&format!("{site}'s redis-server"));
+            let node = &mut self.nodes[i];
+            node.daemon.running(&format!("{site}'s daemon"))?;
+            node.sidecar.running(&format!("{site}'s sidecar"))?;
+            if let Some(redis) = &mut node.redis {
+                redis.running(&format!("{site}'s redis-server"))?;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out after {START_TIMEOUT:?} waiting for {site} to be healthy"
-            );
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "timed out after {START_TIMEOUT:?} waiting for {site} to be healthy"
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(())
+    }
+
+    /// Waits until node `i`'s sidecar accepts connections.
+    pub async fn sidecar_ready(&mut self, i: usize) -> Result<(), String> {
+        let site = self.node(i).site.clone();
+        let port = self.node(i).couch_port;
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            self.nodes[i]
+                .sidecar
+                .running(&format!("{site}'s sidecar"))?;
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "timed out after {START_TIMEOUT:?} waiting for {site}'s sidecar"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` (STOP, CONT…) to node `i`'s daemon or sidecar.
+    pub fn signal(&self, i: usize, part: Process, signal: &str) -> Result<(), String> {
+        let node = &self.nodes[i];
+        let process = match part {
+            Process::Daemon => &node.daemon,
+            Process::Sidecar => &node.sidecar,
+        };
+        process
+            .signal(signal)
+            .map_err(|e| format!("{}'s {part}: {e}", node.info.site))
     }
 
     /// Sends an operation through node `i`; returns the HTTP status and

@@ -15,6 +15,6 @@ pub mod python;
 pub mod tls;
 mod wait;
 
-pub use cluster::{absent_peer, Cluster, ClusterOptions, Exec, NodeInfo};
+pub use cluster::{absent_peer, Cluster, ClusterOptions, Exec, NodeInfo, Process};
 pub use process::{cheops_binary, release_cheops_binary};
 pub use wait::eventually;

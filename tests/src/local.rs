@@ -1,13 +1,15 @@
 //! `deploy/local/cluster`: a local cluster that outlives the command that
 //! started it. `up` starts a supervisor process in its own process group;
 //! the supervisor runs a [`Cluster`] (sidecars, daemons, gates, redis) and
-//! takes `partition`, `heal` and `down` on a control port. `status` reads
-//! the nodes' databases directly.
+//! takes `partition`, `heal`, `kill`, `restart`, `freeze`, `thaw` and
+//! `down` on a control port. `status` reads the nodes' databases directly;
+//! `chaos` starts a cluster of its own and drives it.
 //!
 //! Files in the cluster's directory: `cluster.json` (the contract: written
 //! once every node is healthy, removed by `down`), `supervisor.json` (how to
 //! reach the supervisor), `supervisor.log`, and one directory per site.
 
+mod chaos;
 mod control;
 mod files;
 mod status;
@@ -16,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Cluster, ClusterOptions};
+use crate::{Cluster, ClusterOptions, Process};
 
+pub use chaos::{chaos, ChaosOptions, Plan, Report};
 pub use files::{ClusterFile, NodeEntry};
 pub use status::status;
 
@@ -120,7 +123,7 @@ pub async fn supervise(options: UpOptions) -> Result<(), Failure> {
     if !binary.is_file() {
         return Err(format!("{} is missing: build cheops-cli", binary.display()));
     }
-    let cluster = Cluster::start_with(ClusterOptions {
+    let mut cluster = Cluster::start_with(ClusterOptions {
         nodes: options.nodes,
         redis: options.redis,
         dir: Some(options.dir.clone()),
@@ -138,7 +141,7 @@ pub async fn supervise(options: UpOptions) -> Result<(), Failure> {
     files::write_supervisor(&options.dir, std::process::id(), port)?;
     files::write_cluster(&options.dir, &ClusterFile::of(&cluster))?;
     eprintln!("cluster up: {} nodes", cluster.len());
-    control::serve(listener, &cluster).await;
+    control::serve(listener, &mut cluster).await;
     drop(cluster);
     files::remove_state(&options.dir);
     eprintln!("cluster down");
@@ -153,6 +156,36 @@ pub fn partition(dir: &Path) -> Result<(), Failure> {
 /// Restores replication between all nodes.
 pub fn heal(dir: &Path) -> Result<(), Failure> {
     control::ask(dir, "heal").map(|_| ())
+}
+
+/// What `kill`, `restart`, `freeze` and `thaw` do to a node's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL; its files stay.
+    Kill,
+    /// Kills it if it runs, starts it again on the same files and waits
+    /// until it serves.
+    Restart,
+    /// SIGSTOP: it holds its connections and answers nothing.
+    Freeze,
+    /// SIGCONT.
+    Thaw,
+}
+
+impl Fault {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Restart => "restart",
+            Fault::Freeze => "freeze",
+            Fault::Thaw => "thaw",
+        }
+    }
+}
+
+/// Does `fault` to `site`'s daemon or sidecar.
+pub fn fault(dir: &Path, fault: Fault, site: &str, process: Process) -> Result<(), Failure> {
+    control::ask(dir, &format!("{} {site} {process}", fault.verb())).map(|_| ())
 }
 
 /// Stops everything `up` started; fine when nothing runs.

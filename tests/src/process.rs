@@ -115,10 +115,37 @@ impl Owned {
 
     /// Panics, naming its log, if the process has exited on its own.
     pub fn assert_running(&mut self, what: &str) {
+        if let Err(exited) = self.running(what) {
+            panic!("{exited}");
+        }
+    }
+
+    /// Whether the process still runs; if it exited on its own, says so
+    /// and names its log.
+    pub fn running(&mut self, what: &str) -> Result<(), String> {
         if let Some(child) = self.0.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("{what} exited ({status}); see {}", self.1.display());
+                return Err(format!(
+                    "{what} exited ({status}); see {}",
+                    self.1.display()
+                ));
             }
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` (a name `kill -s` takes: STOP, CONT…) to the process.
+    pub fn signal(&self, signal: &str) -> Result<(), String> {
+        let pid = self.pid().ok_or("it is not running")?;
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -s {signal} {pid} failed ({status})"))
         }
     }
 

@@ -186,3 +186,93 @@ fn a_missing_tool_is_one_line_and_a_failure_not_a_panic() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// GET `url` with a short timeout: whether it answered at all.
+async fn answers(http: &reqwest::Client, url: &str) -> bool {
+    http.get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn kill_restart_freeze_thaw_one_process() {
+    let dir = std::env::temp_dir().join(format!("cheops-local-faults-{}", std::process::id()));
+    let up = cluster(&["up", "--nodes", "2"], &dir);
+    assert!(up.status.success(), "{}", text(&up));
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).expect("written"))
+            .expect("JSON");
+    let node = |field: &str| file["nodes"][1][field].as_str().expect(field).to_owned();
+    let (api, db) = (node("api_url"), node("couchdb_url"));
+    let health = format!("{api}/health");
+    let http = reqwest::Client::new();
+    let api1 = file["nodes"][0]["api_url"].as_str().expect("api_url");
+    exec(&http, api1, "kept", "echo one >> \"$NODE_DIR/kept\"").await;
+
+    let run = |args: &[&str]| {
+        let output = cluster(args, &dir);
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+    };
+    let status = || text(&cluster(&["status"], &dir));
+
+    run(&["freeze", "site2", "--sidecar"]);
+    assert!(!answers(&http, &db).await, "a frozen sidecar answered");
+    assert!(
+        status().contains("site2's sidecar is frozen"),
+        "{}",
+        status()
+    );
+    run(&["thaw", "site2", "--sidecar"]);
+    assert!(answers(&http, &db).await, "a thawed sidecar did not answer");
+
+    run(&["kill", "site2"]);
+    assert!(!answers(&http, &health).await, "a killed daemon answered");
+    assert!(
+        status().contains("site2's daemon is killed"),
+        "{}",
+        status()
+    );
+    run(&["restart", "site2"]);
+    let healthy = http
+        .get(&health)
+        .send()
+        .await
+        .expect("restarted daemon answers");
+    assert_eq!(healthy.status(), 200);
+
+    run(&["kill", "site2", "--sidecar"]);
+    assert!(!answers(&http, &db).await, "a killed sidecar answered");
+    run(&["restart", "site2", "--sidecar"]);
+    // The restarted sidecar has its data; the daemon, which outlived it,
+    // runs what comes next.
+    let kept = http
+        .get(format!("{db}/kept"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(kept.status(), 200);
+    let replies = exec(&http, api1, "kept", "echo two >> \"$NODE_DIR/kept\"").await;
+    assert_eq!(replies.matches("\"OK\"").count(), 2, "{replies}");
+    let log = std::fs::read_to_string(Path::new(&node("node_dir")).join("kept"));
+    assert_eq!(log.expect("written by the commands"), "one\ntwo\n");
+    eventually(
+        "the cluster to converge",
+        Duration::from_secs(60),
+        || async { cluster(&["status"], &dir).status.success().then_some(()) },
+    )
+    .await;
+
+    let unknown = cluster(&["kill", "site9"], &dir);
+    assert!(!unknown.status.success(), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("no site is named \"site9\""),
+        "{}",
+        text(&unknown)
+    );
+
+    let down = cluster(&["down"], &dir);
+    assert!(down.status.success(), "{}", text(&down));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cheops_tests::local::{self, UpOptions};
+use cheops_tests::local::{self, ChaosOptions, Fault, UpOptions};
+use cheops_tests::Process;
 use clap::{Parser, Subcommand};
 
 /// A Cheops cluster on this machine: one sidecar and one daemon per site.
@@ -20,6 +21,18 @@ struct Dir {
     /// The cluster's directory (cluster.json, logs, each node's files).
     #[arg(long, default_value = ".cheops-local")]
     dir: PathBuf,
+}
+
+/// Which process of a site a fault acts on.
+#[derive(clap::Args, Clone)]
+struct Target {
+    /// The site (site1…siteN).
+    site: String,
+    /// Its sidecar (PouchDB Server) instead of its daemon.
+    #[arg(long)]
+    sidecar: bool,
+    #[command(flatten)]
+    dir: Dir,
 }
 
 #[derive(Subcommand)]
@@ -42,6 +55,40 @@ enum Command {
     Status(Dir),
     /// Stop everything `up` started.
     Down(Dir),
+    /// Kill a site's daemon (or sidecar) with SIGKILL; its files stay.
+    Kill(Target),
+    /// Start a site's daemon (or sidecar) again on the same files, killing
+    /// it first if it runs; returns once it serves.
+    Restart(Target),
+    /// Stop a site's daemon (or sidecar) with SIGSTOP: it keeps its
+    /// connections and answers nothing.
+    Freeze(Target),
+    /// Resume a frozen daemon (or sidecar) with SIGCONT.
+    Thaw(Target),
+    /// Start a fresh cluster, send operations from every site while
+    /// partitions, kills, restarts and freezes come and go, then check that
+    /// no operation was lost, ran twice, or was invented, and that every
+    /// site holds the same state. Prints one summary line; exits 0 only when
+    /// everything holds.
+    Chaos {
+        /// How long operations and faults go on.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Draws the run's operations and faults; the same seed (with the
+        /// same --nodes and --seconds) replays the same plan. Random when
+        /// not given.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// The cluster's directory; it gets chaos-plan.txt and
+        /// chaos-report.txt beside the nodes' files and logs.
+        #[arg(long, default_value = ".cheops-chaos")]
+        dir: PathBuf,
+        /// Leave the cluster up afterwards (`down --dir DIR` stops it).
+        #[arg(long)]
+        keep: bool,
+    },
     /// The supervisor process `up` starts (not for direct use).
     #[command(hide = true)]
     Supervise {
@@ -113,9 +160,59 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 println!("no cluster was up in {}", dir.display());
             }
         }
+        Command::Kill(target) => fault(Fault::Kill, target, "killed")?,
+        Command::Restart(target) => fault(Fault::Restart, target, "restarted")?,
+        Command::Freeze(target) => fault(Fault::Freeze, target, "frozen")?,
+        Command::Thaw(target) => fault(Fault::Thaw, target, "thawed")?,
+        Command::Chaos {
+            seconds,
+            seed,
+            nodes,
+            dir,
+            keep,
+        } => {
+            let seed = seed.unwrap_or_else(random_seed);
+            let options = ChaosOptions {
+                seconds,
+                seed,
+                nodes,
+                dir: absolute(dir)?,
+                keep,
+            };
+            eprintln!(
+                "chaos: seed {seed}, {nodes} nodes, {seconds} s, in {}",
+                options.dir.display()
+            );
+            let report = runtime()?.block_on(local::chaos(&options))?;
+            for detail in &report.details {
+                eprintln!("{detail}");
+            }
+            println!("{}", report.summary);
+            if !report.passed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Supervise { nodes, dir, redis } => {
             runtime()?.block_on(local::supervise(UpOptions { nodes, dir, redis }))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn fault(fault: Fault, target: Target, done: &str) -> Result<(), String> {
+    let process = if target.sidecar {
+        Process::Sidecar
+    } else {
+        Process::Daemon
+    };
+    local::fault(&absolute(target.dir.dir)?, fault, &target.site, process)?;
+    println!("{}'s {process} {done}", target.site);
+    Ok(())
+}
+
+/// A seed for a run not given one: the clock's nanoseconds.
+fn random_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64 % 1_000_000)
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::Failure;
 use crate::Cluster;
 
-const CLUSTER: &str = "cluster.json";
+pub const CLUSTER: &str = "cluster.json";
 /// The sites in the format of `--peers-file` (`cheops` client and daemon).
 const PEERS: &str = "peers.json";
 const SUPERVISOR: &str = "supervisor.json";

@@ -2,27 +2,44 @@
 
 use std::fmt::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use super::{control, files, Failure};
 use crate::convergence::{check, resource_ids, Snapshot};
 
+/// How long `status` waits for a database: a frozen sidecar answers
+/// nothing.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The report, and whether everything has converged.
 pub async fn status(dir: &Path) -> Result<(String, bool), Failure> {
     let cluster = files::read_cluster(dir)?;
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(READ_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
     let reads = cluster
         .nodes
         .iter()
         .map(|node| Snapshot::read(&http, &node.site, &node.couchdb_url));
-    let snapshots: Vec<Snapshot> = futures::future::join_all(reads)
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
+    let snapshots: Result<Vec<Snapshot>, String> =
+        futures::future::join_all(reads).await.into_iter().collect();
 
     let mut report = String::new();
     if let Ok(state) = control::ask(dir, "state") {
-        let _ = writeln!(report, "network: {state}");
+        let mut parts = state.split("; ");
+        let _ = writeln!(report, "network: {}", parts.next().unwrap_or_default());
+        for process in parts {
+            let _ = writeln!(report, "{process}");
+        }
     }
+    let snapshots = match snapshots {
+        Ok(snapshots) => snapshots,
+        Err(why) => {
+            let _ = write!(report, "{why}");
+            return Ok((report, false));
+        }
+    };
     let ids = resource_ids(&snapshots);
     let mut converged = 0;
     for id in &ids {
