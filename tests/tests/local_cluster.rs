@@ -49,15 +49,18 @@ fn is_listening(url: &str) -> bool {
     port.is_some_and(|port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
 }
 
+/// `up --nodes 2` in `dir`; returns its `cluster.json`.
+fn up_two_nodes(dir: &Path) -> Value {
+    let up = cluster(&["up", "--nodes", "2"], dir);
+    assert!(up.status.success(), "{}", text(&up));
+    let file = std::fs::read_to_string(dir.join("cluster.json")).expect("written");
+    serde_json::from_str(&file).expect("JSON")
+}
+
 #[tokio::test]
 async fn up_partition_status_heal_down() {
     let dir = std::env::temp_dir().join(format!("cheops-local-{}", std::process::id()));
-    let up = cluster(&["up", "--nodes", "2"], &dir);
-    assert!(up.status.success(), "{}", text(&up));
-
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).expect("written"))
-            .expect("JSON");
+    let file = up_two_nodes(&dir);
     let nodes = file["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 2);
     assert_eq!(nodes[1]["site"], "site2");
@@ -199,11 +202,7 @@ async fn answers(http: &reqwest::Client, url: &str) -> bool {
 #[tokio::test]
 async fn kill_restart_freeze_thaw_one_process() {
     let dir = std::env::temp_dir().join(format!("cheops-local-faults-{}", std::process::id()));
-    let up = cluster(&["up", "--nodes", "2"], &dir);
-    assert!(up.status.success(), "{}", text(&up));
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).expect("written"))
-            .expect("JSON");
+    let file = up_two_nodes(&dir);
     let node = |field: &str| file["nodes"][1][field].as_str().expect(field).to_owned();
     let (api, db) = (node("api_url"), node("couchdb_url"));
     let health = format!("{api}/health");
