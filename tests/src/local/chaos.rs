@@ -149,10 +149,10 @@ async fn drive(plan: &Plan, dir: &Path, cluster: &ClusterFile) -> Result<Report,
         details.extend(found.iter().map(|f| format!("{kind}: {f}")));
     }
     let passed = verdict.holds() && faults_failed == 0;
-    let accepted = outcomes
-        .values()
-        .filter(|o| matches!(o, Outcome::Accepted { .. }))
-        .count();
+    let count = |kind: fn(&Outcome) -> bool| outcomes.values().filter(|o| kind(o)).count();
+    let accepted = count(|o| matches!(o, Outcome::Accepted { .. }));
+    let refused = count(|o| matches!(o, Outcome::Refused(_)));
+    let unanswered = count(|o| matches!(o, Outcome::Failed(_)));
     let converged = match converged {
         Some(after) => format!(
             "converged {:.1} s after the last operation",
@@ -164,7 +164,8 @@ async fn drive(plan: &Plan, dir: &Path, cluster: &ClusterFile) -> Result<Report,
         ),
     };
     let summary = format!(
-        "chaos seed {} on {} nodes for {} s: {} operations sent, {accepted} accepted, {} in blocks; \
+        "chaos seed {} on {} nodes for {} s: {} operations sent, {accepted} accepted \
+         ({refused} refused, {unanswered} unanswered), {} in blocks; \
          faults: {} ({faults_failed} failed); {converged}; {}: {} (replay: --seed {} --nodes {} --seconds {})",
         plan.seed,
         plan.nodes,
