@@ -81,7 +81,15 @@ pub async fn chaos(options: &ChaosOptions) -> Result<Report, Failure> {
     let cluster = blocking(move || super::up(&up)).await?;
     let dir = &options.dir;
     write(dir, PLAN_FILE, &plan.to_string())?;
-    let result = drive(&plan, dir, &cluster).await;
+    // The cluster runs in a process group of its own: a Ctrl-C meant for
+    // this run must still bring it down.
+    let result = tokio::select! {
+        result = drive(&plan, dir, &cluster) => result,
+        _ = tokio::signal::ctrl_c() => Err(format!(
+            "interrupted; the files are in {}",
+            dir.display()
+        )),
+    };
     if !options.keep {
         let dir = dir.clone();
         blocking(move || super::down(&dir)).await?;
