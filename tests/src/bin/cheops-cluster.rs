@@ -65,8 +65,11 @@ enum Command {
     Freeze(Target),
     /// Resume a frozen daemon (or sidecar) with SIGCONT.
     Thaw(Target),
-    /// Start a fresh cluster, send operations from every site while
-    /// partitions, kills, restarts and freezes come and go, then check that
+    /// Run seeded faults and operations on a fresh cluster and check what
+    /// every site ran.
+    ///
+    /// Starts a fresh cluster, sends operations from every site while
+    /// partitions, kills, restarts and freezes come and go, then checks that
     /// no operation was lost, ran twice, or was invented, and that every
     /// site holds the same state. Prints one summary line; exits 0 only when
     /// everything holds.
@@ -79,6 +82,7 @@ enum Command {
         /// not given.
         #[arg(long)]
         seed: Option<u64>,
+        /// How many sites (at least 2).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// The cluster's directory; it gets chaos-plan.txt and
