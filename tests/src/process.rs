@@ -156,12 +156,10 @@ impl Owned {
 
     /// Sends SIGTERM (with `kill`: no `libc` here) and waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Err(why) = self.signal("TERM") {
+            panic!("{why}");
+        }
         let mut child = self.0.take().expect("the process is running");
-        let sent = Command::new("kill")
-            .args(["-s", "TERM", &child.id().to_string()])
-            .status()
-            .expect("cannot run kill");
-        assert!(sent.success(), "kill -s TERM failed");
         child.wait().expect("cannot wait for the process")
     }
 
