@@ -353,3 +353,20 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| format!("a blocking task failed: {e}"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_token_comes_from_cluster_json_when_it_has_one() {
+        let dir = std::env::temp_dir().join(format!("cheops-chaos-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(files::CLUSTER);
+        std::fs::write(&file, r#"{"nodes": []}"#).unwrap();
+        assert_eq!(token(&dir), None);
+        std::fs::write(&file, r#"{"token": "secret", "nodes": []}"#).unwrap();
+        assert_eq!(token(&dir).as_deref(), Some("secret"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
