@@ -156,6 +156,8 @@ async fn drive(plan: &Plan, dir: &Path, cluster: &ClusterFile) -> Result<Report,
     for (kind, found) in verdict.kinds() {
         details.extend(found.iter().map(|f| format!("{kind}: {f}")));
     }
+    let excused = verdict.excused.iter().map(|f| format!("excused: {f}"));
+    details.extend(excused);
     let passed = verdict.holds() && faults_failed == 0;
     let count = |kind: fn(&Outcome) -> bool| outcomes.values().filter(|o| kind(o)).count();
     let accepted = count(|o| matches!(o, Outcome::Accepted { .. }));
@@ -174,7 +176,7 @@ async fn drive(plan: &Plan, dir: &Path, cluster: &ClusterFile) -> Result<Report,
     let summary = format!(
         "chaos seed {} on {} nodes for {} s: {} operations sent, {accepted} accepted \
          ({refused} refused, {unanswered} unanswered), {} in blocks; \
-         faults: {} ({faults_failed} failed); {converged}; {}: {} (replay: --seed {} --nodes {} --seconds {})",
+         faults: {} ({faults_failed} failed); {converged}; {}; {} second runs excused by daemon kills: {} (replay: --seed {} --nodes {} --seconds {})",
         plan.seed,
         plan.nodes,
         plan.millis / 1000,
@@ -182,6 +184,7 @@ async fn drive(plan: &Plan, dir: &Path, cluster: &ClusterFile) -> Result<Report,
         verdict.in_blocks,
         plan.fault_counts(),
         verdict.counts(),
+        verdict.excused.len(),
         if passed { "PASS" } else { "FAIL" },
         plan.seed,
         plan.nodes,

@@ -18,8 +18,10 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::client::Outcome;
-use super::plan::{site, Plan, Resource};
+use super::plan::{site, Action, Plan, Resource};
 use crate::convergence::{check, Snapshot};
+use crate::local::Fault;
+use crate::Process;
 
 /// The violations found, by kind; each entry says what and where.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +45,10 @@ pub struct Verdict {
     /// How many operations the converged final blocks hold (not a
     /// violation: a figure for the summary).
     pub in_blocks: usize,
+    /// Second runs on a site whose daemon was killed (not a violation: the
+    /// command running when a daemon dies may run again, one per resource
+    /// and kill).
+    pub excused: Vec<String>,
 }
 
 impl Verdict {
@@ -88,6 +94,14 @@ pub fn judge(
     snapshots: &[Snapshot],
     node_dirs: &[String],
 ) -> Verdict {
+    let kills: Vec<usize> = (0..plan.nodes)
+        .map(|i| {
+            plan.events
+                .iter()
+                .filter(|e| e.action == Action::Process(Fault::Kill, i, Process::Daemon))
+                .count()
+        })
+        .collect();
     let mut verdict = Verdict::default();
     for (r, resource) in plan.resources.iter().enumerate() {
         let mut sent: BTreeSet<&str> = plan
@@ -140,7 +154,8 @@ pub fn judge(
             } else {
                 tags.iter().map(|t| (*t).to_owned()).collect()
             };
-            judge_file(&mut verdict, resource, i, &files[i], &expected, &sent);
+            let file = excuse_kills(&mut verdict, resource, i, &files[i], &expected, kills[i]);
+            judge_file(&mut verdict, resource, i, &file, &expected, &sent);
         }
         stray_files(&mut verdict, resource, &files, &resource.sites, &sent);
     }
@@ -205,6 +220,40 @@ fn judge_block(
             .lost
             .push(format!("{tag} accepted, missing from the block of {id}"));
     }
+}
+
+/// Site `i`'s file of `resource` without the second runs that `kills`
+/// SIGKILLs of its daemon excuse: each kill may have cut short the one
+/// command of the resource that was running, which then runs again after
+/// the restart. The later runs are the ones dropped.
+fn excuse_kills(
+    verdict: &mut Verdict,
+    resource: &Resource,
+    i: usize,
+    file: &[String],
+    expected: &[String],
+    kills: usize,
+) -> Vec<String> {
+    let wanted = counts(expected);
+    let mut seen: BTreeMap<&String, usize> = BTreeMap::new();
+    let mut left = kills;
+    let mut kept = Vec::new();
+    for line in file {
+        let n = seen.entry(line).or_insert(0);
+        *n += 1;
+        let want = wanted.get(line).copied().unwrap_or(0);
+        if want > 0 && *n > want && left > 0 {
+            left -= 1;
+            verdict.excused.push(format!(
+                "{line} ran {n}x on {} for {}, whose daemon was killed {kills}x",
+                site(i),
+                resource.id
+            ));
+        } else {
+            kept.push(line.clone());
+        }
+    }
+    kept
 }
 
 /// Site `i`'s file of `resource` against what it must hold.
@@ -371,6 +420,23 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn a_kill_excuses_one_second_run_per_resource() {
+        let expected = strings(&["a", "b", "c"]);
+        let file = strings(&["a", "b", "b", "c", "c"]);
+        let mut verdict = Verdict::default();
+        let kept = excuse_kills(&mut verdict, &resource(true), 1, &file, &expected, 1);
+        assert_eq!(kept, strings(&["a", "b", "c", "c"]));
+        assert_eq!(
+            verdict.excused,
+            ["b ran 2x on site2 for r, whose daemon was killed 1x"]
+        );
+        let mut verdict = Verdict::default();
+        let kept = excuse_kills(&mut verdict, &resource(true), 1, &file, &expected, 0);
+        assert_eq!(kept, file);
+        assert!(verdict.excused.is_empty());
     }
 
     #[test]
