@@ -1,8 +1,10 @@
 //! The Cheops HTTP API (`/exec`, `/show`, `/show_local`, `/health`,
-//! `/openapi.yml` and the dump listener). It knows nodes only through the
-//! [`Node`] trait, which the daemon implements for its replicator; `cheops
-//! serve` serves the routers.
+//! `/openapi.yml` and the dump listener), and the bearer-token guard of
+//! every listener ([`auth`]). It knows nodes only through the [`Node`]
+//! trait, which the daemon implements for its replicator; `cheops serve`
+//! serves the routers.
 
+pub mod auth;
 mod dump;
 mod error;
 mod exec;
@@ -22,6 +24,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
+use auth::{guarded, Access, Tokens};
 pub use error::{error_chain, ApiError};
 pub use node::{BoxFuture, Node};
 pub use show::SiteOutput;
@@ -39,6 +42,9 @@ pub struct ApiConfig {
     /// The client `/show` asks the sites' `/show_local` with (pooled, and
     /// trusting the roots of the node's CA file).
     pub peer_client: reqwest::Client,
+    /// The tokens requests must carry (none by default: open), and the one
+    /// `/show` sends to the other sites.
+    pub tokens: Arc<Tokens>,
 }
 
 impl Default for ApiConfig {
@@ -48,6 +54,7 @@ impl Default for ApiConfig {
             show_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024 * 1024,
             peer_client: reqwest::Client::new(),
+            tokens: Arc::new(Tokens::open()),
         }
     }
 }
@@ -61,18 +68,24 @@ pub(crate) struct AppState {
     pub client: reqwest::Client,
 }
 
-/// The Cheops API, served on the API port (8079 by default).
+/// The Cheops API, served on the API port (8079 by default). `/health`
+/// and `/openapi.yml` stay open (load balancers and peers probe the first,
+/// the second is public); `/show_local` takes the node or operator token,
+/// `/exec` and `/show` the operator token.
 pub fn router(node: Arc<dyn Node>, config: ApiConfig) -> Router {
     let body_limit = config.body_limit;
+    let tokens = Arc::clone(&config.tokens);
     let state = AppState {
         node,
         client: config.peer_client.clone(),
         config: Arc::new(config),
     };
-    Router::new()
+    let operator = Router::new()
         .route("/exec/{id}", post(exec::exec))
-        .route("/show/{id}", post(show::show))
-        .route("/show_local/{id}", post(show::show_local))
+        .route("/show/{id}", post(show::show));
+    let node_calls = Router::new().route("/show_local/{id}", post(show::show_local));
+    guarded(operator, Arc::clone(&tokens), Access::Operator)
+        .merge(guarded(node_calls, tokens, Access::Node))
         .route("/health", get(health::health))
         .route("/openapi.yml", get(openapi::openapi))
         .fallback(fallback::not_found)
@@ -81,12 +94,15 @@ pub fn router(node: Arc<dyn Node>, config: ApiConfig) -> Router {
         .with_state(state)
 }
 
-/// The dump listener (port 7071 by default): `GET /` lists the local
-/// database with every document.
-pub fn dump_router(node: Arc<dyn Node>) -> Router {
-    Router::new()
-        .route("/", get(dump::dump))
-        .fallback(fallback::not_found)
-        .method_not_allowed_fallback(fallback::method_not_allowed)
-        .with_state(node)
+/// The dump listener (off unless a port is given): `GET /` lists the
+/// local database with every document, for the read or operator token.
+pub fn dump_router(node: Arc<dyn Node>, tokens: Arc<Tokens>) -> Router {
+    guarded(
+        Router::new().route("/", get(dump::dump)),
+        tokens,
+        Access::Read,
+    )
+    .fallback(fallback::not_found)
+    .method_not_allowed_fallback(fallback::method_not_allowed)
+    .with_state(node)
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
 use axum::Json;
 use cheops_model::{ShellCommand, Status};
 use serde::{Deserialize, Serialize};
@@ -65,7 +66,7 @@ pub(crate) async fn show(
                 Some(base) => base.clone()?,
             };
             let url = format!("{}/show_local/{id}", base.trim_end_matches('/'));
-            ask(&state.client, url, command).await
+            ask(state, url, command).await
         };
         async move {
             let output = match tokio::time::timeout_at(deadline, ask).await {
@@ -89,22 +90,21 @@ pub(crate) async fn show(
     Ok(Json(outputs.into_iter().collect()))
 }
 
-/// Runs the command on one site through its `/show_local`; the error is the
-/// reason to report.
-async fn ask(client: &reqwest::Client, url: String, command: String) -> Result<SiteOutput, String> {
+/// Runs the command on one site through its `/show_local`, with this
+/// node's token for its peers; the error is the reason to report.
+async fn ask(state: &AppState, url: String, command: String) -> Result<SiteOutput, String> {
     let form = reqwest::multipart::Form::new().text("command", command);
-    let response = client
-        .post(&url)
-        .multipart(form)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_connect() {
-                format!("unreachable: {}", error_chain(&e))
-            } else {
-                format!("request failed: {}", error_chain(&e))
-            }
-        })?;
+    let mut request = state.client.post(&url).multipart(form);
+    if let Some(token) = state.config.tokens.for_peers() {
+        request = request.header(AUTHORIZATION, token.bearer());
+    }
+    let response = request.send().await.map_err(|e| {
+        if e.is_connect() {
+            format!("unreachable: {}", error_chain(&e))
+        } else {
+            format!("request failed: {}", error_chain(&e))
+        }
+    })?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();

@@ -2,8 +2,12 @@
 //! none: the UI served by a node talks to that node, same origin. An origin
 //! is allowed when the UI is served from elsewhere, or loaded from one node
 //! and pointed at another with `?node=` (the original hard-coded one
-//! domain). Chephren is read-only (GET), so no credentials are ever allowed.
+//! domain). Chephren is read-only (GET). The read token travels in the
+//! `Authorization` header, which a page must be allowed to send; cookies
+//! and other ambient credentials are never allowed (no
+//! `Access-Control-Allow-Credentials`), and never read.
 
+use axum::http::header::{ACCEPT, AUTHORIZATION};
 use axum::http::{HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -47,7 +51,8 @@ pub(crate) fn layer(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::HEAD]),
+            .allow_methods([Method::GET, Method::HEAD])
+            .allow_headers([AUTHORIZATION, ACCEPT]),
     )
 }
 

@@ -87,12 +87,17 @@ struct AppState {
 }
 
 /// The UI and its API. Event streams end when `shutdown` turns true.
+/// `guard` wraps the API's routes (the daemon refuses them without the read
+/// or operator token); the UI's files hold no data and stay open, so that a
+/// browser can load the page that asks for the token. CORS is outermost:
+/// a preflight is answered without a token, as browsers send none with it.
 pub fn router(
     source: Arc<dyn Source>,
     config: ChephrenConfig,
     shutdown: watch::Receiver<bool>,
+    guard: impl FnOnce(Router) -> Router,
 ) -> Router {
-    let router = Router::new()
+    let api = Router::new()
         .route("/api/node", get(node))
         .route("/api/resources", get(resources))
         .route("/api/resource/{id}", get(resource))
@@ -100,14 +105,15 @@ pub fn router(
         .route("/api/blocks", get(blocks))
         .route("/api/block/{id}", get(block))
         .route("/api/events", get(stream::events))
-        .merge(ui::routes())
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(AppState {
             source,
             address: config.address,
             shutdown,
         });
+    let router = guard(api)
+        .merge(ui::routes())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed);
     match cors::layer(&config.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,

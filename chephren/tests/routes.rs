@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
+use cheops_api::auth::{guarded, Access, Secret, Tokens};
 use cheops_chephren::{router, BoxFuture, ChephrenConfig, Source};
 use cheops_model::Status;
 use cheops_replicator::{Health, NodeEvent, PeerLiveness, ReplicatorError};
@@ -73,12 +74,21 @@ fn fake() -> Arc<Fake> {
 }
 
 fn app(source: Arc<Fake>, cors_origins: &[&str]) -> (Router, watch::Sender<bool>) {
+    app_with(source, cors_origins, Arc::new(Tokens::open()))
+}
+
+fn app_with(
+    source: Arc<Fake>,
+    cors_origins: &[&str],
+    tokens: Arc<Tokens>,
+) -> (Router, watch::Sender<bool>) {
     let (stop, shutdown) = watch::channel(false);
     let config = ChephrenConfig {
         address: "http://site1:8080".into(),
         cors_origins: cors_origins.iter().map(|o| (*o).to_owned()).collect(),
     };
-    (router(source, config, shutdown), stop)
+    let guard = |api| guarded(api, tokens, Access::Read);
+    (router(source, config, shutdown, guard), stop)
 }
 
 async fn send(app: Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
@@ -309,6 +319,66 @@ async fn cors_headers_only_for_configured_origins() {
     let (any, _s3) = app(fake(), &["*"]);
     let (_, headers, _) = send(any, request("http://elsewhere")).await;
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+}
+
+const OPERATOR: &str = "operator-token-for-chephren";
+const READ: &str = "read-token-for-chephren";
+
+fn tokens() -> Arc<Tokens> {
+    let secret = |s: &str| Some(Secret::new(s).unwrap());
+    Arc::new(Tokens::new(secret(OPERATOR), secret(READ), None).unwrap())
+}
+
+#[tokio::test]
+async fn the_api_needs_the_read_or_operator_token_and_the_ui_does_not() {
+    let (app, _stop) = app_with(fake(), &["http://laptop:9000"], tokens());
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = Request::get(path).header(header::ORIGIN, "http://laptop:9000");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    for path in ["/api/cluster", "/api/blocks", "/api/node", "/api/events"] {
+        let (status, headers, body) = send(app.clone(), get(path, None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        // The page from another origin can read why, and ask for a token.
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "http://laptop:9000"
+        );
+        assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+        let (status, _, _) = send(app.clone(), get(path, Some("not-a-valid-token-at-all"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    for token in [READ, OPERATOR] {
+        let (status, _, _) = send(app.clone(), get("/api/cluster", Some(token))).await;
+        assert_eq!(status, StatusCode::OK, "{token}");
+    }
+    for path in ["/", "/app.js", "/api.js"] {
+        let (status, _, _) = send(app.clone(), get(path, None)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    // A preflight carries no token; it allows the Authorization header.
+    let preflight = Request::options("/api/cluster")
+        .header(header::ORIGIN, "http://laptop:9000")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, _) = send(app, preflight).await;
+    assert!(status.is_success(), "{status}");
+    assert!(headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+    assert!(headers
+        .get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS)
+        .is_none());
 }
 
 #[tokio::test]

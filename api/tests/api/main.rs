@@ -5,6 +5,7 @@
 mod fake;
 mod http;
 
+mod auth;
 mod exec;
 mod refusals;
 mod routes;

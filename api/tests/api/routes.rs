@@ -64,7 +64,7 @@ async fn a_wrong_method_is_a_405_json_error() {
 #[tokio::test]
 async fn the_dump_lists_the_node_database() {
     let node = FakeNode::new("site1");
-    let response = send(dump_router(node), get("/")).await;
+    let response = send(dump_router(node, Default::default()), get("/")).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(response).await;
     assert_eq!(body["rows"][0]["doc"]["Type"], "RESOURCE");

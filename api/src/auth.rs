@@ -1,0 +1,411 @@
+//! Bearer-token authentication of the node's listeners (API, dump,
+//! Chephren), as the kubelet guards its `exec` endpoint and CouchDB 3 its
+//! databases with `require_valid_user`: no token, 401; a token that does
+//! not grant the endpoint, 403.
+//!
+//! Three tokens, each optional except that the two others need the
+//! operator's:
+//!
+//! - the **operator** token grants everything: `/exec`, `/show`,
+//!   `/show_local`, Chephren's API and the dump;
+//! - the **read** token grants what only reads: Chephren's API and the dump;
+//! - the **node** token is what nodes send each other (`/show` calls every
+//!   site's `/show_local` with it) and grants `/show_local` only. A node
+//!   with no node token sends its operator token instead, so the simplest
+//!   cluster shares one operator token.
+//!
+//! Only the `Authorization: Bearer` header counts: no cookie, query
+//! parameter or Basic credential is ever read, so a web page cannot make a
+//! browser send an ambient credential (a form POST from another site
+//! carries no bearer token). With no operator token configured every
+//! request passes: the daemon then listens on loopback only, or was told
+//! `--insecure`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use blake2::{Blake2b512, Digest};
+use subtle::ConstantTimeEq;
+
+/// The shortest token accepted: 16 characters (a random hex or base64
+/// string of that length is beyond guessing over HTTP).
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// A token's value, never printed: `Debug` shows `Secret(…)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Checks a token as read from a file or the environment (surrounding
+    /// whitespace, such as a file's last newline, is dropped): at least
+    /// [`MIN_TOKEN_LEN`] visible ASCII characters, so that it fits in a
+    /// header as is. The error never quotes the value.
+    pub fn new(value: &str) -> Result<Secret, String> {
+        let value = value.trim();
+        if value.len() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "is shorter than {MIN_TOKEN_LEN} characters (generate one with `head -c 32 /dev/urandom | base64`)"
+            ));
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be visible ASCII characters, without spaces".into());
+        }
+        Ok(Secret(value.to_owned()))
+    }
+
+    /// The value, to send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `Authorization: Bearer …` carrying this token, marked sensitive so
+    /// that HTTP libraries never print it.
+    pub fn bearer(&self) -> HeaderValue {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.0))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// What a valid token lets its bearer do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Operator,
+    Read,
+    Node,
+}
+
+/// What an endpoint asks of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: the read token or the operator's.
+    Read,
+    /// A node's call to another (`/show_local`): the node token or the
+    /// operator's.
+    Node,
+    /// Runs or stores commands: the operator token only.
+    Operator,
+}
+
+impl Access {
+    fn granted_to(self, role: Role) -> bool {
+        matches!(
+            (self, role),
+            (_, Role::Operator) | (Access::Read, Role::Read) | (Access::Node, Role::Node)
+        )
+    }
+}
+
+/// The tokens a node accepts, and the one it sends to its peers.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    operator: Option<Secret>,
+    read: Option<Secret>,
+    node: Option<Secret>,
+    /// Digests of the accepted tokens, by role, compared in constant time.
+    digests: Vec<(Role, [u8; 64])>,
+}
+
+impl Tokens {
+    /// No token: every request passes.
+    pub fn open() -> Tokens {
+        Tokens::default()
+    }
+
+    /// The tokens configured; a read or node token needs an operator token
+    /// (else the endpoints that run commands would be the open ones), and
+    /// no two may be equal (a read token equal to the operator's would grant
+    /// everything).
+    pub fn new(
+        operator: Option<Secret>,
+        read: Option<Secret>,
+        node: Option<Secret>,
+    ) -> Result<Tokens, String> {
+        if operator.is_none() && (read.is_some() || node.is_some()) {
+            return Err(
+                "a read or node token needs an operator token too (--token-file or CHEOPS_TOKEN)"
+                    .into(),
+            );
+        }
+        let roles = [
+            (Role::Operator, &operator),
+            (Role::Read, &read),
+            (Role::Node, &node),
+        ];
+        let digests: Vec<(Role, [u8; 64])> = roles
+            .iter()
+            .filter_map(|(role, secret)| secret.as_ref().map(|s| (*role, digest(s.expose()))))
+            .collect();
+        for (i, (_, a)) in digests.iter().enumerate() {
+            if digests[i + 1..].iter().any(|(_, b)| a == b) {
+                return Err("the operator, read and node tokens must all differ".into());
+            }
+        }
+        Ok(Tokens {
+            operator,
+            read,
+            node,
+            digests,
+        })
+    }
+
+    /// Whether requests are checked at all.
+    pub fn enabled(&self) -> bool {
+        self.operator.is_some()
+    }
+
+    pub fn operator(&self) -> Option<&Secret> {
+        self.operator.as_ref()
+    }
+
+    pub fn read(&self) -> Option<&Secret> {
+        self.read.as_ref()
+    }
+
+    /// What this node sends to its peers' `/show_local`: its node token,
+    /// else its operator token.
+    pub fn for_peers(&self) -> Option<&Secret> {
+        self.node.as_ref().or(self.operator.as_ref())
+    }
+
+    /// The role of a presented token, if it is one of ours. Every accepted
+    /// token is compared, and each comparison takes the same time whatever
+    /// the bytes: digests of equal length compared with `subtle`, so
+    /// neither the content nor the length of a token leaks through timing.
+    fn role_of(&self, presented: &str) -> Option<Role> {
+        let presented = digest(presented);
+        let mut found = None;
+        for (role, expected) in &self.digests {
+            if bool::from(presented.ct_eq(expected)) {
+                found = Some(*role);
+            }
+        }
+        found
+    }
+
+    /// Whether `headers` grant `access`: `Err` is the answer to send.
+    pub fn check(&self, headers: &HeaderMap, access: Access) -> Result<(), Refusal> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(Refusal::Missing);
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or(Refusal::Missing)?;
+        match self.role_of(token) {
+            None => Err(Refusal::Invalid),
+            Some(role) if access.granted_to(role) => Ok(()),
+            Some(_) => Err(Refusal::Forbidden(access)),
+        }
+    }
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("operator", &self.operator.is_some())
+            .field("read", &self.read.is_some())
+            .field("node", &self.node.is_some())
+            .finish()
+    }
+}
+
+fn digest(token: &str) -> [u8; 64] {
+    Blake2b512::digest(token.as_bytes()).into()
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `Authorization: Bearer` header (or several).
+    Missing,
+    /// A bearer token that is none of ours.
+    Invalid,
+    /// A valid token that does not grant this endpoint.
+    Forbidden(Access),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, challenge, message) = match self {
+            Refusal::Missing => (
+                StatusCode::UNAUTHORIZED,
+                r#"Bearer realm="cheops""#,
+                "authentication required: send Authorization: Bearer TOKEN",
+            ),
+            Refusal::Invalid => (
+                StatusCode::UNAUTHORIZED,
+                r#"Bearer realm="cheops", error="invalid_token""#,
+                "the bearer token is not valid here",
+            ),
+            Refusal::Forbidden(access) => (
+                StatusCode::FORBIDDEN,
+                r#"Bearer realm="cheops", error="insufficient_scope""#,
+                match access {
+                    Access::Operator => "this endpoint needs the operator token",
+                    Access::Node => "this endpoint needs the operator or node token",
+                    Access::Read => "this endpoint needs the read or operator token",
+                },
+            ),
+        };
+        // The presented token is never logged, only the verdict.
+        tracing::info!(status = status.as_u16(), error = message, "request refused");
+        (
+            status,
+            [(WWW_AUTHENTICATE, challenge)],
+            Json(serde_json::json!({ "error": message })),
+        )
+            .into_response()
+    }
+}
+
+/// What the middleware knows: which tokens, and what the routes ask.
+#[derive(Clone)]
+struct Guard {
+    tokens: Arc<Tokens>,
+    access: Access,
+}
+
+/// `router`'s routes, refusing requests that do not grant `access`. Only
+/// the routes already added are guarded (`Router::route_layer`): unknown
+/// paths still answer 404, and routes added afterwards stay open.
+pub fn guarded<S>(router: Router<S>, tokens: Arc<Tokens>, access: Access) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.route_layer(from_fn_with_state(Guard { tokens, access }, guard))
+}
+
+async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    match guard.tokens.check(request.headers(), guard.access) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> Secret {
+        Secret::new(s).unwrap()
+    }
+
+    fn tokens() -> Tokens {
+        Tokens::new(
+            Some(secret("operator-token-0123")),
+            Some(secret("read-token-0123456")),
+            Some(secret("node-token-0123456")),
+        )
+        .unwrap()
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn each_token_grants_its_endpoints_and_no_other() {
+        let tokens = tokens();
+        let check = |value: &str, access| tokens.check(&headers(value), access);
+        for access in [Access::Read, Access::Node, Access::Operator] {
+            assert_eq!(check("Bearer operator-token-0123", access), Ok(()));
+        }
+        assert_eq!(check("bearer read-token-0123456", Access::Read), Ok(()));
+        assert_eq!(check("Bearer node-token-0123456", Access::Node), Ok(()));
+        assert_eq!(
+            check("Bearer read-token-0123456", Access::Operator),
+            Err(Refusal::Forbidden(Access::Operator))
+        );
+        assert_eq!(
+            check("Bearer read-token-0123456", Access::Node),
+            Err(Refusal::Forbidden(Access::Node))
+        );
+        assert_eq!(
+            check("Bearer node-token-0123456", Access::Read),
+            Err(Refusal::Forbidden(Access::Read))
+        );
+        assert_eq!(
+            check("Bearer node-token-0123456", Access::Operator),
+            Err(Refusal::Forbidden(Access::Operator))
+        );
+    }
+
+    #[test]
+    fn only_a_bearer_header_counts() {
+        let tokens = tokens();
+        assert_eq!(
+            tokens.check(&HeaderMap::new(), Access::Read),
+            Err(Refusal::Missing)
+        );
+        for value in [
+            "operator-token-0123",
+            "Basic b3BlcmF0b3ItdG9rZW4tMDEyMw==",
+            "Token operator-token-0123",
+        ] {
+            assert_eq!(
+                tokens.check(&headers(value), Access::Read),
+                Err(Refusal::Missing),
+                "{value}"
+            );
+        }
+        let mut cookie = HeaderMap::new();
+        cookie.insert(
+            "cookie",
+            HeaderValue::from_static("token=operator-token-0123"),
+        );
+        assert_eq!(tokens.check(&cookie, Access::Read), Err(Refusal::Missing));
+        assert_eq!(
+            tokens.check(&headers("Bearer operator-token-012"), Access::Read),
+            Err(Refusal::Invalid)
+        );
+        let mut twice = headers("Bearer operator-token-0123");
+        twice.append(
+            AUTHORIZATION,
+            HeaderValue::from_static("Bearer operator-token-0123"),
+        );
+        assert_eq!(tokens.check(&twice, Access::Read), Err(Refusal::Missing));
+    }
+
+    #[test]
+    fn without_an_operator_token_everything_passes() {
+        assert_eq!(
+            Tokens::open().check(&HeaderMap::new(), Access::Operator),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn tokens_are_checked_and_never_shown() {
+        assert!(Secret::new("short").is_err());
+        assert!(Secret::new("has a space in it!!").is_err());
+        let secret = Secret::new(" long-enough-token-1\n").unwrap();
+        assert_eq!(secret.expose(), "long-enough-token-1");
+        assert!(!format!("{secret:?}").contains("long-enough"));
+        assert!(!format!("{:?}", tokens()).contains("token-0123"));
+        assert!(Tokens::new(None, Some(secret.clone()), None).is_err());
+        assert!(Tokens::new(Some(secret.clone()), Some(secret), None).is_err());
+    }
+}

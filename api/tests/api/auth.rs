@@ -1,0 +1,219 @@
+//! Who may call what: the operator, read and node tokens on the API and the
+//! dump listener, and what `/show` sends to the other sites.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use cheops_api::auth::{Secret, Tokens};
+use cheops_api::{dump_router, router, ApiConfig};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::fake::FakeNode;
+use crate::http::{assert_error, json, post_multipart, send, Part};
+
+const OPERATOR: &str = "operator-token-0123456789";
+const READ: &str = "read-token-0123456789";
+const NODE: &str = "node-token-0123456789";
+
+fn tokens(node: Option<&str>) -> Arc<Tokens> {
+    let secret = |s: &str| Some(Secret::new(s).unwrap());
+    Arc::new(Tokens::new(secret(OPERATOR), secret(READ), node.and_then(secret)).unwrap())
+}
+
+fn api(node: &Arc<FakeNode>, tokens: Arc<Tokens>) -> Router {
+    router(
+        node.clone(),
+        ApiConfig {
+            tokens,
+            ..ApiConfig::default()
+        },
+    )
+}
+
+fn with_token(mut request: Request<Body>, token: Option<&str>) -> Request<Body> {
+    if let Some(token) = token {
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    request
+}
+
+const EXEC: [Part; 3] = [
+    ("sites", None, b"site1"),
+    ("type", None, b"set"),
+    ("command", None, b"true"),
+];
+const SHOW: [Part; 1] = [("command", None, b"cat __ID__")];
+
+/// The status each endpoint answers `token`.
+async fn statuses(token: Option<&str>) -> [StatusCode; 4] {
+    let node = FakeNode::new("site1");
+    node.add_resource("r1", &["site1"]);
+    let app = api(&node, tokens(Some(NODE)));
+    let exec = send(
+        app.clone(),
+        with_token(post_multipart("/exec/r1", &EXEC), token),
+    );
+    let show = send(
+        app.clone(),
+        with_token(post_multipart("/show/r1", &SHOW), token),
+    );
+    let show_local = send(
+        app,
+        with_token(post_multipart("/show_local/r1", &SHOW), token),
+    );
+    let dump = send(
+        dump_router(node.clone(), tokens(Some(NODE))),
+        with_token(Request::get("/").body(Body::empty()).unwrap(), token),
+    );
+    let (exec, show, show_local, dump) = tokio::join!(exec, show, show_local, dump);
+    [exec, show, show_local, dump].map(|r| r.status())
+}
+
+#[tokio::test]
+async fn each_token_opens_its_endpoints_only() {
+    const OK: StatusCode = StatusCode::OK;
+    const NO: StatusCode = StatusCode::UNAUTHORIZED;
+    const FORBIDDEN: StatusCode = StatusCode::FORBIDDEN;
+    //                                          exec       show       show_local dump
+    assert_eq!(statuses(None).await, [NO, NO, NO, NO]);
+    assert_eq!(
+        statuses(Some("wrong-token-0123456789")).await,
+        [NO, NO, NO, NO]
+    );
+    assert_eq!(statuses(Some(OPERATOR)).await, [OK, OK, OK, OK]);
+    assert_eq!(
+        statuses(Some(READ)).await,
+        [FORBIDDEN, FORBIDDEN, FORBIDDEN, OK]
+    );
+    assert_eq!(
+        statuses(Some(NODE)).await,
+        [FORBIDDEN, FORBIDDEN, OK, FORBIDDEN]
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_challenges_for_a_bearer_token_in_json_and_runs_nothing() {
+    let node = FakeNode::new("site1");
+    let app = api(&node, tokens(None));
+    let response = send(app.clone(), post_multipart("/show_local/r1", &SHOW)).await;
+    assert_eq!(
+        response.headers()[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="cheops""#
+    );
+    assert_error(response, StatusCode::UNAUTHORIZED, &["Bearer"]).await;
+
+    let response = send(
+        app.clone(),
+        with_token(post_multipart("/exec/r1", &EXEC), Some(READ)),
+    )
+    .await;
+    assert_error(response, StatusCode::FORBIDDEN, &["operator token"]).await;
+    assert!(node.local_runs().is_empty());
+    assert!(node.submissions().is_empty());
+}
+
+#[tokio::test]
+async fn a_form_post_from_a_web_page_carries_no_credential_that_counts() {
+    // What a browser sends for a cross-site <form method=post>: cookies,
+    // maybe cached Basic credentials, never a bearer token.
+    let node = FakeNode::new("site1");
+    let app = api(&node, tokens(None));
+    let basic = format!(
+        "Basic {}",
+        "b3BlcmF0b3I6b3BlcmF0b3ItdG9rZW4tMDEyMzQ1Njc4OQ=="
+    );
+    let mut request = Request::post(format!("/show_local/r1?token={OPERATOR}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, format!("token={OPERATOR}"))
+        .header(header::ORIGIN, "http://evil.example")
+        .body(Body::from("command=touch+/tmp/pwned"))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert(header::AUTHORIZATION, basic.parse().unwrap());
+    let response = send(app, request).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(node.local_runs().is_empty());
+}
+
+#[tokio::test]
+async fn health_and_the_contract_stay_open() {
+    let node = FakeNode::new("site1");
+    let app = api(&node, tokens(Some(NODE)));
+    for path in ["/health", "/openapi.yml"] {
+        let response = send(app.clone(), Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+}
+
+/// Serves `node`'s API with `tokens`; returns its base URL.
+async fn serve(node: &Arc<FakeNode>, tokens: Arc<Tokens>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = api(node, tokens);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn show_sends_the_node_token_else_the_operator_token_to_the_other_sites() {
+    for (mine, peers) in [
+        // A node token of the cluster's: peers accept it for show_local.
+        (tokens(Some(NODE)), tokens(Some(NODE))),
+        // None: the operator token, shared cluster-wide, goes instead.
+        (tokens(None), tokens(None)),
+    ] {
+        let site1 = FakeNode::new("site1");
+        let site2 = FakeNode::new("site2");
+        site1.set_api_url("site2", &serve(&site2, peers).await);
+        let response = send(
+            api(&site1, mine),
+            with_token(
+                post_multipart("/show/r1", &[SHOW[0], ("sites", None, b"site2")]),
+                Some(OPERATOR),
+            ),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            json(response).await["site2"],
+            json!({"Status": "OK", "Output": "site2 ran cat r1"})
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_site_that_refuses_the_token_is_ko_with_its_reason() {
+    let site1 = FakeNode::new("site1");
+    let site2 = FakeNode::new("site2");
+    let other_cluster = Arc::new(
+        Tokens::new(
+            Some(Secret::new("another-operator-token").unwrap()),
+            None,
+            None,
+        )
+        .unwrap(),
+    );
+    site1.set_api_url("site2", &serve(&site2, other_cluster).await);
+    let response = send(
+        api(&site1, tokens(Some(NODE))),
+        with_token(
+            post_multipart("/show/r1", &[SHOW[0], ("sites", None, b"site2")]),
+            Some(OPERATOR),
+        ),
+    )
+    .await;
+    let body = json(response).await;
+    assert_eq!(body["site2"]["Status"], "KO");
+    assert!(
+        body["site2"]["Output"].as_str().unwrap().contains("401"),
+        "{body}"
+    );
+    assert!(site2.local_runs().is_empty());
+}
