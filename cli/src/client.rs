@@ -11,6 +11,7 @@ mod node_url;
 mod outcome;
 mod progress;
 mod show;
+mod token;
 mod uploads;
 
 use std::fmt;

@@ -10,11 +10,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cheops_api::auth::{guarded, Access};
 use cheops_backends::ShellBackend;
 use cheops_replicator::{Ending, Node, Supervisor};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
+use config::Exposure;
 pub use config::ServeArgs;
 
 /// How long running work may take to stop after a signal.
@@ -64,29 +66,52 @@ async fn run(settings: config::Settings) -> Result<(), String> {
     let backend = Arc::new(backend);
     let node = Node::new(settings.node.clone(), backend).map_err(|e| e.to_string())?;
     let api_listener = bind(settings.api_addr, "API").await?;
-    let dump_listener = bind(settings.dump_addr, "dump").await?;
+    let dump_listener = match settings.dump_addr {
+        Some(addr) => Some(bind(addr, "dump").await?),
+        None => None,
+    };
     let chephren_listener = bind(settings.chephren_addr, "Chephren").await?;
     info!(
         site = %node.site(),
         api = %settings.api_addr,
-        dump = %settings.dump_addr,
+        dump = %settings.dump_addr.map_or("off".to_owned(), |addr| addr.to_string()),
         chephren = %settings.chephren_addr,
         https = settings.tls.is_some(),
         "cheops listening"
     );
+    match settings.exposure {
+        Exposure::Tokens => info!("bearer tokens required (/health and /openapi.yml stay open)"),
+        Exposure::LoopbackOnly => warn!(
+            address = %settings.api_addr.ip(),
+            "no token configured: listening on loopback only; give an operator token (--token-file or CHEOPS_TOKEN) to listen elsewhere"
+        ),
+        Exposure::Insecure => {
+            warn!("--insecure: no token required, anyone who reaches these ports can run commands")
+        }
+    }
 
     let supervisor = Supervisor::new(node.tasks().clone());
     let spawner = supervisor.spawner();
     let live = Arc::new(live_node::LiveNode(node.clone()));
     let shared: Arc<dyn cheops_api::Node> = live.clone();
     let api = cheops_api::router(Arc::clone(&shared), settings.api.clone());
-    let dump = cheops_api::dump_router(shared);
-    let chephren = cheops_chephren::router(live, settings.chephren.clone(), spawner.shutdown());
-    for (name, listener, router) in [
+    let tokens = Arc::clone(&settings.tokens);
+    let read_only = |api| guarded(api, tokens, Access::Read);
+    let chephren = cheops_chephren::router(
+        live,
+        settings.chephren.clone(),
+        spawner.shutdown(),
+        read_only,
+    );
+    let mut listeners = vec![
         ("api", api_listener, api),
-        ("dump", dump_listener, dump),
         ("chephren", chephren_listener, chephren),
-    ] {
+    ];
+    if let Some(listener) = dump_listener {
+        let dump = cheops_api::dump_router(shared, Arc::clone(&settings.tokens));
+        listeners.push(("dump", listener, dump));
+    }
+    for (name, listener, router) in listeners {
         let stop = spawner.shutdown();
         let tls = settings.tls.clone();
         let limits = settings.limits;

@@ -43,8 +43,17 @@ def main(argv=None):
         binary=os.path.abspath(args.binary),
         couchdb_password=args.couchdb_password or secrets.token_urlsafe(18),
         couchdb_cookie=secrets.token_urlsafe(18),
+        token=secrets.token_urlsafe(32),
+        read_token=secrets.token_urlsafe(32),
+        node_token=secrets.token_urlsafe(32),
     )
-    secrets_to_mask = [settings.couchdb_password, settings.couchdb_cookie]
+    secrets_to_mask = [
+        settings.couchdb_password,
+        settings.couchdb_cookie,
+        settings.token,
+        settings.read_token,
+        settings.node_token,
+    ]
     if args.dry_run:
         nodes = plan.name_sites(plan.placeholder_hosts(settings))
         print("# dry run: nothing is reserved, installed or written; host names are")
@@ -102,7 +111,7 @@ def parse_args(argv):
     parser.add_argument(
         "--inventory",
         default="cheops-g5k.json",
-        help="where to write the sites' hosts and URLs, credentials included (%(default)s)",
+        help="where to write the sites' hosts, URLs and tokens, credentials included (%(default)s)",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(

@@ -41,6 +41,14 @@ CHEOPS_USER = "cheops"
 UNIT_PATH = "/etc/systemd/system/cheops.service"
 ENV_PATH = "/etc/cheops/cheops.env"
 PEERS_PATH = "/etc/cheops/peers.json"
+# The daemon's tokens (README, Security), one file each, the same on every
+# site: the operator's (exec, show), the read-only one (Chephren, dump) and
+# the one sites send each other (/show_local).
+TOKEN_PATHS = {
+    "CHEOPS_TOKEN_FILE": "/etc/cheops/token",
+    "CHEOPS_READ_TOKEN_FILE": "/etc/cheops/read-token",
+    "CHEOPS_NODE_TOKEN_FILE": "/etc/cheops/node-token",
+}
 
 MASK = "********"
 
@@ -58,6 +66,10 @@ class Settings:
     couchdb_password: str
     # The Erlang cookie the Debian package requires even for a single node.
     couchdb_cookie: str
+    # The daemons' operator, read-only and node tokens.
+    token: str
+    read_token: str
+    node_token: str
 
 
 @dataclass(frozen=True)
@@ -235,6 +247,20 @@ def cheops_steps(settings):
             "why": "create the settings' folder, readable by the daemon only",
             "run": f"install -d -m 0750 -o root -g {CHEOPS_USER} /etc/cheops",
         },
+    ] + [
+        {
+            "why": f"give the daemon its {what} token",
+            "write": TOKEN_PATHS[variable],
+            "content": value + "\n",
+            "mode": "0640",
+            "owner": "root",
+            "group": CHEOPS_USER,
+        }
+        for variable, what, value in [
+            ("CHEOPS_TOKEN_FILE", "operator", settings.token),
+            ("CHEOPS_READ_TOKEN_FILE", "read-only", settings.read_token),
+            ("CHEOPS_NODE_TOKEN_FILE", "node", settings.node_token),
+        ]
     ]
 
 
@@ -251,10 +277,11 @@ def site_steps(settings, node, nodes):
             f"http://{COUCHDB_ADMIN}:{settings.couchdb_password}@127.0.0.1:{COUCHDB_PORT}/cheops"
         ),
         "CHEOPS_PEERS_FILE": PEERS_PATH,
+        **TOKEN_PATHS,
     }
     return [
         {
-            "why": f"configure site {node.site}: its name and its CouchDB",
+            "why": f"configure site {node.site}: its name, its CouchDB and its tokens",
             "write": ENV_PATH,
             "content": render_env(ENV_TEMPLATE.read_text(), values),
             "template": str(ENV_TEMPLATE.relative_to(REPO)),
@@ -283,13 +310,15 @@ def site_steps(settings, node, nodes):
 
 
 def inventory(settings, nodes):
-    """Every site's URLs, for scenarios.py and for you. The same shape as a
-    daemon's peers file, plus each site's host."""
+    """Every site's URLs and tokens, for scenarios.py and for you. The same
+    shape as a daemon's peers file, plus each site's host and tokens."""
     return {
         node.site: {
             "host": node.host,
             "couchdb": node.couchdb_url(settings),
             "api": node.api_url(),
+            "token": settings.token,
+            "read_token": settings.read_token,
         }
         for node in nodes
     }

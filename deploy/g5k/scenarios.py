@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Scenario checks against deployed Cheops sites, over HTTP: each site's API
 and each site's CouchDB, as an inventory written by deploy.py lists them
-(`{"site1": {"api": URL, "couchdb": URL with credentials}, ...}`).
+(`{"site1": {"api": URL, "couchdb": URL with credentials, "token": the
+operator token}, ...}`; a site without a token is called without one).
 
     python3 deploy/g5k/scenarios.py --inventory cheops-g5k.json
 
@@ -91,6 +92,7 @@ class Run:
                 ("command", command),
                 ("type", op_type),
             ],
+            token=self.sites[site].get("token"),
         )
         if status != 200:
             raise Failure(f"/exec through {site} answered {status}: {body.decode(errors='replace')}")
@@ -137,8 +139,12 @@ def exec_on_all_sites(run):
 
 def show(run):
     resource = run.resources[0]
+    via = run.sites[run.names[-1]]
     status, body = http(
-        "POST", f"{run.sites[run.names[-1]]['api']}/show/{resource}", form=[("command", "echo __ID__")]
+        "POST",
+        f"{via['api']}/show/{resource}",
+        form=[("command", "echo __ID__")],
+        token=via.get("token"),
     )
     if status != 200:
         raise Failure(f"/show answered {status}: {body.decode(errors='replace')}")
@@ -217,11 +223,14 @@ def check_replies(replies, sites, status):
             raise Failure(f"{reply['Site']} replied {reply['Status']}: {reply['Output']!r}")
 
 
-def http(method, url, form=None):
+def http(method, url, form=None, token=None):
     """(status, body) of a request; credentials in the URL become basic
-    authentication; a form is sent as multipart/form-data, as the CLI does."""
+    authentication (CouchDB), a token a bearer one (a Cheops API); a form is
+    sent as multipart/form-data, as the CLI does."""
     parts = urlsplit(url)
     headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     if parts.username is not None:
         credentials = f"{parts.username}:{parts.password or ''}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()

@@ -135,6 +135,12 @@ pub struct ClusterOptions {
     pub tls: bool,
     /// More arguments for every `cheops serve`.
     pub daemon_args: Vec<String>,
+    /// `CHEOPS_*` settings for every daemon, over the harness's own
+    /// (`CHEOPS_REPLY_TIMEOUT`, `CHEOPS_REPLICATION_CHECK`,
+    /// `CHEOPS_PEER_CHECK`): what `deploy/local/cluster up` passes on from
+    /// its caller. The daemons never see the harness's own environment's
+    /// `CHEOPS_*` variables otherwise.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -147,6 +153,7 @@ impl Default for ClusterOptions {
             binary: None,
             tls: false,
             daemon_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -159,8 +166,84 @@ pub struct Cluster {
     binary: PathBuf,
     reply_timeout: u64,
     daemon_args: Vec<String>,
+    env: Vec<(String, String)>,
+    tokens: Tokens,
     network: Network,
     http: reqwest::Client,
+}
+
+/// The cluster's tokens, fresh for each cluster, each in a file of the
+/// cluster's directory that every daemon reads.
+#[derive(Debug, Clone)]
+struct Tokens {
+    operator: String,
+    read: String,
+    node: String,
+}
+
+/// The token files in a cluster's directory; `token` is the operator's,
+/// for `cheops --token-file`.
+pub const TOKEN_FILE: &str = "token";
+const READ_TOKEN_FILE: &str = "read-token";
+const NODE_TOKEN_FILE: &str = "node-token";
+/// Every token file, which `deploy/local/cluster down` removes.
+pub(crate) const TOKEN_FILES: [&str; 3] = [TOKEN_FILE, READ_TOKEN_FILE, NODE_TOKEN_FILE];
+
+impl Tokens {
+    fn generate(root: &Path) -> Tokens {
+        let tokens = Tokens {
+            operator: random_token(),
+            read: random_token(),
+            node: random_token(),
+        };
+        std::fs::create_dir_all(root).expect("cannot create the cluster's directory");
+        for (name, value) in [
+            (TOKEN_FILE, &tokens.operator),
+            (READ_TOKEN_FILE, &tokens.read),
+            (NODE_TOKEN_FILE, &tokens.node),
+        ] {
+            write_private(&root.join(name), value);
+        }
+        tokens
+    }
+}
+
+/// 32 random bytes from the kernel, in hex.
+fn random_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("cannot read /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An HTTP client sending `token` as `Authorization: Bearer` on every
+/// request: for a node's API or Chephren, never for CouchDB (whose URLs
+/// carry their own credentials).
+pub fn authorized_client(token: &str) -> reqwest::Client {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .expect("a token is a valid header value");
+    value.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("cannot build an HTTP client")
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    writeln!(file, "{text}").expect("cannot write a token file");
 }
 
 impl Cluster {
@@ -201,6 +284,7 @@ impl Cluster {
         if let Some(ca) = &ca {
             http = http.add_root_certificate(ca.reqwest_root());
         }
+        let tokens = Tokens::generate(&root);
         let mut cluster = Cluster {
             nodes: Vec::new(),
             root,
@@ -208,6 +292,8 @@ impl Cluster {
             binary,
             reply_timeout: options.reply_timeout,
             daemon_args: options.daemon_args,
+            env: options.env,
+            tokens,
             network,
             http: http.build().expect("an HTTP client"),
         };
@@ -303,6 +389,34 @@ impl Cluster {
         &self.root
     }
 
+    /// The operator token every node accepts (`/exec`, `/show`, and all
+    /// the read token opens).
+    pub fn token(&self) -> &str {
+        &self.tokens.operator
+    }
+
+    /// The file holding [`Cluster::token`], for `cheops --token-file`.
+    pub fn token_file(&self) -> PathBuf {
+        self.root.join(TOKEN_FILE)
+    }
+
+    /// The read-only token (Chephren, dump).
+    pub fn read_token(&self) -> &str {
+        &self.tokens.read
+    }
+
+    /// The token nodes send each other (`/show_local`).
+    pub fn node_token(&self) -> &str {
+        &self.tokens.node
+    }
+
+    /// Each log file node `i`'s daemon wrote, one per start.
+    pub fn daemon_logs(&self, i: usize) -> Vec<PathBuf> {
+        (0..self.nodes[i].starts)
+            .map(|n| self.node(i).dir.join(format!("daemon-{n}.log")))
+            .collect()
+    }
+
     pub fn node(&self, i: usize) -> &NodeInfo {
         &self.nodes[i].info
     }
@@ -356,6 +470,13 @@ impl Cluster {
     pub fn spawn_daemon(&mut self, i: usize) {
         let info = self.nodes[i].info.clone();
         let mut command = Command::new(&self.binary);
+        // Identity, wiring and tokens are flags, which win over any
+        // variable; tunables are variables, which `self.env` overrides.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("CHEOPS_") || name == "MYFQDN" {
+                command.env_remove(name);
+            }
+        }
         command
             .arg("serve")
             .args(["--site", &info.site, "--listen", "127.0.0.1"])
@@ -363,10 +484,18 @@ impl Cluster {
             .args(["--dump-port", &info.dump_port.to_string()])
             .args(["--chephren-port", &info.chephren_port.to_string()])
             .args(["--couchdb-url", &info.couch_url()])
-            .args(["--reply-timeout", &self.reply_timeout.to_string()])
-            .args(["--replication-check", "2", "--peer-check", "1"])
             .arg("--data-dir")
             .arg(info.data_dir())
+            .arg("--token-file")
+            .arg(self.root.join(TOKEN_FILE))
+            .arg("--read-token-file")
+            .arg(self.root.join(READ_TOKEN_FILE))
+            .arg("--node-token-file")
+            .arg(self.root.join(NODE_TOKEN_FILE))
+            .env("CHEOPS_REPLY_TIMEOUT", self.reply_timeout.to_string())
+            .env("CHEOPS_REPLICATION_CHECK", "2")
+            .env("CHEOPS_PEER_CHECK", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,cheops_replicator=debug")
             .args(&self.daemon_args)
             .env("NODE_DIR", info.app_dir())
@@ -549,6 +678,7 @@ impl Cluster {
         let url = format!("{}/{path}", self.node(i).api_url());
         self.http
             .post(url)
+            .bearer_auth(self.token())
             .multipart(form)
             .send()
             .await

@@ -15,6 +15,8 @@ pub mod python;
 pub mod tls;
 mod wait;
 
-pub use cluster::{absent_peer, Cluster, ClusterOptions, Exec, NodeInfo, Process};
+pub use cluster::{
+    absent_peer, authorized_client, Cluster, ClusterOptions, Exec, NodeInfo, Process, TOKEN_FILE,
+};
 pub use process::{cheops_binary, release_cheops_binary};
 pub use wait::eventually;

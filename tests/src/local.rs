@@ -128,6 +128,7 @@ pub async fn supervise(options: UpOptions) -> Result<(), Failure> {
         redis: options.redis,
         dir: Some(options.dir.clone()),
         binary: Some(binary),
+        env: inherited_settings(std::env::vars()),
         ..ClusterOptions::default()
     })
     .await;
@@ -146,6 +147,27 @@ pub async fn supervise(options: UpOptions) -> Result<(), Failure> {
     files::remove_state(&options.dir);
     eprintln!("cluster down");
     Ok(())
+}
+
+/// The caller's `CHEOPS_*` variables that every daemon gets (so that
+/// `CHEOPS_REPLY_TIMEOUT=5 deploy/local/cluster up` applies to every
+/// node), except those the cluster sets itself: its tokens, its peers, and
+/// the client's own (`CHEOPS_NODE`, `CHEOPS_PEERS_FILE` as the quick start
+/// exports them would name another cluster's files).
+fn inherited_settings(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    const OWNED: &[&str] = &[
+        "CHEOPS_TOKEN",
+        "CHEOPS_TOKEN_FILE",
+        "CHEOPS_READ_TOKEN",
+        "CHEOPS_READ_TOKEN_FILE",
+        "CHEOPS_NODE_TOKEN",
+        "CHEOPS_NODE_TOKEN_FILE",
+        "CHEOPS_INSECURE",
+        "CHEOPS_PEERS_FILE",
+        "CHEOPS_NODE",
+    ];
+    vars.filter(|(name, _)| name.starts_with("CHEOPS_") && !OWNED.contains(&name.as_str()))
+        .collect()
 }
 
 /// Cuts replication between all nodes.
@@ -218,4 +240,29 @@ fn kill_group(pid: u32) {
         .args(["-KILL", "--", &format!("-{pid}")])
         .stderr(Stdio::null())
         .status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemons_inherit_the_callers_settings_but_not_its_tokens_or_peers() {
+        let vars = [
+            ("CHEOPS_COMMAND_TIMEOUT", "5"),
+            ("CHEOPS_REPLY_TIMEOUT", "7"),
+            ("CHEOPS_TOKEN", "someone-elses-token"),
+            ("CHEOPS_PEERS_FILE", ".cheops-local/peers.json"),
+            ("CHEOPS_INSECURE", "true"),
+            ("PATH", "/usr/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(
+            inherited_settings(vars.into_iter()),
+            [
+                ("CHEOPS_COMMAND_TIMEOUT".to_owned(), "5".to_owned()),
+                ("CHEOPS_REPLY_TIMEOUT".to_owned(), "7".to_owned())
+            ]
+        );
+    }
 }

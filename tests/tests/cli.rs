@@ -18,7 +18,8 @@ struct Run {
 }
 
 /// Runs `cheops args…` in `dir`, with none of the client's environment
-/// variables but those in `env`, standard streams piped.
+/// variables but those in `env` (the node's token included: every node of
+/// the harness requires one), standard streams piped.
 async fn cheops(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = tokio::process::Command::new(cheops_binary());
     command
@@ -27,6 +28,8 @@ async fn cheops(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("CHEOPS_NODE")
         .env_remove("CHEOPS_PEERS_FILE")
         .env_remove("CHEOPS_API_TEMPLATE")
+        .env_remove("CHEOPS_TOKEN")
+        .env_remove("CHEOPS_TOKEN_FILE")
         .envs(env.iter().copied());
     let output = command.output().await.expect("cannot run cheops");
     Run {
@@ -124,7 +127,7 @@ async fn exec_uploads_a_file_and_prints_one_line_per_reply() {
             "--peer",
             &peer,
         ],
-        &[],
+        &[("CHEOPS_TOKEN", cluster.token())],
     )
     .await;
     assert_eq!(run.code, 0, "{run:?}");
@@ -148,6 +151,7 @@ async fn exec_uploads_a_file_and_prints_one_line_per_reply() {
 #[tokio::test(flavor = "multi_thread")]
 async fn files_sharing_a_name_are_numbered() {
     let cluster = Cluster::start(1).await;
+    let token_file = cluster.token_file().display().to_string();
     let work = WorkDir::new(&[("a/x.txt", "A\n"), ("b/x.txt", "B\n")]);
     let run = cheops(
         work.path(),
@@ -163,6 +167,8 @@ async fn files_sharing_a_name_are_numbered() {
             "cat {a/x.txt} {b/x.txt}",
             "--node",
             &cluster.node(0).api_url(),
+            "--token-file",
+            &token_file,
         ],
         &[],
     )
@@ -198,7 +204,7 @@ async fn a_directory_is_recreated_under_its_name() {
             "ls {mydir}; cat {mydir}/sub/f",
         ],
         // The node given through the environment.
-        &[("CHEOPS_NODE", &api)],
+        &[("CHEOPS_NODE", &api), ("CHEOPS_TOKEN", cluster.token())],
     )
     .await;
     assert_eq!(run.code, 0, "{run:?}");
@@ -241,7 +247,10 @@ async fn the_readmes_bare_form_is_exec() {
             "create",
             "--json",
         ],
-        &[("CHEOPS_PEERS_FILE", "peers.json")],
+        &[
+            ("CHEOPS_PEERS_FILE", "peers.json"),
+            ("CHEOPS_TOKEN", cluster.token()),
+        ],
     )
     .await;
     assert_eq!(run.code, 0, "{run:?}");
@@ -268,6 +277,7 @@ async fn the_exit_status_is_1_for_a_ko_and_2_for_a_late_site() {
     .await;
     let work = WorkDir::new(&[]);
     let api = cluster.node(0).api_url();
+    let token = cluster.token();
     let exec = |id: &'static str, sites: &'static str, command: &'static str| {
         let api = api.clone();
         let dir = work.path().to_path_buf();
@@ -287,7 +297,7 @@ async fn the_exit_status_is_1_for_a_ko_and_2_for_a_late_site() {
                     "--node",
                     &api,
                 ],
-                &[],
+                &[("CHEOPS_TOKEN", token)],
             )
             .await
         }
@@ -317,6 +327,7 @@ async fn the_exit_status_is_1_for_a_ko_and_2_for_a_late_site() {
 #[tokio::test(flavor = "multi_thread")]
 async fn show_prints_every_sites_status_and_output() {
     let cluster = Cluster::start(2).await;
+    let token_file = cluster.token_file().display().to_string();
     let work = WorkDir::new(&[]);
     let peers: Vec<String> = (0..2)
         .map(|i| {
@@ -337,9 +348,10 @@ async fn show_prints_every_sites_status_and_output() {
     };
     let run_with = |args: Vec<String>| {
         let dir = work.path().to_path_buf();
+        let token_file = token_file.clone();
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            cheops(&dir, &args, &[]).await
+            cheops(&dir, &args, &[("CHEOPS_TOKEN_FILE", &token_file)]).await
         }
     };
 
@@ -425,7 +437,7 @@ async fn errors_exit_with_their_status_and_say_why() {
             listener.local_addr().expect("an address").port()
         )
     };
-    let exec = |extra: &[&str], command: &str, sites: &str, node: &str| {
+    let exec_as = |token: &str, extra: &[&str], command: &str, sites: &str, node: &str| {
         let mut args: Vec<String> = [
             "exec",
             "--id",
@@ -443,10 +455,19 @@ async fn errors_exit_with_their_status_and_say_why() {
         .to_vec();
         args.extend(extra.iter().map(|a| a.to_string()));
         let dir = work.path().to_path_buf();
+        let token = token.to_owned();
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            cheops(&dir, &args, &[]).await
+            let env: Vec<(&str, &str)> = if token.is_empty() {
+                Vec::new()
+            } else {
+                vec![("CHEOPS_TOKEN", &token)]
+            };
+            cheops(&dir, &args, &env).await
         }
+    };
+    let exec = |extra: &[&str], command: &str, sites: &str, node: &str| {
+        exec_as(cluster.token(), extra, command, sites, node)
     };
 
     let run = exec(&[], "cat {nope.txt}", "site1", &api).await;
@@ -495,6 +516,22 @@ async fn errors_exit_with_their_status_and_say_why() {
     assert!(
         run.stderr
             .starts_with(&format!("cheops: cannot reach {nobody}/exec/err: ")),
+        "{run:?}"
+    );
+
+    // Without a token the node refuses, and the client says what to give.
+    let run = exec_as("", &[], "true", "site1", &api).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("401 Unauthorized"), "{run:?}");
+    assert!(
+        run.stderr.contains("--token-file or CHEOPS_TOKEN"),
+        "{run:?}"
+    );
+    // A token too short to be one: refused before anything is sent.
+    let run = exec_as("short", &[], "true", "site1", &api).await;
+    assert_eq!(run.code, 64, "{run:?}");
+    assert!(
+        run.stderr.contains("CHEOPS_TOKEN: the token is shorter"),
         "{run:?}"
     );
 

@@ -107,6 +107,12 @@ fn the_dry_run_prints_every_action_without_enoslib_or_grid5000() {
         "| deploy/systemd/cheops.service as it is",
         "systemctl daemon-reload && systemctl enable cheops && systemctl restart cheops",
         "http://127.0.0.1:8079/health",
+        // The tokens, readable by the daemon only, never shown.
+        "write /etc/cheops/token (mode 0640, owner root:cheops):\n    | ********\n",
+        "write /etc/cheops/read-token (mode 0640, owner root:cheops):\n    | ********\n",
+        "write /etc/cheops/node-token (mode 0640, owner root:cheops):\n    | ********\n",
+        "\"token\": \"********\"",
+        "\"read_token\": \"********\"",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
@@ -130,6 +136,9 @@ fn the_dry_run_prints_every_action_without_enoslib_or_grid5000() {
             format!("|   MYFQDN=site{i}"),
             "|   CHEOPS_COUCHDB_URL=http://admin:********@127.0.0.1:5984/cheops".to_owned(),
             "|   CHEOPS_PEERS_FILE=/etc/cheops/peers.json".to_owned(),
+            "|   CHEOPS_TOKEN_FILE=/etc/cheops/token".to_owned(),
+            "|   CHEOPS_READ_TOKEN_FILE=/etc/cheops/read-token".to_owned(),
+            "|   CHEOPS_NODE_TOKEN_FILE=/etc/cheops/node-token".to_owned(),
         ] {
             assert!(
                 section.contains(&line),
@@ -356,7 +365,8 @@ async fn the_scenarios_pass_against_three_local_sites() {
             let node = cluster.node(i);
             (
                 node.site.clone(),
-                json!({"host": "127.0.0.1", "api": node.api_url(), "couchdb": node.couch_url()}),
+                json!({"host": "127.0.0.1", "api": node.api_url(), "couchdb": node.couch_url(),
+                       "token": cluster.token()}),
             )
         })
         .collect::<serde_json::Map<_, _>>()
@@ -449,6 +459,11 @@ fn the_compose_files_give_each_site_its_own_couchdb_and_the_others_as_peers() {
             .contains(&json!("cheops-data:/var/lib/cheops")),
         "the journal of results outlives the container"
     );
+    // The daemon listens on its container's every interface: a token is
+    // required, and compose refuses to start without one.
+    assert!(cheops["environment"]["CHEOPS_TOKEN"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("${CHEOPS_TOKEN:?")));
     for volume in couchdb["volumes"].as_array().expect("volumes") {
         let source = volume.as_str().expect("a short volume").split(':').next();
         if let Some(file) = source.filter(|s| s.starts_with("./")) {
@@ -473,6 +488,9 @@ fn the_compose_files_give_each_site_its_own_couchdb_and_the_others_as_peers() {
             json!([format!("site{i}-data:/var/lib/cheops")]),
             "the journal of results outlives the container"
         );
+        assert!(site["environment"]["CHEOPS_TOKEN"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("${CHEOPS_TOKEN:?")));
         let peers: Vec<&str> = site["command"]
             .as_array()
             .expect("a command")

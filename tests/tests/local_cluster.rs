@@ -1,13 +1,17 @@
 //! `cheops-cluster`, the program behind `deploy/local/cluster`, used as the
 //! maintainers' scenario tests use it: up, cluster.json, an operation,
-//! partition, status, heal, down — and nothing left running.
+//! partition, status, heal, down — and nothing left running; the tokens it
+//! generates, and the settings its daemons inherit from its caller.
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use cheops_tests::{cheops_binary, eventually};
+use cheops_tests::{authorized_client, cheops_binary, eventually};
 use serde_json::Value;
+
+/// An origin no daemon allows unless told to.
+const LAPTOP: &str = "http://laptop.invalid:9000";
 
 fn cluster(args: &[&str], dir: &Path) -> Output {
     // `cheops-cluster` starts the `cheops` built beside it.
@@ -16,6 +20,10 @@ fn cluster(args: &[&str], dir: &Path) -> Output {
         .args(args)
         .arg("--dir")
         .arg(dir)
+        // A setting of the caller's, which every daemon must get; and a
+        // token of the caller's, which none may take.
+        .env("CHEOPS_CHEPHREN_CORS", LAPTOP)
+        .env("CHEOPS_TOKEN", "the-callers-own-token-0123")
         .output()
         .expect("cannot run cheops-cluster")
 }
@@ -30,18 +38,26 @@ fn text(output: &Output) -> String {
 }
 
 async fn exec(http: &reqwest::Client, api: &str, id: &str, command: &str) -> String {
+    let response = post_exec(http, api, id, command).await;
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("a body")
+}
+
+async fn post_exec(
+    http: &reqwest::Client,
+    api: &str,
+    id: &str,
+    command: &str,
+) -> reqwest::Response {
     let form = reqwest::multipart::Form::new()
         .text("sites", "site1&site2")
         .text("type", "add")
         .text("command", command.to_owned());
-    let response = http
-        .post(format!("{api}/exec/{id}"))
+    http.post(format!("{api}/exec/{id}"))
         .multipart(form)
         .send()
         .await
-        .expect("the API answers");
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("a body")
+        .expect("the API answers")
 }
 
 fn is_listening(url: &str) -> bool {
@@ -54,7 +70,15 @@ fn up_two_nodes(dir: &Path) -> Value {
     let up = cluster(&["up", "--nodes", "2"], dir);
     assert!(up.status.success(), "{}", text(&up));
     let file = std::fs::read_to_string(dir.join("cluster.json")).expect("written");
-    serde_json::from_str(&file).expect("JSON")
+    let file: Value = serde_json::from_str(&file).expect("JSON");
+    // Chephren's links hand the page the read token in their fragment.
+    let read_token = file["read_token"].as_str().expect("read_token");
+    assert!(
+        text(&up).contains(&format!("/#token={read_token}")),
+        "{}",
+        text(&up)
+    );
+    file
 }
 
 #[tokio::test]
@@ -69,13 +93,44 @@ async fn up_partition_status_heal_down() {
     let api = |i: usize| nodes[i]["api_url"].as_str().expect("api_url").to_owned();
     assert_ne!(node_dir(0), node_dir(1));
 
-    // Reads need no further credentials.
-    let http = reqwest::Client::new();
+    // CouchDB reads need no further credentials.
     let db = nodes[0]["couchdb_url"].as_str().expect("couchdb_url");
-    let info = http.get(db).send().await.expect("CouchDB answers");
+    let info = reqwest::get(db).await.expect("CouchDB answers");
     assert_eq!(info.status(), 200);
     let chephren = nodes[0]["chephren_url"].as_str().expect("chephren_url");
     assert!(is_listening(chephren), "{chephren}");
+
+    // The cluster's own tokens: the operator's in cluster.json and in
+    // DIR/token for the client, the read one in cluster.json; the daemons
+    // took neither the caller's CHEOPS_TOKEN nor run without one.
+    let token = file["token"].as_str().expect("token");
+    let read_token = file["read_token"].as_str().expect("read_token");
+    assert_ne!(token, "the-callers-own-token-0123");
+    assert_ne!(token, read_token);
+    let token_file = std::fs::read_to_string(dir.join("token")).expect("DIR/token");
+    assert_eq!(token_file.trim(), token);
+    let anonymous = reqwest::Client::new();
+    let refused = post_exec(&anonymous, &api(0), "r", "echo anonymous").await;
+    assert_eq!(refused.status(), 401);
+    let refused = post_exec(&authorized_client(read_token), &api(0), "r", "true").await;
+    assert_eq!(refused.status(), 403);
+    let http = authorized_client(token);
+    let blocks = format!("{chephren}/api/blocks");
+    let refused = anonymous
+        .get(&blocks)
+        .send()
+        .await
+        .expect("Chephren answers");
+    assert_eq!(refused.status(), 401);
+    // The read token opens Chephren, with the caller's CORS origin.
+    let read = authorized_client(read_token)
+        .get(&blocks)
+        .header("Origin", LAPTOP)
+        .send()
+        .await
+        .expect("Chephren answers");
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.headers()["access-control-allow-origin"], LAPTOP);
 
     // Each daemon's commands see their own NODE_DIR.
     let replies = exec(&http, &api(0), "r", "echo one >> \"$NODE_DIR/log\"").await;
@@ -123,6 +178,7 @@ async fn up_partition_status_heal_down() {
     let down = cluster(&["down"], &dir);
     assert!(down.status.success(), "{}", text(&down));
     assert!(!dir.join("cluster.json").exists());
+    assert!(!dir.join("token").exists());
     for node in nodes {
         for url in ["api_url", "chephren_url", "couchdb_url"] {
             let url = node[url].as_str().expect("a URL");

@@ -2,7 +2,7 @@
 //! and stores nothing.
 
 use cheops_model::Status;
-use cheops_tests::{absent_peer, Cluster, ClusterOptions, Exec};
+use cheops_tests::{absent_peer, authorized_client, Cluster, ClusterOptions, Exec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_creates_the_resource_and_streams_one_ok_reply() {
@@ -162,7 +162,7 @@ async fn chephren_shows_the_node_and_what_it_ran() {
         .await;
     assert_eq!(status, 200);
 
-    let http = reqwest::Client::new();
+    let http = authorized_client(cluster.read_token());
     let get = |path: &'static str| {
         let url = format!("{}{path}", cluster.node(0).chephren_url());
         let http = http.clone();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cheops_tests::python::{python_bin, python_dir};
-use cheops_tests::{cheops_binary, Cluster, ClusterOptions};
+use cheops_tests::{authorized_client, cheops_binary, Cluster, ClusterOptions};
 use serde_json::Value;
 
 /// Test cases per operation and phase: enough to reach every status the
@@ -51,6 +51,7 @@ async fn the_live_api_matches_its_openapi_contract() {
             python_dir().join("schemathesis_hooks.py"),
         )
         .env("CHEOPS_FUZZ_SITE", &node.site)
+        .env("CHEOPS_FUZZ_TOKEN", cluster.token())
         .current_dir(&dir)
         .kill_on_drop(true)
         .output();
@@ -70,7 +71,11 @@ async fn the_live_api_matches_its_openapi_contract() {
 
     // The hooks did their job on the wire: what the node stored and ran is
     // the harmless command, and nothing else.
-    let commands = stored_commands(&format!("http://127.0.0.1:{}/", node.dump_port)).await;
+    let commands = stored_commands(
+        &format!("http://127.0.0.1:{}/", node.dump_port),
+        cluster.read_token(),
+    )
+    .await;
     assert!(!commands.is_empty(), "no /exec request was stored");
     for command in &commands {
         assert!(
@@ -112,9 +117,11 @@ fn isolated_cheops(dir: &Path) -> PathBuf {
 }
 
 /// The command of every operation stored in the node's database, read
-/// through its dump listener.
-async fn stored_commands(dump_url: &str) -> Vec<String> {
-    let dump: Value = reqwest::get(dump_url)
+/// through its dump listener with the read token.
+async fn stored_commands(dump_url: &str, read_token: &str) -> Vec<String> {
+    let dump: Value = authorized_client(read_token)
+        .get(dump_url)
+        .send()
         .await
         .expect("the dump listener does not answer")
         .json()

@@ -172,4 +172,16 @@ pub struct NodeArgs {
     /// Example: --ca-file /etc/cheops/ca.pem
     #[arg(long, env = "CHEOPS_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+
+    /// A file holding the node's operator token, sent as `Authorization:
+    /// Bearer`; or CHEOPS_TOKEN holds the token itself (the file wins).
+    ///
+    /// Never on the command line, where other users of the machine could
+    /// read it. Example: --token-file .cheops-local/token
+    #[arg(long, env = "CHEOPS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// CHEOPS_TOKEN: the operator token itself (environment only).
+    #[arg(skip = std::env::var("CHEOPS_TOKEN").ok())]
+    pub token: Option<String>,
 }

@@ -16,7 +16,8 @@ use super::http;
 use super::node_url::{self, redacted};
 use super::outcome::Outcome;
 use super::progress::Progress;
-use super::{uploads, Failure};
+use super::{token, uploads, Failure};
+use cheops_api::auth::Secret;
 
 /// How often the live line's clock moves.
 const TICK: Duration = Duration::from_secs(1);
@@ -26,6 +27,7 @@ pub(crate) struct Request {
     client: reqwest::Client,
     url: String,
     form: Form,
+    token: Option<Secret>,
     /// The sites expected to reply, without repeats.
     sites: Vec<String>,
     json: bool,
@@ -54,6 +56,7 @@ pub(crate) fn prepare(args: ExecArgs) -> Result<Request, Failure> {
         node_url::resolve(&args.node, Some(first))?,
         args.id
     );
+    let token = token::token(&args.node)?;
 
     // Names are sent as written (`mydir/sub/f`): the node's form reader
     // does not decode the RFC 2231 form reqwest uses by default for names
@@ -76,6 +79,7 @@ pub(crate) fn prepare(args: ExecArgs) -> Result<Request, Failure> {
         client,
         url,
         form,
+        token,
         sites,
         json: args.json,
     })
@@ -98,7 +102,13 @@ fn read_config(path: &std::path::Path) -> Result<String, Failure> {
 /// Sends the request and prints the replies; the exit status says how the
 /// sites fared.
 pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
-    let response = http::post(&request.client, &request.url, request.form).await?;
+    let response = http::post(
+        &request.client,
+        &request.url,
+        request.form,
+        request.token.as_ref(),
+    )
+    .await?;
     let mut replies = Replies {
         expected: request.sites.len(),
         count: 0,

@@ -4,7 +4,10 @@
 use cheops_api::error_chain;
 use std::time::Duration;
 
+use cheops_api::auth::Secret;
+use reqwest::header::AUTHORIZATION;
 use reqwest::multipart::Form;
+use reqwest::StatusCode;
 use serde::Deserialize;
 
 use cheops_replicator::ClientOptions;
@@ -45,14 +48,19 @@ pub(crate) fn client(args: &NodeArgs) -> Result<reqwest::Client, Failure> {
         .map_err(|e| Failure::Refused(format!("cannot set up HTTP: {}", error_chain(&e))))
 }
 
-/// Posts `form` to `url`; any answer but a success is a [`Failure::Refused`]
-/// carrying the node's own message.
+/// Posts `form` to `url` with `token`; any answer but a success is a
+/// [`Failure::Refused`] carrying the node's own message.
 pub(crate) async fn post(
     client: &reqwest::Client,
     url: &str,
     form: Form,
+    token: Option<&Secret>,
 ) -> Result<reqwest::Response, Failure> {
-    let response = client.post(url).multipart(form).send().await.map_err(|e| {
+    let mut request = client.post(url).multipart(form);
+    if let Some(token) = token {
+        request = request.header(AUTHORIZATION, token.bearer());
+    }
+    let response = request.send().await.map_err(|e| {
         // The message names the URL once, without credentials.
         let e = e.without_url();
         Failure::Refused(format!(
@@ -71,8 +79,17 @@ pub(crate) async fn post(
         Err(_) if body.trim().is_empty() => "no message".to_owned(),
         Err(_) => body.trim().to_owned(),
     };
+    let hint = match (status, token) {
+        (StatusCode::UNAUTHORIZED, None) => {
+            " (give the operator token with --token-file or CHEOPS_TOKEN)"
+        }
+        (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, Some(_)) => {
+            " (is it this cluster's operator token?)"
+        }
+        _ => "",
+    };
     Err(Failure::Refused(format!(
-        "{} answered {status}: {message}",
+        "{} answered {status}: {message}{hint}",
         redacted(url)
     )))
 }
@@ -88,6 +105,8 @@ mod tests {
             peers_file: None,
             api_template: "https://{site}:8079".into(),
             ca_file: ca_file.map(Into::into),
+            token_file: None,
+            token: None,
         }
     }
 

@@ -107,6 +107,8 @@ mod tests {
             peers_file: None,
             api_template: "http://{site}:8079".into(),
             ca_file: None,
+            token_file: None,
+            token: None,
         }
     }
 

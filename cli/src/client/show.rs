@@ -15,7 +15,8 @@ use cheops_api::error_chain;
 use super::http;
 use super::node_url::{self, redacted};
 use super::outcome::Outcome;
-use super::Failure;
+use super::{token, Failure};
+use cheops_api::auth::Secret;
 
 /// What the node answered for one site.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -31,6 +32,7 @@ pub(crate) struct Request {
     client: reqwest::Client,
     url: String,
     form: Form,
+    token: Option<Secret>,
     json: bool,
 }
 
@@ -56,6 +58,7 @@ pub(crate) fn prepare(args: ShowArgs) -> Result<Request, Failure> {
     }
     let client = http::client(&args.node)?;
     let url = format!("{}/show/{}", node_url::resolve(&args.node, from)?, args.id);
+    let token = token::token(&args.node)?;
     let mut form = Form::new().text("command", args.command);
     if let Some(sites) = args.sites {
         form = form.text("sites", sites);
@@ -64,12 +67,19 @@ pub(crate) fn prepare(args: ShowArgs) -> Result<Request, Failure> {
         client,
         url,
         form,
+        token,
         json: args.json,
     })
 }
 
 pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
-    let response = http::post(&request.client, &request.url, request.form).await?;
+    let response = http::post(
+        &request.client,
+        &request.url,
+        request.form,
+        request.token.as_ref(),
+    )
+    .await?;
     let unreadable = |e: &dyn std::error::Error| {
         Failure::Refused(format!(
             "unexpected answer from {}: {}",

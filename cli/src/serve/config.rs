@@ -2,10 +2,12 @@
 //! before anything starts.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use cheops_api::auth::{Secret, Tokens};
 use cheops_api::ApiConfig;
 use cheops_chephren::{parse_origin, ChephrenConfig};
 use cheops_replicator::{
@@ -25,17 +27,57 @@ pub struct ServeArgs {
     #[arg(long, env = "MYFQDN")]
     site: String,
 
-    /// Address the listeners bind to.
-    #[arg(long, env = "CHEOPS_LISTEN", default_value = "0.0.0.0")]
-    listen: IpAddr,
+    /// Address the listeners bind to. Default: 0.0.0.0 (every interface)
+    /// with an operator token or --insecure, else 127.0.0.1 only. An
+    /// address other than loopback needs a token or --insecure.
+    #[arg(long, env = "CHEOPS_LISTEN")]
+    listen: Option<IpAddr>,
+
+    /// File holding the operator token, which /exec, /show, /show_local,
+    /// Chephren's API and the dump accept (as `Authorization: Bearer
+    /// TOKEN`). Or CHEOPS_TOKEN holds the token itself; the file wins.
+    /// Never on the command line.
+    #[arg(long, env = "CHEOPS_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// CHEOPS_TOKEN: the operator token itself (read from the environment
+    /// only).
+    #[arg(skip = std::env::var("CHEOPS_TOKEN").ok())]
+    token: Option<String>,
+
+    /// File holding the read-only token: Chephren's API and the dump accept
+    /// it, nothing else. Or CHEOPS_READ_TOKEN holds the token itself.
+    #[arg(long, env = "CHEOPS_READ_TOKEN_FILE", value_name = "FILE")]
+    read_token_file: Option<PathBuf>,
+
+    /// CHEOPS_READ_TOKEN: the read-only token itself.
+    #[arg(skip = std::env::var("CHEOPS_READ_TOKEN").ok())]
+    read_token: Option<String>,
+
+    /// File holding the node token, shared by the sites: /show sends it to
+    /// the other sites' /show_local, which accepts it (and nothing else
+    /// does). Without one, /show sends the operator token. Or
+    /// CHEOPS_NODE_TOKEN holds the token itself.
+    #[arg(long, env = "CHEOPS_NODE_TOKEN_FILE", value_name = "FILE")]
+    node_token_file: Option<PathBuf>,
+
+    /// CHEOPS_NODE_TOKEN: the node token itself.
+    #[arg(skip = std::env::var("CHEOPS_NODE_TOKEN").ok())]
+    node_token: Option<String>,
+
+    /// Serve without any token on every interface: anyone who reaches the
+    /// ports can run commands. Only for a network nobody else reaches.
+    #[arg(long, env = "CHEOPS_INSECURE")]
+    insecure: bool,
 
     /// Port of the Cheops API (/exec, /show, /show_local, /health).
     #[arg(long, env = "CHEOPS_API_PORT", default_value_t = 8079)]
     api_port: u16,
 
-    /// Port of the dump listener (GET / lists the local database).
-    #[arg(long, env = "CHEOPS_DUMP_PORT", default_value_t = 7071)]
-    dump_port: u16,
+    /// Port of the dump listener (GET / lists the local database, for the
+    /// read or operator token). Off unless given.
+    #[arg(long, env = "CHEOPS_DUMP_PORT")]
+    dump_port: Option<u16>,
 
     /// Port of Chephren, the web UI (/) and its API (/api/...).
     #[arg(long, env = "CHEOPS_CHEPHREN_PORT", default_value_t = 8080)]
@@ -208,11 +250,23 @@ pub struct ServeArgs {
     max_connections: usize,
 }
 
+/// How the node guards its ports, for the start-up log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Tokens are required.
+    Tokens,
+    /// No token: loopback only.
+    LoopbackOnly,
+    /// No token, every address: `--insecure`.
+    Insecure,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub api_addr: SocketAddr,
-    pub dump_addr: SocketAddr,
+    /// The dump listener, when enabled.
+    pub dump_addr: Option<SocketAddr>,
     pub chephren_addr: SocketAddr,
     /// This node's address as Chephren reports it, and its CORS origins.
     pub chephren: ChephrenConfig,
@@ -223,6 +277,9 @@ pub struct Settings {
     /// The listeners' certificate, when they serve HTTPS.
     pub tls: Option<Tls>,
     pub limits: Limits,
+    /// The tokens every listener checks.
+    pub tokens: Arc<Tokens>,
+    pub exposure: Exposure,
 }
 
 /// How the daemon runs commands.
@@ -332,6 +389,48 @@ impl ServeArgs {
             .map_err(|e| format!("cannot set up HTTP: {e}"))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
 
+        let tokens = Tokens::new(
+            secret(
+                &self.token_file,
+                self.token.as_deref(),
+                "--token-file",
+                "CHEOPS_TOKEN",
+            )?,
+            secret(
+                &self.read_token_file,
+                self.read_token.as_deref(),
+                "--read-token-file",
+                "CHEOPS_READ_TOKEN",
+            )?,
+            secret(
+                &self.node_token_file,
+                self.node_token.as_deref(),
+                "--node-token-file",
+                "CHEOPS_NODE_TOKEN",
+            )?,
+        )?;
+        let exposure = match (tokens.enabled(), self.insecure) {
+            (true, true) => {
+                return Err(
+                    "--insecure (CHEOPS_INSECURE) turns authentication off, yet a token is given: drop one"
+                        .into(),
+                )
+            }
+            (true, false) => Exposure::Tokens,
+            (false, true) => Exposure::Insecure,
+            (false, false) => Exposure::LoopbackOnly,
+        };
+        let listen = match (self.listen, exposure) {
+            (None, Exposure::LoopbackOnly) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (None, _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            (Some(ip), Exposure::LoopbackOnly) if !ip.is_loopback() => {
+                return Err(format!(
+                    "--listen {ip} would let anyone who reaches this machine run commands: give an operator token (--token-file or CHEOPS_TOKEN), or --insecure on a network nobody else reaches"
+                ))
+            }
+            (Some(ip), _) => ip,
+        };
+
         let cors_origins = self
             .chephren_cors_origins
             .iter()
@@ -377,20 +476,18 @@ impl ServeArgs {
             );
         }
 
+        let tokens = Arc::new(tokens);
         Ok(Settings {
-            api_addr: SocketAddr::new(self.listen, self.api_port),
-            dump_addr: SocketAddr::new(self.listen, self.dump_port),
-            chephren_addr: SocketAddr::new(self.listen, self.chephren_port),
+            api_addr: SocketAddr::new(listen, self.api_port),
+            dump_addr: self.dump_port.map(|port| SocketAddr::new(listen, port)),
+            chephren_addr: SocketAddr::new(listen, self.chephren_port),
             // Listening everywhere, the node is known by its site name (as in
             // the original); else by the address it listens on.
             chephren: ChephrenConfig {
-                address: if self.listen.is_unspecified() {
+                address: if listen.is_unspecified() {
                     format!("{scheme}://{site}:{}", self.chephren_port)
                 } else {
-                    format!(
-                        "{scheme}://{}",
-                        SocketAddr::new(self.listen, self.chephren_port)
-                    )
+                    format!("{scheme}://{}", SocketAddr::new(listen, self.chephren_port))
                 },
                 cors_origins,
             },
@@ -421,6 +518,7 @@ impl ServeArgs {
                 reply_timeout: Duration::from_secs(self.reply_timeout),
                 body_limit: self.body_limit,
                 peer_client,
+                tokens: Arc::clone(&tokens),
                 ..ApiConfig::default()
             },
             log_format: self.log_format,
@@ -430,6 +528,8 @@ impl ServeArgs {
                 body_timeout: Duration::from_secs(self.body_timeout),
                 max_connections: self.max_connections,
             },
+            tokens,
+            exposure,
         })
     }
 }
@@ -450,6 +550,32 @@ fn check_env_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A token from its file, else from its environment variable (empty is
+/// none); errors name where it came from, never its value.
+fn secret(
+    file: &Option<PathBuf>,
+    variable: Option<&str>,
+    flag: &str,
+    env: &str,
+) -> Result<Option<Secret>, String> {
+    // An empty variable is no token, as compose files leave optional ones.
+    let variable = variable.filter(|v| !v.trim().is_empty());
+    match (file, variable) {
+        (Some(path), _) => read_secret(path)
+            .map(Some)
+            .map_err(|e| format!("{flag} {}: {e}", path.display())),
+        (None, Some(value)) => Secret::new(value)
+            .map(Some)
+            .map_err(|e| format!("{env}: the token {e}")),
+        (None, None) => Ok(None),
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    Secret::new(&text).map_err(|e| format!("the token {e}"))
 }
 
 fn peer_urls(couch: String, api: String) -> Result<SiteUrls, String> {
@@ -624,5 +750,95 @@ mod tests {
             assert!(error.starts_with(expected), "{flags:?}: {error}");
         }
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// `cheops serve` with `args`, and the token variables as given (the
+    /// process environment is never read nor changed).
+    fn parse(args: &[&str], token: Option<&str>, read_token: Option<&str>) -> ServeArgs {
+        let mut all = vec!["serve", "--site", "site1"];
+        all.extend_from_slice(args);
+        let mut serve = Cli::try_parse_from(all).unwrap().serve;
+        serve.token = token.map(str::to_owned);
+        serve.read_token = read_token.map(str::to_owned);
+        serve.node_token = None;
+        serve
+    }
+
+    const TOKEN: Option<&str> = Some("operator-token-0123456789");
+
+    #[test]
+    fn without_a_token_the_node_listens_on_loopback_only() {
+        let settings = parse(&[], None, None).validate().unwrap();
+        assert_eq!(settings.exposure, Exposure::LoopbackOnly);
+        assert!(settings.api_addr.ip().is_loopback());
+        assert!(settings.chephren_addr.ip().is_loopback());
+        assert!(!settings.tokens.enabled());
+
+        let error = parse(&["--listen", "0.0.0.0"], None, None)
+            .validate()
+            .unwrap_err();
+        assert!(
+            error.contains("--insecure") && error.contains("--token-file"),
+            "{error}"
+        );
+        assert!(parse(&["--listen", "::1"], None, None).validate().is_ok());
+    }
+
+    #[test]
+    fn a_token_or_insecure_opens_every_interface() {
+        let settings = parse(&[], TOKEN, None).validate().unwrap();
+        assert_eq!(settings.exposure, Exposure::Tokens);
+        assert!(settings.api_addr.ip().is_unspecified());
+        assert!(settings.api.tokens.enabled());
+
+        let settings = parse(&["--insecure"], None, None).validate().unwrap();
+        assert_eq!(settings.exposure, Exposure::Insecure);
+        assert!(settings.api_addr.ip().is_unspecified());
+        assert!(parse(&["--insecure"], TOKEN, None).validate().is_err());
+    }
+
+    #[test]
+    fn tokens_come_from_files_and_errors_never_quote_them() {
+        let dir = std::env::temp_dir().join(format!("cheops-config-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "file-token-0123456789\n").unwrap();
+        let path = file.to_str().unwrap();
+        let settings = parse(&["--token-file", path], Some("env-token-0123456789"), None)
+            .validate()
+            .unwrap();
+        assert_eq!(
+            settings.tokens.operator().map(Secret::expose),
+            Some("file-token-0123456789"),
+            "the file wins over CHEOPS_TOKEN"
+        );
+        std::fs::write(&file, "too-short\n").unwrap();
+        let error = parse(&["--token-file", path], None, None)
+            .validate()
+            .unwrap_err();
+        assert!(
+            error.contains("shorter") && !error.contains("too-short"),
+            "{error}"
+        );
+        let error = parse(&[], None, Some("read-token-0123456789"))
+            .validate()
+            .unwrap_err();
+        assert!(error.contains("operator token"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_dump_port_is_off_unless_given() {
+        assert_eq!(parse(&[], TOKEN, None).validate().unwrap().dump_addr, None);
+        let settings = parse(&["--dump-port", "7071"], TOKEN, None)
+            .validate()
+            .unwrap();
+        assert_eq!(settings.dump_addr.map(|a| a.port()), Some(7071));
     }
 }

@@ -34,7 +34,7 @@ impl ExecClient {
     pub fn new(cluster: &Cluster) -> ExecClient {
         let sites: Vec<String> = (0..SITES).map(|i| cluster.node(i).site.clone()).collect();
         ExecClient {
-            http: reqwest::Client::new(),
+            http: crate::authorized_client(cluster.token()),
             apis: (0..SITES).map(|i| cluster.node(i).api_url()).collect(),
             sites: sites.join("&"),
         }

@@ -134,12 +134,22 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 redis,
             })?;
             println!("cluster up in {}", dir.display());
+            // The Chephren links carry the read token in their fragment,
+            // which browsers never send: the UI keeps it for the session.
             for node in &cluster.nodes {
                 println!(
-                    "{}  api {}  chephren {}  couchdb {}",
-                    node.site, node.api_url, node.chephren_url, node.couchdb_url
+                    "{}  api {}  chephren {}/#token={}  couchdb {}",
+                    node.site,
+                    node.api_url,
+                    node.chephren_url,
+                    cluster.read_token,
+                    node.couchdb_url
                 );
             }
+            println!(
+                "operator token in {} (cheops --token-file {0}, or CHEOPS_TOKEN_FILE)",
+                dir.join(cheops_tests::TOKEN_FILE).display()
+            );
         }
         Command::Partition(dir) => {
             local::partition(&absolute(dir.dir)?)?;

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::Failure;
+use crate::cluster::TOKEN_FILES;
 use crate::Cluster;
 
 pub const CLUSTER: &str = "cluster.json";
@@ -30,6 +31,10 @@ pub struct NodeEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterFile {
     pub nodes: Vec<NodeEntry>,
+    /// The operator token every node accepts (also in DIR/token).
+    pub token: String,
+    /// The read-only token (Chephren, dump).
+    pub read_token: String,
 }
 
 impl ClusterFile {
@@ -47,7 +52,11 @@ impl ClusterFile {
                 }
             })
             .collect();
-        ClusterFile { nodes }
+        ClusterFile {
+            nodes,
+            token: cluster.token().to_owned(),
+            read_token: cluster.read_token().to_owned(),
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -65,7 +74,7 @@ impl ClusterFile {
                 })
             })
             .collect();
-        json!({ "nodes": nodes })
+        json!({ "nodes": nodes, "token": self.token, "read_token": self.read_token })
     }
 
     fn from_json(value: &Value) -> Option<Self> {
@@ -86,7 +95,11 @@ impl ClusterFile {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(ClusterFile { nodes })
+        Some(ClusterFile {
+            nodes,
+            token: text(value, "token")?,
+            read_token: text(value, "read_token")?,
+        })
     }
 }
 
@@ -123,11 +136,20 @@ pub fn write_supervisor(dir: &Path, pid: u32, port: u16) -> Result<(), Failure> 
     )
 }
 
+/// Written readable by its owner only: `cluster.json` holds the tokens.
 fn write_atomically(dir: &Path, name: &str, value: &Value) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);
     let partial = dir.join(format!(".{name}.partial"));
     let text = serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
-    std::fs::write(&partial, text)
+    let _ = std::fs::remove_file(&partial);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
         .and_then(|()| std::fs::rename(&partial, &path))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
@@ -145,9 +167,9 @@ pub fn control_port(dir: &Path) -> Option<u16> {
     supervisor(dir)?["control_port"].as_u64()?.try_into().ok()
 }
 
-/// Removes what says a cluster runs.
+/// Removes what says a cluster runs, and its tokens.
 pub fn remove_state(dir: &Path) {
-    for name in [CLUSTER, PEERS, SUPERVISOR] {
+    for name in [CLUSTER, PEERS, SUPERVISOR].into_iter().chain(TOKEN_FILES) {
         let _ = std::fs::remove_file(dir.join(name));
     }
 }
@@ -193,6 +215,8 @@ mod tests {
                 node_dir: "/tmp/x/site1/app".into(),
                 redis_port: None,
             }],
+            token: "t".repeat(64),
+            read_token: "r".repeat(64),
         };
         let json = file.to_json();
         let fields: Vec<&String> = json["nodes"][0]
@@ -211,6 +235,8 @@ mod tests {
             ]
         );
         assert_eq!(json["nodes"][0]["redis_port"], Value::Null);
+        assert_eq!(json["token"], "t".repeat(64));
+        assert_eq!(json["read_token"], "r".repeat(64));
         assert_eq!(ClusterFile::from_json(&json), Some(file));
     }
 }
