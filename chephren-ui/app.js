@@ -4,7 +4,7 @@
 // redrawn from the API whenever an event concerns it, so what is shown is
 // always what the node holds, never a patch that could drift from it.
 
-import { follow, getJson, nodeUrl, remote } from './api.js';
+import { follow, getJson, nodeUrl, remote, setToken, token } from './api.js';
 import { h, tick } from './dom.js';
 import { clusterView } from './views/cluster.js';
 import { resourcesView } from './views/resources.js';
@@ -14,6 +14,8 @@ const root = document.getElementById('view');
 const problem = document.getElementById('problem');
 const live = document.getElementById('live');
 const nodeName = document.getElementById('node-name');
+const tokenForm = document.getElementById('token-form');
+const tokenInput = document.getElementById('token-input');
 
 /** The view shown: its definition, its parameters and its mounted instance. */
 let current = null;
@@ -65,8 +67,12 @@ async function load(target) {
     header(cluster);
     target.instance.update(data, cluster);
     setProblem(null);
+    // The node answered: whatever token it wanted, it has it.
+    tokenForm.hidden = true;
   } catch (error) {
-    if (target === current) setProblem(error.message);
+    if (target !== current) return;
+    setProblem(error.message);
+    if (error.locked) askToken();
   }
 }
 
@@ -91,6 +97,29 @@ function setLive(state) {
   live.textContent = state;
 }
 
+/** Shows the token form: the node refused to answer without (this) token. */
+function askToken() {
+  tokenForm.querySelector('.why').textContent = token()
+    ? 'This node refused the token given.'
+    : 'This node answers only with its read token.';
+  tokenForm.hidden = false;
+  tokenInput.focus();
+}
+
+function tokenFormSetUp() {
+  tokenForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    setToken(tokenInput.value);
+    tokenInput.value = '';
+    tokenForm.hidden = true;
+    setProblem(null);
+    // A new token: the stream starts over with it, and the view rereads.
+    stream.close();
+    stream = startStream();
+    refresh();
+  });
+}
+
 function nodeForm() {
   const form = document.getElementById('node-form');
   const input = document.getElementById('node-input');
@@ -105,17 +134,23 @@ function nodeForm() {
   });
 }
 
+function startStream() {
+  return follow({
+    onEvent(event) {
+      if (current && current.view.wants(event, current.params)) refresh();
+    },
+    onState(state) {
+      setLive(state);
+      // Whatever happened while the stream was down was not seen: reread.
+      if (state === 'live') refresh();
+      if (state === 'locked') askToken();
+    },
+  });
+}
+
 nodeForm();
+tokenFormSetUp();
 window.addEventListener('hashchange', show);
 show();
-follow({
-  onEvent(event) {
-    if (current && current.view.wants(event, current.params)) refresh();
-  },
-  onState(state) {
-    setLive(state);
-    // Whatever happened while the stream was down was not seen: reread.
-    if (state === 'live') refresh();
-  },
-});
+let stream = startStream();
 setInterval(tick, 1000);

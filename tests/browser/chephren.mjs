@@ -4,6 +4,8 @@
 //   CHEPHREN_URL  site1's Chephren (the page under test)
 //   PEER_CHEPHREN_URL  site2's, which allows no other origin (no CORS flag)
 //   API_URL       site1's Cheops API (where operations are sent)
+//   TOKEN         the operator token (operations are sent with it)
+//   READ_TOKEN    the read token, which the page asks for
 //   SITES         the sites, `site1&site2&site3`
 //   ARTIFACTS     where screenshots go
 //   CHROMIUM      the browser binary
@@ -25,6 +27,8 @@ const env = (name) => {
 const CHEPHREN_URL = env('CHEPHREN_URL');
 const PEER_CHEPHREN_URL = env('PEER_CHEPHREN_URL');
 const API_URL = env('API_URL');
+const TOKEN = env('TOKEN');
+const READ_TOKEN = env('READ_TOKEN');
 const SITES = env('SITES');
 const ARTIFACTS = env('ARTIFACTS');
 const CHROMIUM = env('CHROMIUM');
@@ -57,7 +61,12 @@ async function exec(fields, files = {}) {
   form.append('sites', SITES);
   for (const [name, value] of Object.entries(fields)) form.append(name, value);
   for (const [name, content] of Object.entries(files)) form.append(name, new Blob([content]), name);
-  const response = await fetch(`${API_URL}/exec/${RESOURCE}`, { method: 'POST', body: form, signal: inFlight.signal });
+  const response = await fetch(`${API_URL}/exec/${RESOURCE}`, {
+    method: 'POST',
+    body: form,
+    headers: { Authorization: `Bearer ${TOKEN}` },
+    signal: inFlight.signal,
+  });
   if (response.status !== 200) throw new Error(`/exec answered ${response.status}: ${await response.text()}`);
   sent.push(response.text().catch(() => ''));
   log(`sent ${fields.type}: ${fields.command}`);
@@ -102,14 +111,31 @@ try {
   const page = await browser.newPage({ viewport: { width: 1360, height: 860 } });
   const errors = [];
   page.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
+  // Chromium itself logs every refused request; the token step expects
+  // 401s, so those are not the page's errors.
+  const refusal = /the server responded with a status of 401/;
   page.on('console', (message) => {
-    if (message.type() === 'error') errors.push(`console error: ${message.text()}`);
+    if (message.type() === 'error' && !refusal.test(message.text())) {
+      errors.push(`console error: ${message.text()}`);
+    }
   });
   let loads = 0;
   page.on('load', () => loads++);
 
-  // 1. The cluster: every site online, seen live from site1.
+  // 0. The node answers nothing without its read token: the page asks for
+  // it, refuses a wrong one, and goes live with the right one (no reload).
   await page.goto(CHEPHREN_URL);
+  await page.locator('#token-form').getByText('answers only with its read token').waitFor({ timeout: 10 * SECOND });
+  await page.locator('#live[data-state="locked"]').waitFor();
+  await page.locator('#token-input').fill('not-the-read-token-at-all');
+  await page.locator('#token-form button').click();
+  await page.locator('#token-form').getByText('refused the token').waitFor({ timeout: 10 * SECOND });
+  await page.locator('#token-input').fill(READ_TOKEN);
+  await page.locator('#token-form button').click();
+  await page.locator('#token-form').waitFor({ state: 'hidden' });
+  log('token: asked for, a wrong one refused, the read token accepted');
+
+  // 1. The cluster: every site online, seen live from site1.
   await page.locator('#live[data-state="live"]').waitFor({ timeout: 10 * SECOND });
   await page.waitForFunction(
     (n) => document.querySelectorAll('article.site[data-state="online"]').length === n,
@@ -186,7 +212,17 @@ try {
   assert(loads === 1, `the page loaded ${loads} times: updates must come without reload`);
   assert(errors.length === 0, `the page reported errors:\n${errors.join('\n')}`);
 
-  // 6. Pointed at a node that does not allow this origin, the UI says why.
+  // 6. A link carrying the token in its fragment (as `cluster up` prints
+  // it) opens the node at once, and the token leaves the address bar.
+  const linked = await browser.newPage({ viewport: { width: 1360, height: 500 } });
+  await linked.goto(`${CHEPHREN_URL}/#token=${encodeURIComponent(READ_TOKEN)}`);
+  await linked.locator('#live[data-state="live"]').waitFor({ timeout: 10 * SECOND });
+  await linked.locator(`article.site[data-site="${sites[0]}"]`).waitFor();
+  assert(!linked.url().includes(READ_TOKEN), `the token stayed in the address: ${linked.url()}`);
+  assert(await linked.locator('#token-form').isHidden(), 'the linked page asked for a token');
+  log('#token= link: live at once, the token gone from the address bar');
+
+  // 7. Pointed at a node that does not allow this origin, the UI says why.
   const elsewhere = await browser.newPage({ viewport: { width: 1360, height: 500 } });
   await elsewhere.goto(`${CHEPHREN_URL}/?node=${encodeURIComponent(PEER_CHEPHREN_URL)}`);
   await elsewhere.locator('#problem').getByText('--chephren-cors-origin').waitFor();

@@ -18,5 +18,5 @@ mod wait;
 pub use cluster::{
     absent_peer, authorized_client, Cluster, ClusterOptions, Exec, NodeInfo, Process, TOKEN_FILE,
 };
-pub use process::{cheops_binary, release_cheops_binary};
+pub use process::{cheops_binary, free_port, release_cheops_binary};
 pub use wait::eventually;

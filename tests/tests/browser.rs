@@ -84,6 +84,8 @@ async fn an_operator_watches_the_cluster_live_in_chromium() {
         .env("CHEPHREN_URL", cluster.node(0).chephren_url())
         .env("PEER_CHEPHREN_URL", cluster.node(1).chephren_url())
         .env("API_URL", cluster.node(0).api_url())
+        .env("TOKEN", cluster.token())
+        .env("READ_TOKEN", cluster.read_token())
         .env("SITES", sites.join("&"))
         .env("ARTIFACTS", &artifacts)
         .env("CHROMIUM", CHROMIUM)

@@ -317,14 +317,32 @@ fn a_real_run_applies_the_planned_steps_through_enoslib() {
     let written: Value =
         serde_json::from_str(&std::fs::read_to_string(&inventory).expect("no inventory written"))
             .expect("the inventory is not JSON");
+    let token = written["site1"]["token"].as_str().expect("a token");
+    let read_token = written["site1"]["read_token"]
+        .as_str()
+        .expect("a read token");
+    assert!(token.len() >= 32 && read_token.len() >= 32 && token != read_token);
     assert_eq!(
         written["site1"],
         json!({
             "host": host(1),
             "api": format!("http://{}:8079", host(1)),
             "couchdb": format!("http://admin:{PASSWORD}@{}:5984/cheops", host(1)),
+            "token": token,
+            "read_token": read_token,
         })
     );
+    // Every node gets the same tokens, in files the daemon's settings name;
+    // the run's output never shows them.
+    assert!(on(&all, token));
+    assert!(on(&all, read_token));
+    for i in 1..=3 {
+        assert!(
+            on(&[host(i)], "CHEOPS_TOKEN_FILE=/etc/cheops/token"),
+            "site{i}"
+        );
+    }
+    assert!(!text(&output.stdout).contains(token));
     let mode = std::fs::metadata(&inventory)
         .expect("inventory")
         .permissions();
