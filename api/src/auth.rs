@@ -18,14 +18,15 @@
 //! parameter or Basic credential is ever read, so a web page cannot make a
 //! browser send an ambient credential (a form POST from another site
 //! carries no bearer token). With no operator token configured every
-//! request passes: the daemon then listens on loopback only, or was told
-//! `--insecure`.
+//! request passes (the daemon then listens on loopback only, or was told
+//! `--insecure`), except one that a browser sends on a web page's behalf to
+//! an endpoint that runs commands.
 
 use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, ORIGIN, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
@@ -199,7 +200,13 @@ impl Tokens {
     /// Whether `headers` grant `access`: `Err` is the answer to send.
     pub fn check(&self, headers: &HeaderMap, access: Access) -> Result<(), Refusal> {
         if !self.enabled() {
-            return Ok(());
+            return match access {
+                Access::Read => Ok(()),
+                Access::Node | Access::Operator if from_a_browser(headers) => {
+                    Err(Refusal::FromBrowser)
+                }
+                Access::Node | Access::Operator => Ok(()),
+            };
         }
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
@@ -230,6 +237,18 @@ impl fmt::Debug for Tokens {
     }
 }
 
+/// Whether a browser sent this request on a page's behalf: browsers name
+/// the page's origin (`Origin`, on every POST) and where the request comes
+/// from (`Sec-Fetch-Site`); the CLI, curl and other nodes send neither.
+/// Without tokens, that is all that stops any web page the operator opens
+/// from posting a form to `/show_local` on 127.0.0.1 (no preflight needed).
+fn from_a_browser(headers: &HeaderMap) -> bool {
+    headers.contains_key(ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site != "none")
+}
+
 fn digest(token: &str) -> [u8; 64] {
     Blake2b512::digest(token.as_bytes()).into()
 }
@@ -243,6 +262,8 @@ pub enum Refusal {
     Invalid,
     /// A valid token that does not grant this endpoint.
     Forbidden(Access),
+    /// A page in a browser calling a node that has no token.
+    FromBrowser,
 }
 
 impl IntoResponse for Refusal {
@@ -266,6 +287,11 @@ impl IntoResponse for Refusal {
                     Access::Node => "this endpoint needs the operator or node token",
                     Access::Read => "this endpoint needs the read or operator token",
                 },
+            ),
+            Refusal::FromBrowser => (
+                StatusCode::FORBIDDEN,
+                r#"Bearer realm="cheops""#,
+                "a node without tokens refuses requests from web pages: configure a token",
             ),
         };
         // The presented token is never logged, only the verdict.
@@ -390,11 +416,27 @@ mod tests {
     }
 
     #[test]
-    fn without_an_operator_token_everything_passes() {
-        assert_eq!(
-            Tokens::open().check(&HeaderMap::new(), Access::Operator),
-            Ok(())
-        );
+    fn without_an_operator_token_everything_passes_but_web_pages() {
+        let open = Tokens::open();
+        for access in [Access::Read, Access::Node, Access::Operator] {
+            assert_eq!(open.check(&HeaderMap::new(), access), Ok(()));
+        }
+        let mut page = HeaderMap::new();
+        page.insert(ORIGIN, HeaderValue::from_static("http://evil.example"));
+        let mut fetched = HeaderMap::new();
+        fetched.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        for headers in [&page, &fetched] {
+            assert_eq!(
+                open.check(headers, Access::Operator),
+                Err(Refusal::FromBrowser)
+            );
+            assert_eq!(open.check(headers, Access::Node), Err(Refusal::FromBrowser));
+            // Chephren's own page reads its node, same origin or not.
+            assert_eq!(open.check(headers, Access::Read), Ok(()));
+        }
+        let mut typed = HeaderMap::new();
+        typed.insert("sec-fetch-site", HeaderValue::from_static("none"));
+        assert_eq!(open.check(&typed, Access::Operator), Ok(()));
     }
 
     #[test]

@@ -143,6 +143,26 @@ async fn a_form_post_from_a_web_page_carries_no_credential_that_counts() {
 }
 
 #[tokio::test]
+async fn without_tokens_a_web_page_still_cannot_run_a_command() {
+    // The same form POST against a node with no token (loopback only):
+    // the browser names the page's origin, and that is refused.
+    let node = FakeNode::new("site1");
+    let app = api(&node, Arc::new(Tokens::open()));
+    let from_page = Request::post("/show_local/r1")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::ORIGIN, "http://evil.example")
+        .body(Body::from("command=touch+/tmp/pwned"))
+        .unwrap();
+    let response = send(app.clone(), from_page).await;
+    assert_error(response, StatusCode::FORBIDDEN, &["web pages"]).await;
+    assert!(node.local_runs().is_empty());
+    // The CLI and curl send no Origin: they pass.
+    let response = send(app, post_multipart("/show_local/r1", &SHOW)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(node.local_runs().len(), 1);
+}
+
+#[tokio::test]
 async fn health_and_the_contract_stay_open() {
     let node = FakeNode::new("site1");
     let app = api(&node, tokens(Some(NODE)));
