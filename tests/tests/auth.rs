@@ -179,9 +179,11 @@ async fn without_a_token_the_daemon_listens_on_loopback_only_and_says_so() {
 #[tokio::test]
 async fn listening_elsewhere_without_a_token_or_insecure_exits_64() {
     let api = free_port();
-    let output = serve(&["--listen", "0.0.0.0", "--api-port", &api.to_string()])
-        .output()
+    let run = serve(&["--listen", "0.0.0.0", "--api-port", &api.to_string()]).output();
+    // A daemon that starts instead would run until killed (on drop).
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
         .await
+        .expect("cheops serve did not exit: it started listening on 0.0.0.0")
         .expect("cannot run cheops serve");
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
