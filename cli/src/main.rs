@@ -32,8 +32,9 @@ enum Command {
     /// Run a read-only command on the sites of a resource and print what each
     /// one answered (nothing is stored).
     Show(Box<client::ShowArgs>),
-    /// Run this site's daemon: the API, the dump listener, and the loop that
-    /// follows the local CouchDB and runs operations.
+    /// Run this site's daemon: the API, Chephren (the web UI), the dump
+    /// listener when enabled, and the loop that follows the local CouchDB
+    /// and runs operations.
     Serve(Box<serve::ServeArgs>),
 }
 
