@@ -134,6 +134,8 @@ fn serve(args: &[&str]) -> tokio::process::Command {
     command
         .args(["serve", "--site", "site1"])
         .args(["--couchdb-url", "http://admin:password@127.0.0.1:1/cheops"])
+        .arg("--data-dir")
+        .arg(std::env::temp_dir().join(format!("cheops-auth-data-{}", std::process::id())))
         .args(args)
         .env_remove("CHEOPS_LISTEN")
         .env_remove("CHEOPS_TOKEN")
@@ -174,6 +176,9 @@ async fn without_a_token_the_daemon_listens_on_loopback_only_and_says_so() {
     );
     daemon.kill().await.expect("cannot stop the daemon");
     let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("cheops-auth-data-{}", std::process::id())),
+    );
 }
 
 #[tokio::test]
