@@ -230,6 +230,7 @@ async fn show_local(cluster: &Cluster, command: &str) -> (String, String) {
     let url = format!("{}/show_local/r", cluster.node(0).api_url());
     let shown: Value = reqwest::Client::new()
         .post(url)
+        .bearer_auth(cluster.token())
         .form(&[("command", command)])
         .send()
         .await
