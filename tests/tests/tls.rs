@@ -5,9 +5,9 @@
 use cheops_model::Status;
 use cheops_tests::{cheops_binary, Cluster, ClusterOptions, Exec};
 
-/// Runs `cheops exec` against `node` with `extra` flags; its exit status and
-/// standard error.
-async fn client(node: &str, extra: &[&str]) -> (i32, String) {
+/// Runs `cheops exec` against `node` with the operator `token` and `extra`
+/// flags; its exit status and standard error.
+async fn client(node: &str, token: &str, extra: &[&str]) -> (i32, String) {
     let output = tokio::process::Command::new(cheops_binary())
         .args(["exec", "--id", "over-tls", "--sites", "site1&site2"])
         .args(["--type", "set", "--command", "echo hello"])
@@ -15,6 +15,8 @@ async fn client(node: &str, extra: &[&str]) -> (i32, String) {
         .args(extra)
         .env_remove("CHEOPS_CA_FILE")
         .env_remove("CHEOPS_NODE")
+        .env_remove("CHEOPS_TOKEN_FILE")
+        .env("CHEOPS_TOKEN", token)
         .output()
         .await
         .expect("cannot run cheops");
@@ -52,14 +54,14 @@ async fn a_cluster_over_tls_replicates_and_answers_only_clients_trusting_its_ca(
     );
 
     let ca = files.ca.to_string_lossy().into_owned();
-    let (code, stderr) = client(&site1.api_url(), &["--ca-file", &ca]).await;
+    let (code, stderr) = client(&site1.api_url(), cluster.token(), &["--ca-file", &ca]).await;
     assert_eq!(code, 0, "{stderr}");
 
-    let (code, stderr) = client(&site1.api_url(), &[]).await;
+    let (code, stderr) = client(&site1.api_url(), cluster.token(), &[]).await;
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("certificate"), "{stderr}");
     let plain = site1.api_url().replace("https://", "http://");
-    let (code, stderr) = client(&plain, &["--ca-file", &ca]).await;
+    let (code, stderr) = client(&plain, cluster.token(), &["--ca-file", &ca]).await;
     assert_eq!(code, 3, "plain HTTP is not served: {stderr}");
 
     // The client ran nothing it was refused: one operation stored besides
