@@ -263,8 +263,9 @@ async fn kill_restart_freeze_thaw_one_process() {
     let (api, db) = (node("api_url"), node("couchdb_url"));
     let health = format!("{api}/health");
     let http = reqwest::Client::new();
+    let operator = authorized_client(file["token"].as_str().expect("token"));
     let api1 = file["nodes"][0]["api_url"].as_str().expect("api_url");
-    exec(&http, api1, "kept", "echo one >> \"$NODE_DIR/kept\"").await;
+    exec(&operator, api1, "kept", "echo one >> \"$NODE_DIR/kept\"").await;
 
     let run = |args: &[&str]| {
         let output = cluster(args, &dir);
@@ -308,7 +309,7 @@ async fn kill_restart_freeze_thaw_one_process() {
         .await
         .expect("answers");
     assert_eq!(kept.status(), 200);
-    let replies = exec(&http, api1, "kept", "echo two >> \"$NODE_DIR/kept\"").await;
+    let replies = exec(&operator, api1, "kept", "echo two >> \"$NODE_DIR/kept\"").await;
     assert_eq!(replies.matches("\"OK\"").count(), 2, "{replies}");
     let log = std::fs::read_to_string(Path::new(&node("node_dir")).join("kept"));
     assert_eq!(log.expect("written by the commands"), "one\ntwo\n");
