@@ -7,8 +7,10 @@
 //!
 //! The file holds one JSON object per line: `{"ran": REPLY}` when a reply
 //! is made, `{"stored": ID}` once CouchDB holds the reply with that `_id`.
-//! When no reply is left to store the file is emptied, so it stays as small
-//! as the backlog. A crash can leave the last line cut short: it is dropped
+//! When no reply is left to store the file is emptied; when some reply stays
+//! unstored for long (CouchDB away, or refusing it) while others come and go,
+//! the file is rewritten with the unstored replies alone once it passes
+//! [`COMPACT_AT`]. Either way it stays about as small as the backlog. A crash can leave the last line cut short: it is dropped
 //! when the file is opened (its reply was never acknowledged as durable, so
 //! its operation is the one that was running). Any other line that cannot
 //! be read stops the node, rather than run again what the line recorded.
@@ -28,6 +30,9 @@ use tracing::{info, warn};
 
 use crate::replied::{ran_of, Ran};
 use crate::ReplicatorError;
+
+/// Past this size the journal is rewritten with its unstored replies alone.
+const COMPACT_AT: u64 = 1 << 20;
 
 /// The replies of this node that CouchDB may not hold yet.
 #[derive(Clone)]
@@ -206,7 +211,42 @@ impl Inner {
         for id in ids {
             append(&mut file, &Line::Stored(id.clone())).map_err(|e| self.failed(e))?;
         }
+        let size = file.metadata().map_err(|e| self.failed(e))?.len();
+        if size > COMPACT_AT {
+            *file = self.rewrite(&self.pending())?;
+        }
         Ok(())
+    }
+
+    /// Writes the `pending` replies to a new file, synced, that then takes
+    /// the journal's place by a rename: a crash leaves either the old file,
+    /// whole, or the new one.
+    fn rewrite(&self, pending: &BTreeMap<String, ReplyDocument>) -> Result<File, ReplicatorError> {
+        let fresh_path = self.path.with_extension("jsonl.new");
+        let write = || -> std::io::Result<File> {
+            match std::fs::remove_file(&fresh_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut fresh = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&fresh_path)?;
+            for reply in pending.values() {
+                append(&mut fresh, &Line::Ran(Box::new(reply.clone())))?;
+            }
+            fresh.sync_data()?;
+            std::fs::rename(&fresh_path, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(fresh)
+        };
+        let fresh = write().map_err(|e| self.failed(e))?;
+        info!(path = %self.path.display(), replies = pending.len(), "journal rewritten with its unstored replies");
+        Ok(fresh)
     }
 }
 
@@ -324,6 +364,34 @@ mod tests {
             .unwrap()
             .pending()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_stays_unstored_does_not_let_the_journal_grow() {
+        let scratch = Scratch::new("compact");
+        let journal = Journal::open(&scratch.0, "site1").unwrap();
+        let stuck = reply("res", "stuck", 0);
+        journal.record(&stuck).await.unwrap();
+        let output = "x".repeat(10_000);
+        for n in 1..=400 {
+            let mut passing = reply("res", &format!("r{n}"), n);
+            passing.output = output.clone();
+            journal.record(&passing).await.unwrap();
+            journal.stored(vec![passing.id.unwrap()]).await.unwrap();
+        }
+        let size = std::fs::metadata(journal.path()).unwrap().len();
+        assert!(
+            size <= COMPACT_AT + 20_000,
+            "{size} bytes for one unstored reply"
+        );
+        let mode = std::fs::metadata(journal.path()).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        drop(journal);
+        let reopened = Journal::open(&scratch.0, "site1").unwrap();
+        assert_eq!(reopened.pending(), vec![stuck]);
     }
 
     #[tokio::test]
