@@ -43,6 +43,12 @@ def _harmless(value):
     return HARMLESS_COMMAND
 
 
+def _is_negative(case):
+    """Whether schemathesis generated `case` to be refused."""
+    meta = case.meta
+    return meta is not None and meta.generation.mode.is_negative
+
+
 def _may_name_command(field):
     """Whether the node could read `field` as the `command` field: any name
     that spells it, in any case and whatever escaping an encoder adds."""
@@ -51,22 +57,36 @@ def _may_name_command(field):
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    negative = _is_negative(case)
     body = case.body
     if isinstance(body, dict):
         for field in list(body):
             if _may_name_command(field):
                 body[field] = _harmless(body[field])
-        # Three in four generated site lists (chosen by their content, so
-        # that a run stays reproducible from its seed) become this node
+        # Three in four site lists of valid cases (chosen by their content,
+        # so that a run stays reproducible from its seed) become this node
         # alone, the only site the fuzzed node knows: the node refuses any
         # site that is neither itself nor a configured peer, so a list that
         # kept its generated names would almost always be refused, and
         # schemathesis warns when an operation mostly rejects its data. The
         # fourth goes as generated, and must get the contract's answer (400
-        # for a site the node does not know).
+        # for a site the node does not know). A negative case keeps its
+        # list: its invalid part may be that very list, and replacing it
+        # would send a valid request schemathesis expects to be refused.
         sites = body.get("sites")
-        if isinstance(sites, str) and zlib.crc32(sites.encode()) % 4 != 0:
+        if (
+            not negative
+            and isinstance(sites, str)
+            and zlib.crc32(sites.encode()) % 4 != 0
+        ):
             body["sites"] = SITE
+        if not negative:
+            # The edits above keep a valid case valid, but schemathesis
+            # judges an edited body again, and judges every body with a
+            # file in it invalid (4.32.5, `Case._validate_component`): a
+            # valid request would become one it expects the node to refuse.
+            # The case keeps the verdict it was generated with.
+            case._record_starting_state()
     elif body is not None:
         # A body that is not a form (negative cases) is sent as raw bytes,
         # which a parser could still read as a `command` field.

@@ -38,7 +38,8 @@ async fn the_live_api_matches_its_openapi_contract() {
     .await;
     let node = cluster.node(0);
 
-    let run = tokio::process::Command::new(bin.join("schemathesis"))
+    let mut schemathesis = tokio::process::Command::new(bin.join("schemathesis"));
+    schemathesis
         .arg("--config-file")
         .arg(python_dir().join("schemathesis.toml"))
         .arg("run")
@@ -53,8 +54,12 @@ async fn the_live_api_matches_its_openapi_contract() {
         .env("CHEOPS_FUZZ_SITE", &node.site)
         .env("CHEOPS_FUZZ_TOKEN", cluster.token())
         .current_dir(&dir)
-        .kill_on_drop(true)
-        .output();
+        .kill_on_drop(true);
+    // Each run draws a fresh seed and the report prints it; this replays one.
+    if let Ok(seed) = std::env::var("CHEOPS_OPENAPI_SEED") {
+        schemathesis.args(["--seed", &seed]);
+    }
+    let run = schemathesis.output();
     let output = tokio::time::timeout(RUN_TIMEOUT, run)
         .await
         .unwrap_or_else(|_| panic!("schemathesis ran longer than {RUN_TIMEOUT:?}"))
