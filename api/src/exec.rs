@@ -121,6 +121,7 @@ pub(crate) async fn exec(
             files: form.files,
         },
         time: Timestamp::now(),
+        pruned: false,
     };
     let request_id = operation.request_id.clone();
     let submission = Submission {

@@ -9,6 +9,7 @@
 mod attachments;
 mod config;
 mod error;
+mod history;
 mod names;
 mod nullable;
 mod operation;
@@ -21,6 +22,7 @@ pub use attachments::{
 };
 pub use config::{Resolution, ResolutionResult, ResourceConfig};
 pub use error::ModelError;
+pub use history::{history_id, HistoryDocument, HistoryKind};
 pub use names::{
     check_resource_id, check_site_name, split_sites, SiteList, MAX_RESOURCE_ID_LEN, MAX_SITES,
     MAX_SITE_NAME_LEN,

@@ -24,6 +24,12 @@ pub struct Operation {
     /// When the operation was received.
     #[serde(rename = "Time")]
     pub time: Timestamp,
+    /// Set once every location has run the operation and its command and
+    /// files have left the block: they are in its history document
+    /// (`HistoryDocument`), and `Command` is empty. Absent otherwise, and
+    /// unknown to the original (CONSISTENCY.md, "Pruning").
+    #[serde(rename = "Pruned", skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
 }
 
 /// A shell command with the files it refers to as `{name}`.

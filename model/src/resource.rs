@@ -61,4 +61,8 @@ impl DocumentKind {
     pub fn is_reply(&self) -> bool {
         self.kind.as_deref() == Some("REPLY")
     }
+
+    pub fn is_history(&self) -> bool {
+        self.kind.as_deref() == Some("HISTORY")
+    }
 }

@@ -108,6 +108,7 @@ fn submission(sites: &[&str], file: usize) -> Submission {
                 files: BTreeMap::from([("f".to_owned(), vec![b'x'; file])]),
             },
             time: Timestamp::now(),
+            pruned: false,
         },
         config: None,
     }

@@ -174,6 +174,7 @@ async fn bulk_write(
                     ..ShellCommand::default()
                 },
                 time: Timestamp::now(),
+                pruned: false,
             }],
             ..ResourceDocument::default()
         })
