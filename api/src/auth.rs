@@ -27,59 +27,15 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, ORIGIN, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use blake2::{Blake2b512, Digest};
+use cheops_model::ErrorBody;
 use subtle::ConstantTimeEq;
 
-/// The shortest token accepted: 16 characters (a random hex or base64
-/// string of that length is beyond guessing over HTTP).
-pub const MIN_TOKEN_LEN: usize = 16;
-
-/// A token's value, never printed: `Debug` shows `Secret(…)`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Checks a token as read from a file or the environment (surrounding
-    /// whitespace, such as a file's last newline, is dropped): at least
-    /// [`MIN_TOKEN_LEN`] visible ASCII characters, so that it fits in a
-    /// header as is. The error never quotes the value.
-    pub fn new(value: &str) -> Result<Secret, String> {
-        let value = value.trim();
-        if value.len() < MIN_TOKEN_LEN {
-            return Err(format!(
-                "is shorter than {MIN_TOKEN_LEN} characters (generate one with `head -c 32 /dev/urandom | base64`)"
-            ));
-        }
-        if !value.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be visible ASCII characters, without spaces".into());
-        }
-        Ok(Secret(value.to_owned()))
-    }
-
-    /// The value, to send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// `Authorization: Bearer …` carrying this token, marked sensitive so
-    /// that HTTP libraries never print it.
-    pub fn bearer(&self) -> HeaderValue {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.0))
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        value.set_sensitive(true);
-        value
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
+pub use cheops_model::{Secret, MIN_TOKEN_LEN};
 
 /// What a valid token lets its bearer do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,7 +255,7 @@ impl IntoResponse for Refusal {
         (
             status,
             [(WWW_AUTHENTICATE, challenge)],
-            Json(serde_json::json!({ "error": message })),
+            Json(ErrorBody::new(message)),
         )
             .into_response()
     }
@@ -332,6 +288,7 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn secret(s: &str) -> Secret {
         Secret::new(s).unwrap()

@@ -6,8 +6,8 @@ use axum::http::header::RETRY_AFTER;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cheops_model::{error_chain, ErrorBody};
 use cheops_replicator::ReplicatorError;
-use serde::Serialize;
 use thiserror::Error;
 
 /// Everything a request can fail with.
@@ -36,12 +36,6 @@ pub enum ApiError {
 /// The `Retry-After` of a 503 for a resource too busy to write: writers
 /// racing on one resource settle within a second.
 const RETRY_AFTER_SECONDS: &str = "1";
-
-/// The body of every error answer.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-}
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -73,7 +67,7 @@ impl IntoResponse for ApiError {
             let message = contended.to_string();
             tracing::info!(error = %message, status = status.as_u16(), "request deferred");
             let headers = [(RETRY_AFTER, RETRY_AFTER_SECONDS)];
-            return (status, headers, Json(ErrorBody { error: &message })).into_response();
+            return (status, headers, Json(ErrorBody::new(message))).into_response();
         }
         let message = if status.is_server_error() {
             tracing::error!(error = %error_chain(&self), status = status.as_u16(), "request failed");
@@ -87,48 +81,6 @@ impl IntoResponse for ApiError {
             tracing::info!(error = %message, status = status.as_u16(), "request refused");
             message
         };
-        (status, Json(ErrorBody { error: &message })).into_response()
-    }
-}
-
-/// An error with its causes, which reqwest (among others) keeps out of its
-/// own message; a cause the message already ends with is not repeated.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, Error)]
-    #[error("could not connect")]
-    struct Quiet(#[source] std::io::Error);
-
-    #[derive(Debug, Error)]
-    #[error("unreachable: {0}")]
-    struct Verbose(#[source] std::io::Error);
-
-    #[test]
-    fn the_chain_names_every_cause_once() {
-        let refused = || std::io::Error::other("connection refused");
-        assert_eq!(
-            error_chain(&Quiet(refused())),
-            "could not connect: connection refused"
-        );
-        assert_eq!(
-            error_chain(&Verbose(refused())),
-            "unreachable: connection refused"
-        );
+        (status, Json(ErrorBody::new(message))).into_response()
     }
 }

@@ -25,9 +25,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use auth::{guarded, Access, Tokens};
-pub use error::{error_chain, ApiError};
+pub use error::ApiError;
 pub use node::{BoxFuture, Node};
-pub use show::SiteOutput;
 
 /// Limits of the API, and how it reaches its peers.
 #[derive(Debug, Clone)]

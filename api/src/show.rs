@@ -5,26 +5,13 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
 use axum::Json;
-use cheops_model::{ShellCommand, Status};
-use serde::{Deserialize, Serialize};
+use cheops_model::{error_chain, ShellCommand, SiteOutput, Status};
 use tokio::time::Instant;
 
-use crate::error::error_chain;
 use crate::form::AnyForm;
 use crate::resource_id::ResourceId;
 use crate::{ApiError, AppState};
-
-/// What one site answers to a show: `OK`/`KO` from the site itself,
-/// `KO` too when the site could not be asked, `TIMEOUT` when it was late.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SiteOutput {
-    #[serde(rename = "Status")]
-    pub status: Status,
-    #[serde(rename = "Output", default)]
-    pub output: String,
-}
 
 /// The placeholder in a show command that stands for the resource id.
 const ID_PLACEHOLDER: &str = "__ID__";
@@ -96,7 +83,7 @@ async fn ask(state: &AppState, url: String, command: String) -> Result<SiteOutpu
     let form = reqwest::multipart::Form::new().text("command", command);
     let mut request = state.client.post(&url).multipart(form);
     if let Some(token) = state.config.tokens.for_peers() {
-        request = request.header(AUTHORIZATION, token.bearer());
+        request = request.bearer_auth(token.expose());
     }
     let response = request.send().await.map_err(|e| {
         if e.is_connect() {

@@ -5,19 +5,16 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cheops_model::{ReplyDocument, ResourceConfig};
+use cheops_model::{error_chain, ReplyDocument, ResourceConfig, Secret};
 use futures::StreamExt;
 use reqwest::multipart::{Form, Part};
 
 use super::args::ExecArgs;
-use cheops_api::error_chain;
-
 use super::http;
 use super::node_url::{self, redacted};
 use super::outcome::Outcome;
 use super::progress::Progress;
 use super::{token, uploads, Failure};
-use cheops_api::auth::Secret;
 
 /// How often the live line's clock moves.
 const TICK: Duration = Duration::from_secs(1);

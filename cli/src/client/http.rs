@@ -1,14 +1,11 @@
 //! Talking to the node: one POST of a multipart form, and what the user is
 //! told when the node cannot be reached or refuses.
 
-use cheops_api::error_chain;
 use std::time::Duration;
 
-use cheops_api::auth::Secret;
-use reqwest::header::AUTHORIZATION;
+use cheops_model::{error_chain, ErrorBody, Secret};
 use reqwest::multipart::Form;
 use reqwest::StatusCode;
-use serde::Deserialize;
 
 use cheops_replicator::ClientOptions;
 
@@ -20,12 +17,6 @@ use super::Failure;
 /// limit on the answer itself: the node answers `/exec` within its reply
 /// timeout, and says which sites were late.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The body of every error answer of the API.
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-}
 
 /// The client to talk to the node with, trusting `--ca-file`'s roots: read
 /// before anything is sent, so that a bad file is a usage error.
@@ -58,7 +49,7 @@ pub(crate) async fn post(
 ) -> Result<reqwest::Response, Failure> {
     let mut request = client.post(url).multipart(form);
     if let Some(token) = token {
-        request = request.header(AUTHORIZATION, token.bearer());
+        request = request.bearer_auth(token.expose());
     }
     let response = request.send().await.map_err(|e| {
         // The message names the URL once, without credentials.

@@ -5,27 +5,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
-use cheops_model::Status;
+use cheops_model::{error_chain, Secret, SiteOutput};
 use reqwest::multipart::Form;
-use serde::Deserialize;
 
 use super::args::ShowArgs;
-use cheops_api::error_chain;
-
 use super::http;
 use super::node_url::{self, redacted};
 use super::outcome::Outcome;
 use super::{token, Failure};
-use cheops_api::auth::Secret;
-
-/// What the node answered for one site.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-struct SiteOutput {
-    #[serde(rename = "Status")]
-    status: Status,
-    #[serde(rename = "Output", default)]
-    output: String,
-}
 
 /// A checked request, ready to send.
 pub(crate) struct Request {
@@ -131,6 +118,7 @@ fn render(sites: &BTreeMap<String, SiteOutput>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cheops_model::Status;
 
     #[test]
     fn each_site_shows_its_status_then_its_output_indented() {

@@ -2,7 +2,7 @@
 //! else `CHEOPS_TOKEN`; none when neither is given (a node without tokens
 //! needs none).
 
-use cheops_api::auth::Secret;
+use cheops_model::Secret;
 
 use super::args::NodeArgs;
 use super::Failure;
