@@ -1,5 +1,6 @@
-//! The API's error type and how each error answers: `{"error": "…"}` with a
-//! status saying whose fault it is. 4xx messages tell the caller what to fix;
+//! The error type of every listener of the node (the API, the dump,
+//! Chephren) and how each error answers: `{"error": "…"}` with a status
+//! saying whose fault it is. 4xx messages tell the caller what to fix;
 //! 5xx messages stay generic and the cause goes to the log.
 
 use axum::http::header::RETRY_AFTER;
@@ -19,6 +20,9 @@ pub enum ApiError {
     /// The resource does not exist (and the request gave no way around it).
     #[error("resource {0:?} does not exist")]
     ResourceNotFound(String),
+    /// The resource does not live on this site (Chephren shows only those).
+    #[error("no resource {0:?} on this site")]
+    NotOnThisSite(String),
     /// No route matches the path.
     #[error("no such endpoint: {0}")]
     NoRoute(String),
@@ -45,15 +49,16 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::ResourceNotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::ResourceNotFound(_) | ApiError::NotOnThisSite(_) | ApiError::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Node(ReplicatorError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
             ApiError::Node(ReplicatorError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Node(ReplicatorError::IdTaken(_)) => StatusCode::CONFLICT,
-            ApiError::Node(ReplicatorError::Unavailable(_) | ReplicatorError::Contended { .. }) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Node(ReplicatorError::Contended { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Node(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Node(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,5 +87,26 @@ impl IntoResponse for ApiError {
             message
         };
         (status, Json(ErrorBody::new(message))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chephren and the API answer a database that stopped answering the
+    /// same way: the caller may try again later.
+    #[test]
+    fn a_stalled_database_is_unavailable_not_an_internal_error() {
+        let stalled = ApiError::Node(ReplicatorError::Stalled {
+            context: "GET _all_docs".into(),
+            after: std::time::Duration::from_secs(4),
+        });
+        assert_eq!(stalled.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let broken = ApiError::Node(ReplicatorError::InvalidRequest("x".into()));
+        assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+        let elsewhere = ApiError::NotOnThisSite("r".into());
+        assert_eq!(elsewhere.status(), StatusCode::NOT_FOUND);
+        assert_eq!(elsewhere.to_string(), "no resource \"r\" on this site");
     }
 }

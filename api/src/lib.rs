@@ -1,6 +1,7 @@
 //! The Cheops HTTP API (`/exec`, `/show`, `/show_local`, `/health`,
-//! `/openapi.yml` and the dump listener), and the bearer-token guard of
-//! every listener ([`auth`]). It knows nodes only through the [`Node`]
+//! `/openapi.yml` and the dump listener), and what every listener of the
+//! node shares: the bearer-token guard ([`auth`]), the error answers
+//! ([`ApiError`]) and the fallbacks ([`not_found`], [`method_not_allowed`]). It knows nodes only through the [`Node`]
 //! trait, which the daemon implements for its replicator; `cheops serve`
 //! serves the routers.
 
@@ -26,6 +27,7 @@ use axum::Router;
 
 use auth::{guarded, Access, Tokens};
 pub use error::ApiError;
+pub use fallback::{method_not_allowed, not_found};
 pub use node::{BoxFuture, Node};
 
 /// Limits of the API, and how it reaches its peers.
@@ -87,8 +89,8 @@ pub fn router(node: Arc<dyn Node>, config: ApiConfig) -> Router {
         .merge(guarded(node_calls, tokens, Access::Node))
         .route("/health", get(health::health))
         .route("/openapi.yml", get(openapi::openapi))
-        .fallback(fallback::not_found)
-        .method_not_allowed_fallback(fallback::method_not_allowed)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -101,7 +103,7 @@ pub fn dump_router(node: Arc<dyn Node>, tokens: Arc<Tokens>) -> Router {
         tokens,
         Access::Read,
     )
-    .fallback(fallback::not_found)
-    .method_not_allowed_fallback(fallback::method_not_allowed)
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
     .with_state(node)
 }

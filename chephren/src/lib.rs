@@ -21,7 +21,6 @@ mod block;
 mod cluster;
 mod cors;
 mod documents;
-mod error;
 mod original;
 mod stream;
 mod ui;
@@ -33,6 +32,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use cheops_api::{method_not_allowed, not_found, ApiError};
 use cheops_replicator::{Health, NodeEvent, PeerLiveness, ReplicatorError};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
@@ -41,7 +41,6 @@ use tracing::warn;
 pub use block::{BlockSummary, BlockView, CellStatus, CellView, OperationView, ResolutionView};
 pub use cluster::{ClusterView, SiteState, SiteView};
 pub use cors::parse_origin;
-pub use error::ChephrenError;
 pub use original::{CommandView, NodeView, ResourceSummary, ResourceView};
 
 use documents::Documents;
@@ -112,20 +111,20 @@ pub fn router(
         });
     let router = guard(api)
         .merge(ui::routes())
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed);
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
     match cors::layer(&config.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
     }
 }
 
-async fn documents(state: &AppState) -> Result<Documents, ChephrenError> {
+async fn documents(state: &AppState) -> Result<Documents, ApiError> {
     let all = state.source.documents().await?;
     Ok(Documents::parse(&all))
 }
 
-async fn node(State(state): State<AppState>) -> Result<Json<NodeView>, ChephrenError> {
+async fn node(State(state): State<AppState>) -> Result<Json<NodeView>, ApiError> {
     let docs = documents(&state).await?;
     Ok(Json(original::node(
         state.source.site(),
@@ -134,9 +133,7 @@ async fn node(State(state): State<AppState>) -> Result<Json<NodeView>, ChephrenE
     )))
 }
 
-async fn resources(
-    State(state): State<AppState>,
-) -> Result<Json<Vec<ResourceSummary>>, ChephrenError> {
+async fn resources(State(state): State<AppState>) -> Result<Json<Vec<ResourceSummary>>, ApiError> {
     let docs = documents(&state).await?;
     Ok(Json(original::resources(state.source.site(), &docs)))
 }
@@ -144,11 +141,11 @@ async fn resources(
 async fn resource(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<ResourceView>, ChephrenError> {
+) -> Result<Json<ResourceView>, ApiError> {
     let docs = documents(&state).await?;
     original::resource(state.source.site(), &docs, &id)
         .map(Json)
-        .ok_or(ChephrenError::UnknownResource(id))
+        .ok_or(ApiError::NotOnThisSite(id))
 }
 
 /// Answers even when the database cannot be read: peers' liveness is most
@@ -170,7 +167,7 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
     ))
 }
 
-async fn blocks(State(state): State<AppState>) -> Result<Json<Vec<BlockSummary>>, ChephrenError> {
+async fn blocks(State(state): State<AppState>) -> Result<Json<Vec<BlockSummary>>, ApiError> {
     let docs = documents(&state).await?;
     Ok(Json(block::summaries(state.source.site(), &docs)))
 }
@@ -178,9 +175,9 @@ async fn blocks(State(state): State<AppState>) -> Result<Json<Vec<BlockSummary>>
 async fn block(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<BlockView>, ChephrenError> {
+) -> Result<Json<BlockView>, ApiError> {
     let docs = documents(&state).await?;
     block::block(state.source.site(), &docs, &id)
         .map(Json)
-        .ok_or(ChephrenError::UnknownResource(id))
+        .ok_or(ApiError::NotOnThisSite(id))
 }
