@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use cheops_replicator::NodeApi;
 
-use crate::{ApiError, Node};
+use crate::ApiError;
 
 pub(crate) async fn dump(
-    State(node): State<Arc<dyn Node>>,
+    State(node): State<Arc<dyn NodeApi>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(node.dump().await?))
 }

@@ -9,7 +9,7 @@ use cheops_replicator::Health;
 use crate::AppState;
 
 pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let health = state.node.health().await;
+    let health = state.node.check_health().await;
     let status = if health.is_healthy() {
         StatusCode::OK
     } else {

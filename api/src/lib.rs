@@ -1,9 +1,9 @@
 //! The Cheops HTTP API (`/exec`, `/show`, `/show_local`, `/health`,
 //! `/openapi.yml` and the dump listener), and what every listener of the
 //! node shares: the bearer-token guard ([`auth`]), the error answers
-//! ([`ApiError`]) and the fallbacks ([`not_found`], [`method_not_allowed`]). It knows nodes only through the [`Node`]
-//! trait, which the daemon implements for its replicator; `cheops serve`
-//! serves the routers.
+//! ([`ApiError`]) and the fallbacks ([`not_found`], [`method_not_allowed`]).
+//! It knows a node only through the [`NodeApi`] trait, which the
+//! replicator's node implements; `cheops serve` serves the routers.
 
 pub mod auth;
 mod dump;
@@ -12,7 +12,6 @@ mod exec;
 mod fallback;
 mod form;
 mod health;
-mod node;
 mod openapi;
 mod replies;
 mod resource_id;
@@ -26,9 +25,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use auth::{guarded, Access, Tokens};
+use cheops_replicator::NodeApi;
 pub use error::ApiError;
 pub use fallback::{method_not_allowed, not_found};
-pub use node::{BoxFuture, Node};
 
 /// Limits of the API, and how it reaches its peers.
 #[derive(Debug, Clone)]
@@ -63,7 +62,7 @@ impl Default for ApiConfig {
 /// What every handler of the API shares.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub node: Arc<dyn Node>,
+    pub node: Arc<dyn NodeApi>,
     pub config: Arc<ApiConfig>,
     /// Reused for `/show` fan-out, so connections to peers are pooled.
     pub client: reqwest::Client,
@@ -73,7 +72,7 @@ pub(crate) struct AppState {
 /// and `/openapi.yml` stay open (load balancers and peers probe the first,
 /// the second is public); `/show_local` takes the node or operator token,
 /// `/exec` and `/show` the operator token.
-pub fn router(node: Arc<dyn Node>, config: ApiConfig) -> Router {
+pub fn router(node: Arc<dyn NodeApi>, config: ApiConfig) -> Router {
     let body_limit = config.body_limit;
     let tokens = Arc::clone(&config.tokens);
     let state = AppState {
@@ -97,7 +96,7 @@ pub fn router(node: Arc<dyn Node>, config: ApiConfig) -> Router {
 
 /// The dump listener (off unless a port is given): `GET /` lists the
 /// local database with every document, for the read or operator token.
-pub fn dump_router(node: Arc<dyn Node>, tokens: Arc<Tokens>) -> Router {
+pub fn dump_router(node: Arc<dyn NodeApi>, tokens: Arc<Tokens>) -> Router {
     guarded(
         Router::new().route("/", get(dump::dump)),
         tokens,

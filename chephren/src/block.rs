@@ -7,7 +7,7 @@
 use cheops_model::{Operation, ReplyDocument, ResourceDocument, Status, Timestamp};
 use serde::Serialize;
 
-use crate::documents::Documents;
+use cheops_replicator::Documents;
 
 /// What a site did with an operation. A site that has not replied is
 /// `PENDING`, whether it is slow, offline or about to answer: `TIMEOUT` is
@@ -254,7 +254,7 @@ mod tests {
             reply("s1", "superseded", "OK", "", 8),
         ];
         let rows: Vec<Value> = docs.into_iter().map(|d| json!({"doc": d})).collect();
-        Documents::parse(&json!({ "rows": rows }))
+        Documents::from_all_docs(&json!({ "rows": rows }))
     }
 
     #[test]

@@ -9,7 +9,7 @@ use cheops_replicator::{Health, PeerLiveness, TaskStatus};
 use serde::Serialize;
 
 use crate::block;
-use crate::documents::Documents;
+use cheops_replicator::Documents;
 
 /// A site's state seen from this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -166,7 +166,7 @@ mod tests {
     }
 
     fn docs() -> Documents {
-        Documents::parse(&json!({"rows": [
+        Documents::from_all_docs(&json!({"rows": [
             {"doc": {"_id": "a", "Type": "RESOURCE", "Locations": ["s1", "s2"], "Operations": null, "Config": {"ResolutionMatrix": null}}},
             {"doc": {"_id": "b", "Type": "RESOURCE", "Locations": ["s1", "s2", "s9"], "Config": {"ResolutionMatrix": null},
                      "Operations": [{"Type": "t", "RequestId": "r", "Command": {"Command": "true"}, "Time": "2024-01-01T00:00:01Z"}]}}

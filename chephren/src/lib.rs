@@ -16,56 +16,31 @@
 //!   reply status with its output, and its unresolved conflicts;
 //! - `GET /api/events`: server-sent events as things change;
 //! - `GET /`: the UI itself.
+//!
+//! It reads the node through [`cheops_replicator::NodeWatch`]: typed
+//! resources and replies, never CouchDB's rows.
 
 mod block;
 mod cluster;
 mod cors;
-mod documents;
 mod original;
 mod stream;
 mod ui;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use cheops_api::{method_not_allowed, not_found, ApiError};
-use cheops_replicator::{Health, NodeEvent, PeerLiveness, ReplicatorError};
-use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use cheops_replicator::NodeWatch;
+use tokio::sync::watch;
 use tracing::warn;
 
 pub use block::{BlockSummary, BlockView, CellStatus, CellView, OperationView, ResolutionView};
 pub use cluster::{ClusterView, SiteState, SiteView};
 pub use cors::parse_origin;
 pub use original::{CommandView, NodeView, ResourceSummary, ResourceView};
-
-use documents::Documents;
-
-/// A boxed future, so that [`Source`] can be used as `Arc<dyn Source>`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Where Chephren reads from: the daemon's node, or a fake in tests.
-pub trait Source: Send + Sync + 'static {
-    /// This node's site name.
-    fn site(&self) -> &str;
-
-    /// Every document of the local database (`_all_docs` with documents and
-    /// their conflicts).
-    fn documents(&self) -> BoxFuture<'_, Result<Value, ReplicatorError>>;
-
-    /// The last probe of every peer probed so far.
-    fn peers(&self) -> Vec<PeerLiveness>;
-
-    /// The state of this node's background work.
-    fn health(&self) -> Health;
-
-    /// What changes on this node from now on.
-    fn subscribe(&self) -> broadcast::Receiver<NodeEvent>;
-}
 
 /// How Chephren is reached.
 #[derive(Debug, Clone)]
@@ -79,7 +54,7 @@ pub struct ChephrenConfig {
 
 #[derive(Clone)]
 struct AppState {
-    source: Arc<dyn Source>,
+    node: Arc<dyn NodeWatch>,
     address: String,
     /// Ends the event streams, which would otherwise hold the server open.
     shutdown: watch::Receiver<bool>,
@@ -91,13 +66,13 @@ struct AppState {
 /// browser can load the page that asks for the token. CORS is outermost:
 /// a preflight is answered without a token, as browsers send none with it.
 pub fn router(
-    source: Arc<dyn Source>,
+    node: Arc<dyn NodeWatch>,
     config: ChephrenConfig,
     shutdown: watch::Receiver<bool>,
     guard: impl FnOnce(Router) -> Router,
 ) -> Router {
     let api = Router::new()
-        .route("/api/node", get(node))
+        .route("/api/node", get(this_node))
         .route("/api/resources", get(resources))
         .route("/api/resource/{id}", get(resource))
         .route("/api/cluster", get(cluster))
@@ -105,7 +80,7 @@ pub fn router(
         .route("/api/block/{id}", get(block))
         .route("/api/events", get(stream::events))
         .with_state(AppState {
-            source,
+            node,
             address: config.address,
             shutdown,
         });
@@ -119,31 +94,26 @@ pub fn router(
     }
 }
 
-async fn documents(state: &AppState) -> Result<Documents, ApiError> {
-    let all = state.source.documents().await?;
-    Ok(Documents::parse(&all))
-}
-
-async fn node(State(state): State<AppState>) -> Result<Json<NodeView>, ApiError> {
-    let docs = documents(&state).await?;
+async fn this_node(State(state): State<AppState>) -> Result<Json<NodeView>, ApiError> {
+    let docs = state.node.documents().await?;
     Ok(Json(original::node(
-        state.source.site(),
+        state.node.site(),
         &state.address,
         &docs,
     )))
 }
 
 async fn resources(State(state): State<AppState>) -> Result<Json<Vec<ResourceSummary>>, ApiError> {
-    let docs = documents(&state).await?;
-    Ok(Json(original::resources(state.source.site(), &docs)))
+    let docs = state.node.documents().await?;
+    Ok(Json(original::resources(state.node.site(), &docs)))
 }
 
 async fn resource(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ResourceView>, ApiError> {
-    let docs = documents(&state).await?;
-    original::resource(state.source.site(), &docs, &id)
+    let docs = state.node.documents().await?;
+    original::resource(state.node.site(), &docs, &id)
         .map(Json)
         .ok_or(ApiError::NotOnThisSite(id))
 }
@@ -151,7 +121,7 @@ async fn resource(
 /// Answers even when the database cannot be read: peers' liveness is most
 /// wanted precisely when something is down.
 async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
-    let docs = match documents(&state).await {
+    let docs = match state.node.documents().await {
         Ok(docs) => Some(docs),
         Err(error) => {
             warn!(%error, "chephren: cluster view without the database");
@@ -159,25 +129,25 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
         }
     };
     Json(cluster::cluster(
-        state.source.site(),
+        state.node.site(),
         &state.address,
-        state.source.health(),
-        state.source.peers(),
+        state.node.health(),
+        state.node.peers(),
         docs.as_ref(),
     ))
 }
 
 async fn blocks(State(state): State<AppState>) -> Result<Json<Vec<BlockSummary>>, ApiError> {
-    let docs = documents(&state).await?;
-    Ok(Json(block::summaries(state.source.site(), &docs)))
+    let docs = state.node.documents().await?;
+    Ok(Json(block::summaries(state.node.site(), &docs)))
 }
 
 async fn block(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<BlockView>, ApiError> {
-    let docs = documents(&state).await?;
-    block::block(state.source.site(), &docs, &id)
+    let docs = state.node.documents().await?;
+    block::block(state.node.site(), &docs, &id)
         .map(Json)
         .ok_or(ApiError::NotOnThisSite(id))
 }

@@ -6,7 +6,7 @@
 use cheops_model::{ReplyDocument, Timestamp};
 use serde::Serialize;
 
-use crate::documents::Documents;
+use cheops_replicator::Documents;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,7 +114,7 @@ mod tests {
             json!({"_id": "r3", "Type": "REPLY", "Site": "s2", "ResourceId": "a", "RequestId": "1", "Status": "OK", "Input": "set", "Output": "", "Locations": ["s1", "s2"], "ExecutionTime": "2024-01-01T00:00:05Z"}),
         ];
         let rows: Vec<Value> = docs.into_iter().map(|d| json!({"doc": d})).collect();
-        Documents::parse(&json!({ "rows": rows }))
+        Documents::from_all_docs(&json!({ "rows": rows }))
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::AppState;
 pub(crate) async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let receiver = state.source.subscribe();
+    let receiver = state.node.subscribe();
     let stream = futures::stream::unfold(
         (receiver, state.shutdown),
         |(mut receiver, mut shutdown)| async move {

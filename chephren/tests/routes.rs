@@ -6,9 +6,11 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use cheops_api::auth::{guarded, Access, Secret, Tokens};
-use cheops_chephren::{router, BoxFuture, ChephrenConfig, Source};
+use cheops_chephren::{router, ChephrenConfig};
 use cheops_model::Status;
-use cheops_replicator::{Health, NodeEvent, PeerLiveness, ReplicatorError};
+use cheops_replicator::{
+    BoxFuture, Documents, Health, NodeEvent, NodeWatch, PeerLiveness, ReplicatorError,
+};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
@@ -19,19 +21,20 @@ struct Fake {
     events: broadcast::Sender<NodeEvent>,
 }
 
-impl Source for Fake {
+impl NodeWatch for Fake {
     fn site(&self) -> &str {
         "site1"
     }
 
-    fn documents(&self) -> BoxFuture<'_, Result<Value, ReplicatorError>> {
+    fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>> {
         let docs = self.docs.lock().unwrap().clone();
         Box::pin(async move {
-            docs.map_err(|()| ReplicatorError::Couch {
-                status: 500,
-                context: "GET _all_docs".into(),
-                body: "broken".into(),
-            })
+            docs.map(|all| Documents::from_all_docs(&all))
+                .map_err(|()| ReplicatorError::Couch {
+                    status: 500,
+                    context: "GET _all_docs".into(),
+                    body: "broken".into(),
+                })
         })
     }
 

@@ -2,7 +2,6 @@
 
 mod config;
 mod listener;
-mod live_node;
 mod logging;
 
 use std::net::SocketAddr;
@@ -92,13 +91,12 @@ async fn run(settings: config::Settings) -> Result<(), String> {
 
     let supervisor = Supervisor::new(node.tasks().clone());
     let spawner = supervisor.spawner();
-    let live = Arc::new(live_node::LiveNode(node.clone()));
-    let shared: Arc<dyn cheops_api::Node> = live.clone();
-    let api = cheops_api::router(Arc::clone(&shared), settings.api.clone());
+    let shared = Arc::new(node.clone());
+    let api = cheops_api::router(Arc::clone(&shared) as _, settings.api.clone());
     let tokens = Arc::clone(&settings.tokens);
     let read_only = |api| guarded(api, tokens, Access::Read);
     let chephren = cheops_chephren::router(
-        live,
+        Arc::clone(&shared) as _,
         settings.chephren.clone(),
         spawner.shutdown(),
         read_only,

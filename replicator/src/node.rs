@@ -24,7 +24,8 @@ use crate::runner::{Runner, RunnerParts};
 use crate::store::flush_loop;
 use crate::supervisor::{Spawner, Tasks};
 use crate::{
-    backoff, ClientOptions, Health, ReplicatorError, ReplyHub, Sites, Submission, Submitted,
+    backoff, ClientOptions, Documents, Health, ReplicatorError, ReplyHub, Sites, Submission,
+    Submitted,
 };
 
 pub use crate::oversize::DEFAULT_MAX_REPLY_BYTES;
@@ -382,6 +383,11 @@ impl Node {
     /// Every document of the local database.
     pub async fn dump(&self) -> Result<Value, ReplicatorError> {
         self.couch.all_docs().await
+    }
+
+    /// Every resource and reply of the local database, read in one request.
+    pub async fn documents(&self) -> Result<Documents, ReplicatorError> {
+        Ok(Documents::from_all_docs(&self.couch.all_docs().await?))
     }
 
     /// Whether CouchDB answers right now, with the follower's state; never

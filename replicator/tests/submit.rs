@@ -1,5 +1,6 @@
 //! What `Node::submit` refuses, against a fake CouchDB that records every
-//! request: each refusal is a clear error and writes nothing.
+//! request: each refusal is a clear error and writes nothing. And what the
+//! HTTP layers read through the node's seam.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,8 +10,8 @@ use std::time::Duration;
 use cheops_backends::ShellBackend;
 use cheops_model::{Operation, ShellCommand, Timestamp};
 use cheops_replicator::{
-    ClientOptions, DatabaseAccess, Node, NodeConfig, ReplicatorError, SiteUrls, Sites, Submission,
-    DEFAULT_MAX_REPLY_BYTES,
+    ClientOptions, DatabaseAccess, Node, NodeApi, NodeConfig, NodeWatch, ReplicatorError, SiteUrls,
+    Sites, Submission, DEFAULT_MAX_REPLY_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -204,4 +205,35 @@ async fn a_site_that_is_not_a_known_peer_is_refused_before_any_request() {
         );
     }
     assert!(requests.lock().unwrap().is_empty());
+}
+
+/// Chephren gets the database as typed resources and replies from the node
+/// itself, and the API the peers' URLs: no adapter, no CouchDB row above
+/// the replicator.
+#[tokio::test]
+async fn the_node_serves_the_http_layers_through_its_seam() {
+    const ALL_DOCS: &str = r#"{"total_rows": 3, "offset": 0, "rows": [
+        {"id": "_design/cheops", "doc": {"_id": "_design/cheops", "views": {}}},
+        {"id": "r", "doc": {"_id": "r", "Type": "RESOURCE", "Locations": ["site1"], "Operations": null,
+                            "Config": {"ResolutionMatrix": null}, "_conflicts": ["2-b"]}},
+        {"id": "x", "doc": {"_id": "x", "Type": "REPLY", "Site": "site1", "ResourceId": "r",
+                            "RequestId": "q", "Status": "OK", "Output": "hi"}}]}"#;
+    let (url, requests) = fake_couch((200, ALL_DOCS), CREATED).await;
+    let node = Arc::new(node(&url, 8_000_000));
+    let watch: Arc<dyn NodeWatch> = node.clone();
+    let docs = watch.documents().await.unwrap();
+    let ids: Vec<&str> = docs.resources.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["r"], "the design document is left out");
+    assert_eq!(docs.resources[0].conflicts, ["2-b"]);
+    assert_eq!(docs.replies_of("r")[0].output, "hi");
+    assert_eq!(
+        requests.lock().unwrap().as_slice(),
+        ["GET /cheops/_all_docs?include_docs=true&conflicts=true"],
+        "one request reads everything"
+    );
+
+    let api: Arc<dyn NodeApi> = node;
+    assert_eq!(api.site(), "site1");
+    assert_eq!(api.api_url("site2").as_deref(), Ok("http://127.0.0.1:1"));
+    assert!(api.api_url("site9").is_err(), "an unknown site is refused");
 }

@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use cheops_api::{BoxFuture, Node};
 use cheops_backends::{CommandResult, Outcome};
 use cheops_model::{ReplyDocument, ShellCommand, Status};
-use cheops_replicator::{Health, ReplicatorError, ReplyHub, Submission, Submitted};
+use cheops_replicator::{
+    BoxFuture, Health, NodeApi, ReplicatorError, ReplyHub, Submission, Submitted,
+};
 
 pub struct FakeNode {
     site: String,
@@ -86,7 +87,7 @@ impl FakeNode {
     }
 }
 
-impl Node for FakeNode {
+impl NodeApi for FakeNode {
     fn site(&self) -> &str {
         &self.site
     }
@@ -158,7 +159,7 @@ impl Node for FakeNode {
         })
     }
 
-    fn health(&self) -> BoxFuture<'_, Health> {
+    fn check_health(&self) -> BoxFuture<'_, Health> {
         Box::pin(async move { self.health.lock().unwrap().clone() })
     }
 }

@@ -1,7 +1,8 @@
-//! The local database as Chephren reads it: an `_all_docs` answer sorted,
-//! once per request, into resources and replies. Design documents and
-//! documents Cheops did not write are left out; so is a document of a known
-//! type that does not read as one (it cannot be shown faithfully).
+//! The local database as the web UI reads it: an `_all_docs` answer sorted,
+//! once per request, into resources and replies, so that no HTTP layer reads
+//! CouchDB rows. Design documents and documents Cheops did not write are
+//! left out; so is a document of a known type that does not read as one (it
+//! cannot be shown faithfully).
 
 use std::collections::BTreeMap;
 
@@ -19,9 +20,33 @@ pub struct Documents {
 }
 
 impl Documents {
+    /// Resources sorted by id, and replies grouped by resource, oldest
+    /// first.
+    pub fn new(
+        mut resources: Vec<ResourceDocument>,
+        replies: impl IntoIterator<Item = ReplyDocument>,
+    ) -> Documents {
+        resources.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut grouped: BTreeMap<String, Vec<ReplyDocument>> = BTreeMap::new();
+        for reply in replies {
+            grouped
+                .entry(reply.resource_id.clone())
+                .or_default()
+                .push(reply);
+        }
+        for replies in grouped.values_mut() {
+            replies.sort_by_key(|r| r.execution_time);
+        }
+        Documents {
+            resources,
+            replies: grouped,
+        }
+    }
+
     /// Reads an `_all_docs?include_docs=true&conflicts=true` answer.
-    pub fn parse(all_docs: &Value) -> Documents {
-        let mut documents = Documents::default();
+    pub fn from_all_docs(all_docs: &Value) -> Documents {
+        let mut resources = Vec::new();
+        let mut replies = Vec::new();
         let docs = all_docs["rows"]
             .as_array()
             .into_iter()
@@ -30,24 +55,12 @@ impl Documents {
         for doc in docs {
             let kind = DocumentKind::deserialize(doc).unwrap_or_default();
             if kind.is_resource() {
-                if let Ok(resource) = ResourceDocument::deserialize(doc) {
-                    documents.resources.push(resource);
-                }
+                resources.extend(ResourceDocument::deserialize(doc).ok());
             } else if kind.is_reply() {
-                if let Ok(reply) = ReplyDocument::deserialize(doc) {
-                    documents
-                        .replies
-                        .entry(reply.resource_id.clone())
-                        .or_default()
-                        .push(reply);
-                }
+                replies.extend(ReplyDocument::deserialize(doc).ok());
             }
         }
-        documents.resources.sort_by(|a, b| a.id.cmp(&b.id));
-        for replies in documents.replies.values_mut() {
-            replies.sort_by_key(|r| r.execution_time);
-        }
-        documents
+        Documents::new(resources, replies)
     }
 
     /// The resources that live on `site`.
@@ -87,7 +100,7 @@ mod tests {
             {"id": "other", "doc": {"_id": "other", "hello": "world"}},
             {"id": "gone", "value": {"deleted": true}}
         ]});
-        let docs = Documents::parse(&all);
+        let docs = Documents::from_all_docs(&all);
         let ids: Vec<&str> = docs.resources.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"], "sorted by id, the unreadable one left out");
         assert_eq!(docs.resources[0].conflicts, ["2-x"]);

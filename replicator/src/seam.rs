@@ -1,0 +1,126 @@
+//! The node as the HTTP layers see it, so that they never talk to CouchDB
+//! or read its rows themselves: [`NodeApi`] for the API and the dump
+//! listener, [`NodeWatch`] for the web UI. [`Node`] implements both; tests
+//! of the HTTP layers implement them with fakes.
+
+use cheops_backends::CommandResult;
+use cheops_model::ShellCommand;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+pub use futures::future::BoxFuture;
+
+use crate::{
+    Documents, Health, Node, NodeEvent, PeerLiveness, ReplicatorError, Submission, Submitted,
+};
+
+/// What the API asks of a node: store operations, run show commands, find
+/// the other sites, and dump the database.
+pub trait NodeApi: Send + Sync + 'static {
+    /// This node's site name.
+    fn site(&self) -> &str;
+
+    /// Stores the operation (creating the resource if needed), having
+    /// subscribed to its replies first so that none is missed.
+    ///
+    /// `ReplicatorError::InvalidRequest` means nothing was stored and the
+    /// message tells the caller why.
+    fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, ReplicatorError>>;
+
+    /// The Locations of a stored resource, `None` when it does not exist.
+    fn locations<'a>(
+        &'a self,
+        resource_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ReplicatorError>>;
+
+    /// Runs one command locally through the backend (for `/show_local`); it
+    /// is neither stored nor replicated.
+    fn run_local(&self, command: ShellCommand) -> BoxFuture<'_, CommandResult>;
+
+    /// The API base URL of a site (for `/show` fan-out), such as
+    /// `http://127.0.0.1:7001`; or, for a site that is not a site name or
+    /// that the operator did not configure, why it cannot be asked.
+    fn api_url(&self, site: &str) -> Result<String, String>;
+
+    /// Every document of the local database: the raw
+    /// `_all_docs?include_docs=true` JSON, which the dump serves as is.
+    fn dump(&self) -> BoxFuture<'_, Result<Value, ReplicatorError>>;
+
+    /// Whether CouchDB answers right now, with the state of the node's
+    /// background work.
+    fn check_health(&self) -> BoxFuture<'_, Health>;
+}
+
+/// What the web UI reads of a node, typed.
+pub trait NodeWatch: Send + Sync + 'static {
+    /// This node's site name.
+    fn site(&self) -> &str;
+
+    /// Every resource (with its conflicts) and reply of the local database.
+    fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>>;
+
+    /// The last probe of every peer probed so far.
+    fn peers(&self) -> Vec<PeerLiveness>;
+
+    /// The state of this node's background work, as last seen.
+    fn health(&self) -> Health;
+
+    /// What changes on this node from now on.
+    fn subscribe(&self) -> broadcast::Receiver<NodeEvent>;
+}
+
+impl NodeApi for Node {
+    fn site(&self) -> &str {
+        Node::site(self)
+    }
+
+    fn submit(&self, submission: Submission) -> BoxFuture<'_, Result<Submitted, ReplicatorError>> {
+        Box::pin(Node::submit(self, submission))
+    }
+
+    fn locations<'a>(
+        &'a self,
+        resource_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ReplicatorError>> {
+        Box::pin(Node::locations(self, resource_id))
+    }
+
+    fn run_local(&self, command: ShellCommand) -> BoxFuture<'_, CommandResult> {
+        Box::pin(Node::run_local(self, command))
+    }
+
+    fn api_url(&self, site: &str) -> Result<String, String> {
+        let urls = self.sites().resolve(site)?;
+        Ok(urls.api.trim_end_matches('/').to_owned())
+    }
+
+    fn dump(&self) -> BoxFuture<'_, Result<Value, ReplicatorError>> {
+        Box::pin(Node::dump(self))
+    }
+
+    fn check_health(&self) -> BoxFuture<'_, Health> {
+        Box::pin(Node::check_health(self))
+    }
+}
+
+impl NodeWatch for Node {
+    fn site(&self) -> &str {
+        Node::site(self)
+    }
+
+    fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>> {
+        Box::pin(Node::documents(self))
+    }
+
+    fn peers(&self) -> Vec<PeerLiveness> {
+        Node::peers(self)
+    }
+
+    fn health(&self) -> Health {
+        Node::health(self)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        Node::subscribe(self)
+    }
+}
