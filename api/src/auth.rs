@@ -397,12 +397,8 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_checked_and_never_shown() {
-        assert!(Secret::new("short").is_err());
-        assert!(Secret::new("has a space in it!!").is_err());
-        let secret = Secret::new(" long-enough-token-1\n").unwrap();
-        assert_eq!(secret.expose(), "long-enough-token-1");
-        assert!(!format!("{secret:?}").contains("long-enough"));
+    fn token_sets_are_checked_and_never_shown() {
+        let secret = secret("long-enough-token-1");
         assert!(!format!("{:?}", tokens()).contains("token-0123"));
         assert!(Tokens::new(None, Some(secret.clone()), None).is_err());
         assert!(Tokens::new(Some(secret.clone()), Some(secret), None).is_err());
