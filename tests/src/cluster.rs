@@ -187,7 +187,7 @@ pub const TOKEN_FILE: &str = "token";
 const READ_TOKEN_FILE: &str = "read-token";
 const NODE_TOKEN_FILE: &str = "node-token";
 /// Every token file, which `deploy/local/cluster down` removes.
-pub(crate) const TOKEN_FILES: [&str; 3] = [TOKEN_FILE, READ_TOKEN_FILE, NODE_TOKEN_FILE];
+pub const TOKEN_FILES: [&str; 3] = [TOKEN_FILE, READ_TOKEN_FILE, NODE_TOKEN_FILE];
 
 impl Tokens {
     fn generate(root: &Path) -> Tokens {

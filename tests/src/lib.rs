@@ -5,10 +5,8 @@
 //! Everything a [`Cluster`] starts is killed when it is dropped, including
 //! when a test panics.
 
-pub mod bench;
 mod cluster;
 pub mod convergence;
-pub mod local;
 pub mod network;
 mod process;
 pub mod python;
@@ -17,6 +15,9 @@ mod wait;
 
 pub use cluster::{
     absent_peer, authorized_client, Cluster, ClusterOptions, Exec, NodeInfo, Process, TOKEN_FILE,
+    TOKEN_FILES,
 };
-pub use process::{cheops_binary, free_port, release_cheops_binary};
+pub use process::{
+    cheops_binary, find_program, free_port, release_cheops_binary, workspace, REDIS_HINT,
+};
 pub use wait::eventually;

@@ -19,9 +19,9 @@ use serde_json::Value;
 
 use super::client::Outcome;
 use super::plan::{site, Action, Plan, Resource};
-use crate::convergence::{check, Snapshot};
-use crate::local::Fault;
-use crate::Process;
+use crate::Fault;
+use cheops_tests::convergence::{check, Snapshot};
+use cheops_tests::Process;
 
 /// The violations found, by kind; each entry says what and where.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use crate::local::Fault;
-use crate::Process;
+use crate::Fault;
+use cheops_tests::Process;
 
 /// The matrix of the one resource that has one (the original scenarios'):
 /// a later set wins over what came before it, an add builds on the set

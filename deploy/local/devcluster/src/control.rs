@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::{files, Failure};
-use crate::{Cluster, Process};
+use cheops_tests::{Cluster, Process};
 
 /// How long `ask` waits for an answer: a restart waits for the node to be
 /// healthy, up to a minute.

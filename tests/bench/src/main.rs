@@ -1,12 +1,12 @@
 //! `cheops-bench`: latency, throughput, convergence and footprint of a
 //! local three-site cluster, against the floor of the same sidecars and
-//! replications without Cheops. See `cheops_tests::bench`.
+//! replications without Cheops. See `cheops_bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cheops_tests::bench::{self, Params, Part};
+use cheops_bench::{self as bench, Params, Part};
 use clap::{Parser, ValueEnum};
 
 /// Measures a local Cheops cluster (3 sites) the same way every time;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::client::ExecClient;
 use super::{Failure, SITES};
-use crate::Cluster;
+use cheops_tests::Cluster;
 
 /// The resource every site writes to.
 const RESOURCE: &str = "bench-convergence";

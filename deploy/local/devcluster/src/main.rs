@@ -1,10 +1,10 @@
 //! `cheops-cluster`: the local cluster behind `deploy/local/cluster`
-//! (which builds it and runs it). See `cheops_tests::local`.
+//! (which builds it and runs it). See `cheops_devcluster`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cheops_tests::local::{self, ChaosOptions, Fault, UpOptions};
+use cheops_devcluster::{self as local, ChaosOptions, Fault, UpOptions};
 use cheops_tests::Process;
 use clap::{Parser, Subcommand};
 

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::feed::Feed;
 use super::{Failure, SITES};
-use crate::Cluster;
+use cheops_tests::Cluster;
 
 /// The `Type` of the floor's documents.
 const KIND: &str = "BENCH";

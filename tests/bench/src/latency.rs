@@ -17,7 +17,7 @@ use super::floor::{self, RoundTrip};
 use super::stats::Latencies;
 use super::usage::{Processes, Window};
 use super::{Failure, SITES};
-use crate::Cluster;
+use cheops_tests::Cluster;
 
 /// The resource the execs go to; its block grows by one operation each.
 const RESOURCE: &str = "bench-latency";

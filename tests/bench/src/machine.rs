@@ -31,7 +31,7 @@ pub fn describe() -> Value {
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program)
         .args(args)
-        .current_dir(crate::process::workspace())
+        .current_dir(cheops_tests::workspace())
         .output()
         .ok()?;
     out.status

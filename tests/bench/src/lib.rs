@@ -36,7 +36,7 @@ mod usage;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{Cluster, ClusterOptions};
+use cheops_tests::{Cluster, ClusterOptions};
 
 pub use report::Report;
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::feed::Feed;
 use super::usage::{Sampler, Window};
 use super::{Failure, SITES};
-use crate::Cluster;
+use cheops_tests::Cluster;
 
 /// Documents per `_bulk_docs` request.
 const CHUNK: usize = 1000;
