@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cheops_model::ReplyDocument;
@@ -11,7 +12,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use crate::convergence::{check, Snapshot};
-use crate::network::{Gate, Network};
+use crate::network::{counter, Gate, Network, Traffic};
 use crate::process::{cheops_binary, free_port, redis_server, sidecar_script, Owned};
 use crate::tls::{TestCa, TlsFiles};
 use crate::wait::eventually;
@@ -37,6 +38,10 @@ pub struct NodeInfo {
     /// With TLS: the port of the `https://` front of its sidecar, and the
     /// cluster's CA and certificate files (every listener serves HTTPS).
     pub tls: Option<(u16, TlsFiles)>,
+    /// With [`ClusterOptions::count_traffic`]: the port of the relay that
+    /// counts the bytes to and from its sidecar, which everyone reaches it
+    /// through.
+    pub counted_port: Option<u16>,
 }
 
 impl NodeInfo {
@@ -57,12 +62,13 @@ impl NodeInfo {
     }
 
     /// The node's database, credentials included (through its `https://`
-    /// front with TLS).
+    /// front with TLS, and its counting relay when traffic is counted).
     pub fn couch_url(&self) -> String {
-        let port = self
-            .tls
-            .as_ref()
-            .map_or(self.couch_port, |(front, _)| *front);
+        let port = self.counted_port.unwrap_or_else(|| {
+            self.tls
+                .as_ref()
+                .map_or(self.couch_port, |(front, _)| *front)
+        });
         format!("{}://{ADMIN}@127.0.0.1:{port}/cheops", self.scheme())
     }
 
@@ -112,6 +118,7 @@ struct Node {
     redis: Option<Owned>,
     _gate: Gate,
     _front: Option<Gate>,
+    counter: Option<(Gate, Arc<Traffic>)>,
     /// How many times its daemon was started (names its log files).
     starts: usize,
 }
@@ -141,6 +148,9 @@ pub struct ClusterOptions {
     /// its caller. The daemons never see the harness's own environment's
     /// `CHEOPS_*` variables otherwise.
     pub env: Vec<(String, String)>,
+    /// Count the bytes every sidecar sends and receives (see
+    /// [`Cluster::sidecar_bytes`]), through a relay in front of it.
+    pub count_traffic: bool,
 }
 
 impl Default for ClusterOptions {
@@ -154,6 +164,7 @@ impl Default for ClusterOptions {
             tls: false,
             daemon_args: Vec::new(),
             env: Vec::new(),
+            count_traffic: false,
         }
     }
 }
@@ -307,7 +318,18 @@ impl Cluster {
                 ),
                 None => None,
             };
-            let reached = front.as_ref().map_or(couch_port, |front| front.port);
+            let mut reached = front.as_ref().map_or(couch_port, |front| front.port);
+            let counter = match options.count_traffic {
+                true => Some(
+                    counter(([127, 0, 0, 1], reached).into())
+                        .await
+                        .expect("cannot open a counting relay"),
+                ),
+                false => None,
+            };
+            if let Some((relay, _)) = &counter {
+                reached = relay.port;
+            }
             let gate = cluster
                 .network
                 .gate(([127, 0, 0, 1], reached).into())
@@ -326,6 +348,7 @@ impl Cluster {
                     .as_ref()
                     .zip(tls_files.clone())
                     .map(|(front, files)| (front.port, files)),
+                counted_port: counter.as_ref().map(|(relay, _)| relay.port),
             };
             std::fs::create_dir_all(info.app_dir()).expect("cannot create a node directory");
             let sidecar = spawn_sidecar(&info);
@@ -337,6 +360,7 @@ impl Cluster {
                 redis,
                 _gate: gate,
                 _front: front,
+                counter,
                 starts: 0,
             });
         }
@@ -546,6 +570,21 @@ impl Cluster {
     /// for reading its resource use in `/proc`.
     pub fn daemon_pid(&self, i: usize) -> Option<u32> {
         self.nodes[i].daemon.pid()
+    }
+
+    /// The bytes sent to node `i`'s sidecar and received from it so far, by
+    /// everyone, when the cluster counts traffic.
+    pub fn sidecar_bytes(&self, i: usize) -> Option<(u64, u64)> {
+        self.nodes[i]
+            .counter
+            .as_ref()
+            .map(|(_, traffic)| traffic.bytes())
+    }
+
+    /// Node `i`'s sidecar's own log: one `[info]` line per HTTP request it
+    /// answered.
+    pub fn sidecar_log(&self, i: usize) -> PathBuf {
+        self.node(i).dir.join("couchdb").join("log.txt")
     }
 
     /// The process id of node `i`'s sidecar (its start script execs the

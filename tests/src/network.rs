@@ -9,8 +9,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -50,8 +53,36 @@ impl Network {
     pub async fn gate(&self, target: SocketAddr) -> std::io::Result<Gate> {
         let listener = TcpListener::bind(("127.0.0.1", free_port())).await?;
         let port = listener.local_addr()?.port();
-        let task = tokio::spawn(relay(listener, target, self.cut.subscribe()));
+        let task = tokio::spawn(relay(listener, target, Some(self.cut.subscribe()), None));
         Ok(Gate { port, task })
+    }
+}
+
+/// A relay on a free local port that is never cut and counts the bytes it
+/// carries: in front of a sidecar, what every client of it (its daemon, its
+/// peers' replications through the gate, a benchmark) sends and receives.
+pub async fn counter(target: SocketAddr) -> std::io::Result<(Gate, Arc<Traffic>)> {
+    let listener = TcpListener::bind(("127.0.0.1", free_port())).await?;
+    let port = listener.local_addr()?.port();
+    let traffic = Arc::new(Traffic::default());
+    let task = tokio::spawn(relay(listener, target, None, Some(traffic.clone())));
+    Ok((Gate { port, task }, traffic))
+}
+
+/// The bytes a counting relay carried so far, each way.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    to_target: AtomicU64,
+    from_target: AtomicU64,
+}
+
+impl Traffic {
+    /// Bytes sent to the target (requests) and received from it (answers).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.to_target.load(Ordering::Relaxed),
+            self.from_target.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -68,25 +99,71 @@ impl Drop for Gate {
     }
 }
 
-async fn relay(listener: TcpListener, target: SocketAddr, cut: watch::Receiver<bool>) {
+async fn relay(
+    listener: TcpListener,
+    target: SocketAddr,
+    cut: Option<watch::Receiver<bool>>,
+    traffic: Option<Arc<Traffic>>,
+) {
     accept_each(listener, |inbound| {
-        if *cut.borrow() {
+        let mut cut = cut.clone();
+        if cut.as_ref().is_some_and(|cut| *cut.borrow()) {
             // Closed at once: the peer sees its connection fail.
             return None;
         }
-        let mut cut = cut.clone();
+        let traffic = traffic.clone();
         Some(async move {
-            let Ok(mut outbound) = TcpStream::connect(target).await else {
+            let Ok(outbound) = TcpStream::connect(target).await else {
                 return;
             };
-            let mut inbound = inbound;
-            tokio::select! {
-                _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-                _ = cut.wait_for(|cut| *cut) => {}
+            let (in_read, in_write) = inbound.into_split();
+            let (out_read, out_write) = outbound.into_split();
+            let to = traffic.as_ref().map(|t| &t.to_target);
+            let from = traffic.as_ref().map(|t| &t.from_target);
+            let both = both_ways(pipe(in_read, out_write, to), pipe(out_read, in_write, from));
+            match &mut cut {
+                Some(cut) => {
+                    tokio::select! {
+                        _ = both => {}
+                        _ = cut.wait_for(|cut| *cut) => {}
+                    }
+                }
+                None => {
+                    both.await;
+                }
             }
         })
     })
     .await;
+}
+
+/// Both directions of a relayed connection: until each has ended, or
+/// either failed (as `copy_bidirectional` does).
+async fn both_ways(a: impl Future<Output = bool>, b: impl Future<Output = bool>) {
+    tokio::pin!(a, b);
+    tokio::select! {
+        ended = &mut a => if ended { b.await; },
+        ended = &mut b => if ended { a.await; },
+    }
+}
+
+/// Copies one direction of a relayed connection, counting the bytes, and
+/// passes its end on (half-close). False if it failed.
+async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, count: Option<&AtomicU64>) -> bool {
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) => return to.shutdown().await.is_ok(),
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if let Some(count) = count {
+            count.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return false;
+        }
+    }
 }
 
 /// Accepts connections on `listener` for ever, each served by the task
@@ -109,5 +186,33 @@ where
         if let Some(task) = handle(inbound) {
             connections.spawn(task);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_counter_relays_both_ways_and_counts_every_byte() {
+        // A target that answers each connection with twice what it read.
+        let target = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let address = target.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = target.accept().await.unwrap();
+            let mut request = Vec::new();
+            socket.read_to_end(&mut request).await.unwrap();
+            socket.write_all(&request.repeat(2)).await.unwrap();
+        });
+        let (relay, traffic) = counter(address).await.unwrap();
+        let mut client = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+        let request = vec![7u8; 100_000];
+        client.write_all(&request).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer.len(), 200_000);
+        // Each chunk is counted before it is passed on: all was counted.
+        assert_eq!(traffic.bytes(), (100_000, 200_000));
     }
 }

@@ -61,8 +61,8 @@ impl ExecClient {
         command: &str,
         op_type: &str,
     ) -> Result<Done, Failure> {
-        self.send(via, id, command, op_type, Some(&format!("site{}", via + 1)))
-            .await
+        let until = format!("site{}", via + 1);
+        self.send(via, id, command, op_type, Some(&until)).await
     }
 
     async fn send(

@@ -15,6 +15,7 @@ use super::client::ExecClient;
 use super::feed::Feed;
 use super::floor::{self, RoundTrip};
 use super::stats::Latencies;
+use super::traffic::{between, Counts, Meter};
 use super::usage::{Processes, Window};
 use super::{Failure, SITES};
 use cheops_tests::Cluster;
@@ -29,12 +30,28 @@ pub struct Series {
     pub latencies: Latencies,
     /// What the processes spent during these rounds only.
     pub usage: Window,
+    /// What each sidecar was asked during these rounds only.
+    pub traffic: Vec<Counts>,
+}
+
+/// The cluster's processes and sidecars, read before and after each round.
+struct Gauges<'a> {
+    cluster: &'a Cluster,
+    processes: Processes,
+    meter: Meter,
+}
+
+/// The gauges' readings at a round's start.
+struct Mark {
+    cpu: Vec<f64>,
+    traffic: Vec<Counts>,
 }
 
 /// Rounds of one kind, as they are timed.
 struct Timed {
     samples: Vec<Duration>,
     cpu: Vec<f64>,
+    traffic: Vec<Counts>,
     started: Instant,
     elapsed: Duration,
 }
@@ -44,25 +61,29 @@ impl Timed {
         Timed {
             samples: Vec::new(),
             cpu: vec![0.0; processes.len()],
+            traffic: vec![Counts::default(); SITES],
             started: Instant::now(),
             elapsed: Duration::ZERO,
         }
     }
 
-    fn start(&mut self, processes: &Processes) -> Result<Vec<f64>, Failure> {
+    fn start(&mut self, gauges: &mut Gauges) -> Result<Mark, Failure> {
         self.started = Instant::now();
-        processes.cpu()
+        Ok(Mark {
+            cpu: gauges.processes.cpu()?,
+            traffic: gauges.meter.read(gauges.cluster)?,
+        })
     }
 
-    fn end(
-        &mut self,
-        processes: &Processes,
-        cpu: Vec<f64>,
-        sample: Duration,
-    ) -> Result<(), Failure> {
+    fn end(&mut self, gauges: &mut Gauges, mark: Mark, sample: Duration) -> Result<(), Failure> {
         self.elapsed += self.started.elapsed();
-        for ((total, after), before) in self.cpu.iter_mut().zip(processes.cpu()?).zip(cpu) {
+        let cpu = gauges.processes.cpu()?;
+        for ((total, after), before) in self.cpu.iter_mut().zip(cpu).zip(mark.cpu) {
             *total += after - before;
+        }
+        let traffic = between(&mark.traffic, &gauges.meter.read(gauges.cluster)?);
+        for (total, round) in self.traffic.iter_mut().zip(&traffic) {
+            total.add(round);
         }
         self.samples.push(sample);
         Ok(())
@@ -72,6 +93,7 @@ impl Timed {
         Ok(Series {
             usage: processes.window(self.elapsed, self.cpu)?,
             latencies: Latencies::of(self.samples),
+            traffic: self.traffic,
         })
     }
 }
@@ -85,23 +107,27 @@ pub async fn measure(
     floor: bool,
     exec: bool,
 ) -> Result<(Option<Series>, Option<Series>), Failure> {
-    let processes = Processes::of(cluster);
+    let mut gauges = Gauges {
+        cluster,
+        processes: Processes::of(cluster),
+        meter: Meter::start(cluster)?,
+    };
     let mut round_trip = match floor {
         true => Some(RoundTrip::open(cluster).await?),
         false => None,
     };
     let mut settle = Settle::open(cluster).await?;
-    let mut floors = Timed::new(&processes);
-    let mut execs = Timed::new(&processes);
+    let mut floors = Timed::new(&gauges.processes);
+    let mut execs = Timed::new(&gauges.processes);
     for n in 0..samples {
         if let Some(round_trip) = &mut round_trip {
-            let cpu = floors.start(&processes)?;
+            let mark = floors.start(&mut gauges)?;
             let (round, sample) = round_trip.time().await?;
             settle.wait(|doc| floor::of_round(doc, round)).await?;
-            floors.end(&processes, cpu, sample)?;
+            floors.end(&mut gauges, mark, sample)?;
         }
         if exec {
-            let cpu = execs.start(&processes)?;
+            let mark = execs.start(&mut gauges)?;
             let done = client.exec(0, RESOURCE, "true", "add").await?;
             if done.replied < SITES {
                 return Err(format!(
@@ -112,15 +138,15 @@ pub async fn measure(
             settle
                 .wait(|doc| doc["Type"] == "REPLY" && doc["RequestId"] == done.request.as_str())
                 .await?;
-            execs.end(&processes, cpu, done.elapsed)?;
+            execs.end(&mut gauges, mark, done.elapsed)?;
         }
     }
     let floor = match floor {
-        true => Some(floors.series(&processes)?),
+        true => Some(floors.series(&gauges.processes)?),
         false => None,
     };
     let exec = match exec {
-        true => Some(execs.series(&processes)?),
+        true => Some(execs.series(&gauges.processes)?),
         false => None,
     };
     Ok((floor, exec))

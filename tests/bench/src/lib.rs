@@ -13,24 +13,31 @@
 //!   partition, then the time from the heal until the cluster converged;
 //! - throughput: concurrent clients over many resources for a fixed
 //!   duration, with the daemons' and sidecars' CPU and memory under that
-//!   load;
+//!   load, first without Cheops (its floor: the same document traffic at
+//!   the same concurrency, see `load_floor`), then through Cheops;
 //! - stored: N resources written at once, the time the sites take to run
-//!   them, the time a restarted daemon takes to catch up on them, and the
-//!   footprint with them stored.
+//!   them, the time a restarted daemon takes to catch up on them (and its
+//!   floor: the same number of replies written in bulk and replicated),
+//!   and the footprint with them stored.
 //!
-//! Latencies are also given as a ratio to the floor, and the CPU each
-//! process spends per operation says where the time goes.
+//! Latencies are also given as a ratio to the floor, throughput and
+//! catch-up as a ratio to theirs; the CPU each process spends per
+//! operation, and the requests and bytes each sidecar serves per operation
+//! (Cheops and floor alike), say where the time goes.
 
 mod client;
 mod convergence;
+mod docs;
 mod feed;
 mod floor;
 mod latency;
+mod load_floor;
 mod machine;
 mod report;
 mod stats;
 mod stored;
 mod throughput;
+mod traffic;
 mod usage;
 
 use std::path::PathBuf;
@@ -41,6 +48,7 @@ use cheops_tests::{Cluster, ClusterOptions};
 pub use report::Report;
 
 use client::ExecClient;
+use traffic::{between, Meter};
 use usage::Sampler;
 
 /// A failed benchmark, said to the user as is.
@@ -142,6 +150,7 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
         redis: false,
         dir: params.dir.clone(),
         binary: Some(params.binary.clone()),
+        count_traffic: true,
         ..ClusterOptions::default()
     })
     .await;
@@ -173,11 +182,13 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
     let floor = floor.map(|floor| {
         report.floor(&floor.latencies);
         report.cpu_per_operation("floor", &floor.usage, params.samples);
+        report.traffic("floor", &floor.traffic, params.samples);
         floor.latencies
     });
     if let Some(exec) = exec {
         report.latency("exec", "sequential exec", &exec.latencies, floor.as_ref());
         report.cpu_per_operation("exec", &exec.usage, params.samples);
+        report.traffic("exec", &exec.traffic, params.samples);
     }
     if params.runs(Part::Convergence) {
         eprintln!("bench: convergence, {} operations per site", params.ops);
@@ -189,12 +200,31 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
             "bench: throughput, {} clients over {} resources for {:?}",
             params.clients, params.resources, params.duration
         );
+        let mut meter = Meter::start(&cluster)?;
+        let before = meter.read(&cluster)?;
+        let sampler = Sampler::start(&cluster)?;
+        let load_floor = load_floor::measure(&cluster, params).await?;
+        let usage = sampler.finish().await?;
+        report.throughput("load-floor", &load_floor, None, floor.as_ref());
+        report.cpu_per_operation("load-floor", &usage, load_floor.completed);
+        let after = meter.read(&cluster)?;
+        report.traffic(
+            "load-floor",
+            &between(&before, &after),
+            load_floor.completed,
+        );
+
         let sampler = Sampler::start(&cluster)?;
         let load = throughput::measure(&client, params).await?;
         let usage = sampler.finish().await?;
-        report.throughput(&load, floor.as_ref());
+        report.throughput("load", &load, Some(&load_floor), floor.as_ref());
         report.footprint("load", &usage);
         report.cpu_per_operation("load", &usage, load.completed);
+        report.traffic(
+            "load",
+            &between(&after, &meter.read(&cluster)?),
+            load.completed,
+        );
     }
     if params.runs(Part::Stored) {
         eprintln!("bench: stored, {} resources", params.stored);

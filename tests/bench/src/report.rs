@@ -10,6 +10,7 @@ use super::machine;
 use super::stats::{round, Latencies};
 use super::stored::Stored;
 use super::throughput::Load;
+use super::traffic::Counts;
 use super::usage::Window;
 use super::Params;
 
@@ -24,7 +25,7 @@ struct Row {
     figure: String,
     values: Vec<f64>,
     unit: &'static str,
-    /// The figure divided by the floor's, for latencies.
+    /// The figure divided by the floor's (latencies, throughput, catch-up).
     ratio: Option<f64>,
 }
 
@@ -104,7 +105,8 @@ impl Report {
         if floor.is_some() {
             value["ratio_to_floor"] = Value::Object(ratios);
         }
-        self.json.insert(format!("{part}_latency"), value);
+        self.json
+            .insert(format!("{}_latency", part.replace('-', "_")), value);
     }
 
     pub fn convergence(&mut self, converged: &Converged) {
@@ -124,29 +126,50 @@ impl Report {
         );
     }
 
-    pub fn throughput(&mut self, load: &Load, floor: Option<&Latencies>) {
+    /// Throughput of `part` (`load`, or its floor `load-floor`), with its
+    /// ratio to the floor's when there is one.
+    pub fn throughput(
+        &mut self,
+        part: &'static str,
+        load: &Load,
+        floor_load: Option<&Load>,
+        floor: Option<&Latencies>,
+    ) {
         self.row(
-            "load",
+            part,
             "completed operations",
             vec![load.per_second()],
             "ops/s",
         );
+        let ratio = floor_load.map(|f| load.per_second() / f.per_second().max(f64::EPSILON));
+        if let Some(row) = self.rows.last_mut() {
+            row.ratio = ratio;
+        }
         self.row(
-            "load",
+            part,
             "operations not replied by every site",
             vec![load.incomplete as f64],
             "ops",
         );
-        self.latency("load", "exec under load", &load.latencies, floor);
-        self.json.insert(
-            "throughput".into(),
-            json!({
-                "ops_per_s": round(load.per_second(), 2),
-                "completed": load.completed,
-                "incomplete": load.incomplete,
-                "elapsed_s": round(load.elapsed.as_secs_f64(), 3),
-            }),
-        );
+        let label = match floor_load {
+            Some(_) => "exec under load",
+            None => "floor operation under load",
+        };
+        self.latency(part, label, &load.latencies, floor);
+        let mut value = json!({
+            "ops_per_s": round(load.per_second(), 2),
+            "completed": load.completed,
+            "incomplete": load.incomplete,
+            "elapsed_s": round(load.elapsed.as_secs_f64(), 3),
+        });
+        if let Some(ratio) = ratio {
+            value["ratio_to_floor"] = json!(round(ratio, 2));
+        }
+        let key = match floor_load {
+            Some(_) => "throughput",
+            None => "throughput_floor",
+        };
+        self.json.insert(key.into(), value);
     }
 
     pub fn stored(&mut self, stored: &Stored) {
@@ -188,10 +211,22 @@ impl Report {
             vec![stored.settled.as_secs_f64()],
             "s",
         );
+        let ratio = stored.settled.as_secs_f64() / stored.floor.as_secs_f64().max(f64::EPSILON);
+        if let Some(row) = self.rows.last_mut() {
+            row.ratio = Some(ratio);
+        }
+        self.row(
+            "stored",
+            format!("floor: {n} replies in bulk, on site1"),
+            vec![stored.floor.as_secs_f64()],
+            "s",
+        );
         self.cpu_per_operation("stored-ran", &stored.ran_usage, n);
         self.rss_peak("stored-ran", &stored.ran_usage);
         self.cpu_per_operation("catch-up", &stored.catch_up_usage, n);
         self.rss_peak("catch-up", &stored.catch_up_usage);
+        self.traffic("catch-up", &stored.catch_up_traffic, n);
+        self.traffic("catch-up-floor", &stored.floor_traffic, n);
         self.json.insert(
             "stored".into(),
             json!({
@@ -200,7 +235,52 @@ impl Report {
                 "ran_s": round(stored.ran.as_secs_f64(), 3),
                 "catch_up_s": round(stored.catch_up.as_secs_f64(), 3),
                 "settled_s": round(stored.settled.as_secs_f64(), 3),
+                "catch_up_floor_s": round(stored.floor.as_secs_f64(), 3),
+                "settled_ratio_to_floor": round(ratio, 2),
             }),
+        );
+    }
+
+    /// The HTTP requests and bytes each sidecar served per operation over a
+    /// window in which `ops` operations completed.
+    pub fn traffic(&mut self, phase: &'static str, traffic: &[Counts], ops: usize) {
+        let per_op = |n: u64| n as f64 / ops.max(1) as f64;
+        self.row(
+            phase,
+            "sidecar requests per operation (per site)",
+            traffic.iter().map(|c| per_op(c.total_requests())).collect(),
+            "req",
+        );
+        self.row(
+            phase,
+            "sidecar bytes in+out per operation (per site)",
+            traffic
+                .iter()
+                .map(|c| per_op(c.bytes_in + c.bytes_out) / 1024.0)
+                .collect(),
+            "KiB",
+        );
+        let sites: Vec<Value> = traffic
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let kinds: Map<String, Value> = c
+                    .requests
+                    .iter()
+                    .map(|(kind, n)| (kind.clone(), json!(round(per_op(*n), 2))))
+                    .collect();
+                json!({
+                    "site": format!("site{}", i + 1),
+                    "requests_per_op": round(per_op(c.total_requests()), 2),
+                    "bytes_in_per_op": round(per_op(c.bytes_in), 0),
+                    "bytes_out_per_op": round(per_op(c.bytes_out), 0),
+                    "requests_per_op_by_kind": kinds,
+                })
+            })
+            .collect();
+        self.json.insert(
+            format!("traffic_{}", phase.replace('-', "_")),
+            json!({ "operations": ops, "sites": sites }),
         );
     }
 

@@ -2,15 +2,18 @@
 //! each, on every site) written in bulk to site1 while site3's daemon is
 //! stopped. Timed: until site1 and site2 replied to all of them, then, once
 //! site3's daemon is started again, until it caught up (replied to all),
-//! and until its replies reached site1.
+//! and until its replies reached site1. The catch-up's floor: N replies of
+//! site3's, shaped as its own, written in bulk to its sidecar and
+//! replicated until site1 holds them all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use cheops_model::{Operation, ResourceDocument, ShellCommand, Timestamp};
 use serde_json::{json, Value};
 
+use super::docs::{self, FLOOR_REPLY};
 use super::feed::Feed;
+use super::traffic::{between, Counts, Meter};
 use super::usage::{Sampler, Window};
 use super::{Failure, SITES};
 use cheops_tests::Cluster;
@@ -38,6 +41,13 @@ pub struct Stored {
     pub ran_usage: Window,
     /// From starting the late daemon until it caught up.
     pub catch_up_usage: Window,
+    /// The sidecars' requests and bytes from starting the late daemon
+    /// until site1 held its replies.
+    pub catch_up_traffic: Vec<Counts>,
+    /// From the first bulk write of the floor's replies on the late site
+    /// until site1 held them all.
+    pub floor: Duration,
+    pub floor_traffic: Vec<Counts>,
 }
 
 pub async fn measure(cluster: &mut Cluster, count: usize) -> Result<Stored, Failure> {
@@ -52,7 +62,12 @@ pub async fn measure(cluster: &mut Cluster, count: usize) -> Result<Stored, Fail
     let start = Instant::now();
     let ids: Vec<String> = (0..count).map(|n| format!("bench-stored-{n}")).collect();
     for chunk in ids.chunks(CHUNK) {
-        bulk_write(&http, &cluster.node(0).couch_url(), chunk, &sites).await?;
+        let resources = chunk
+            .iter()
+            .map(|id| docs::resource(id, &sites, vec![docs::operation(id, "true")]))
+            .map(|doc| serde_json::to_value(doc).unwrap_or_default())
+            .collect();
+        bulk_write(&http, &cluster.node(0).couch_url(), resources).await?;
     }
     let write = start.elapsed();
 
@@ -82,6 +97,8 @@ pub async fn measure(cluster: &mut Cluster, count: usize) -> Result<Stored, Fail
     )
     .await?;
 
+    let mut meter = Meter::start(cluster)?;
+    let before = meter.read(cluster)?;
     let restart = Instant::now();
     cluster.spawn_daemon(LATE);
     let sampler = Sampler::start(cluster)?;
@@ -103,19 +120,44 @@ pub async fn measure(cluster: &mut Cluster, count: usize) -> Result<Stored, Fail
         },
     )
     .await?;
+    let settled = restart.elapsed();
+    let catch_up_traffic = between(&before, &meter.read(cluster)?);
+
+    let before = meter.read(cluster)?;
+    let start = Instant::now();
+    for chunk in ids.chunks(CHUNK) {
+        let replies = chunk
+            .iter()
+            .map(|id| docs::reply(format!("{id}-floor"), &sites, &late_site, id, id))
+            .collect();
+        bulk_write(&http, &cluster.node(LATE).couch_url(), replies).await?;
+    }
+    let mut arrived = 0;
+    read_until(&mut origin, "the floor's replies to reach site1", |doc| {
+        if doc["Type"] == FLOOR_REPLY && is_ours(doc) {
+            arrived += 1;
+        }
+        arrived == count
+    })
+    .await?;
+    let floor = start.elapsed();
+    let floor_traffic = between(&before, &meter.read(cluster)?);
     Ok(Stored {
         count,
         write,
         ran,
         catch_up,
-        settled: restart.elapsed(),
+        settled,
         ran_usage,
         catch_up_usage,
+        catch_up_traffic,
+        floor,
+        floor_traffic,
     })
 }
 
 fn is_ours(doc: &Value) -> bool {
-    let id = if doc["Type"] == "REPLY" {
+    let id = if doc["Type"] == "REPLY" || doc["Type"] == FLOOR_REPLY {
         &doc["ResourceId"]
     } else {
         &doc["_id"]
@@ -154,38 +196,19 @@ async fn read_until(
     }
 }
 
-/// Writes one resource document per id, each with one operation `true`.
+/// Writes `docs` in one request.
 async fn bulk_write(
     http: &reqwest::Client,
     couch_url: &str,
-    ids: &[String],
-    sites: &[String],
+    docs: Vec<Value>,
 ) -> Result<(), Failure> {
-    let docs: Vec<ResourceDocument> = ids
-        .iter()
-        .map(|id| ResourceDocument {
-            id: id.clone(),
-            locations: sites.to_vec(),
-            operations: vec![Operation {
-                op_type: "add".into(),
-                request_id: id.clone(),
-                command: ShellCommand {
-                    command: "true".into(),
-                    ..ShellCommand::default()
-                },
-                time: Timestamp::now(),
-                pruned: false,
-            }],
-            ..ResourceDocument::default()
-        })
-        .collect();
     let answer: Value = http
         .post(format!("{couch_url}/_bulk_docs"))
         .json(&json!({ "docs": docs }))
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| format!("writing resources in bulk: {e}"))?
+        .map_err(|e| format!("writing in bulk: {e}"))?
         .json()
         .await
         .map_err(|e| format!("reading the answer to a bulk write: {e}"))?;

@@ -31,22 +31,29 @@ impl Load {
     }
 }
 
+/// The resources client `c` of `clients` sends to, in turn: those `r` of
+/// `resources` with `r mod clients = c`, or one it shares when there are
+/// fewer resources than clients.
+pub fn owned_resources(c: usize, clients: usize, resources: usize, prefix: &str) -> Vec<String> {
+    let resources = resources.max(1);
+    if c < resources {
+        (c..resources)
+            .step_by(clients.max(1))
+            .map(|r| format!("{prefix}-{r}"))
+            .collect()
+    } else {
+        vec![format!("{prefix}-{}", c % resources)]
+    }
+}
+
 pub async fn measure(client: &ExecClient, params: &Params) -> Result<Load, Failure> {
     let start = Instant::now();
     let deadline = start + params.duration;
     let clients = params.clients.max(1);
-    let resources = params.resources.max(1);
     let workers: Vec<_> = (0..clients)
         .map(|c| {
             let client = client.clone();
-            let owned: Vec<String> = if c < resources {
-                (c..resources)
-                    .step_by(clients)
-                    .map(|r| format!("bench-load-{r}"))
-                    .collect()
-            } else {
-                vec![format!("bench-load-{}", c % resources)]
-            };
+            let owned = owned_resources(c, clients, params.resources, "bench-load");
             tokio::spawn(async move {
                 let mut done = Vec::new();
                 for id in owned.iter().cycle() {
