@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::multipart::Form;
+use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use super::{Failure, SITES};
@@ -49,7 +49,19 @@ impl ExecClient {
         command: &str,
         op_type: &str,
     ) -> Result<Done, Failure> {
-        self.send(via, id, command, op_type, None).await
+        self.send(via, id, command, op_type, None, None).await
+    }
+
+    /// As [`ExecClient::exec`], with one attached file `name` holding
+    /// `bytes` (`{name}` in the command names it).
+    pub async fn exec_with_file(
+        &self,
+        via: usize,
+        id: &str,
+        command: &str,
+        file: (&str, Vec<u8>),
+    ) -> Result<Done, Failure> {
+        self.send(via, id, command, "add", None, Some(file)).await
     }
 
     /// As [`ExecClient::exec`], but stops reading at the reply of site
@@ -62,7 +74,8 @@ impl ExecClient {
         op_type: &str,
     ) -> Result<Done, Failure> {
         let until = format!("site{}", via + 1);
-        self.send(via, id, command, op_type, Some(&until)).await
+        self.send(via, id, command, op_type, Some(&until), None)
+            .await
     }
 
     async fn send(
@@ -72,11 +85,18 @@ impl ExecClient {
         command: &str,
         op_type: &str,
         until_site: Option<&str>,
+        file: Option<(&str, Vec<u8>)>,
     ) -> Result<Done, Failure> {
-        let form = Form::new()
+        let mut form = Form::new()
             .text("sites", self.sites.clone())
             .text("command", command.to_owned())
             .text("type", op_type.to_owned());
+        if let Some((name, bytes)) = file {
+            form = form.part(
+                name.to_owned(),
+                Part::bytes(bytes).file_name(name.to_owned()),
+            );
+        }
         let start = Instant::now();
         let mut response = self
             .http

@@ -15,6 +15,9 @@
 //!   duration, with the daemons' and sidecars' CPU and memory under that
 //!   load, first without Cheops (its floor: the same document traffic at
 //!   the same concurrency, see `load_floor`), then through Cheops;
+//! - history: N sequential operations on one resource, each attaching a
+//!   32 KiB file: how the exec p50 of the last tenth compares with that of
+//!   the first, and the resource document's size at the end;
 //! - stored: N resources written at once, the time the sites take to run
 //!   them, the time a restarted daemon takes to catch up on them (and its
 //!   floor: the same number of replies written in bulk and replicated),
@@ -30,6 +33,7 @@ mod convergence;
 mod docs;
 mod feed;
 mod floor;
+mod history;
 mod latency;
 mod load_floor;
 mod machine;
@@ -65,16 +69,18 @@ pub enum Part {
     Latency,
     Convergence,
     Throughput,
+    History,
     Stored,
 }
 
 impl Part {
-    pub const ALL: [Part; 6] = [
+    pub const ALL: [Part; 7] = [
         Part::Idle,
         Part::Floor,
         Part::Latency,
         Part::Convergence,
         Part::Throughput,
+        Part::History,
         Part::Stored,
     ];
 
@@ -85,6 +91,7 @@ impl Part {
             Part::Latency => "latency",
             Part::Convergence => "convergence",
             Part::Throughput => "throughput",
+            Part::History => "history",
             Part::Stored => "stored",
         }
     }
@@ -103,6 +110,8 @@ pub struct Params {
     pub duration: Duration,
     /// Operations per site during the partition of the convergence part.
     pub ops: usize,
+    /// Sequential operations with a file each in the history part.
+    pub history: usize,
     /// Resources written at once in the stored part.
     pub stored: usize,
     /// How long the daemons' idle CPU is measured.
@@ -125,6 +134,7 @@ impl Params {
             resources: 64,
             duration: Duration::from_secs(if quick { 10 } else { 60 }),
             ops: if quick { 3 } else { 10 },
+            history: if quick { 20 } else { 200 },
             stored: if quick { 500 } else { 10_000 },
             idle: Duration::from_secs(if quick { 3 } else { 10 }),
             parts: Part::ALL.to_vec(),
@@ -225,6 +235,14 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
             &between(&after, &meter.read(&cluster)?),
             load.completed,
         );
+    }
+    if params.runs(Part::History) && params.history > 0 {
+        eprintln!(
+            "bench: history, {} operations with a 32 KiB file each",
+            params.history
+        );
+        let growth = history::measure(&cluster, &client, params.history).await?;
+        report.history(&growth);
     }
     if params.runs(Part::Stored) {
         eprintln!("bench: stored, {} resources", params.stored);

@@ -32,6 +32,10 @@ struct Cli {
     /// Operations per site during the partition (default 10, quick 3).
     #[arg(long)]
     ops: Option<usize>,
+    /// Sequential operations with a 32 KiB file each on one resource
+    /// (default 200, quick 20; 0 leaves the part out).
+    #[arg(long)]
+    history: Option<usize>,
     /// Resources stored at once (default 10000, quick 500).
     #[arg(long)]
     stored: Option<usize>,
@@ -57,6 +61,7 @@ enum PartArg {
     Latency,
     Convergence,
     Throughput,
+    History,
     Stored,
 }
 
@@ -68,6 +73,7 @@ impl From<PartArg> for Part {
             PartArg::Latency => Part::Latency,
             PartArg::Convergence => Part::Convergence,
             PartArg::Throughput => Part::Throughput,
+            PartArg::History => Part::History,
             PartArg::Stored => Part::Stored,
         }
     }
@@ -102,6 +108,9 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(ops) = cli.ops {
         params.ops = ops;
+    }
+    if let Some(history) = cli.history {
+        params.history = history;
     }
     if let Some(stored) = cli.stored {
         params.stored = stored;

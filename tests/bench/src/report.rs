@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde_json::{json, Map, Value};
 
 use super::convergence::Converged;
+use super::history::Growth;
 use super::machine;
 use super::stats::{round, Latencies};
 use super::stored::Stored;
@@ -47,6 +48,7 @@ impl Report {
                 "resources": params.resources,
                 "duration_s": params.duration.as_secs_f64(),
                 "ops": params.ops,
+                "history": params.history,
                 "stored": params.stored,
                 "idle_s": params.idle.as_secs_f64(),
                 "parts": params.parts.iter().map(|p| p.name()).collect::<Vec<_>>(),
@@ -170,6 +172,45 @@ impl Report {
             None => "throughput_floor",
         };
         self.json.insert(key.into(), value);
+    }
+
+    pub fn history(&mut self, growth: &Growth) {
+        let n = growth.operations;
+        let p50 = |l: &Latencies| l.named()[0].1;
+        self.row(
+            "history",
+            format!("exec p50, first tenth of {n} ops with 32 KiB files"),
+            vec![p50(&growth.first)],
+            "ms",
+        );
+        self.row(
+            "history",
+            "exec p50, last tenth",
+            vec![p50(&growth.last)],
+            "ms",
+        );
+        self.row(
+            "history",
+            "last tenth / first tenth",
+            vec![growth.ratio()],
+            "x",
+        );
+        self.row(
+            "history",
+            "resource document at the end",
+            vec![growth.document_bytes as f64 / 1024.0],
+            "KiB",
+        );
+        self.json.insert(
+            "history".into(),
+            json!({
+                "operations": n,
+                "first_tenth": growth.first.to_json(),
+                "last_tenth": growth.last.to_json(),
+                "p50_ratio_last_to_first": round(growth.ratio(), 2),
+                "document_bytes": growth.document_bytes,
+            }),
+        );
     }
 
     pub fn stored(&mut self, stored: &Stored) {
