@@ -37,6 +37,7 @@ mod history;
 mod latency;
 mod load_floor;
 mod machine;
+pub mod render;
 mod report;
 mod stats;
 mod stored;

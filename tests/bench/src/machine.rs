@@ -4,8 +4,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-/// CPUs, CPU model, memory, kernel, Node.js (the sidecar's runtime) and the
-/// commit measured.
+/// CPUs, CPU model, memory, kernel, Node.js (the sidecar's runtime), the
+/// commit measured and the load average (others' work on the machine).
 pub fn describe() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -24,7 +24,14 @@ pub fn describe() -> Value {
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned()),
         "node": output("node", &["--version"]),
         "commit": output("git", &["describe", "--always", "--dirty"]),
+        "load_average": load_average(),
     })
+}
+
+/// The 1, 5 and 15 minute load averages, as `uptime` gives them.
+pub fn load_average() -> Option<String> {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(loadavg.split(' ').take(3).collect::<Vec<_>>().join(" "))
 }
 
 /// The trimmed standard output of a command, `None` if it failed.

@@ -2,7 +2,7 @@
 //! local three-site cluster, against the floor of the same sidecars and
 //! replications without Cheops. See `cheops_bench`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,6 +20,18 @@ struct Cli {
     /// Write every figure, the parameters and the machine to this JSON file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also keep that JSON in tests/bench-results/, named by date and
+    /// commit (DATE-COMMIT.json): the history of the project's figures.
+    #[arg(long)]
+    save: bool,
+    /// Measure nothing: print README's Performance table made from this
+    /// result file (see --into).
+    #[arg(long, value_name = "RESULT")]
+    render: Option<PathBuf>,
+    /// With --render: replace the table in this file (README.md) between
+    /// its `cheops-bench --render` markers instead of printing it.
+    #[arg(long, requires = "render", value_name = "FILE")]
+    into: Option<PathBuf>,
     /// Concurrent clients of the throughput part.
     #[arg(long, default_value_t = 16)]
     clients: usize,
@@ -90,6 +102,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    if let Some(result) = &cli.render {
+        return render(result, cli.into.as_deref());
+    }
     if cfg!(debug_assertions) {
         eprintln!("cheops-bench: a debug build; run it with --release for figures worth keeping");
     }
@@ -127,11 +142,59 @@ fn run(cli: Cli) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start tokio: {e}"))?;
     let report = runtime.block_on(bench::run(&params))?;
     print!("{}", report.table());
-    if let Some(out) = cli.out {
-        let json = serde_json::to_string_pretty(&report.to_json())
-            .map_err(|e| format!("cannot encode the report: {e}"))?;
-        std::fs::write(&out, json + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+    let result = report.to_json();
+    let json = serde_json::to_string_pretty(&result)
+        .map_err(|e| format!("cannot encode the report: {e}"))?
+        + "\n";
+    let saved = cli.save.then(|| {
+        let commit = result["machine"]["commit"].as_str().unwrap_or("unknown");
+        cheops_tests::workspace()
+            .join("tests/bench-results")
+            .join(format!("{}-{commit}.json", today()))
+    });
+    for out in cli.out.iter().chain(&saved) {
+        std::fs::write(out, &json).map_err(|e| format!("{}: {e}", out.display()))?;
         eprintln!("cheops-bench: wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Prints the table made from `result`, or writes it into `into`.
+fn render(result: &Path, into: Option<&Path>) -> Result<(), String> {
+    let read =
+        |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    let run: serde_json::Value = serde_json::from_str(&read(result)?)
+        .map_err(|e| format!("{}: not a result file: {e}", result.display()))?;
+    let name = result
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let table = bench::render::table(&run, &name);
+    match into {
+        None => print!("{table}"),
+        Some(into) => {
+            let text = bench::render::replace(&read(into)?, &table)
+                .map_err(|e| format!("{}: {e}", into.display()))?;
+            std::fs::write(into, text).map_err(|e| format!("{}: {e}", into.display()))?;
+            eprintln!("cheops-bench: rewrote the table in {}", into.display());
+        }
+    }
+    Ok(())
+}
+
+/// Today's date (UTC), `YYYY-MM-DD`, for the name of a saved result.
+fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }

@@ -397,9 +397,12 @@ impl Report {
         );
     }
 
-    /// Every figure, the parameters and the machine.
+    /// Every figure, the parameters and the machine (with its load
+    /// average now, at the end of the run).
     pub fn to_json(&self) -> Value {
-        Value::Object(self.json.clone())
+        let mut json = Value::Object(self.json.clone());
+        json["machine"]["load_average_end"] = json!(machine::load_average());
+        json
     }
 
     /// The table printed on standard output.
