@@ -63,7 +63,7 @@ pub type Failure = String;
 const SITES: usize = 3;
 
 /// One part of the benchmark, to run alone with `--only`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
     Idle,
     Floor,

@@ -18,8 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::docs::{self, FLOOR_REPLY, FLOOR_RESOURCE};
 use super::feed::Feed;
-use super::stats::Latencies;
-use super::throughput::{owned_resources, Load};
+use super::throughput::{owned_resources, tally, Load};
 use super::{Failure, Params, SITES};
 use cheops_tests::Cluster;
 
@@ -68,25 +67,7 @@ pub async fn measure(cluster: &Cluster, params: &Params) -> Result<Load, Failure
             tokio::spawn(client(site, waiting, owned, deadline))
         })
         .collect();
-    let mut latencies = Vec::new();
-    let mut incomplete = 0;
-    for worker in workers {
-        let done = worker
-            .await
-            .map_err(|e| format!("a floor client failed: {e}"))??;
-        for sample in done {
-            match sample {
-                Some(elapsed) => latencies.push(elapsed),
-                None => incomplete += 1,
-            }
-        }
-    }
-    Ok(Load {
-        completed: latencies.len(),
-        incomplete,
-        elapsed: start.elapsed(),
-        latencies: Latencies::of(latencies),
-    })
+    tally(workers, start).await
 }
 
 /// One site's database, as a client or responder writes to it.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cheops_bench::{self as bench, Params, Part};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 /// Measures a local Cheops cluster (3 sites) the same way every time;
 /// prints a table, and writes every figure as JSON with --out.
@@ -56,7 +56,7 @@ struct Cli {
     samples: Option<usize>,
     /// Run only these parts (repeatable or comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
-    only: Vec<PartArg>,
+    only: Vec<Part>,
     /// The `cheops` binary to run; by default the workspace's release build,
     /// built first if out of date.
     #[arg(long)]
@@ -64,31 +64,6 @@ struct Cli {
     /// Keep the nodes' files (logs, databases) in this directory.
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum PartArg {
-    Idle,
-    Floor,
-    Latency,
-    Convergence,
-    Throughput,
-    History,
-    Stored,
-}
-
-impl From<PartArg> for Part {
-    fn from(part: PartArg) -> Part {
-        match part {
-            PartArg::Idle => Part::Idle,
-            PartArg::Floor => Part::Floor,
-            PartArg::Latency => Part::Latency,
-            PartArg::Convergence => Part::Convergence,
-            PartArg::Throughput => Part::Throughput,
-            PartArg::History => Part::History,
-            PartArg::Stored => Part::Stored,
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -134,8 +109,10 @@ fn run(cli: Cli) -> Result<(), String> {
         params.samples = samples;
     }
     if !cli.only.is_empty() {
-        let only: Vec<Part> = cli.only.into_iter().map(Part::from).collect();
-        params.parts = Part::ALL.into_iter().filter(|p| only.contains(p)).collect();
+        params.parts = Part::ALL
+            .into_iter()
+            .filter(|p| cli.only.contains(p))
+            .collect();
     }
     params.dir = cli.dir;
 
@@ -183,18 +160,6 @@ fn render(result: &Path, into: Option<&Path>) -> Result<(), String> {
 
 /// Today's date (UTC), `YYYY-MM-DD`, for the name of a saved result.
 fn today() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    let now = cheops_model::Timestamp::now().to_string();
+    now.get(..10).unwrap_or(&now).to_owned()
 }

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
+
 use super::client::ExecClient;
 use super::stats::Latencies;
 use super::{Failure, Params, SITES};
@@ -60,23 +62,32 @@ pub async fn measure(client: &ExecClient, params: &Params) -> Result<Load, Failu
                     if Instant::now() >= deadline {
                         break;
                     }
-                    done.push(client.exec(c % SITES, id, "true", "add").await?);
+                    let exec = client.exec(c % SITES, id, "true", "add").await?;
+                    done.push((exec.replied == SITES).then_some(exec.elapsed));
                 }
                 Ok::<_, Failure>(done)
             })
         })
         .collect();
+    tally(workers, start).await
+}
+
+/// What the clients got done: each one's operations, each with its
+/// latency, or `None` when some site did not reply in time.
+pub async fn tally(
+    workers: Vec<JoinHandle<Result<Vec<Option<Duration>>, Failure>>>,
+    start: Instant,
+) -> Result<Load, Failure> {
     let mut latencies = Vec::new();
     let mut incomplete = 0;
     for worker in workers {
         let done = worker
             .await
             .map_err(|e| format!("a client failed: {e}"))??;
-        for exec in done {
-            if exec.replied == SITES {
-                latencies.push(exec.elapsed);
-            } else {
-                incomplete += 1;
+        for sample in done {
+            match sample {
+                Some(elapsed) => latencies.push(elapsed),
+                None => incomplete += 1,
             }
         }
     }
