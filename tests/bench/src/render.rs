@@ -94,7 +94,7 @@ pub fn table(run: &Value, name: &str) -> String {
             "heal to converged, {} operations per site",
             converged["ops_per_site"]
         ),
-        converged["converged_s"].as_f64().map(|s| format!("{s} s")),
+        seconds(&converged["converged_s"]),
         None,
     );
     let history = &run["history"];
