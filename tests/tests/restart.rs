@@ -15,7 +15,9 @@ fn log_of(cluster: &Cluster, i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_daemon_runs_what_arrived_meanwhile_and_nothing_twice() {
-    // A short reply timeout: site3's replies are awaited only 3 s.
+    // A short reply timeout: site3's replies are awaited only 3 s. On a
+    // loaded machine a running site may miss it too, so what the sites ran
+    // is checked by waiting for their replies, not by the /exec answer.
     let mut cluster = Cluster::start_with_timeout(3, 3).await;
     let (status, replies) = cluster
         .exec(
@@ -27,7 +29,8 @@ async fn a_stopped_daemon_runs_what_arrived_meanwhile_and_nothing_twice() {
     assert!(replies
         .expect("reply lines")
         .iter()
-        .all(|r| r.status == Status::Ok));
+        .all(|r| r.status != Status::Ko));
+    cluster.converged("res", &[0, 1, 2]).await;
 
     cluster.stop_daemon(2);
     for n in 1..=2 {
@@ -41,8 +44,8 @@ async fn a_stopped_daemon_runs_what_arrived_meanwhile_and_nothing_twice() {
             .into_iter()
             .map(|r| (r.site, r.status))
             .collect();
-        assert_eq!(statuses["site1"], Status::Ok);
-        assert_eq!(statuses["site2"], Status::Ok);
+        assert_ne!(statuses["site1"], Status::Ko);
+        assert_ne!(statuses["site2"], Status::Ko);
         assert_eq!(statuses["site3"], Status::Timeout);
     }
     assert_eq!(log_of(&cluster, 2), "0\n", "a stopped daemon runs nothing");
