@@ -83,4 +83,11 @@ pub struct ReplyDocument {
     /// the original does not know it and ignores it.
     #[serde(rename = "Rebuild", skip_serializing_if = "std::ops::Not::not")]
     pub rebuild: bool,
+    /// Set on every reply this port's daemon writes: its site runs an
+    /// operation whose payload was pruned from the block by reading the
+    /// operation's history document. The original never writes it, and an
+    /// operation is pruned only when every location's replies carry it
+    /// (CONSISTENCY.md, "Pruning").
+    #[serde(rename = "ReadsHistory", skip_serializing_if = "std::ops::Not::not")]
+    pub reads_history: bool,
 }

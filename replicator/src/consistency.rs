@@ -9,10 +9,12 @@
 mod block;
 mod config_hash;
 mod merge;
+mod prune;
 mod schedule;
 
 pub use block::add_operation;
 pub use merge::resolve_conflicts;
+pub use prune::{payloads, prunable, prune_as_any, prune_payloads, Seen, SeenReply};
 pub use schedule::{operations_to_run, plan, Plan, Run};
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use cheops_model::{Operation, ResolutionResult, ResourceConfig, ResourceDocument};
 
 use super::config_hash::config_hash;
+use super::prune::prune_as_any;
 
 /// The document that replaces `winner` and its conflicting revisions
 /// `losers` (in `_conflicts` order). It keeps the winner's id, revision and
@@ -20,6 +21,7 @@ use super::config_hash::config_hash;
 /// 1; reverse-order → theirs at index 0), then append the loser's remaining
 /// operations not already present. Every request id appears once: the
 /// original could insert one twice, and the port keeps its first place.
+/// An operation any revision has pruned is pruned in the result.
 pub fn resolve_conflicts(
     winner: &ResourceDocument,
     losers: &[ResourceDocument],
@@ -30,6 +32,13 @@ pub fn resolve_conflicts(
         merge_block(&mut ops, &loser.operations, &config);
     }
     keep_first_of_each_request(&mut ops);
+    prune_as_any(
+        &mut ops,
+        losers
+            .iter()
+            .map(|l| l.operations.as_slice())
+            .chain([winner.operations.as_slice()]),
+    );
 
     ResourceDocument {
         id: winner.id.clone(),
@@ -246,6 +255,22 @@ mod tests {
             ),
         );
         assert_eq!(merged, ["s", "i"]);
+    }
+
+    #[test]
+    fn an_operation_pruned_in_any_revision_is_pruned_in_the_merge() {
+        let mut with_payload = op("inc", "a");
+        with_payload.command.command = "echo a".into();
+        let mut pruned = op("inc", "a");
+        pruned.pruned = true;
+        let winner = doc(vec![with_payload.clone(), op("inc", "b")], counter_config());
+        let loser = doc(vec![pruned, op("inc", "c")], counter_config());
+        for (main, conflict) in [(&winner, &loser), (&loser, &winner)] {
+            let merged = resolve_conflicts(main, std::slice::from_ref(conflict));
+            let a = &merged.operations[0];
+            assert!(a.pruned && a.command.command.is_empty(), "{a:?}");
+            assert_eq!(merged.operations.len(), 3);
+        }
     }
 
     #[test]
