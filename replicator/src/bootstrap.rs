@@ -18,6 +18,11 @@ use crate::ReplicatorError;
 pub const DESIGN: &str = "cheops";
 /// View of REPLY documents by `[ResourceId, Site]`.
 pub const REPLIES_VIEW: &str = "replies-by-resource-site";
+/// View of REPLY and HISTORY documents by `[ResourceId, RequestId]`: a
+/// reply's value is `{"Site", "ReadsHistory"}`, a history document's
+/// `{"History": true}`. Queried with the block's unpruned requests as keys,
+/// so that deciding what to prune costs what those cost, not the history.
+pub const REQUESTS_VIEW: &str = "by-resource-request";
 /// Replication filter: documents whose Locations contain `query_params.site`.
 pub const SITE_FILTER: &str = "cheops/by-site";
 
@@ -44,13 +49,20 @@ impl DatabaseAccess {
 }
 
 /// The views and filter this node owns: rewritten when they differ.
-fn own_parts() -> [(&'static str, &'static str, Value); 2] {
+fn own_parts() -> [(&'static str, &'static str, Value); 3] {
     [
         (
             "views",
             REPLIES_VIEW,
             json!({
                 "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.Site], null); } }"
+            }),
+        ),
+        (
+            "views",
+            REQUESTS_VIEW,
+            json!({
+                "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.RequestId], {Site: doc.Site, ReadsHistory: doc.ReadsHistory === true}); } else if (doc.Type === 'HISTORY' && doc.Operation) { emit([doc.ResourceId, doc.Operation.RequestId], {History: true}); } }"
             }),
         ),
         (
@@ -160,7 +172,12 @@ mod tests {
     fn a_new_database_gets_both_nodes_views_and_the_filter() {
         let doc = merged_design(None).expect("written");
         let views = doc["views"].as_object().unwrap();
-        for name in [REPLIES_VIEW, "all-by-resourceid", "last-reply"] {
+        for name in [
+            REPLIES_VIEW,
+            REQUESTS_VIEW,
+            "all-by-resourceid",
+            "last-reply",
+        ] {
             assert!(views.contains_key(name), "{name} missing");
         }
         assert!(doc["filters"]["by-site"].is_string());

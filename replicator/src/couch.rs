@@ -286,6 +286,58 @@ impl CouchClient {
         Ok(rows.rows.into_iter().filter_map(|r| r.doc).collect())
     }
 
+    /// The rows of a view whose key is one of `keys`, as `(key, value)`, in
+    /// the order of `keys` (a key with several rows gives them all). The
+    /// keys go in the body of a POST, so that their number is not bounded
+    /// by the length of a URL; PouchDB Server takes it too.
+    pub async fn view_rows_by_keys<K: DeserializeOwned, V: DeserializeOwned>(
+        &self,
+        design: &str,
+        view: &str,
+        keys: &[Value],
+    ) -> Result<Vec<(K, V)>, ReplicatorError> {
+        #[derive(Deserialize)]
+        struct Rows<K, V> {
+            rows: Vec<Row<K, V>>,
+        }
+        #[derive(Deserialize)]
+        struct Row<K, V> {
+            key: K,
+            value: V,
+        }
+        let url = self.url(&["_design", design, "_view", view]);
+        let builder = self
+            .request(Method::POST, url)
+            .json(&serde_json::json!({ "keys": keys }));
+        let context = format!("POST view {design}/{view}");
+        let (_, value) = self.send(builder, &context, &[]).await?;
+        let rows: Rows<K, V> = Self::decode(value, &context)?;
+        Ok(rows.rows.into_iter().map(|r| (r.key, r.value)).collect())
+    }
+
+    /// The documents whose ids are `ids`, each `None` when it does not
+    /// exist (or was deleted), in the order of `ids`: one request for all.
+    pub async fn get_many<T: DeserializeOwned>(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<T>>, ReplicatorError> {
+        #[derive(Deserialize)]
+        struct Rows<T> {
+            rows: Vec<Row<T>>,
+        }
+        #[derive(Deserialize)]
+        struct Row<T> {
+            doc: Option<T>,
+        }
+        let builder = self
+            .request(Method::POST, self.url(&["_all_docs"]))
+            .query(&[("include_docs", "true")])
+            .json(&serde_json::json!({ "keys": ids }));
+        let (_, value) = self.send(builder, "POST _all_docs", &[]).await?;
+        let rows: Rows<T> = Self::decode(value, "POST _all_docs")?;
+        Ok(rows.rows.into_iter().map(|r| r.doc).collect())
+    }
+
     /// Every document of the database, as CouchDB lists them.
     pub async fn all_docs(&self) -> Result<Value, ReplicatorError> {
         let builder = self

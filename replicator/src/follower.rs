@@ -143,6 +143,8 @@ impl Follower {
                 }
                 Err(error) => warn!(id = %change.id, %error, "unreadable reply"),
             }
+        } else if kind.is_history() {
+            self.runner.saw_history();
         } else if kind.is_resource() && !change.deleted {
             match ResourceDocument::deserialize(doc) {
                 Ok(resource) => {

@@ -1,19 +1,20 @@
 //! A Cheops node: the local database, the background tasks that follow it,
 //! and the operations users submit to it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult};
-use cheops_model::{DocumentKind, ResourceDocument, ShellCommand};
-use serde_json::Value;
+use cheops_model::{DocumentKind, HistoryDocument, ResourceDocument, ShellCommand};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use tokio::sync::{broadcast, Notify};
-use tracing::info;
+use tracing::{debug, info, warn};
 
-use crate::bootstrap::{bootstrap, DatabaseAccess};
-use crate::consistency::add_operation;
+use crate::bootstrap::{bootstrap, DatabaseAccess, DESIGN, REQUESTS_VIEW};
+use crate::consistency::{add_operation, prunable, prune_payloads, Seen, SeenReply};
 use crate::couch::{CouchClient, Written};
 use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::follower::Follower;
@@ -94,6 +95,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest `/health` waits for CouchDB: health checkers give up after
 /// a few seconds, and a late "yes" is a "no" to them.
 const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Requests looked up in one query of the requests view when pruning.
+const PRUNE_LOOKUP_KEYS: usize = 200;
 
 /// How many times a write that lost a race is retried before giving up.
 const WRITE_ATTEMPTS: u32 = 50;
@@ -276,6 +280,8 @@ impl Node {
         // Subscribed before writing: no reply can come before we listen.
         let replies = self.hub.subscribe(&operation.request_id);
 
+        // Written with the first attempt, and kept by the next ones.
+        let mut history_stored = false;
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.couch.get::<Value>(&[&resource_id], &[]).await?;
             let mut doc = match current {
@@ -311,7 +317,15 @@ impl Node {
                 doc.config = config.clone();
             }
             doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
-            let size = serde_json::to_vec(&doc).map_or(0, |json| json.len());
+            self.prune(&mut doc, &operation.request_id).await;
+            let history = (!history_stored)
+                .then(|| HistoryDocument::new(&resource_id, &doc.locations, &operation));
+            // The limit applies to each document of the request.
+            let size = serde_json::to_vec(&doc).map_or(0, |json| json.len()).max(
+                history
+                    .as_ref()
+                    .map_or(0, |h| serde_json::to_vec(h).map_or(0, |json| json.len())),
+            );
             let too_large = || ReplicatorError::TooLarge {
                 resource: resource_id.clone(),
                 size,
@@ -321,8 +335,16 @@ impl Node {
                 return Err(too_large());
             }
 
-            match self.couch.put(&[&resource_id], &doc).await {
-                Ok(Written::Rev(rev)) => {
+            let written = match &history {
+                Some(history) => self.put_with_history(&doc, history).await,
+                None => self
+                    .couch
+                    .put(&[&resource_id], &doc)
+                    .await
+                    .map(|w| (w, true)),
+            };
+            match written {
+                Ok((Written::Rev(rev), _)) => {
                     info!(resource = %resource_id, request = %operation.request_id, site = %self.site, rev = %rev, "operation stored");
                     return Ok(Submitted {
                         resource_id,
@@ -332,7 +354,7 @@ impl Node {
                         replies,
                     });
                 }
-                Ok(Written::Conflict) => continue,
+                Ok((Written::Conflict, stored)) => history_stored |= stored,
                 // CouchDB configured with a lower limit than the node.
                 Err(ReplicatorError::Couch { status: 413, .. }) => return Err(too_large()),
                 Err(error) => return Err(error),
@@ -342,6 +364,101 @@ impl Node {
             resource: resource_id,
             attempts: WRITE_ATTEMPTS,
         })
+    }
+
+    /// Writes the resource document and the history document of the
+    /// operation it newly holds in one request. Returns how the resource
+    /// was written, and whether the history document is stored (written
+    /// now, or by an earlier attempt). A history document CouchDB refuses
+    /// otherwise is only logged: its operation is stored all the same, and
+    /// stays unpruned, since pruning needs it.
+    async fn put_with_history(
+        &self,
+        doc: &ResourceDocument,
+        history: &HistoryDocument,
+    ) -> Result<(Written, bool), ReplicatorError> {
+        let encode = |value: Result<Value, serde_json::Error>| {
+            value.map_err(|source| ReplicatorError::Decode {
+                context: "a document to write".into(),
+                source,
+            })
+        };
+        let docs = [
+            encode(serde_json::to_value(doc))?,
+            encode(serde_json::to_value(history))?,
+        ];
+        let results = self.couch.bulk_docs(&docs, true).await?;
+        let row = |id: &str| results.iter().find(|r| r.id.as_deref() == Some(id));
+        let history_stored = match row(&history.id) {
+            Some(r) if r.error.is_none() || r.error.as_deref() == Some("conflict") => true,
+            other => {
+                warn!(resource = %doc.id, request = %history.operation.request_id, site = %self.site, answer = ?other.map(|r| (&r.error, &r.reason)), "history document not stored; its operation keeps its payload");
+                false
+            }
+        };
+        let written = match row(&doc.id) {
+            Some(r) if r.error.as_deref() == Some("conflict") => Written::Conflict,
+            Some(r) if r.error.is_none() => Written::Rev(r.rev.clone().unwrap_or_default()),
+            other => {
+                return Err(ReplicatorError::Couch {
+                    status: 0,
+                    context: format!("POST _bulk_docs storing an operation of {}", doc.id),
+                    body: format!("{:?}", other.map(|r| (&r.error, &r.reason))),
+                })
+            }
+        };
+        Ok((written, history_stored))
+    }
+
+    /// Prunes the payload of every operation of `doc`'s block but `new`
+    /// that every location has run, from sites that read history documents,
+    /// and whose history document is here (CONSISTENCY.md, "Pruning"). Only
+    /// the unpruned operations are looked up. Pruning saves space and never
+    /// decides anything: when the lookup fails, nothing is pruned.
+    async fn prune(&self, doc: &mut ResourceDocument, new: &str) {
+        let keys: Vec<Value> = doc
+            .operations
+            .iter()
+            .filter(|op| !op.pruned && op.request_id != new)
+            .map(|op| json!([doc.id, op.request_id]))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let mut seen: HashMap<String, Seen> = HashMap::new();
+        for chunk in keys.chunks(PRUNE_LOOKUP_KEYS) {
+            let rows = self
+                .couch
+                .view_rows_by_keys::<(String, String), RequestRow>(DESIGN, REQUESTS_VIEW, chunk)
+                .await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(error) => {
+                    warn!(resource = %doc.id, site = %self.site, %error, "cannot look up which operations ran everywhere; pruning nothing");
+                    return;
+                }
+            };
+            for ((_, request), row) in rows {
+                let entry = seen.entry(request).or_default();
+                match row.site {
+                    Some(site) => entry.replies.push(SeenReply {
+                        site,
+                        reads_history: row.reads_history,
+                    }),
+                    None => entry.history |= row.history,
+                }
+            }
+        }
+        let locations = &doc.locations;
+        let pruned = prune_payloads(&mut doc.operations, |op| {
+            op.request_id != new
+                && seen
+                    .get(&op.request_id)
+                    .is_some_and(|s| prunable(locations, s))
+        });
+        if pruned > 0 {
+            debug!(resource = %doc.id, site = %self.site, pruned, "payloads pruned from the block");
+        }
     }
 
     /// Refuses sites that are not site names or that this node cannot
@@ -399,6 +516,18 @@ impl Node {
         self.set_health(|h| h.couchdb_reachable = reachable);
         self.health()
     }
+}
+
+/// A row of the requests view: a reply's site and capability, or the mark
+/// of a history document.
+#[derive(Debug, Deserialize)]
+struct RequestRow {
+    #[serde(rename = "Site")]
+    site: Option<String>,
+    #[serde(rename = "ReadsHistory", default)]
+    reads_history: bool,
+    #[serde(rename = "History", default)]
+    history: bool,
 }
 
 /// A stored document read as `T`.

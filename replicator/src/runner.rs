@@ -24,14 +24,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult, Next, Outcome, Progress, ProgressFuture};
-use cheops_model::{Operation, ReplyDocument, ResourceDocument, ShellCommand, Timestamp};
+use cheops_model::{
+    history_id, HistoryDocument, Operation, ReplyDocument, ResourceDocument, ShellCommand,
+    Timestamp,
+};
 use serde_json::json;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::bootstrap::{DESIGN, REPLIES_VIEW};
-use crate::consistency::plan;
+use crate::consistency::{payloads, plan};
 use crate::couch::CouchClient;
 use crate::journal::{reply_id, Journal};
 use crate::oversize::fit;
@@ -73,6 +76,9 @@ struct Inner {
     pending: Mutex<Pending>,
     /// This site's replies to the resources handled lately.
     replied: Replied,
+    /// Counts the history documents the feed delivered: a pass waiting for
+    /// one looks again when it moves.
+    history_seen: watch::Sender<u64>,
 }
 
 /// What a [`Runner`] works with.
@@ -115,6 +121,7 @@ impl Runner {
                 scheduled: Arc::new(Semaphore::new(SCHEDULED.max(concurrency))),
                 pending: Mutex::new(Pending::default()),
                 replied: Replied::default(),
+                history_seen: watch::Sender::new(0),
             }),
         }
     }
@@ -210,6 +217,12 @@ impl Runner {
         }
     }
 
+    /// Notes that a history document arrived: passes waiting for one look
+    /// again.
+    pub fn saw_history(&self) {
+        self.inner.history_seen.send_modify(|seen| *seen += 1);
+    }
+
     /// Forgets what is known of this site's replies: the database changed
     /// in a way the feed does not tie to a resource (a document deleted, a
     /// feed resumed).
@@ -270,6 +283,9 @@ enum Pass {
     Settled,
     /// Operations are left to run.
     Unfinished,
+    /// A pruned operation must run, and its history document has not
+    /// arrived yet (the one named).
+    AwaitingHistory(String),
 }
 
 /// Makes each result of a batch a reply, durable in the journal before the
@@ -278,6 +294,8 @@ struct Recorder<'a> {
     inner: &'a Inner,
     doc: &'a ResourceDocument,
     to_run: &'a [&'a Operation],
+    /// Their commands: a pruned operation's from its history document.
+    commands: &'a [ShellCommand],
     /// The batch rebuilds the block: its first reply says so.
     rebuild: bool,
     /// The time of this site's last reply to the resource.
@@ -304,10 +322,15 @@ impl Recorder<'_> {
             request_id: op.request_id.clone(),
             resource_id: self.doc.id.clone(),
             status: result.status(),
-            input: op.command.command.clone(),
+            input: self
+                .commands
+                .get(index)
+                .map(|c| c.command.clone())
+                .unwrap_or_default(),
             output: result.output.clone(),
             execution_time,
             rebuild: self.rebuild && index == 0,
+            reads_history: true,
             ..ReplyDocument::default()
         };
         fit(reply, self.inner.max_reply_bytes)
@@ -396,12 +419,15 @@ impl Inner {
     /// resource stays scheduled, and the feed delivers it again after a
     /// restart (the checkpoint cannot have passed it).
     async fn run_until_settled(&self, mut doc: ResourceDocument) {
-        let mut failures = 0;
+        let (mut failures, mut waits) = (0, 0);
         let mut stopping = self.stopping.subscribe();
+        let mut history_seen = self.history_seen.subscribe();
         loop {
             if self.is_stopping() {
                 return;
             }
+            // From here on, a history document arriving wakes a wait below.
+            history_seen.borrow_and_update();
             let outcome = match self.permits.acquire().await {
                 // Stopped while waiting for its turn: start nothing.
                 Ok(_permit) if self.is_stopping() => return,
@@ -412,8 +438,20 @@ impl Inner {
             self.report(outcome.as_ref().map(|_| ()));
             let settled = match outcome {
                 Ok(Pass::Settled) => {
-                    failures = 0;
+                    (failures, waits) = (0, 0);
                     true
+                }
+                Ok(Pass::AwaitingHistory(request)) => {
+                    failures = 0;
+                    waits += 1;
+                    let delay = backoff::delay(waits);
+                    debug!(resource = %doc.id, request = %request, site = %self.site, ?delay, "waiting for the history document of a pruned operation");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = history_seen.changed() => {}
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    }
+                    false
                 }
                 // Operations skipped after a failure: run them now.
                 Ok(Pass::Unfinished) => {
@@ -486,11 +524,15 @@ impl Inner {
             return Ok(Pass::Settled);
         }
 
-        let commands: Vec<ShellCommand> = to_run.iter().map(|op| op.command.clone()).collect();
+        let commands = match payloads(&to_run, &self.history_of(resource, &to_run).await?) {
+            Ok(commands) => commands,
+            Err(request) => return Ok(Pass::AwaitingHistory(request)),
+        };
         let recorder = Recorder {
             inner: self,
             doc,
             to_run: &to_run,
+            commands: &commands,
             rebuild: plan.rebuild,
             // Rule 3 orders this site's runs by its replies' times.
             last_time: Mutex::new(ran.iter().map(|run| run.time).max()),
@@ -531,6 +573,30 @@ impl Inner {
             Some(error) => Err(error),
             None => Ok(pass),
         }
+    }
+
+    /// The operations whole of the pruned ones among `ops`, by request id,
+    /// read from their history documents (those here: one request for all).
+    async fn history_of(
+        &self,
+        resource: &str,
+        ops: &[&Operation],
+    ) -> Result<HashMap<String, Operation>, ReplicatorError> {
+        let ids: Vec<String> = ops
+            .iter()
+            .filter(|op| op.pruned)
+            .map(|op| history_id(resource, &op.request_id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found = self.couch.get_many::<HistoryDocument>(&ids).await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .filter(|history| history.resource_id == resource)
+            .map(|history| (history.operation.request_id.clone(), history.operation))
+            .collect())
     }
 
     /// This site's replies to `resource`, as the replies view lists them.
