@@ -289,7 +289,7 @@ impl CouchClient {
     /// The rows of a view whose key is one of `keys`, as `(key, value)`, in
     /// the order of `keys` (a key with several rows gives them all). The
     /// keys go in the body of a POST, so that their number is not bounded
-    /// by the length of a URL; PouchDB Server takes it too.
+    /// by the length of a URL; PouchDB Server 4.2 takes it too.
     pub async fn view_rows_by_keys<K: DeserializeOwned, V: DeserializeOwned>(
         &self,
         design: &str,

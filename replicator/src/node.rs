@@ -282,6 +282,8 @@ impl Node {
 
         // Written with the first attempt, and kept by the next ones.
         let mut history_stored = false;
+        // What the requests view said, kept across attempts.
+        let mut seen = HashMap::new();
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.couch.get::<Value>(&[&resource_id], &[]).await?;
             let mut doc = match current {
@@ -317,7 +319,7 @@ impl Node {
                 doc.config = config.clone();
             }
             doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
-            self.prune(&mut doc, &operation.request_id).await;
+            self.prune(&mut doc, &operation.request_id, &mut seen).await;
             let history = (!history_stored)
                 .then(|| HistoryDocument::new(&resource_id, &doc.locations, &operation));
             // The limit applies to each document of the request.
@@ -413,19 +415,16 @@ impl Node {
     /// Prunes the payload of every operation of `doc`'s block but `new`
     /// that every location has run, from sites that read history documents,
     /// and whose history document is here (CONSISTENCY.md, "Pruning"). Only
-    /// the unpruned operations are looked up. Pruning saves space and never
-    /// decides anything: when the lookup fails, nothing is pruned.
-    async fn prune(&self, doc: &mut ResourceDocument, new: &str) {
+    /// the unpruned operations not in `seen` yet are looked up, and `seen`
+    /// keeps what was found for the next attempt. Pruning saves space and
+    /// decides nothing: when the lookup fails, nothing is pruned.
+    async fn prune(&self, doc: &mut ResourceDocument, new: &str, seen: &mut HashMap<String, Seen>) {
         let keys: Vec<Value> = doc
             .operations
             .iter()
-            .filter(|op| !op.pruned && op.request_id != new)
+            .filter(|op| !op.pruned && op.request_id != new && !seen.contains_key(&op.request_id))
             .map(|op| json!([doc.id, op.request_id]))
             .collect();
-        if keys.is_empty() {
-            return;
-        }
-        let mut seen: HashMap<String, Seen> = HashMap::new();
         for chunk in keys.chunks(PRUNE_LOOKUP_KEYS) {
             let rows = self
                 .couch
@@ -438,6 +437,11 @@ impl Node {
                     return;
                 }
             };
+            for key in chunk {
+                if let Some(request) = key[1].as_str() {
+                    seen.entry(request.to_owned()).or_default();
+                }
+            }
             for ((_, request), row) in rows {
                 let entry = seen.entry(request).or_default();
                 match row.site {
