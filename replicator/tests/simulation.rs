@@ -11,7 +11,18 @@
 //! - a site ran an operation twice only after something reset its state in
 //!   between (Rule 3's rebuild, or a resetting operation) or when a crash
 //!   lost the reply of its previous run — so an operation that commutes with
-//!   everything runs once, give or take a crash.
+//!   everything runs once, give or take a crash;
+//! - every command a site ran is its operation's own, never the empty one of
+//!   a pruned operation.
+//!
+//! Pruning (CONSISTENCY.md, "Pruning") runs through it too: each operation
+//! has its history document from its exec on, replicated on its own (so it
+//! may arrive after a block that needs it), and replies replicate; an exec
+//! prunes, at random, operations whose replies from every site and history
+//! document its site holds (`prunable`, `prune_payloads`), a merge prunes
+//! what any revision pruned, and a pass that must run a pruned operation
+//! takes its command from the history document (`payloads`), or waits for
+//! it to arrive.
 //!
 //! The application gives each type a meaning that its scenario's matrix
 //! describes truthfully: `set` resets the state, `add` inserts into a
@@ -43,7 +54,10 @@ use cheops_model::{
     Operation, Resolution, ResolutionResult, ResourceConfig, ResourceDocument, ShellCommand,
     Timestamp,
 };
-use cheops_replicator::consistency::{add_operation, plan, resolve_conflicts, Run};
+use cheops_replicator::consistency::{
+    add_operation, payloads, plan, prunable, prune_payloads, resolve_conflicts, Run, Seen,
+    SeenReply,
+};
 
 /// Schedules run by default: enough to find the known defects every time,
 /// in a few seconds.
@@ -191,10 +205,10 @@ struct App {
     sequence: Vec<String>,
 }
 
-/// An operation's command fails, on every site, when it is `false`; a
+/// An operation's command fails, on every site, when it is `false …`; a
 /// failing command changes nothing.
 fn fails(op: &Operation) -> bool {
-    op.command.command == "false"
+    op.command.command.starts_with("false")
 }
 
 impl App {
@@ -306,6 +320,10 @@ struct Site {
     /// Resources whose document changed since a pass last settled them: the
     /// changes feed and the runner's queue.
     dirty: BTreeSet<String>,
+    /// Every site's replies this site holds, per resource: request → sites.
+    seen_replies: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    /// The history documents this site holds, per resource, by request.
+    history: BTreeMap<String, BTreeMap<String, Operation>>,
 }
 
 /// What the schedules went through, to show that they exercise every rule.
@@ -320,6 +338,12 @@ struct Stats {
     rebuilds: u64,
     failures: u64,
     crashes: u64,
+    /// Payloads pruned by execs.
+    prunes: u64,
+    /// Passes that waited for a history document.
+    waits: u64,
+    /// Runs of a pruned operation, from its history document.
+    from_history: u64,
 }
 
 impl Stats {
@@ -331,6 +355,9 @@ impl Stats {
         self.rebuilds += other.rebuilds;
         self.failures += other.failures;
         self.crashes += other.crashes;
+        self.prunes += other.prunes;
+        self.waits += other.waits;
+        self.from_history += other.from_history;
     }
 }
 
@@ -340,6 +367,8 @@ enum Pass {
     Nothing,
     Merged,
     Ran,
+    /// A pruned operation must run and its history document is not here.
+    Waiting,
 }
 
 struct Sim<'s> {
@@ -353,6 +382,10 @@ struct Sim<'s> {
     requests: u64,
     trace: Vec<String>,
     stats: Stats,
+    /// Percent chance that an exec prunes each operation it may prune.
+    prune_percent: u64,
+    /// Every operation as it was sent, by request id.
+    originals: BTreeMap<String, Operation>,
 }
 
 impl<'s> Sim<'s> {
@@ -365,6 +398,7 @@ impl<'s> Sim<'s> {
             .collect();
         let resources = (0..1 + rng.below(2)).map(|n| format!("res{n}")).collect();
         let crash_percent = rng.below(6) as u64;
+        let prune_percent = [0, 50, 100][rng.below(3)];
         Sim {
             scenario,
             rng,
@@ -375,6 +409,31 @@ impl<'s> Sim<'s> {
             requests: 0,
             trace: Vec::new(),
             stats: Stats::default(),
+            prune_percent,
+            originals: BTreeMap::new(),
+        }
+    }
+
+    /// What `site` holds about `request` of `resource`.
+    fn seen(&self, site: usize, resource: &str, request: &str) -> Seen {
+        let site = &self.sites[site];
+        let replies = site
+            .seen_replies
+            .get(resource)
+            .and_then(|by_request| by_request.get(request));
+        Seen {
+            replies: replies
+                .into_iter()
+                .flatten()
+                .map(|site| SeenReply {
+                    site: site.clone(),
+                    reads_history: true,
+                })
+                .collect(),
+            history: site
+                .history
+                .get(resource)
+                .is_some_and(|h| h.contains_key(request)),
         }
     }
 
@@ -403,21 +462,44 @@ impl<'s> Sim<'s> {
             Some(_) => *self.rng.pick(self.scenario.types),
         };
         let failing = op_type != "set" && self.rng.percent(10);
+        let request = format!("r{}", self.requests);
         let op = Operation {
             op_type: op_type.to_owned(),
-            request_id: format!("r{}", self.requests),
             command: ShellCommand {
-                command: if failing { "false" } else { "true" }.to_owned(),
+                command: format!("{} {request}", if failing { "false" } else { "true" }),
                 ..ShellCommand::default()
             },
+            request_id: request,
             ..Operation::default()
         };
+        self.originals.insert(op.request_id.clone(), op.clone());
         let (parent, block) = winner.unzip();
-        let operations = add_operation(
+        let mut operations = add_operation(
             &self.scenario.config,
             block.as_deref().unwrap_or_default(),
             op.clone(),
         );
+        // The exec prunes, at random, what it may: its site may not have
+        // looked at every reply it holds.
+        let locations: Vec<String> = self.sites.iter().map(|s| s.name.clone()).collect();
+        let mut chosen = BTreeSet::new();
+        for candidate in operations
+            .iter()
+            .filter(|o| !o.pruned && o.request_id != op.request_id)
+        {
+            let seen = self.seen(site, resource, &candidate.request_id);
+            if prunable(&locations, &seen) && self.rng.percent(self.prune_percent) {
+                chosen.insert(candidate.request_id.clone());
+            }
+        }
+        self.stats.prunes +=
+            prune_payloads(&mut operations, |o| chosen.contains(&o.request_id)) as u64;
+        // Its history document, written with the revision.
+        self.sites[site]
+            .history
+            .entry(resource.to_owned())
+            .or_default()
+            .insert(op.request_id.clone(), op.clone());
         let id = RevId::child(parent, &[&op.request_id]);
         self.trace(format!(
             "{} exec {} {}{} on {resource} -> {}",
@@ -437,9 +519,10 @@ impl<'s> Sim<'s> {
         site.dirty.insert(resource.to_owned());
     }
 
-    /// Copies the revisions `from` has and `to` lacks, of one resource or
-    /// of all; true when some were copied.
-    fn replicate(&mut self, from: usize, to: usize, resource: Option<&str>) -> bool {
+    /// Copies the revisions, replies and (when `history`) history documents
+    /// `from` has and `to` lacks, of one resource or of all; true when some
+    /// were copied.
+    fn replicate(&mut self, from: usize, to: usize, resource: Option<&str>, history: bool) -> bool {
         let (source, target) = if from < to {
             let (left, right) = self.sites.split_at_mut(to);
             (&left[from], &mut right[0])
@@ -461,6 +544,32 @@ impl<'s> Sim<'s> {
             if new {
                 target.dirty.insert(name.clone());
                 copied = true;
+            }
+        }
+        for (name, by_request) in &source.seen_replies {
+            if resource.is_some_and(|r| r != name) {
+                continue;
+            }
+            let known = target.seen_replies.entry(name.clone()).or_default();
+            for (request, sites) in by_request {
+                let known = known.entry(request.clone()).or_default();
+                let before = known.len();
+                known.extend(sites.iter().cloned());
+                copied |= known.len() != before;
+            }
+        }
+        for (name, docs) in source.history.iter().filter(|_| history) {
+            if resource.is_some_and(|r| r != name) {
+                continue;
+            }
+            let held = target.history.entry(name.clone()).or_default();
+            for (request, op) in docs {
+                if !held.contains_key(request) {
+                    held.insert(request.clone(), op.clone());
+                    // The changes feed brings it: a waiting pass looks again.
+                    target.dirty.insert(name.clone());
+                    copied = true;
+                }
             }
         }
         if copied {
@@ -502,7 +611,10 @@ impl<'s> Sim<'s> {
                 self.stats.new_first += 1;
             }
             let mut content: Vec<&str> = vec!["merged"];
-            content.extend(merged.operations.iter().map(|op| op.request_id.as_str()));
+            for op in &merged.operations {
+                content.push(op.request_id.as_str());
+                content.extend(op.pruned.then_some("pruned"));
+            }
             let merged_id = RevId::child(Some(winner_id), &content);
             let loser_ids: Vec<RevId> = leaves[1..].iter().map(|(id, _)| *id).collect();
             self.trace(format!(
@@ -545,7 +657,33 @@ impl<'s> Sim<'s> {
             self.sites[site].dirty.remove(resource);
             return Pass::Nothing;
         }
-        let batch: Vec<Operation> = decision.operations.into_iter().cloned().collect();
+        let history = self.sites[site]
+            .history
+            .get(resource)
+            .cloned()
+            .unwrap_or_default();
+        let commands = match payloads(&decision.operations, &history.into_iter().collect()) {
+            Ok(commands) => commands,
+            Err(request) => {
+                self.stats.waits += 1;
+                self.trace(format!(
+                    "{} waits for the history document of {request}",
+                    self.sites[site].name
+                ));
+                return Pass::Waiting;
+            }
+        };
+        self.stats.from_history += decision.operations.iter().filter(|op| op.pruned).count() as u64;
+        // What the backend runs: the operation with the command found.
+        let batch: Vec<Operation> = decision
+            .operations
+            .into_iter()
+            .zip(commands)
+            .map(|(op, command)| Operation {
+                command,
+                ..op.clone()
+            })
+            .collect();
         self.stats.rebuilds += u64::from(decision.rebuild);
         self.trace(format!(
             "{} runs {}{} of {resource} {}",
@@ -581,6 +719,12 @@ impl<'s> Sim<'s> {
                 .entry(resource.to_owned())
                 .or_default()
                 .push(run);
+            site.seen_replies
+                .entry(resource.to_owned())
+                .or_default()
+                .entry(op.request_id.clone())
+                .or_default()
+                .insert(site.name.clone());
             if fails(op) {
                 self.stats.failures += 1;
                 // The rest of the batch did not run: the next pass runs it.
@@ -614,7 +758,9 @@ impl<'s> Sim<'s> {
                     if to != site {
                         let resource = self.rng.pick(&self.resources).clone();
                         let one = self.rng.percent(50).then_some(resource.as_str());
-                        self.replicate(site, to, one);
+                        // History documents replicate on their own: often late.
+                        let history = self.rng.percent(30);
+                        self.replicate(site, to, one, history);
                     }
                 }
                 60..=96 => {
@@ -641,13 +787,21 @@ impl<'s> Sim<'s> {
             for from in 0..self.sites.len() {
                 for to in 0..self.sites.len() {
                     if from != to {
-                        changed |= self.replicate(from, to, None);
+                        changed |= self.replicate(from, to, None, true);
                     }
                 }
             }
             for site in 0..self.sites.len() {
                 let mut passes = 0;
-                while let Some(resource) = self.sites[site].dirty.first().cloned() {
+                // Waiting for a history document until the next round's
+                // replication brings it.
+                let mut waiting = BTreeSet::new();
+                while let Some(resource) = self.sites[site]
+                    .dirty
+                    .iter()
+                    .find(|r| !waiting.contains(*r))
+                    .cloned()
+                {
                     passes += 1;
                     if passes > MAX_PASSES {
                         return Err(format!(
@@ -655,7 +809,14 @@ impl<'s> Sim<'s> {
                             self.sites[site].name
                         ));
                     }
-                    changed |= self.pass(site, &resource, false) != Pass::Nothing;
+                    match self.pass(site, &resource, false) {
+                        Pass::Nothing => {}
+                        Pass::Waiting => {
+                            waiting.insert(resource);
+                            changed = true;
+                        }
+                        Pass::Merged | Pass::Ran => changed = true,
+                    }
                 }
             }
             if !changed {
@@ -690,7 +851,8 @@ impl<'s> Sim<'s> {
                 }
             }
             let Some(block) = block else { continue };
-            let expected = App::replay(block);
+            // The block's operations whole: a pruned one's from history.
+            let expected = App::replay(block.iter().map(|op| &self.originals[&op.request_id]));
             for site in &self.sites {
                 let ran: Vec<&Operation> = site
                     .log
@@ -708,6 +870,15 @@ impl<'s> Sim<'s> {
                     ));
                 }
                 check_reruns(&site.name, resource, &site.log)?;
+                for run in site.log.iter().filter(|r| &r.resource == resource) {
+                    let own = &self.originals[&run.op.request_id].command;
+                    if &run.op.command != own {
+                        return Err(format!(
+                            "{} ran {} as {:?}, not its own command {:?}",
+                            site.name, run.op.request_id, run.op.command.command, own.command
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -765,7 +936,10 @@ fn ids_of(ops: &[Operation]) -> BTreeSet<&str> {
 fn ids<'a>(ops: impl IntoIterator<Item = &'a Operation>) -> String {
     let names: Vec<String> = ops
         .into_iter()
-        .map(|op| format!("{}:{}", op.op_type, op.request_id))
+        .map(|op| {
+            let pruned = if op.pruned { "*" } else { "" };
+            format!("{}:{}{pruned}", op.op_type, op.request_id)
+        })
         .collect();
     format!("[{}]", names.join(" "))
 }
@@ -778,11 +952,12 @@ fn schedule(seed: u64) -> (Result<(), String>, Vec<String>, Stats) {
     let events = 10 + rng.below(MAX_EVENTS - 10);
     let mut sim = Sim::new(scenario, rng);
     sim.trace(format!(
-        "scenario {:?}: {} sites, {} resources, {events} events, crash {}%",
+        "scenario {:?}: {} sites, {} resources, {events} events, crash {}%, prune {}%",
         scenario.name,
         sim.sites.len(),
         sim.resources.len(),
-        sim.crash_percent
+        sim.crash_percent,
+        sim.prune_percent
     ));
     sim.random_phase(events);
     let outcome = sim.settle().and_then(|()| sim.check());
