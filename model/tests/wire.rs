@@ -1,9 +1,11 @@
 //! Every document the original writes (tests/wire/) is read by the port
-//! and written back equal, value for value.
+//! and written back equal, value for value; so are the documents only the
+//! port writes (tests/wire/port/: fields the original ignores, history
+//! documents), which are not part of the original's corpus.
 
 use std::path::PathBuf;
 
-use cheops_model::{ReplyDocument, ResourceDocument, Status};
+use cheops_model::{history_id, HistoryDocument, ReplyDocument, ResourceDocument, Status};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -18,7 +20,19 @@ fn wire_dir() -> PathBuf {
 }
 
 fn round_trip<T: DeserializeOwned + Serialize>(file: &str) -> (T, Value) {
-    let path = wire_dir().join(file);
+    round_trip_in(&wire_dir(), file)
+}
+
+/// The port's own documents, always from this repository.
+fn port_round_trip<T: DeserializeOwned + Serialize>(file: &str) -> (T, Value) {
+    round_trip_in(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/wire/port"),
+        file,
+    )
+}
+
+fn round_trip_in<T: DeserializeOwned + Serialize>(dir: &std::path::Path, file: &str) -> (T, Value) {
+    let path = dir.join(file);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let original: Value = serde_json::from_str(&text).unwrap();
@@ -62,6 +76,41 @@ fn reply_document_round_trips() {
     assert!(
         written.get("Cmd").is_none(),
         "Input/Output stay at the top level"
+    );
+    assert!(
+        !reply.reads_history && !reply.rebuild,
+        "the original declares neither"
+    );
+}
+
+#[test]
+fn a_port_reply_declares_that_its_site_reads_history() {
+    let (reply, _) = port_round_trip::<ReplyDocument>("reply-document.json");
+    assert!(reply.reads_history && reply.rebuild);
+}
+
+#[test]
+fn a_pruned_operation_keeps_its_place_type_and_time_without_payload() {
+    let (doc, written) = port_round_trip::<ResourceDocument>("resource-document-pruned.json");
+    let (pruned, kept) = (&doc.operations[0], &doc.operations[1]);
+    assert!(pruned.pruned && pruned.command.command.is_empty() && pruned.command.files.is_empty());
+    assert!(!kept.pruned);
+    assert!(
+        written["Operations"][1].get("Pruned").is_none(),
+        "absent when false, as the original writes operations"
+    );
+}
+
+#[test]
+fn a_history_document_holds_the_operation_whole() {
+    let (history, _) = port_round_trip::<HistoryDocument>("history-document.json");
+    assert_eq!(
+        history.id,
+        history_id(&history.resource_id, &history.operation.request_id)
+    );
+    assert_eq!(
+        history.operation.command.files["recipe.yml"],
+        b"apiVersion: apps/v1\nkind: Deployment\n"
     );
 }
 
