@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cheops_backends::ShellBackend;
-use cheops_model::{Operation, ShellCommand, Timestamp};
+use cheops_model::{HistoryDocument, Operation, ResourceDocument, ShellCommand, Timestamp};
 use cheops_replicator::{
     ClientOptions, DatabaseAccess, Node, NodeApi, NodeConfig, NodeWatch, ReplicatorError, SiteUrls,
     Sites, Submission, DEFAULT_MAX_REPLY_BYTES,
@@ -20,7 +20,9 @@ use tokio::net::TcpListener;
 type Requests = Arc<Mutex<Vec<String>>>;
 
 /// A CouchDB that answers `GET` of a document with `get` and `PUT` with
-/// `put` (status, body); returns its database URL.
+/// `put` (status, body), and a `POST` of `_bulk_docs` (the resource and
+/// the history document of its operation) as `put` says for the resource,
+/// the history document being stored; returns its database URL.
 async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (String, Requests) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://admin:pw@{}/cheops", listener.local_addr().unwrap());
@@ -52,7 +54,11 @@ async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (Stri
                 let line = head.lines().next().unwrap_or_default();
                 let request: Vec<&str> = line.split(' ').take(2).collect();
                 log.lock().unwrap().push(request.join(" "));
-                let (status, answer) = if request[0] == "PUT" { put } else { get };
+                let (status, answer) = match request[0] {
+                    "PUT" => put,
+                    "POST" if request[1].ends_with("/_bulk_docs") => bulk_answer(put),
+                    _ => get,
+                };
                 let response = format!(
                     "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
                     answer.len()
@@ -62,6 +68,23 @@ async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (Stri
         }
     });
     (url, requests)
+}
+
+/// What `_bulk_docs` answers when a `PUT` of the resource would get `put`.
+fn bulk_answer(put: (u16, &'static str)) -> (u16, &'static str) {
+    match put.0 {
+        409 => (
+            201,
+            r#"[{"id":"r","error":"conflict","reason":"Document update conflict."},
+                {"ok":true,"id":"history:r:0123456789abcdef0123456789abcdef","rev":"1-h"}]"#,
+        ),
+        201 => (
+            201,
+            r#"[{"ok":true,"id":"r","rev":"1-a"},
+                {"ok":true,"id":"history:r:0123456789abcdef0123456789abcdef","rev":"1-h"}]"#,
+        ),
+        _ => put,
+    }
 }
 
 /// A fresh directory for a node's journal.
@@ -118,12 +141,13 @@ fn submission(sites: &[&str], file: usize) -> Submission {
 const NOT_FOUND: (u16, &str) = (404, r#"{"error":"not_found","reason":"missing"}"#);
 const CREATED: (u16, &str) = (201, r#"{"ok":true,"id":"r","rev":"1-a"}"#);
 
+/// The writes received: `PUT`s and `_bulk_docs`.
 fn puts(requests: &Requests) -> usize {
     requests
         .lock()
         .unwrap()
         .iter()
-        .filter(|r| r.starts_with("PUT"))
+        .filter(|r| r.starts_with("PUT") || r.ends_with("/_bulk_docs"))
         .count()
 }
 
@@ -140,6 +164,16 @@ async fn a_write_that_keeps_conflicting_gives_up_as_contended() {
         "{error:?}"
     );
     assert_eq!(puts(&requests), 50);
+    let bulk = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.ends_with("/_bulk_docs"))
+        .count();
+    assert_eq!(
+        bulk, 1,
+        "the history document is written once, with the first attempt"
+    );
 }
 
 #[tokio::test]
@@ -155,6 +189,34 @@ async fn a_document_over_the_limit_is_never_written() {
         "{error:?}"
     );
     assert!(error.to_string().contains("1000 bytes"), "{error}");
+    assert_eq!(puts(&requests), 0);
+}
+
+#[tokio::test]
+async fn the_limit_applies_to_the_history_document_too() {
+    let submitted = submission(&["site1"], 1000);
+    let resource = ResourceDocument {
+        id: "r".into(),
+        locations: vec!["site1".into()],
+        operations: vec![submitted.operation.clone()],
+        ..ResourceDocument::default()
+    };
+    let history = HistoryDocument::new("r", &resource.locations, &submitted.operation);
+    let (resource_size, history_size) = (
+        serde_json::to_vec(&resource).unwrap().len(),
+        serde_json::to_vec(&history).unwrap().len(),
+    );
+    assert!(resource_size < history_size, "its id is longer");
+    let (url, requests) = fake_couch(NOT_FOUND, CREATED).await;
+    let error = node(&url, resource_size)
+        .submit(submitted)
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(
+        matches!(error, ReplicatorError::TooLarge { size, .. } if size == history_size),
+        "{error:?}"
+    );
     assert_eq!(puts(&requests), 0);
 }
 
