@@ -284,42 +284,19 @@ impl Node {
         let mut history_stored = false;
         // What the requests view said, kept across attempts.
         let mut seen = HashMap::new();
+        let creates = !operation.command.command.trim().is_empty();
         for _ in 0..WRITE_ATTEMPTS {
-            let current = self.couch.get::<Value>(&[&resource_id], &[]).await?;
-            let mut doc = match current {
-                Some(doc) => {
-                    let kind: DocumentKind = decode_stored(&resource_id, doc.clone())?;
-                    if !kind.is_resource() {
-                        return Err(ReplicatorError::IdTaken(resource_id));
-                    }
-                    let doc: ResourceDocument = decode_stored(&resource_id, doc)?;
-                    let wanted: BTreeSet<&String> = sites.iter().collect();
-                    let stored: BTreeSet<&String> = doc.locations.iter().collect();
-                    if wanted != stored {
-                        return Err(ReplicatorError::InvalidRequest(format!(
-                            "sites ({}) differ from the locations of resource {resource_id} ({}); locations never change",
-                            sites.join(", "),
-                            doc.locations.join(", ")
-                        )));
-                    }
-                    doc
-                }
-                None if operation.command.command.trim().is_empty() => {
-                    return Err(ReplicatorError::InvalidRequest(format!(
-                        "resource {resource_id} does not exist, and an empty command does not create one"
-                    )));
-                }
-                None => ResourceDocument {
-                    id: resource_id.clone(),
-                    locations: sites.clone(),
-                    ..ResourceDocument::default()
-                },
-            };
+            let mut doc = self.current(&resource_id, &sites, creates).await?;
+            // The lookup happens between two reads, not between the read and
+            // the write, which would lose more races to other writers.
+            if self.look_up(&doc, &operation.request_id, &mut seen).await {
+                doc = self.current(&resource_id, &sites, creates).await?;
+            }
             if let Some(config) = config.as_ref().filter(|c| !c.is_empty()) {
                 doc.config = config.clone();
             }
             doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
-            self.prune(&mut doc, &operation.request_id, &mut seen).await;
+            prune_seen(&mut doc, &operation.request_id, &seen);
             let history = (!history_stored)
                 .then(|| HistoryDocument::new(&resource_id, &doc.locations, &operation));
             // The limit applies to each document of the request.
@@ -412,13 +389,55 @@ impl Node {
         Ok((written, history_stored))
     }
 
-    /// Prunes the payload of every operation of `doc`'s block but `new`
-    /// that every location has run, from sites that read history documents,
-    /// and whose history document is here (CONSISTENCY.md, "Pruning"). Only
-    /// the unpruned operations not in `seen` yet are looked up, and `seen`
-    /// keeps what was found for the next attempt. Pruning saves space and
-    /// decides nothing: when the lookup fails, nothing is pruned.
-    async fn prune(&self, doc: &mut ResourceDocument, new: &str, seen: &mut HashMap<String, Seen>) {
+    /// The resource `resource_id` as stored, or a new one on `sites` when
+    /// there is none and the operation `creates` it (has a command).
+    async fn current(
+        &self,
+        resource_id: &str,
+        sites: &[String],
+        creates: bool,
+    ) -> Result<ResourceDocument, ReplicatorError> {
+        let Some(doc) = self.couch.get::<Value>(&[resource_id], &[]).await? else {
+            if !creates {
+                return Err(ReplicatorError::InvalidRequest(format!(
+                    "resource {resource_id} does not exist, and an empty command does not create one"
+                )));
+            }
+            return Ok(ResourceDocument {
+                id: resource_id.to_owned(),
+                locations: sites.to_vec(),
+                ..ResourceDocument::default()
+            });
+        };
+        let kind: DocumentKind = decode_stored(resource_id, doc.clone())?;
+        if !kind.is_resource() {
+            return Err(ReplicatorError::IdTaken(resource_id.to_owned()));
+        }
+        let doc: ResourceDocument = decode_stored(resource_id, doc)?;
+        let wanted: BTreeSet<&String> = sites.iter().collect();
+        let stored: BTreeSet<&String> = doc.locations.iter().collect();
+        if wanted != stored {
+            return Err(ReplicatorError::InvalidRequest(format!(
+                "sites ({}) differ from the locations of resource {resource_id} ({}); locations never change",
+                sites.join(", "),
+                doc.locations.join(", ")
+            )));
+        }
+        Ok(doc)
+    }
+
+    /// Looks up, in the requests view, what this database holds about the
+    /// unpruned operations of `doc`'s block but `new` that `seen` does not
+    /// hold yet, and adds it to `seen`; true when it queried the view. Only
+    /// those operations are looked up, so the cost follows the block's
+    /// unpruned operations, not the resource's history. Pruning saves space
+    /// and decides nothing: when the lookup fails, nothing new is learnt.
+    async fn look_up(
+        &self,
+        doc: &ResourceDocument,
+        new: &str,
+        seen: &mut HashMap<String, Seen>,
+    ) -> bool {
         let keys: Vec<Value> = doc
             .operations
             .iter()
@@ -433,17 +452,17 @@ impl Node {
             let rows = match rows {
                 Ok(rows) => rows,
                 Err(error) => {
-                    warn!(resource = %doc.id, site = %self.site, %error, "cannot look up which operations ran everywhere; pruning nothing");
-                    return;
+                    warn!(resource = %doc.id, site = %self.site, %error, "cannot look up which operations ran everywhere; pruning nothing new");
+                    return true;
                 }
             };
-            for key in chunk {
-                if let Some(request) = key[1].as_str() {
-                    seen.entry(request.to_owned()).or_default();
-                }
-            }
+            let mut found: HashMap<String, Seen> = chunk
+                .iter()
+                .filter_map(|key| key[1].as_str())
+                .map(|request| (request.to_owned(), Seen::default()))
+                .collect();
             for ((_, request), row) in rows {
-                let entry = seen.entry(request).or_default();
+                let entry = found.entry(request).or_default();
                 match row.site {
                     Some(site) => entry.replies.push(SeenReply {
                         site,
@@ -452,17 +471,9 @@ impl Node {
                     None => entry.history |= row.history,
                 }
             }
+            seen.extend(found);
         }
-        let locations = &doc.locations;
-        let pruned = prune_payloads(&mut doc.operations, |op| {
-            op.request_id != new
-                && seen
-                    .get(&op.request_id)
-                    .is_some_and(|s| prunable(locations, s))
-        });
-        if pruned > 0 {
-            debug!(resource = %doc.id, site = %self.site, pruned, "payloads pruned from the block");
-        }
+        !keys.is_empty()
     }
 
     /// Refuses sites that are not site names or that this node cannot
@@ -519,6 +530,23 @@ impl Node {
             .is_ok_and(|pinged| pinged.is_ok());
         self.set_health(|h| h.couchdb_reachable = reachable);
         self.health()
+    }
+}
+
+/// Prunes the payload of every operation of `doc`'s block but `new` that
+/// every location has run, from sites that read history documents, and
+/// whose history document is here, as `seen` (the requests view) says
+/// (CONSISTENCY.md, "Pruning").
+fn prune_seen(doc: &mut ResourceDocument, new: &str, seen: &HashMap<String, Seen>) {
+    let locations = &doc.locations;
+    let pruned = prune_payloads(&mut doc.operations, |op| {
+        op.request_id != new
+            && seen
+                .get(&op.request_id)
+                .is_some_and(|s| prunable(locations, s))
+    });
+    if pruned > 0 {
+        debug!(resource = %doc.id, pruned, "payloads pruned from the block");
     }
 }
 

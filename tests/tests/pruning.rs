@@ -246,7 +246,9 @@ async fn a_thousand_operations_run_once_everywhere_and_the_document_stays_small(
             }
         }
     });
+    let started = std::time::Instant::now();
     futures::future::join_all(clients).await;
+    eprintln!("{OPERATIONS} operations stored in {:?}", started.elapsed());
 
     let everywhere = |i: usize| {
         let cluster = &cluster;
@@ -270,6 +272,10 @@ async fn a_thousand_operations_run_once_everywhere_and_the_document_stays_small(
             replies.iter().filter(|(_, &n)| n > 1).collect::<Vec<_>>()
         );
     }
+    eprintln!(
+        "every reply and history document everywhere after {:?}",
+        started.elapsed()
+    );
     // One more exec, waited for, prunes what every site ran.
     exec_ok(
         &cluster,
