@@ -266,14 +266,6 @@ impl CouchClient {
         view: &str,
         key: &Value,
     ) -> Result<Vec<T>, ReplicatorError> {
-        #[derive(Deserialize)]
-        struct Rows<T> {
-            rows: Vec<Row<T>>,
-        }
-        #[derive(Deserialize)]
-        struct Row<T> {
-            doc: Option<T>,
-        }
         let url = self.url(&["_design", design, "_view", view]);
         let builder = self.request(Method::GET, url).query(&[
             ("key", key.to_string().as_str()),
@@ -282,7 +274,7 @@ impl CouchClient {
         ]);
         let context = format!("GET view {design}/{view}");
         let (_, value) = self.send(builder, &context, &[]).await?;
-        let rows: Rows<T> = Self::decode(value, &context)?;
+        let rows: DocRows<T> = Self::decode(value, &context)?;
         Ok(rows.rows.into_iter().filter_map(|r| r.doc).collect())
     }
 
@@ -321,20 +313,12 @@ impl CouchClient {
         &self,
         ids: &[String],
     ) -> Result<Vec<Option<T>>, ReplicatorError> {
-        #[derive(Deserialize)]
-        struct Rows<T> {
-            rows: Vec<Row<T>>,
-        }
-        #[derive(Deserialize)]
-        struct Row<T> {
-            doc: Option<T>,
-        }
         let builder = self
             .request(Method::POST, self.url(&["_all_docs"]))
             .query(&[("include_docs", "true")])
             .json(&serde_json::json!({ "keys": ids }));
         let (_, value) = self.send(builder, "POST _all_docs", &[]).await?;
-        let rows: Rows<T> = Self::decode(value, "POST _all_docs")?;
+        let rows: DocRows<T> = Self::decode(value, "POST _all_docs")?;
         Ok(rows.rows.into_iter().map(|r| r.doc).collect())
     }
 
@@ -450,6 +434,18 @@ impl CouchClient {
         }
         Ok(ChangesFeed::new(response, self.timeout))
     }
+}
+
+/// Rows of a view or of `_all_docs` read with `include_docs`: `doc` is
+/// absent (or null) for a missing or deleted document.
+#[derive(Deserialize)]
+struct DocRows<T> {
+    rows: Vec<DocRow<T>>,
+}
+
+#[derive(Deserialize)]
+struct DocRow<T> {
+    doc: Option<T>,
 }
 
 fn rev_of(value: &Value) -> String {
