@@ -657,12 +657,15 @@ impl<'s> Sim<'s> {
             self.sites[site].dirty.remove(resource);
             return Pass::Nothing;
         }
-        let history = self.sites[site]
-            .history
-            .get(resource)
-            .cloned()
-            .unwrap_or_default();
-        let commands = match payloads(&decision.operations, &history.into_iter().collect()) {
+        // The history documents here of the pruned operations to run.
+        let held = self.sites[site].history.get(resource);
+        let history = decision
+            .operations
+            .iter()
+            .filter(|op| op.pruned)
+            .filter_map(|op| Some((op.request_id.clone(), held?.get(&op.request_id)?.clone())))
+            .collect();
+        let commands = match payloads(&decision.operations, &history) {
             Ok(commands) => commands,
             Err(request) => {
                 self.stats.waits += 1;
