@@ -121,8 +121,9 @@ fn isolated_cheops(dir: &Path) -> PathBuf {
     script
 }
 
-/// The command of every operation stored in the node's database, read
-/// through its dump listener with the read token.
+/// The command of every operation stored in the node's database, in its
+/// resource's block or in its history document, read through its dump
+/// listener with the read token.
 async fn stored_commands(dump_url: &str, read_token: &str) -> Vec<String> {
     let dump: Value = authorized_client(read_token)
         .get(dump_url)
@@ -136,12 +137,14 @@ async fn stored_commands(dump_url: &str, read_token: &str) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|row| row["doc"]["Type"] == "RESOURCE")
-        .flat_map(|row| {
-            row["doc"]["Operations"]
+        .flat_map(|row| match row["doc"]["Type"].as_str() {
+            Some("RESOURCE") => row["doc"]["Operations"]
                 .as_array()
                 .cloned()
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            // A pruned operation's command lives on here.
+            Some("HISTORY") => vec![row["doc"]["Operation"].clone()],
+            _ => Vec::new(),
         })
         .filter_map(|operation| operation["Command"]["Command"].as_str().map(str::to_owned))
         .collect()
