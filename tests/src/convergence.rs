@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cheops_model::history_id;
 use serde_json::Value;
 
 /// Every document of one site's database, read at once.
@@ -49,6 +50,21 @@ impl Snapshot {
     /// The document `id`, if this site has it.
     pub fn doc(&self, id: &str) -> Option<&Value> {
         self.docs.get(id)
+    }
+
+    /// Resource `doc` (`id`) with each pruned operation of its block whole
+    /// again, as the history document this site holds has it: the block
+    /// the sites ran (CONSISTENCY.md, "Pruning"). A pruned operation whose
+    /// history document is not here stays as it is.
+    pub fn whole(&self, id: &str, mut doc: Value) -> Value {
+        let ops = doc["Operations"].as_array_mut().into_iter().flatten();
+        for op in ops.filter(|op| op["Pruned"] == true) {
+            let history = history_id(id, op["RequestId"].as_str().unwrap_or_default());
+            if let Some(whole) = self.doc(&history) {
+                *op = whole["Operation"].clone();
+            }
+        }
+        doc
     }
 
     /// The ids of the resource documents stored here.

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cheops_model::{history_id, Timestamp};
+use cheops_model::Timestamp;
 use cheops_tests::{Cluster, ClusterOptions, Exec};
 use serde_json::Value;
 
@@ -54,17 +54,9 @@ async fn exec(cluster: &Cluster, i: usize, id: &str, command: &str, op_type: &st
 /// of its block is whole again, as its history document holds it: what the
 /// sites ran (CONSISTENCY.md, "Pruning").
 async fn converged(cluster: &Cluster, id: &str, on: &[usize]) -> Value {
-    let mut doc = cluster.converged(id, on).await;
+    let doc = cluster.converged(id, on).await;
     let snapshots = cluster.snapshots(on).await.expect("a database went away");
-    let ops = doc["Operations"].as_array_mut().into_iter().flatten();
-    for op in ops.filter(|op| op["Pruned"] == true) {
-        let history = history_id(id, op["RequestId"].as_str().unwrap_or_default());
-        let first = &snapshots[0];
-        let whole = first
-            .doc(&history)
-            .unwrap_or_else(|| panic!("{} has no {history} for a pruned operation", first.site));
-        *op = whole["Operation"].clone();
-    }
+    let doc = snapshots[0].whole(id, doc);
     let replies: Vec<Vec<&Value>> = snapshots
         .iter()
         .map(|s| s.replies(id).into_values().collect())

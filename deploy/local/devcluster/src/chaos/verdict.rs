@@ -144,6 +144,11 @@ pub fn judge(
                 continue;
             }
         };
+        // Pruned operations whole again: their tags are in their commands.
+        let doc = match snapshots.iter().find(|s| s.doc(&resource.id).is_some()) {
+            Some(holder) => holder.whole(&resource.id, doc),
+            None => doc,
+        };
         let block = block(&doc);
         verdict.in_blocks += block.len();
         judge_block(&mut verdict, resource, &block, &sent, &accepted);
