@@ -15,6 +15,7 @@ mod health;
 mod hub;
 mod journal;
 mod liveness;
+pub mod metrics;
 mod node;
 mod oversize;
 mod replications;

@@ -19,6 +19,7 @@ use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::follower::Follower;
 use crate::journal::Journal;
 use crate::liveness::Liveness;
+use crate::metrics::{replication_state, Metrics, Snapshot};
 use crate::replications::Replications;
 use crate::runner::{Runner, RunnerParts};
 use crate::store::flush_loop;
@@ -102,7 +103,8 @@ impl Node {
     /// Opens the journal (failing if it cannot be read) and builds the
     /// parts; nothing runs before [`Node::start`].
     pub fn new(config: NodeConfig, backend: Arc<dyn Backend>) -> Result<Self, ReplicatorError> {
-        let couch = CouchClient::with_options(&config.couch_url, &config.client)?;
+        let couch = CouchClient::with_options(&config.couch_url, &config.client)?
+            .with_metrics(Metrics::default());
         let journal = Journal::open(&config.data_dir, &config.site)?;
         let unstored = Arc::new(Notify::new());
         let runner = Runner::new(RunnerParts {
@@ -323,6 +325,7 @@ impl Node {
 
             match self.couch.put(&[&resource_id], &doc).await {
                 Ok(Written::Rev(rev)) => {
+                    self.couch.metrics().accepted();
                     info!(resource = %resource_id, request = %operation.request_id, site = %self.site, rev = %rev, "operation stored");
                     return Ok(Submitted {
                         resource_id,
@@ -388,6 +391,35 @@ impl Node {
     /// Every resource and reply of the local database, read in one request.
     pub async fn documents(&self) -> Result<Documents, ReplicatorError> {
         Ok(Documents::from_all_docs(&self.couch.all_docs().await?))
+    }
+
+    /// The node's metrics in Prometheus's text format: the counters, and
+    /// gauges read now (the database's sequence and the replications' states
+    /// from CouchDB, within [`HEALTH_PING_TIMEOUT`]; left out when CouchDB
+    /// does not answer in time).
+    pub async fn metrics(&self) -> String {
+        let read = async {
+            let (update_seq, replications) =
+                tokio::join!(self.couch.update_seq(), self.replications.documents());
+            let replications = replications.map(|docs| {
+                docs.iter()
+                    .map(|(peer, doc)| (peer.clone(), replication_state(doc.as_ref())))
+                    .collect()
+            });
+            (update_seq.ok(), replications.unwrap_or_default())
+        };
+        let (update_seq, replications) = tokio::time::timeout(HEALTH_PING_TIMEOUT, read)
+            .await
+            .unwrap_or_default();
+        let (scheduled, running) = self.runner.load();
+        self.couch.metrics().render(Snapshot {
+            update_seq,
+            replications,
+            tasks: self.tasks.snapshot(),
+            scheduled,
+            running,
+            unstored: self.journal.unstored(),
+        })
     }
 
     /// Whether CouchDB answers right now, with the follower's state; never
