@@ -2,10 +2,13 @@
 
 use std::collections::BTreeMap;
 
+/// A series' labels, by name.
+type Labels = BTreeMap<String, String>;
+
 /// One scrape: each series' labels and value, by metric name.
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
-    series: BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>,
+    series: BTreeMap<String, Vec<(Labels, f64)>>,
 }
 
 impl Scrape {
@@ -24,7 +27,7 @@ impl Scrape {
                 .unwrap_or_else(|e| panic!("not a value in {line:?}: {e}"));
             let (name, labels) = match series.split_once('{') {
                 Some((name, rest)) => (name, labels(rest.trim_end_matches('}'), line)),
-                None => (series, BTreeMap::new()),
+                None => (series, Labels::new()),
             };
             scrape
                 .series
@@ -74,8 +77,8 @@ impl Scrape {
 }
 
 /// `k="v",k2="v2"`, values with `\"`, `\\` and `\n` escapes.
-fn labels(text: &str, line: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
+fn labels(text: &str, line: &str) -> Labels {
+    let mut labels = Labels::new();
     let mut rest = text;
     while !rest.is_empty() {
         let (key, after) = rest
