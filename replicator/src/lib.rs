@@ -18,6 +18,7 @@ mod liveness;
 pub mod metrics;
 mod node;
 mod oversize;
+mod recent;
 mod replications;
 mod replied;
 mod resolution;

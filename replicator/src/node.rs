@@ -20,6 +20,7 @@ use crate::follower::Follower;
 use crate::journal::Journal;
 use crate::liveness::Liveness;
 use crate::metrics::{replication_state, Metrics, Snapshot};
+use crate::recent::Recent;
 use crate::replications::Replications;
 use crate::runner::{Runner, RunnerParts};
 use crate::store::flush_loop;
@@ -87,6 +88,8 @@ pub struct Node {
     unstored: Arc<Notify>,
     tasks: Tasks,
     drain: Duration,
+    /// The resource documents this node stored lately.
+    recent: Arc<Recent>,
 }
 
 /// The longest a liveness probe waits for a peer's answer.
@@ -152,6 +155,7 @@ impl Node {
             unstored,
             tasks: Tasks::default(),
             drain: config.drain,
+            recent: Arc::default(),
         })
     }
 
@@ -256,7 +260,9 @@ impl Node {
 
     /// Stores an operation, creating the resource if needed, and returns the
     /// channel its replies will arrive on. A concurrent write to the same
-    /// resource is retried on the new revision, never surfaced.
+    /// resource is retried on the new revision, never surfaced. The document
+    /// this node stored last is taken as current without reading it (see
+    /// [`Recent`]).
     ///
     /// Cancellation: if dropped before it returns, the operation may or may
     /// not have been stored; if stored, it runs everywhere regardless.
@@ -279,14 +285,12 @@ impl Node {
         let replies = self.hub.subscribe(&operation.request_id);
 
         for _ in 0..WRITE_ATTEMPTS {
-            let current = self.couch.get::<Value>(&[&resource_id], &[]).await?;
+            let current = match self.recent.take(&resource_id) {
+                Some(doc) => Some(doc),
+                None => self.read_resource(&resource_id).await?,
+            };
             let mut doc = match current {
                 Some(doc) => {
-                    let kind: DocumentKind = decode_stored(&resource_id, doc.clone())?;
-                    if !kind.is_resource() {
-                        return Err(ReplicatorError::IdTaken(resource_id));
-                    }
-                    let doc: ResourceDocument = decode_stored(&resource_id, doc)?;
                     let wanted: BTreeSet<&String> = sites.iter().collect();
                     let stored: BTreeSet<&String> = doc.locations.iter().collect();
                     if wanted != stored {
@@ -327,10 +331,13 @@ impl Node {
                 Ok(Written::Rev(rev)) => {
                     self.couch.metrics().accepted();
                     info!(resource = %resource_id, request = %operation.request_id, site = %self.site, rev = %rev, "operation stored");
+                    let locations = doc.locations.clone();
+                    doc.rev = Some(rev);
+                    self.recent.stored(doc, size);
                     return Ok(Submitted {
                         resource_id,
                         request_id: operation.request_id.clone(),
-                        locations: doc.locations,
+                        locations,
                         input: operation.command.command.clone(),
                         replies,
                     });
@@ -345,6 +352,22 @@ impl Node {
             resource: resource_id,
             attempts: WRITE_ATTEMPTS,
         })
+    }
+
+    /// The stored resource `resource_id`, `None` when there is none; an
+    /// error when the id is another kind of document's.
+    async fn read_resource(
+        &self,
+        resource_id: &str,
+    ) -> Result<Option<ResourceDocument>, ReplicatorError> {
+        let Some(doc) = self.couch.get::<Value>(&[resource_id], &[]).await? else {
+            return Ok(None);
+        };
+        let kind: DocumentKind = decode_stored(resource_id, doc.clone())?;
+        if !kind.is_resource() {
+            return Err(ReplicatorError::IdTaken(resource_id.to_owned()));
+        }
+        decode_stored(resource_id, doc).map(Some)
     }
 
     /// Refuses sites that are not site names or that this node cannot
