@@ -85,7 +85,10 @@ async fn counters_move_by_what_operations_did() {
         let base = counts(&before[i]);
         let after = eventually("the counters to settle", SETTLE, || async {
             let now = scrape(&cluster, i).await;
-            (delta(counts(&now), base) == expected[i]).then_some(now)
+            let moved = delta(counts(&now), base);
+            // Shown only if the test fails.
+            eprintln!("site{}: moved {moved:?}, expected {:?}", i + 1, expected[i]);
+            (moved == expected[i]).then_some(now)
         })
         .await;
         assert_eq!(after.sum("cheops_rebuilds_total", &[]), 0.0);
