@@ -490,6 +490,12 @@ mod tests {
             .and_then(|v| v.parse().ok())
     }
 
+    fn assert_series(text: &str, expected: &[(&str, f64)]) {
+        for (series, expected) in expected {
+            assert_eq!(value(text, series), Some(*expected), "{series} in\n{text}");
+        }
+    }
+
     #[test]
     fn counters_render_with_their_labels() {
         let metrics = Metrics::default();
@@ -510,32 +516,25 @@ mod tests {
             Some(RequestError::Server),
         );
         let text = metrics.render(Snapshot::default());
-        assert_eq!(value(&text, "cheops_operations_accepted_total"), Some(1.0));
-        assert_eq!(
-            value(&text, r#"cheops_operations_run_total{status="KO"}"#),
-            Some(2.0)
-        );
-        assert_eq!(value(&text, "cheops_operations_rerun_total"), Some(1.0));
-        assert_eq!(
-            value(
-                &text,
-                r#"cheops_couchdb_requests_total{kind="bulk_docs",method="POST"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"cheops_couchdb_errors_total{kind="doc",method="GET",error="http_5xx"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"cheops_couchdb_request_duration_seconds_bucket{kind="doc",method="GET",le="0.05"}"#
-            ),
-            Some(1.0)
+        assert_series(
+            &text,
+            &[
+                ("cheops_operations_accepted_total", 1.0),
+                (r#"cheops_operations_run_total{status="KO"}"#, 2.0),
+                ("cheops_operations_rerun_total", 1.0),
+                (
+                    r#"cheops_couchdb_requests_total{kind="bulk_docs",method="POST"}"#,
+                    1.0,
+                ),
+                (
+                    r#"cheops_couchdb_errors_total{kind="doc",method="GET",error="http_5xx"}"#,
+                    1.0,
+                ),
+                (
+                    r#"cheops_couchdb_request_duration_seconds_bucket{kind="doc",method="GET",le="0.05"}"#,
+                    1.0,
+                ),
+            ],
         );
         assert!(text.contains("# TYPE cheops_operations_accepted_total counter"));
     }
@@ -560,34 +559,28 @@ mod tests {
             running: 2,
             unstored: 1,
         });
-        assert_eq!(value(&text, "cheops_changes_lag"), Some(7.0));
-        assert_eq!(
-            value(
-                &text,
-                r#"cheops_replication_state{peer="site2",state="error"}"#
-            ),
-            Some(1.0)
+        assert_series(
+            &text,
+            &[
+                ("cheops_changes_lag", 7.0),
+                (
+                    r#"cheops_replication_state{peer="site2",state="error"}"#,
+                    1.0,
+                ),
+                (
+                    r#"cheops_replication_state{peer="site2",state="triggered"}"#,
+                    0.0,
+                ),
+                (
+                    r#"cheops_task_state{task="follower",state="retrying"}"#,
+                    1.0,
+                ),
+                (r#"cheops_task_failures{task="follower"}"#, 3.0),
+                ("cheops_runner_scheduled", 4.0),
+                ("cheops_runner_running", 2.0),
+                ("cheops_journal_unstored", 1.0),
+            ],
         );
-        assert_eq!(
-            value(
-                &text,
-                r#"cheops_replication_state{peer="site2",state="triggered"}"#
-            ),
-            Some(0.0)
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"cheops_task_state{task="follower",state="retrying"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(&text, r#"cheops_task_failures{task="follower"}"#),
-            Some(3.0)
-        );
-        assert_eq!(value(&text, "cheops_runner_scheduled"), Some(4.0));
-        assert_eq!(value(&text, "cheops_journal_unstored"), Some(1.0));
 
         // The next scrape: no sequence read, no peer, no task.
         let text = metrics.render(Snapshot::default());

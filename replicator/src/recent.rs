@@ -72,10 +72,12 @@ impl Recent {
 mod tests {
     use super::*;
 
-    fn doc(id: &str, rev: &str) -> ResourceDocument {
+    /// A resource document as stored at `rev` (`None`: never stored).
+    fn doc(id: &str, rev: Option<&str>) -> ResourceDocument {
         ResourceDocument {
             id: id.into(),
-            rev: Some(rev.into()),
+            rev: rev.map(str::to_owned),
+            locations: vec!["site1".into()],
             ..ResourceDocument::default()
         }
     }
@@ -83,24 +85,22 @@ mod tests {
     #[test]
     fn a_document_is_used_once_until_stored_again() {
         let recent = Recent::default();
-        recent.stored(doc("r", "1-a"), 100);
+        recent.stored(doc("r", Some("1-a")), 100);
         assert_eq!(recent.take("r").and_then(|d| d.rev), Some("1-a".into()));
         assert!(
             recent.take("r").is_none(),
             "a refused revision is not retried"
         );
-        recent.stored(doc("r", "2-b"), 100);
+        recent.stored(doc("r", Some("2-b")), 100);
         assert_eq!(recent.take("r").and_then(|d| d.rev), Some("2-b".into()));
     }
 
     #[test]
     fn large_documents_and_documents_without_revision_are_not_kept() {
         let recent = Recent::default();
-        recent.stored(doc("big", "1-a"), MAX_DOCUMENT_BYTES + 1);
-        let mut unstored = doc("new", "1-a");
-        unstored.rev = None;
-        recent.stored(unstored, 10);
-        let mut conflicted = doc("c", "2-a");
+        recent.stored(doc("big", Some("1-a")), MAX_DOCUMENT_BYTES + 1);
+        recent.stored(doc("new", None), 10);
+        let mut conflicted = doc("c", Some("2-a"));
         conflicted.conflicts = vec!["2-b".into()];
         recent.stored(conflicted, 10);
         assert!(recent.take("big").is_none());
@@ -112,7 +112,7 @@ mod tests {
     fn the_least_recently_stored_go_first() {
         let recent = Recent::default();
         for i in 0..=MAX_DOCUMENTS {
-            recent.stored(doc(&format!("r{i}"), "1-a"), 10);
+            recent.stored(doc(&format!("r{i}"), Some("1-a")), 10);
         }
         assert!(recent.take("r0").is_none());
         assert!(recent.take("r1").is_some());
