@@ -1,17 +1,19 @@
 //! The daemon's only way to CouchDB: a small typed client over the HTTP API,
 //! restricted to endpoints that both Apache CouchDB 3 and PouchDB Server
 //! serve. Credentials are taken out of the URL and sent as basic auth, so
-//! that the URL can be logged.
+//! that the URL can be logged. Every request is counted and timed here, by
+//! kind, in the node's [`Metrics`].
 
 mod changes;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use reqwest::{Method, Request, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::metrics::{Metrics, RequestError, RequestKind};
 use crate::{ClientOptions, ReplicatorError};
 
 pub use changes::{Change, ChangesFeed};
@@ -28,6 +30,8 @@ pub struct CouchClient {
     credentials: Option<(String, String)>,
     /// The longest a request may take; the changes feed's watchdog.
     timeout: Duration,
+    /// Where requests are counted.
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for CouchClient {
@@ -99,7 +103,19 @@ impl CouchClient {
             db,
             credentials,
             timeout: options.couch_timeout,
+            metrics: Metrics::default(),
         })
+    }
+
+    /// The same client, counting its requests in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this client counts in, shared with the code that uses it.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The database URL, without credentials: safe to log.
@@ -134,17 +150,38 @@ impl CouchClient {
         }
     }
 
-    /// Sends a request and reads its JSON answer, mapping statuses to errors.
-    /// `accept` lists the non-2xx statuses that are answers, not errors.
+    /// Sends a request of `kind` and reads its JSON answer, mapping statuses
+    /// to errors; counts it. `accept` lists the non-2xx statuses that are
+    /// answers, not errors.
     async fn send(
         &self,
+        kind: RequestKind,
         builder: RequestBuilder,
         context: &str,
         accept: &[StatusCode],
     ) -> Result<(StatusCode, Value), ReplicatorError> {
-        let response = builder
+        let request = builder
             .timeout(self.timeout)
-            .send()
+            .build()
+            .map_err(ReplicatorError::Unavailable)?;
+        let method = request.method().clone();
+        let started = Instant::now();
+        let answer = self.exchange(request, context, accept).await;
+        let error = answer.as_ref().err().map(RequestError::of);
+        self.metrics
+            .request(kind, &method, started.elapsed(), error);
+        answer
+    }
+
+    async fn exchange(
+        &self,
+        request: Request,
+        context: &str,
+        accept: &[StatusCode],
+    ) -> Result<(StatusCode, Value), ReplicatorError> {
+        let response = self
+            .http
+            .execute(request)
             .await
             .map_err(ReplicatorError::Unavailable)?;
         let status = response.status();
@@ -180,15 +217,34 @@ impl CouchClient {
     /// The server's welcome object: answers whether CouchDB is up.
     pub async fn ping(&self) -> Result<(), ReplicatorError> {
         let url = self.server_url(&[]);
-        self.send(self.request(Method::GET, url), "GET /", &[])
-            .await?;
+        self.send(
+            RequestKind::Server,
+            self.request(Method::GET, url),
+            "GET /",
+            &[],
+        )
+        .await?;
         Ok(())
+    }
+
+    /// The database's current sequence (`update_seq`), opaque as the
+    /// changes feed's.
+    pub async fn update_seq(&self) -> Result<Value, ReplicatorError> {
+        let builder = self.request(Method::GET, self.url(&[]));
+        let (_, mut info) = self
+            .send(RequestKind::Database, builder, "GET database", &[])
+            .await?;
+        Ok(info
+            .get_mut("update_seq")
+            .map(Value::take)
+            .unwrap_or_default())
     }
 
     /// Creates the database unless it exists.
     pub async fn ensure_db(&self) -> Result<(), ReplicatorError> {
         let accept = [StatusCode::PRECONDITION_FAILED];
         self.send(
+            RequestKind::Database,
             self.request(Method::PUT, self.url(&[])),
             "PUT database",
             &accept,
@@ -202,7 +258,8 @@ impl CouchClient {
         let builder = self
             .request(Method::PUT, self.url(&["_security"]))
             .json(security);
-        self.send(builder, "PUT _security", &[]).await?;
+        self.send(RequestKind::Security, builder, "PUT _security", &[])
+            .await?;
         Ok(())
     }
 
@@ -214,8 +271,9 @@ impl CouchClient {
     ) -> Result<Option<T>, ReplicatorError> {
         let builder = self.request(Method::GET, self.url(path)).query(query);
         let context = format!("GET {}", path.join("/"));
+        let kind = RequestKind::of_path(path);
         match self
-            .send(builder, &context, &[StatusCode::NOT_FOUND])
+            .send(kind, builder, &context, &[StatusCode::NOT_FOUND])
             .await?
         {
             (StatusCode::NOT_FOUND, _) => Ok(None),
@@ -231,8 +289,9 @@ impl CouchClient {
     ) -> Result<Written, ReplicatorError> {
         let builder = self.request(Method::PUT, self.url(path)).json(doc);
         let context = format!("PUT {}", path.join("/"));
+        let kind = RequestKind::of_path(path);
         match self
-            .send(builder, &context, &[StatusCode::CONFLICT])
+            .send(kind, builder, &context, &[StatusCode::CONFLICT])
             .await?
         {
             (StatusCode::CONFLICT, _) => Ok(Written::Conflict),
@@ -255,7 +314,9 @@ impl CouchClient {
         let builder = self
             .request(Method::POST, self.url(&["_bulk_docs"]))
             .json(&Bulk { docs, new_edits });
-        let (_, value) = self.send(builder, "POST _bulk_docs", &[]).await?;
+        let (_, value) = self
+            .send(RequestKind::BulkDocs, builder, "POST _bulk_docs", &[])
+            .await?;
         Self::decode(value, "POST _bulk_docs")
     }
 
@@ -273,7 +334,7 @@ impl CouchClient {
             ("reduce", "false"),
         ]);
         let context = format!("GET view {design}/{view}");
-        let (_, value) = self.send(builder, &context, &[]).await?;
+        let (_, value) = self.send(RequestKind::View, builder, &context, &[]).await?;
         let rows: DocRows<T> = Self::decode(value, &context)?;
         Ok(rows.rows.into_iter().filter_map(|r| r.doc).collect())
     }
@@ -302,7 +363,7 @@ impl CouchClient {
             .request(Method::POST, url)
             .json(&serde_json::json!({ "keys": keys }));
         let context = format!("POST view {design}/{view}");
-        let (_, value) = self.send(builder, &context, &[]).await?;
+        let (_, value) = self.send(RequestKind::View, builder, &context, &[]).await?;
         let rows: Rows<K, V> = Self::decode(value, &context)?;
         Ok(rows.rows.into_iter().map(|r| (r.key, r.value)).collect())
     }
@@ -317,7 +378,9 @@ impl CouchClient {
             .request(Method::POST, self.url(&["_all_docs"]))
             .query(&[("include_docs", "true")])
             .json(&serde_json::json!({ "keys": ids }));
-        let (_, value) = self.send(builder, "POST _all_docs", &[]).await?;
+        let (_, value) = self
+            .send(RequestKind::AllDocs, builder, "POST _all_docs", &[])
+            .await?;
         let rows: DocRows<T> = Self::decode(value, "POST _all_docs")?;
         Ok(rows.rows.into_iter().map(|r| r.doc).collect())
     }
@@ -327,14 +390,22 @@ impl CouchClient {
         let builder = self
             .request(Method::GET, self.url(&["_all_docs"]))
             .query(&[("include_docs", "true"), ("conflicts", "true")]);
-        Ok(self.send(builder, "GET _all_docs", &[]).await?.1)
+        Ok(self
+            .send(RequestKind::AllDocs, builder, "GET _all_docs", &[])
+            .await?
+            .1)
     }
 
     /// A document of the server's `_replicator` database.
     pub async fn get_replication(&self, id: &str) -> Result<Option<Value>, ReplicatorError> {
         let builder = self.request(Method::GET, self.server_url(&["_replicator", id]));
         match self
-            .send(builder, "GET _replicator doc", &[StatusCode::NOT_FOUND])
+            .send(
+                RequestKind::Replicator,
+                builder,
+                "GET _replicator doc",
+                &[StatusCode::NOT_FOUND],
+            )
             .await?
         {
             (StatusCode::NOT_FOUND, _) => Ok(None),
@@ -348,7 +419,12 @@ impl CouchClient {
             .request(Method::PUT, self.server_url(&["_replicator", id]))
             .json(doc);
         match self
-            .send(builder, "PUT _replicator doc", &[StatusCode::CONFLICT])
+            .send(
+                RequestKind::Replicator,
+                builder,
+                "PUT _replicator doc",
+                &[StatusCode::CONFLICT],
+            )
             .await?
         {
             (StatusCode::CONFLICT, _) => Ok(Written::Conflict),
@@ -376,8 +452,13 @@ impl CouchClient {
             .request(Method::PUT, self.server_url(&["_replicator", id]))
             .json(&tombstone);
         let accept = [StatusCode::NOT_FOUND, StatusCode::CONFLICT];
-        self.send(builder, "DELETE _replicator doc", &accept)
-            .await?;
+        self.send(
+            RequestKind::Replicator,
+            builder,
+            "DELETE _replicator doc",
+            &accept,
+        )
+        .await?;
         Ok(())
     }
 
@@ -386,6 +467,7 @@ impl CouchClient {
     pub async fn ensure_replicator_db(&self) -> Result<(), ReplicatorError> {
         let builder = self.request(Method::PUT, self.server_url(&["_replicator"]));
         self.send(
+            RequestKind::ReplicatorDb,
             builder,
             "PUT _replicator",
             &[StatusCode::PRECONDITION_FAILED],
@@ -416,6 +498,15 @@ impl CouchClient {
             ("heartbeat", heartbeat.as_str()),
             ("since", since.as_str()),
         ]);
+        let started = Instant::now();
+        let opened = self.open_changes(builder).await;
+        let error = opened.as_ref().err().map(RequestError::of);
+        self.metrics
+            .request(RequestKind::Changes, &Method::GET, started.elapsed(), error);
+        opened
+    }
+
+    async fn open_changes(&self, builder: RequestBuilder) -> Result<ChangesFeed, ReplicatorError> {
         let response = tokio::time::timeout(self.timeout, builder.send())
             .await
             .map_err(|_| ReplicatorError::Stalled {

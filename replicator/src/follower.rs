@@ -90,6 +90,7 @@ impl Follower {
                 checkpoint.seen = checkpoint.saved.clone();
             }
         }
+        self.couch.metrics().handled(checkpoint.seen.as_ref());
         let mut feed = self.couch.changes(checkpoint.seen.as_ref()).await?;
         // What happened while the feed was away is replayed, but not, say, a
         // database deleted and created again.
@@ -109,6 +110,7 @@ impl Follower {
                     self.dispatch(&change).await;
                     // Only after the change was handed over, so that an idle
                     // runner means everything up to `seen` is handled.
+                    self.couch.metrics().handled(Some(&change.seq));
                     checkpoint.seen = Some(change.seq);
                 }
                 _ = tick.tick() => self.save_checkpoint(checkpoint).await?,

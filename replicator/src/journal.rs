@@ -156,6 +156,11 @@ impl Journal {
             .collect()
     }
 
+    /// How many replies the journal holds.
+    pub fn unstored(&self) -> usize {
+        self.inner.pending().len()
+    }
+
     /// Every reply the journal holds, oldest first.
     pub fn pending(&self) -> Vec<ReplyDocument> {
         let mut replies: Vec<ReplyDocument> = self.inner.pending().values().cloned().collect();

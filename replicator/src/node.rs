@@ -20,6 +20,8 @@ use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::follower::Follower;
 use crate::journal::Journal;
 use crate::liveness::Liveness;
+use crate::metrics::{replication_state, Metrics, Snapshot};
+use crate::recent::Recent;
 use crate::replications::Replications;
 use crate::runner::{Runner, RunnerParts};
 use crate::store::flush_loop;
@@ -87,6 +89,8 @@ pub struct Node {
     unstored: Arc<Notify>,
     tasks: Tasks,
     drain: Duration,
+    /// The resource documents this node stored lately.
+    recent: Arc<Recent>,
 }
 
 /// The longest a liveness probe waits for a peer's answer.
@@ -106,7 +110,8 @@ impl Node {
     /// Opens the journal (failing if it cannot be read) and builds the
     /// parts; nothing runs before [`Node::start`].
     pub fn new(config: NodeConfig, backend: Arc<dyn Backend>) -> Result<Self, ReplicatorError> {
-        let couch = CouchClient::with_options(&config.couch_url, &config.client)?;
+        let couch = CouchClient::with_options(&config.couch_url, &config.client)?
+            .with_metrics(Metrics::default());
         let journal = Journal::open(&config.data_dir, &config.site)?;
         let unstored = Arc::new(Notify::new());
         let runner = Runner::new(RunnerParts {
@@ -154,6 +159,7 @@ impl Node {
             unstored,
             tasks: Tasks::default(),
             drain: config.drain,
+            recent: Arc::default(),
         })
     }
 
@@ -258,7 +264,9 @@ impl Node {
 
     /// Stores an operation, creating the resource if needed, and returns the
     /// channel its replies will arrive on. A concurrent write to the same
-    /// resource is retried on the new revision, never surfaced.
+    /// resource is retried on the new revision, never surfaced. The document
+    /// this node stored last is taken as current without reading it (see
+    /// [`Recent`]).
     ///
     /// Cancellation: if dropped before it returns, the operation may or may
     /// not have been stored; if stored, it runs everywhere regardless.
@@ -286,12 +294,26 @@ impl Node {
         let mut seen = HashMap::new();
         let creates = !operation.command.command.trim().is_empty();
         for _ in 0..WRITE_ATTEMPTS {
-            let mut doc = self.current(&resource_id, &sites, creates).await?;
-            // The lookup happens between two reads, not between the read and
-            // the write, which would lose more races to other writers.
-            if self.look_up(&doc, &operation.request_id, &mut seen).await {
-                doc = self.current(&resource_id, &sites, creates).await?;
-            }
+            let mut doc = match self.recent.take(&resource_id) {
+                // This node's own last write, not read again: a lookup
+                // before writing on it loses a race only when another
+                // writer came meanwhile, and the next attempt reads afresh.
+                Some(doc) => {
+                    self.look_up(&doc, &operation.request_id, &mut seen).await;
+                    same_locations(&resource_id, &sites, doc)?
+                }
+                None => {
+                    let doc = self.current(&resource_id, &sites, creates).await?;
+                    // The lookup happens between two reads, not between the
+                    // read and the write, which would lose more races to
+                    // other writers.
+                    if self.look_up(&doc, &operation.request_id, &mut seen).await {
+                        self.current(&resource_id, &sites, creates).await?
+                    } else {
+                        doc
+                    }
+                }
+            };
             if let Some(config) = config.as_ref().filter(|c| !c.is_empty()) {
                 doc.config = config.clone();
             }
@@ -324,11 +346,15 @@ impl Node {
             };
             match written {
                 Ok((Written::Rev(rev), _)) => {
+                    self.couch.metrics().accepted();
                     info!(resource = %resource_id, request = %operation.request_id, site = %self.site, rev = %rev, "operation stored");
+                    let locations = doc.locations.clone();
+                    doc.rev = Some(rev);
+                    self.recent.stored(doc, size);
                     return Ok(Submitted {
                         resource_id,
                         request_id: operation.request_id.clone(),
-                        locations: doc.locations,
+                        locations,
                         input: operation.command.command.clone(),
                         replies,
                     });
@@ -397,33 +423,33 @@ impl Node {
         sites: &[String],
         creates: bool,
     ) -> Result<ResourceDocument, ReplicatorError> {
-        let Some(doc) = self.couch.get::<Value>(&[resource_id], &[]).await? else {
-            if !creates {
-                return Err(ReplicatorError::InvalidRequest(format!(
-                    "resource {resource_id} does not exist, and an empty command does not create one"
-                )));
-            }
-            return Ok(ResourceDocument {
+        match self.read_resource(resource_id).await? {
+            Some(doc) => same_locations(resource_id, sites, doc),
+            None if !creates => Err(ReplicatorError::InvalidRequest(format!(
+                "resource {resource_id} does not exist, and an empty command does not create one"
+            ))),
+            None => Ok(ResourceDocument {
                 id: resource_id.to_owned(),
                 locations: sites.to_vec(),
                 ..ResourceDocument::default()
-            });
+            }),
+        }
+    }
+
+    /// The stored resource `resource_id`, `None` when there is none; an
+    /// error when the id is another kind of document's.
+    async fn read_resource(
+        &self,
+        resource_id: &str,
+    ) -> Result<Option<ResourceDocument>, ReplicatorError> {
+        let Some(doc) = self.couch.get::<Value>(&[resource_id], &[]).await? else {
+            return Ok(None);
         };
         let kind: DocumentKind = decode_stored(resource_id, doc.clone())?;
         if !kind.is_resource() {
             return Err(ReplicatorError::IdTaken(resource_id.to_owned()));
         }
-        let doc: ResourceDocument = decode_stored(resource_id, doc)?;
-        let wanted: BTreeSet<&String> = sites.iter().collect();
-        let stored: BTreeSet<&String> = doc.locations.iter().collect();
-        if wanted != stored {
-            return Err(ReplicatorError::InvalidRequest(format!(
-                "sites ({}) differ from the locations of resource {resource_id} ({}); locations never change",
-                sites.join(", "),
-                doc.locations.join(", ")
-            )));
-        }
-        Ok(doc)
+        decode_stored(resource_id, doc).map(Some)
     }
 
     /// Looks up, in the requests view, what this database holds about the
@@ -522,6 +548,35 @@ impl Node {
         Ok(Documents::from_all_docs(&self.couch.all_docs().await?))
     }
 
+    /// The node's metrics in Prometheus's text format: the counters, and
+    /// gauges read now (the database's sequence and the replications' states
+    /// from CouchDB, within [`HEALTH_PING_TIMEOUT`]; left out when CouchDB
+    /// does not answer in time).
+    pub async fn metrics(&self) -> String {
+        let read = async {
+            let (update_seq, replications) =
+                tokio::join!(self.couch.update_seq(), self.replications.documents());
+            let replications = replications.map(|docs| {
+                docs.iter()
+                    .map(|(peer, doc)| (peer.clone(), replication_state(doc.as_ref())))
+                    .collect()
+            });
+            (update_seq.ok(), replications.unwrap_or_default())
+        };
+        let (update_seq, replications) = tokio::time::timeout(HEALTH_PING_TIMEOUT, read)
+            .await
+            .unwrap_or_default();
+        let (scheduled, running) = self.runner.load();
+        self.couch.metrics().render(Snapshot {
+            update_seq,
+            replications,
+            tasks: self.tasks.snapshot(),
+            scheduled,
+            running,
+            unstored: self.journal.unstored(),
+        })
+    }
+
     /// Whether CouchDB answers right now, with the follower's state; never
     /// longer than [`HEALTH_PING_TIMEOUT`] (or the CouchDB timeout).
     pub async fn check_health(&self) -> Health {
@@ -560,6 +615,25 @@ struct RequestRow {
     reads_history: bool,
     #[serde(rename = "History", default)]
     history: bool,
+}
+
+/// `doc`, when its locations are `sites` (in any order): locations never
+/// change.
+fn same_locations(
+    resource_id: &str,
+    sites: &[String],
+    doc: ResourceDocument,
+) -> Result<ResourceDocument, ReplicatorError> {
+    let wanted: BTreeSet<&String> = sites.iter().collect();
+    let stored: BTreeSet<&String> = doc.locations.iter().collect();
+    if wanted != stored {
+        return Err(ReplicatorError::InvalidRequest(format!(
+            "sites ({}) differ from the locations of resource {resource_id} ({}); locations never change",
+            sites.join(", "),
+            doc.locations.join(", ")
+        )));
+    }
+    Ok(doc)
 }
 
 /// A stored document read as `T`.

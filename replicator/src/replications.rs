@@ -99,6 +99,28 @@ impl Replications {
         });
     }
 
+    /// The `_replicator` document of each peer replicated to or being set
+    /// up, by peer name (`None`: no document).
+    pub async fn documents(&self) -> Result<Vec<(String, Option<Value>)>, ReplicatorError> {
+        let mut peers: Vec<String> = lock(&self.inner.ensured)
+            .iter()
+            .chain(lock(&self.inner.pending).iter())
+            .cloned()
+            .collect();
+        peers.sort();
+        peers.dedup();
+        let mut documents = Vec::with_capacity(peers.len());
+        for peer in peers {
+            let doc = self
+                .inner
+                .couch
+                .get_replication(&self.inner.doc_id(&peer))
+                .await?;
+            documents.push((peer, doc));
+        }
+        Ok(documents)
+    }
+
     /// Checks every known replication `every` period until `shutdown`, to
     /// repair what was deleted or failed.
     pub async fn repair_loop(

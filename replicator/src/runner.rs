@@ -71,6 +71,7 @@ struct Inner {
     task: Mutex<Option<Task>>,
     /// Passes running at once.
     permits: Semaphore,
+    concurrency: usize,
     /// Resources scheduled at once: a permit per entry of `pending`.
     scheduled: Arc<Semaphore>,
     pending: Mutex<Pending>,
@@ -118,6 +119,7 @@ impl Runner {
                 pass_ended: Notify::new(),
                 task: Mutex::new(None),
                 permits: Semaphore::new(concurrency),
+                concurrency,
                 scheduled: Arc::new(Semaphore::new(SCHEDULED.max(concurrency))),
                 pending: Mutex::new(Pending::default()),
                 replied: Replied::default(),
@@ -165,6 +167,16 @@ impl Runner {
             ended.0.run_until_settled(doc).await;
             drop(slot);
         });
+    }
+
+    /// Resources scheduled (waiting or running), and resources running.
+    pub fn load(&self) -> (usize, usize) {
+        let scheduled = self.inner.lock().0.len();
+        let running = self
+            .inner
+            .concurrency
+            .saturating_sub(self.inner.permits.available_permits());
+        (scheduled, running)
     }
 
     /// Watches the passes until `shutdown`: a pass that panics leaves its
@@ -296,6 +308,8 @@ struct Recorder<'a> {
     to_run: &'a [&'a Operation],
     /// Their commands: a pruned operation's from its history document.
     commands: &'a [ShellCommand],
+    /// What this site ran before the batch.
+    ran: &'a [Ran],
     /// The batch rebuilds the block: its first reply says so.
     rebuild: bool,
     /// The time of this site's last reply to the resource.
@@ -346,6 +360,8 @@ impl Progress for Recorder<'_> {
             let reply = self.reply(index, op, result);
             let resource = self.doc.id.as_str();
             let recorded = self.inner.journal.record(&reply).await;
+            let again = self.ran.iter().any(|run| run.request == op.request_id);
+            self.inner.couch.metrics().ran(reply.status, again);
             // Known before the feed can echo it.
             self.inner.replied.add(resource, &[ran_of(&reply)]);
             info!(resource, request = %op.request_id, site = %self.inner.site, status = %reply.status, "operation ran");
@@ -516,6 +532,7 @@ impl Inner {
         }
         let plan = plan(&doc.operations, &ran, &doc.config);
         if plan.rebuild {
+            self.couch.metrics().rebuilt();
             info!(resource, site = %self.site, "rebuilding the state: running the block again");
         }
         let to_run = plan.operations;
@@ -533,6 +550,7 @@ impl Inner {
             doc,
             to_run: &to_run,
             commands: &commands,
+            ran: &ran,
             rebuild: plan.rebuild,
             // Rule 3 orders this site's runs by its replies' times.
             last_time: Mutex::new(ran.iter().map(|run| run.time).max()),
@@ -629,6 +647,7 @@ impl Inner {
                 body: format!("{:?}: {:?}", failed.error, failed.reason),
             });
         }
+        self.couch.metrics().merged();
         info!(resource = %doc.id, site = %self.site, losers = losers.len(), "conflict resolved");
         Ok(())
     }

@@ -49,6 +49,8 @@ pub trait NodeApi: Send + Sync + 'static {
     /// Whether CouchDB answers right now, with the state of the node's
     /// background work.
     fn check_health(&self) -> BoxFuture<'_, Health>;
+    /// The node's metrics, in Prometheus's text format (0.0.4).
+    fn metrics(&self) -> BoxFuture<'_, String>;
 }
 
 /// What the web UI reads of a node, typed.
@@ -100,6 +102,9 @@ impl NodeApi for Node {
 
     fn check_health(&self) -> BoxFuture<'_, Health> {
         Box::pin(Node::check_health(self))
+    }
+    fn metrics(&self) -> BoxFuture<'_, String> {
+        Box::pin(Node::metrics(self))
     }
 }
 

@@ -66,6 +66,8 @@ async fn write(
         Err(error) => return Err(error),
     };
     let mut failed = None;
+    let written = rows.iter().filter(|row| row.error.is_none()).count();
+    couch.metrics().replies_written(written);
     for (reply, row) in replies.iter().zip(rows) {
         let id = reply.id.clone().unwrap_or_default();
         match row.error.as_deref() {
@@ -107,7 +109,12 @@ async fn write_cut(
     info!(resource = %reply.resource_id, request = %reply.request_id, site = %reply.site, "reply refused as too large; storing it cut");
     let rows = couch.bulk_docs(std::slice::from_ref(&cut), true).await?;
     match rows.first().and_then(|row| row.error.as_deref()) {
-        None | Some("conflict") => {
+        None => {
+            couch.metrics().replies_written(1);
+            stored.push(cut.id.unwrap_or_default());
+            Ok(())
+        }
+        Some("conflict") => {
             stored.push(cut.id.unwrap_or_default());
             Ok(())
         }

@@ -10,6 +10,7 @@ pub mod convergence;
 pub mod network;
 mod process;
 pub mod python;
+pub mod scrape;
 pub mod tls;
 mod wait;
 

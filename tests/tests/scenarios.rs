@@ -173,8 +173,17 @@ mod filesystem {
         } else {
             file_command("right", true)
         };
+        // Without a partition the operations are sequential: each is sent
+        // once every site holds the one before (an /exec answer may come
+        // back earlier, when a loaded machine misses its 3 s timeout).
         exec(&cluster, 0, "f", &file_command("left", true), "add").await;
+        if !partition {
+            converged(&cluster, "f", &ALL).await;
+        }
         exec(&cluster, 1, "f", &file_command("middle", false), "set").await;
+        if !partition {
+            converged(&cluster, "f", &ALL).await;
+        }
         exec(&cluster, 2, "f", &third, "add").await;
         cluster.heal();
 
@@ -186,7 +195,7 @@ mod filesystem {
     #[tokio::test]
     async fn without_partition() {
         let (_cluster, doc) = scenario(false, false).await;
-        // Each exec waited for every site: no concurrency. The set restarted
+        // Each exec followed the previous one everywhere: no concurrency. The set restarted
         // the block (add then set is take-both-reverse-order).
         let commands: Vec<String> = block(&doc).into_iter().map(|(_, c)| c).collect();
         assert_eq!(

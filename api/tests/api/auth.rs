@@ -1,5 +1,5 @@
-//! Who may call what: the operator, read and node tokens on the API and the
-//! dump listener, and what `/show` sends to the other sites.
+//! Who may call what: the operator, read and node tokens on the API (and
+//! its `/metrics`) and the dump listener, and what `/show` sends to the other sites.
 
 use std::sync::Arc;
 
@@ -51,7 +51,7 @@ const EXEC: [Part; 3] = [
 const SHOW: [Part; 1] = [("command", None, b"cat __ID__")];
 
 /// The status each endpoint answers `token`.
-async fn statuses(token: Option<&str>) -> [StatusCode; 4] {
+async fn statuses(token: Option<&str>) -> [StatusCode; 5] {
     let node = FakeNode::new("site1");
     node.add_resource("r1", &["site1"]);
     let app = api(&node, tokens(Some(NODE)));
@@ -64,15 +64,20 @@ async fn statuses(token: Option<&str>) -> [StatusCode; 4] {
         with_token(post_multipart("/show/r1", &SHOW), token),
     );
     let show_local = send(
-        app,
+        app.clone(),
         with_token(post_multipart("/show_local/r1", &SHOW), token),
+    );
+    let metrics = send(
+        app,
+        with_token(Request::get("/metrics").body(Body::empty()).unwrap(), token),
     );
     let dump = send(
         dump_router(node.clone(), tokens(Some(NODE))),
         with_token(Request::get("/").body(Body::empty()).unwrap(), token),
     );
-    let (exec, show, show_local, dump) = tokio::join!(exec, show, show_local, dump);
-    [exec, show, show_local, dump].map(|r| r.status())
+    let (exec, show, show_local, dump, metrics) =
+        tokio::join!(exec, show, show_local, dump, metrics);
+    [exec, show, show_local, dump, metrics].map(|r| r.status())
 }
 
 #[tokio::test]
@@ -80,20 +85,20 @@ async fn each_token_opens_its_endpoints_only() {
     const OK: StatusCode = StatusCode::OK;
     const NO: StatusCode = StatusCode::UNAUTHORIZED;
     const FORBIDDEN: StatusCode = StatusCode::FORBIDDEN;
-    //                                          exec       show       show_local dump
-    assert_eq!(statuses(None).await, [NO, NO, NO, NO]);
+    //                                          exec       show       show_local dump       metrics
+    assert_eq!(statuses(None).await, [NO, NO, NO, NO, NO]);
     assert_eq!(
         statuses(Some("wrong-token-0123456789")).await,
-        [NO, NO, NO, NO]
+        [NO, NO, NO, NO, NO]
     );
-    assert_eq!(statuses(Some(OPERATOR)).await, [OK, OK, OK, OK]);
+    assert_eq!(statuses(Some(OPERATOR)).await, [OK, OK, OK, OK, OK]);
     assert_eq!(
         statuses(Some(READ)).await,
-        [FORBIDDEN, FORBIDDEN, FORBIDDEN, OK]
+        [FORBIDDEN, FORBIDDEN, FORBIDDEN, OK, OK]
     );
     assert_eq!(
         statuses(Some(NODE)).await,
-        [FORBIDDEN, FORBIDDEN, OK, FORBIDDEN]
+        [FORBIDDEN, FORBIDDEN, OK, FORBIDDEN, FORBIDDEN]
     );
 }
 

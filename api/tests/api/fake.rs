@@ -162,4 +162,8 @@ impl NodeApi for FakeNode {
     fn check_health(&self) -> BoxFuture<'_, Health> {
         Box::pin(async move { self.health.lock().unwrap().clone() })
     }
+
+    fn metrics(&self) -> BoxFuture<'_, String> {
+        Box::pin(async move { "# TYPE cheops_fake gauge\ncheops_fake 1\n".to_owned() })
+    }
 }

@@ -1,4 +1,5 @@
-//! `/health`, `/openapi.yml`, the dump listener, and what no route takes.
+//! `/health`, `/metrics`, `/openapi.yml`, the dump listener, and what no
+//! route takes.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -29,6 +30,21 @@ async fn health_is_200_when_healthy_and_503_when_not() {
     let response = send(app, get("/health")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(response).await["last_error"], "connection refused");
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let node = FakeNode::new("site1");
+    let response = send(router(node, ApiConfig::default()), get("/metrics")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert_eq!(
+        body_bytes(response).await,
+        "# TYPE cheops_fake gauge\ncheops_fake 1\n".as_bytes()
+    );
 }
 
 #[tokio::test]

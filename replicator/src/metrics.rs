@@ -1,0 +1,615 @@
+//! The node's metrics, rendered in Prometheus's text format (0.0.4) for
+//! `GET /metrics`, through the Prometheus project's own client
+//! (`prometheus-client`).
+//!
+//! Counters are moved where the work happens (the runner, the follower,
+//! the reply store, and [`crate::couch::CouchClient`] for every request to
+//! CouchDB); gauges are read when rendering. Every label takes its value
+//! from a fixed set or from the operator's configuration (site and task
+//! names): never a resource, request or document id, a URL or a
+//! credential, so that the number of series stays bounded.
+
+mod lag;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cheops_model::Status;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+use crate::supervisor::{TaskState, TaskStatus};
+use crate::ReplicatorError;
+
+use lag::changes_lag;
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds of the request latency buckets, in seconds: from a cached
+/// read on loopback (under a millisecond) to the default CouchDB timeout.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+/// What a request to CouchDB is about: the `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// The server's welcome (`GET /`).
+    Server,
+    /// The database itself (`PUT /db`, `GET /db`).
+    Database,
+    /// `/db/_security`.
+    Security,
+    /// A document by id (resources, replies).
+    Doc,
+    /// A `_local` document (the follower's checkpoint).
+    Local,
+    /// A design document.
+    Design,
+    BulkDocs,
+    View,
+    AllDocs,
+    Changes,
+    /// A document of the server's `_replicator` database.
+    Replicator,
+    /// The `_replicator` database itself.
+    ReplicatorDb,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Server => "server",
+            RequestKind::Database => "database",
+            RequestKind::Security => "security",
+            RequestKind::Doc => "doc",
+            RequestKind::Local => "local",
+            RequestKind::Design => "design",
+            RequestKind::BulkDocs => "bulk_docs",
+            RequestKind::View => "view",
+            RequestKind::AllDocs => "all_docs",
+            RequestKind::Changes => "changes",
+            RequestKind::Replicator => "replicator",
+            RequestKind::ReplicatorDb => "replicator_db",
+        }
+    }
+
+    /// The kind of a request to `path`, below the database.
+    pub fn of_path(path: &[&str]) -> RequestKind {
+        match path.first().copied() {
+            Some("_local") => RequestKind::Local,
+            Some("_design") => RequestKind::Design,
+            Some("_security") => RequestKind::Security,
+            _ => RequestKind::Doc,
+        }
+    }
+}
+
+/// Why a request to CouchDB failed: the `error` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// No answer within the CouchDB timeout.
+    Timeout,
+    /// No connection, or one cut.
+    Unreachable,
+    /// A 4xx status the caller did not expect.
+    Client,
+    /// A 5xx status.
+    Server,
+    /// An answer that is not the JSON expected.
+    Decode,
+}
+
+impl RequestError {
+    fn as_str(self) -> &'static str {
+        match self {
+            RequestError::Timeout => "timeout",
+            RequestError::Unreachable => "unreachable",
+            RequestError::Client => "http_4xx",
+            RequestError::Server => "http_5xx",
+            RequestError::Decode => "decode",
+        }
+    }
+
+    /// What a failed request's error says of it.
+    pub fn of(error: &ReplicatorError) -> RequestError {
+        match error {
+            ReplicatorError::Unavailable(e) if e.is_timeout() => RequestError::Timeout,
+            ReplicatorError::Stalled { .. } => RequestError::Timeout,
+            ReplicatorError::Couch { status, .. } if *status >= 500 => RequestError::Server,
+            ReplicatorError::Couch { .. } => RequestError::Client,
+            ReplicatorError::Decode { .. } => RequestError::Decode,
+            _ => RequestError::Unreachable,
+        }
+    }
+}
+
+/// The states a replication's document may be in, as the `state` label:
+/// what CouchDB 3 and PouchDB Server write in `_replication_state`, `none`
+/// for a document without one yet (CouchDB 3 writes only final and error
+/// states), `missing` for no document, `other` for anything else.
+const REPLICATION_STATES: [&str; 10] = [
+    "triggered",
+    "running",
+    "pending",
+    "crashing",
+    "completed",
+    "error",
+    "failed",
+    "none",
+    "missing",
+    "other",
+];
+
+/// The `state` label of a replication document (`None`: none exists).
+pub fn replication_state(doc: Option<&Value>) -> &'static str {
+    let Some(doc) = doc else { return "missing" };
+    match doc.get("_replication_state").and_then(Value::as_str) {
+        None => "none",
+        Some(state) => REPLICATION_STATES[..7]
+            .iter()
+            .find(|known| **known == state)
+            .copied()
+            .unwrap_or("other"),
+    }
+}
+
+const TASK_STATES: [(TaskState, &str); 4] = [
+    (TaskState::Running, "running"),
+    (TaskState::Retrying, "retrying"),
+    (TaskState::Stopped, "stopped"),
+    (TaskState::Failed, "failed"),
+];
+
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+type OwnedLabels<const N: usize> = [(&'static str, String); N];
+
+/// Gauges read when rendering, and what they are read from.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The database's `update_seq`, if it could be read.
+    pub update_seq: Option<Value>,
+    /// The state label of the replication to each peer.
+    pub replications: Vec<(String, &'static str)>,
+    pub tasks: Vec<TaskStatus>,
+    /// Resources scheduled in the runner (waiting or running).
+    pub scheduled: usize,
+    /// Resources running operations right now.
+    pub running: usize,
+    /// Replies in the journal that CouchDB does not hold yet.
+    pub unstored: usize,
+}
+
+/// The node's metrics; clones share them.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+struct Inner {
+    /// Held while gauges are set and the text rendered, so that two scrapes
+    /// do not interleave.
+    registry: Mutex<Registry>,
+    accepted: Counter,
+    ran: Family<Labels<1>, Counter>,
+    rerun: Counter,
+    rebuilds: Counter,
+    merges: Counter,
+    replies_written: Counter,
+    requests: Family<Labels<2>, Counter>,
+    latency: Family<Labels<2>, Histogram, fn() -> Histogram>,
+    errors: Family<Labels<3>, Counter>,
+    /// The last change the follower handed over.
+    handled: Mutex<Option<Value>>,
+    lag: Family<Labels<0>, Gauge>,
+    replication: Family<OwnedLabels<2>, Gauge>,
+    scheduled: Gauge,
+    running: Gauge,
+    unstored: Gauge,
+    task_state: Family<OwnedLabels<2>, Gauge>,
+    task_failures: Family<OwnedLabels<1>, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        let inner = Inner {
+            registry: Mutex::new(Registry::with_prefix("cheops")),
+            accepted: Counter::default(),
+            ran: Family::default(),
+            rerun: Counter::default(),
+            rebuilds: Counter::default(),
+            merges: Counter::default(),
+            replies_written: Counter::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            errors: Family::default(),
+            handled: Mutex::new(None),
+            lag: Family::default(),
+            replication: Family::default(),
+            scheduled: Gauge::default(),
+            running: Gauge::default(),
+            unstored: Gauge::default(),
+            task_state: Family::default(),
+            task_failures: Family::default(),
+        };
+        {
+            let mut r = inner.lock();
+            r.register(
+                "operations_accepted",
+                "Operations stored by this node's API (exec)",
+                inner.accepted.clone(),
+            );
+            r.register(
+                "operations_run",
+                "Operations whose command ran here, by status (OK or KO)",
+                inner.ran.clone(),
+            );
+            r.register(
+                "operations_rerun",
+                "Operations run here again, by a rebuild of their resource's block",
+                inner.rerun.clone(),
+            );
+            r.register(
+                "rebuilds",
+                "Passes that ran a resource's block again from its start",
+                inner.rebuilds.clone(),
+            );
+            r.register(
+                "merges",
+                "Conflicts between revisions of a resource resolved here",
+                inner.merges.clone(),
+            );
+            r.register(
+                "replies_written",
+                "Replies this node wrote to CouchDB",
+                inner.replies_written.clone(),
+            );
+            r.register(
+                "couchdb_requests",
+                "Requests to the local CouchDB, by kind and method",
+                inner.requests.clone(),
+            );
+            r.register(
+                "couchdb_request_duration_seconds",
+                "Time to a complete answer of the local CouchDB (to the headers for _changes)",
+                inner.latency.clone(),
+            );
+            r.register(
+                "couchdb_errors",
+                "Requests to the local CouchDB that failed, by kind, method and error",
+                inner.errors.clone(),
+            );
+            r.register(
+                "changes_lag",
+                "Changes of the database the follower has not handed over yet (absent when the sequences carry no number)",
+                inner.lag.clone(),
+            );
+            r.register(
+                "replication_state",
+                "1 for the state of the replication to each peer, 0 for the other states",
+                inner.replication.clone(),
+            );
+            r.register(
+                "runner_scheduled",
+                "Resources scheduled in the runner, waiting or running",
+                inner.scheduled.clone(),
+            );
+            r.register(
+                "runner_running",
+                "Resources running operations right now",
+                inner.running.clone(),
+            );
+            r.register(
+                "journal_unstored",
+                "Replies in the journal that CouchDB does not hold yet",
+                inner.unstored.clone(),
+            );
+            r.register(
+                "task_state",
+                "1 for the state of each background task, 0 for the other states",
+                inner.task_state.clone(),
+            );
+            r.register(
+                "task_failures",
+                "Failures of each background task since its last success",
+                inner.task_failures.clone(),
+            );
+        }
+        inner
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // Registration and rendering cannot leave the registry half done.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A gauge value from a count.
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    /// An operation was stored through the API.
+    pub fn accepted(&self) {
+        self.inner.accepted.inc();
+    }
+
+    /// An operation's command ended with `status`; `again` when this site
+    /// had run it before.
+    pub fn ran(&self, status: Status, again: bool) {
+        let status = match status {
+            Status::Ok => "OK",
+            _ => "KO",
+        };
+        self.inner.ran.get_or_create(&[("status", status)]).inc();
+        if again {
+            self.inner.rerun.inc();
+        }
+    }
+
+    pub fn rebuilt(&self) {
+        self.inner.rebuilds.inc();
+    }
+
+    pub fn merged(&self) {
+        self.inner.merges.inc();
+    }
+
+    pub fn replies_written(&self, count: usize) {
+        self.inner.replies_written.inc_by(count as u64);
+    }
+
+    /// A request to CouchDB ended after `elapsed`, with `error` if it failed.
+    pub fn request(
+        &self,
+        kind: RequestKind,
+        method: &reqwest::Method,
+        elapsed: Duration,
+        error: Option<RequestError>,
+    ) {
+        let method = method_label(method);
+        let labels = [("kind", kind.as_str()), ("method", method)];
+        self.inner.requests.get_or_create(&labels).inc();
+        self.inner
+            .latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if let Some(error) = error {
+            let labels = [
+                ("kind", kind.as_str()),
+                ("method", method),
+                ("error", error.as_str()),
+            ];
+            self.inner.errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The follower handed over the change at `seq`, or resumes after it.
+    pub fn handled(&self, seq: Option<&Value>) {
+        *self
+            .inner
+            .handled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = seq.cloned();
+    }
+
+    /// The metrics as Prometheus text, with the gauges set from `snapshot`.
+    pub fn render(&self, snapshot: Snapshot) -> String {
+        let inner = &self.inner;
+        let registry = inner.lock();
+        let handled = inner
+            .handled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        inner.lag.clear();
+        if let Some(lag) = snapshot
+            .update_seq
+            .as_ref()
+            .and_then(|db| changes_lag(db, handled.as_ref()))
+        {
+            inner
+                .lag
+                .get_or_create(&[])
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        }
+        inner.replication.clear();
+        for (peer, current) in snapshot.replications {
+            for state in REPLICATION_STATES {
+                let labels = [("peer", peer.clone()), ("state", state.to_owned())];
+                inner
+                    .replication
+                    .get_or_create(&labels)
+                    .set(i64::from(state == current));
+            }
+        }
+        inner.task_state.clear();
+        inner.task_failures.clear();
+        for task in snapshot.tasks {
+            for (state, name) in TASK_STATES {
+                let labels = [("task", task.name.clone()), ("state", name.to_owned())];
+                inner
+                    .task_state
+                    .get_or_create(&labels)
+                    .set(i64::from(state == task.state));
+            }
+            inner
+                .task_failures
+                .get_or_create(&[("task", task.name)])
+                .set(i64::from(task.failures));
+        }
+        inner.scheduled.set(gauge(snapshot.scheduled));
+        inner.running.set(gauge(snapshot.running));
+        inner.unstored.set(gauge(snapshot.unstored));
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(&mut text, &registry);
+        text
+    }
+}
+
+fn method_label(method: &reqwest::Method) -> &'static str {
+    match *method {
+        reqwest::Method::GET => "GET",
+        reqwest::Method::PUT => "PUT",
+        reqwest::Method::POST => "POST",
+        reqwest::Method::DELETE => "DELETE",
+        reqwest::Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The value of the series `name{labels}` in `text`.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn assert_series(text: &str, expected: &[(&str, f64)]) {
+        for (series, expected) in expected {
+            assert_eq!(value(text, series), Some(*expected), "{series} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn counters_render_with_their_labels() {
+        let metrics = Metrics::default();
+        metrics.accepted();
+        metrics.ran(Status::Ok, false);
+        metrics.ran(Status::Ko, true);
+        metrics.ran(Status::Ko, false);
+        metrics.request(
+            RequestKind::BulkDocs,
+            &reqwest::Method::POST,
+            Duration::from_millis(3),
+            None,
+        );
+        metrics.request(
+            RequestKind::Doc,
+            &reqwest::Method::GET,
+            Duration::from_millis(40),
+            Some(RequestError::Server),
+        );
+        let text = metrics.render(Snapshot::default());
+        assert_series(
+            &text,
+            &[
+                ("cheops_operations_accepted_total", 1.0),
+                (r#"cheops_operations_run_total{status="KO"}"#, 2.0),
+                ("cheops_operations_rerun_total", 1.0),
+                (
+                    r#"cheops_couchdb_requests_total{kind="bulk_docs",method="POST"}"#,
+                    1.0,
+                ),
+                (
+                    r#"cheops_couchdb_errors_total{kind="doc",method="GET",error="http_5xx"}"#,
+                    1.0,
+                ),
+                (
+                    r#"cheops_couchdb_request_duration_seconds_bucket{kind="doc",method="GET",le="0.05"}"#,
+                    1.0,
+                ),
+            ],
+        );
+        assert!(text.contains("# TYPE cheops_operations_accepted_total counter"));
+    }
+
+    #[test]
+    fn gauges_show_the_snapshot_and_only_it() {
+        let metrics = Metrics::default();
+        metrics.handled(Some(&json!("3-abc")));
+        let task = |name: &str, state, failures| TaskStatus {
+            name: name.into(),
+            vital: true,
+            state,
+            failures,
+            last_error: None,
+            last_error_at: None,
+        };
+        let text = metrics.render(Snapshot {
+            update_seq: Some(json!("10-def")),
+            replications: vec![("site2".into(), "error")],
+            tasks: vec![task("follower", TaskState::Retrying, 3)],
+            scheduled: 4,
+            running: 2,
+            unstored: 1,
+        });
+        assert_series(
+            &text,
+            &[
+                ("cheops_changes_lag", 7.0),
+                (
+                    r#"cheops_replication_state{peer="site2",state="error"}"#,
+                    1.0,
+                ),
+                (
+                    r#"cheops_replication_state{peer="site2",state="triggered"}"#,
+                    0.0,
+                ),
+                (
+                    r#"cheops_task_state{task="follower",state="retrying"}"#,
+                    1.0,
+                ),
+                (r#"cheops_task_failures{task="follower"}"#, 3.0),
+                ("cheops_runner_scheduled", 4.0),
+                ("cheops_runner_running", 2.0),
+                ("cheops_journal_unstored", 1.0),
+            ],
+        );
+
+        // The next scrape: no sequence read, no peer, no task.
+        let text = metrics.render(Snapshot::default());
+        assert_eq!(value(&text, "cheops_changes_lag"), None);
+        assert!(!text.contains("peer=\"site2\""));
+        assert!(!text.contains("task=\"follower\""));
+    }
+
+    #[test]
+    fn replication_states_come_from_a_fixed_set() {
+        assert_eq!(replication_state(None), "missing");
+        assert_eq!(replication_state(Some(&json!({}))), "none");
+        assert_eq!(
+            replication_state(Some(&json!({"_replication_state": "triggered"}))),
+            "triggered"
+        );
+        assert_eq!(
+            replication_state(Some(&json!({"_replication_state": "http://a:b@c/d"}))),
+            "other"
+        );
+    }
+
+    #[test]
+    fn request_kinds_follow_the_path() {
+        assert_eq!(RequestKind::of_path(&["_local", "x"]), RequestKind::Local);
+        assert_eq!(
+            RequestKind::of_path(&["_design", "cheops"]),
+            RequestKind::Design
+        );
+        assert_eq!(RequestKind::of_path(&["res-1"]), RequestKind::Doc);
+    }
+}
