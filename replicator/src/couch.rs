@@ -320,23 +320,37 @@ impl CouchClient {
         Self::decode(value, "POST _bulk_docs")
     }
 
-    /// Rows of a view, with the documents they point to.
+    /// Rows of a view for each of `keys`, with the documents they point
+    /// to: one request (a POST, so that any number of keys fits), each
+    /// document with the key of its row.
     pub async fn view_docs<T: DeserializeOwned>(
         &self,
         design: &str,
         view: &str,
-        key: &Value,
-    ) -> Result<Vec<T>, ReplicatorError> {
+        keys: &[Value],
+    ) -> Result<Vec<(Value, T)>, ReplicatorError> {
+        #[derive(Deserialize)]
+        struct Rows<T> {
+            rows: Vec<Row<T>>,
+        }
+        #[derive(Deserialize)]
+        struct Row<T> {
+            key: Value,
+            doc: Option<T>,
+        }
         let url = self.url(&["_design", design, "_view", view]);
-        let builder = self.request(Method::GET, url).query(&[
-            ("key", key.to_string().as_str()),
-            ("include_docs", "true"),
-            ("reduce", "false"),
-        ]);
-        let context = format!("GET view {design}/{view}");
+        let builder = self
+            .request(Method::POST, url)
+            .query(&[("include_docs", "true"), ("reduce", "false")])
+            .json(&serde_json::json!({ "keys": keys }));
+        let context = format!("POST view {design}/{view}");
         let (_, value) = self.send(RequestKind::View, builder, &context, &[]).await?;
-        let rows: DocRows<T> = Self::decode(value, &context)?;
-        Ok(rows.rows.into_iter().filter_map(|r| r.doc).collect())
+        let rows: Rows<T> = Self::decode(value, &context)?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .filter_map(|r| Some((r.key, r.doc?)))
+            .collect())
     }
 
     /// The rows of a view whose key is one of `keys`, as `(key, value)`, in

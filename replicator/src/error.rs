@@ -71,14 +71,23 @@ pub enum ReplicatorError {
         line: usize,
         reason: String,
     },
+    /// The request that would have answered this caller, made for several
+    /// at once, was dropped before it answered: the node is stopping.
+    #[error("{0} was interrupted")]
+    Interrupted(&'static str),
+    /// A request made for several callers at once (see the runner's
+    /// batched reads and writes) failed: each of them gets its error.
+    #[error(transparent)]
+    Shared(std::sync::Arc<ReplicatorError>),
 }
 
 impl ReplicatorError {
     /// True when the cause is CouchDB being away (maps to 503).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            ReplicatorError::Unavailable(_) | ReplicatorError::Stalled { .. }
-        )
+        match self {
+            ReplicatorError::Unavailable(_) | ReplicatorError::Stalled { .. } => true,
+            ReplicatorError::Shared(error) => error.is_unavailable(),
+            _ => false,
+        }
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! The file holds one JSON object per line: `{"ran": REPLY}` when a reply
 //! is made, `{"stored": ID}` once CouchDB holds the reply with that `_id`.
-//! When no reply is left to store the file is emptied; when some reply stays
+//! When no reply is left to store the file is emptied, once it passes
+//! [`EMPTY_AT`] (emptying costs a sync); when some reply stays
 //! unstored for long (CouchDB away, or refusing it) while others come and go,
 //! the file is rewritten with the unstored replies alone once it passes
 //! [`COMPACT_AT`]. Either way it stays about as small as the backlog. A crash can leave the last line cut short: it is dropped
@@ -15,13 +16,22 @@
 //! its operation is the one that was running). Any other line that cannot
 //! be read stops the node, rather than run again what the line recorded.
 //!
-//! Lock order: `file`, then `pending`.
+//!
+//! Group commit: a sync makes durable every line appended before it
+//! starts, so replies recorded while another sync runs share the next one.
+//! Each [`Journal::record`] still returns only once a sync that began after
+//! its line was appended has ended: what the runner relies on — a reply
+//! is on disk before the next command of its batch starts — holds for
+//! every reply, whichever sync carried it.
+//!
+//! Lock order: `synced`, then `file`, then `pending`.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cheops_model::{ReplyDocument, Timestamp};
@@ -33,6 +43,8 @@ use crate::ReplicatorError;
 
 /// Past this size the journal is rewritten with its unstored replies alone.
 const COMPACT_AT: u64 = 1 << 20;
+/// Past this size the journal is emptied when no reply is left to store.
+const EMPTY_AT: u64 = 64 << 10;
 
 /// The replies of this node that CouchDB may not hold yet.
 #[derive(Clone)]
@@ -45,6 +57,11 @@ struct Inner {
     file: Mutex<File>,
     /// Replies not yet stored, by `_id`.
     pending: Mutex<BTreeMap<String, ReplyDocument>>,
+    /// `ran` lines appended since the journal was opened; changed with
+    /// `file` held.
+    appended: AtomicU64,
+    /// How many of them a sync made durable; held while syncing.
+    synced: Mutex<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -114,6 +131,8 @@ impl Journal {
                 path,
                 file: Mutex::new(file),
                 pending: Mutex::new(pending),
+                appended: AtomicU64::new(0),
+                synced: Mutex::new(0),
             }),
         })
     }
@@ -122,7 +141,8 @@ impl Journal {
         &self.inner.path
     }
 
-    /// Appends `reply` (whose `_id` is set) and syncs it to disk.
+    /// Appends `reply` (whose `_id` is set) and syncs it to disk, with
+    /// any other reply recorded meanwhile.
     ///
     /// Cancellation: the write goes on on a blocking thread; the reply may
     /// or may not be recorded.
@@ -189,13 +209,42 @@ impl Inner {
     fn record(&self, reply: ReplyDocument) -> Result<(), ReplicatorError> {
         let id = reply.id.clone().unwrap_or_default();
         let line = Line::Ran(Box::new(reply));
-        let mut file = self.file();
-        append(&mut file, &line).map_err(|e| self.failed(e))?;
-        file.sync_data().map_err(|e| self.failed(e))?;
-        let Line::Ran(reply) = line else {
-            return Ok(());
+        let line_number = {
+            let mut file = self.file();
+            append(&mut file, &line).map_err(|e| self.failed(e))?;
+            let Line::Ran(reply) = line else {
+                return Ok(());
+            };
+            // Pending from now on: neither emptied nor left out of a
+            // rewrite while its sync is on the way.
+            self.pending().insert(id.clone(), *reply);
+            self.appended.fetch_add(1, Ordering::SeqCst) + 1
         };
-        self.pending().insert(id, *reply);
+        if let Err(error) = self.sync(line_number) {
+            // Not acknowledged: its command counts as not ended.
+            self.pending().remove(&id);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Returns once the first `line_number` lines appended are on disk: at
+    /// once if a sync that began after the line was appended has ended,
+    /// otherwise after a sync of every line appended so far.
+    fn sync(&self, line_number: u64) -> Result<(), ReplicatorError> {
+        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        if *synced >= line_number {
+            return Ok(());
+        }
+        // Read together: every line up to `upto` is in this file, or was
+        // in one a rewrite copied, synced, before it took its place.
+        let (file, upto) = {
+            let file = self.file();
+            (file.try_clone(), self.appended.load(Ordering::SeqCst))
+        };
+        file.and_then(|file| file.sync_data())
+            .map_err(|e| self.failed(e))?;
+        *synced = upto;
         Ok(())
     }
 
@@ -205,7 +254,8 @@ impl Inner {
         for id in ids {
             pending.remove(id);
         }
-        if pending.is_empty() {
+        let size = file.metadata().map_err(|e| self.failed(e))?.len();
+        if pending.is_empty() && size > EMPTY_AT {
             // Nothing left to store: start afresh. Synced so that a crash
             // cannot bring back lines whose `stored` notes are gone.
             file.set_len(0).map_err(|e| self.failed(e))?;
@@ -359,16 +409,53 @@ mod tests {
             .await
             .unwrap();
         assert!(reopened.pending().is_empty());
-        assert_eq!(
-            std::fs::metadata(reopened.path()).unwrap().len(),
-            0,
-            "emptied once everything is stored"
-        );
         drop(reopened);
         assert!(Journal::open(&scratch.0, "site1")
             .unwrap()
             .pending()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_journal_past_its_bound_is_emptied_once_everything_is_stored() {
+        let scratch = Scratch::new("empty");
+        let journal = Journal::open(&scratch.0, "site1").unwrap();
+        let mut ids = Vec::new();
+        for n in 0..=EMPTY_AT / 10_000 {
+            let mut big = reply("res", &format!("r{n}"), n as u32);
+            big.output = "x".repeat(10_000);
+            journal.record(&big).await.unwrap();
+            ids.push(big.id.unwrap());
+        }
+        let last = ids.split_off(1);
+        journal.stored(ids).await.unwrap();
+        assert!(std::fs::metadata(journal.path()).unwrap().len() > EMPTY_AT);
+        journal.stored(last).await.unwrap();
+        assert_eq!(std::fs::metadata(journal.path()).unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn replies_recorded_at_once_are_all_durable() {
+        let scratch = Scratch::new("group");
+        let journal = Journal::open(&scratch.0, "site1").unwrap();
+        let mut recording = tokio::task::JoinSet::new();
+        for n in 0..32 {
+            let journal = journal.clone();
+            recording.spawn(async move {
+                journal
+                    .record(&reply(&format!("res{n}"), &format!("r{n}"), n))
+                    .await
+            });
+        }
+        while let Some(recorded) = recording.join_next().await {
+            recorded.unwrap().unwrap();
+        }
+        assert_eq!(*journal.inner.synced.lock().unwrap(), 32);
+        drop(journal);
+        assert_eq!(
+            Journal::open(&scratch.0, "site1").unwrap().pending().len(),
+            32
+        );
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! and keeps one replication per peer site.
 
 mod backoff;
+mod batch;
 mod bootstrap;
 mod clients;
 pub mod consistency;

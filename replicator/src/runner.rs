@@ -18,6 +18,14 @@
 //! command ended is never run again by this site, whatever fails after.
 //! Passes run on tasks the runner owns: [`Runner::run`] watches them and, at
 //! shutdown, lets them end their current command within a deadline.
+//!
+//! Requests to CouchDB are shared between resources (see [`Batcher`]): a
+//! resource whose replies are not known has them read while it waits for
+//! its turn, in one view request with every other resource waiting, and
+//! passes that end while replies are being written have theirs written
+//! together by the next `_bulk_docs`. A daemon catching up on thousands of
+//! resources thus makes a few requests per hundred resources, not two per
+//! resource.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,6 +41,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
+use crate::batch::Batcher;
 use crate::bootstrap::{DESIGN, REPLIES_VIEW};
 use crate::consistency::{payloads, plan};
 use crate::couch::CouchClient;
@@ -46,6 +55,11 @@ use crate::{backoff, ReplicatorError};
 
 /// How many resources may be scheduled (waiting or running) at once.
 const SCHEDULED: usize = 256;
+/// Resources whose replies one view request reads at most.
+const READ_BATCH: usize = 128;
+
+/// What a request shared by several passes answers each.
+type Shared<T> = Result<T, Arc<ReplicatorError>>;
 
 /// Schedules and runs per-resource work.
 #[derive(Clone)]
@@ -80,6 +94,10 @@ struct Inner {
     /// Counts the history documents the feed delivered: a pass waiting for
     /// one looks again when it moves.
     history_seen: watch::Sender<u64>,
+    /// Reads of this site's replies, by resource, shared between passes.
+    reads: Batcher<String, Shared<Vec<Ran>>>,
+    /// Writes of the replies of passes, shared between passes.
+    writes: Batcher<Vec<ReplyDocument>, Shared<()>>,
 }
 
 /// What a [`Runner`] works with.
@@ -124,6 +142,8 @@ impl Runner {
                 pending: Mutex::new(Pending::default()),
                 replied: Replied::default(),
                 history_seen: watch::Sender::new(0),
+                reads: Batcher::new(READ_BATCH),
+                writes: Batcher::new(SCHEDULED),
             }),
         }
     }
@@ -444,6 +464,7 @@ impl Inner {
             }
             // From here on, a history document arriving wakes a wait below.
             history_seen.borrow_and_update();
+            self.prefetch(&doc).await;
             let outcome = match self.permits.acquire().await {
                 // Stopped while waiting for its turn: start nothing.
                 Ok(_permit) if self.is_stopping() => return,
@@ -517,19 +538,8 @@ impl Inner {
         // The journal first: a reply it drops meanwhile is in CouchDB
         // before it is dropped, so the read below finds it.
         let journaled = self.journal.ran(resource);
-        let mut ran = match self.replied.get(resource) {
-            Some(ran) => ran,
-            None => {
-                let ran = self.read_replies(resource).await?;
-                self.replied.fill(resource, &ran);
-                ran
-            }
-        };
-        for reply in journaled {
-            if !ran.contains(&reply) {
-                ran.push(reply);
-            }
-        }
+        let mut ran = self.ran_so_far(resource).await?;
+        merge_runs(&mut ran, journaled);
         let plan = plan(&doc.operations, &ran, &doc.config);
         if plan.rebuild {
             self.couch.metrics().rebuilt();
@@ -574,11 +584,12 @@ impl Inner {
             .journal_error
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        match store_replies(&self.couch, &self.journal, &replies).await {
+        let made = replies.len();
+        match self.store(replies).await {
             Ok(()) => {}
             Err(error) if journal_error.is_none() => {
                 // In the journal: the flusher writes them when it can.
-                warn!(resource, site = %self.site, %error, replies = replies.len(), "replies kept in the journal until CouchDB takes them");
+                warn!(resource, site = %self.site, %error, replies = made, "replies kept in the journal until CouchDB takes them");
                 self.unstored.notify_one();
             }
             Err(error) => {
@@ -617,13 +628,99 @@ impl Inner {
             .collect())
     }
 
-    /// This site's replies to `resource`, as the replies view lists them.
+    /// Reads this site's replies to the resource of `doc`, unless known,
+    /// before its pass waits for its turn: resources waiting together share
+    /// one view request. A failure is left for the pass to meet again.
+    async fn prefetch(&self, doc: &ResourceDocument) {
+        if !doc.lives_on(&self.site) || !doc.conflicts.is_empty() {
+            return;
+        }
+        if let Err(error) = self.ran_so_far(&doc.id).await {
+            debug!(resource = %doc.id, site = %self.site, %error, "cannot read the replies yet");
+        }
+    }
+
+    /// This site's replies to `resource`: known, or read from the replies
+    /// view with those still in the journal, and then known.
+    async fn ran_so_far(&self, resource: &str) -> Result<Vec<Ran>, ReplicatorError> {
+        if let Some(ran) = self.replied.get(resource) {
+            return Ok(ran);
+        }
+        // The journal first, as in `handle`: the entry then holds every
+        // reply stored or about to be, whichever way the flusher moves them.
+        let journaled = self.journal.ran(resource);
+        let mut ran = self.read_replies(resource).await?;
+        merge_runs(&mut ran, journaled);
+        self.replied.fill(resource, &ran);
+        Ok(ran)
+    }
+
+    /// This site's replies to `resource`, as the replies view lists them,
+    /// read with those of the other resources waiting for a read.
     async fn read_replies(&self, resource: &str) -> Result<Vec<Ran>, ReplicatorError> {
-        let replies: Vec<ReplyDocument> = self
+        let read = self
+            .reads
+            .submit(resource.to_owned(), |resources| self.read_many(resources))
+            .await;
+        match read {
+            Some(ran) => ran.map_err(ReplicatorError::Shared),
+            None => Err(ReplicatorError::Interrupted("reading the replies")),
+        }
+    }
+
+    /// This site's replies to each of `resources`, in one view request.
+    async fn read_many(&self, resources: Vec<String>) -> Vec<Shared<Vec<Ran>>> {
+        let keys: Vec<_> = resources
+            .iter()
+            .map(|resource| json!([resource, self.site]))
+            .collect();
+        match self
             .couch
-            .view_docs(DESIGN, REPLIES_VIEW, &json!([resource, self.site]))
-            .await?;
-        Ok(replies.iter().map(ran_of).collect())
+            .view_docs::<ReplyDocument>(DESIGN, REPLIES_VIEW, &keys)
+            .await
+        {
+            Ok(rows) => {
+                let mut by_resource: HashMap<&str, Vec<Ran>> = HashMap::new();
+                for (key, reply) in &rows {
+                    if let Some(resource) = key.get(0).and_then(serde_json::Value::as_str) {
+                        by_resource.entry(resource).or_default().push(ran_of(reply));
+                    }
+                }
+                resources
+                    .iter()
+                    .map(|resource| Ok(by_resource.remove(resource.as_str()).unwrap_or_default()))
+                    .collect()
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                resources.iter().map(|_| Err(Arc::clone(&error))).collect()
+            }
+        }
+    }
+
+    /// Writes `replies` (journaled) to CouchDB with those of the other
+    /// passes that ended meanwhile, in one `_bulk_docs`; fails when some
+    /// reply of that request could not be written (they stay in the
+    /// journal).
+    async fn store(&self, replies: Vec<ReplyDocument>) -> Result<(), ReplicatorError> {
+        if replies.is_empty() {
+            return Ok(());
+        }
+        let stored = self
+            .writes
+            .submit(replies, |passes| async move {
+                let count = passes.len();
+                let replies: Vec<ReplyDocument> = passes.into_iter().flatten().collect();
+                let stored = store_replies(&self.couch, &self.journal, &replies)
+                    .await
+                    .map_err(Arc::new);
+                vec![stored; count]
+            })
+            .await;
+        match stored {
+            Some(stored) => stored.map_err(ReplicatorError::Shared),
+            None => Err(ReplicatorError::Interrupted("writing the replies")),
+        }
     }
 
     async fn merge(&self, doc: &ResourceDocument) -> Result<(), ReplicatorError> {
@@ -650,6 +747,15 @@ impl Inner {
         self.couch.metrics().merged();
         info!(resource = %doc.id, site = %self.site, losers = losers.len(), "conflict resolved");
         Ok(())
+    }
+}
+
+/// Adds to `ran` the runs of `more` it lacks.
+fn merge_runs(ran: &mut Vec<Ran>, more: Vec<Ran>) {
+    for run in more {
+        if !ran.contains(&run) {
+            ran.push(run);
+        }
     }
 }
 
