@@ -83,7 +83,7 @@ struct Inner {
     pass_ended: Notify,
     /// Where failed passes are shown, once [`Runner::run`] started.
     task: Mutex<Option<Task>>,
-    /// Passes running at once.
+    /// Resources running commands, or merging conflicts, at once.
     permits: Semaphore,
     concurrency: usize,
     /// Resources scheduled at once: a permit per entry of `pending`.
@@ -465,13 +465,7 @@ impl Inner {
             // From here on, a history document arriving wakes a wait below.
             history_seen.borrow_and_update();
             self.prefetch(&doc).await;
-            let outcome = match self.permits.acquire().await {
-                // Stopped while waiting for its turn: start nothing.
-                Ok(_permit) if self.is_stopping() => return,
-                Ok(_permit) => self.handle(&doc).await,
-                // The semaphore is never closed.
-                Err(_) => return,
-            };
+            let outcome = self.handle(&doc).await;
             self.report(outcome.as_ref().map(|_| ()));
             let settled = match outcome {
                 Ok(Pass::Settled) => {
@@ -530,6 +524,14 @@ impl Inner {
         if !doc.lives_on(&self.site) {
             return Ok(Pass::Settled);
         }
+        let Ok(turn) = self.permits.acquire().await else {
+            // The semaphore is never closed.
+            return Ok(Pass::Unfinished);
+        };
+        if self.is_stopping() {
+            // Stopped while waiting for its turn: start nothing.
+            return Ok(Pass::Unfinished);
+        }
         if !doc.conflicts.is_empty() {
             self.merge(doc).await?;
             return Ok(Pass::Settled);
@@ -568,6 +570,9 @@ impl Inner {
             journal_error: Mutex::new(None),
         };
         let results = self.backend.run_with(&commands, &recorder).await;
+        // Every reply is in the journal: another resource may run its
+        // commands while these are written to CouchDB.
+        drop(turn);
         // Skipped operations did not run: no reply, and the next pass runs
         // them. Whether an operation runs must not depend on which others
         // shared its batch, or sites that batched differently diverge.
@@ -773,6 +778,175 @@ mod tests {
 
     fn rev(doc: Option<ResourceDocument>) -> Option<String> {
         doc.and_then(|d| d.rev)
+    }
+
+    /// Runs each command at once, successfully.
+    struct Succeeds;
+
+    impl Backend for Succeeds {
+        fn run_with<'a>(
+            &'a self,
+            batch: &'a [ShellCommand],
+            progress: &'a dyn Progress,
+        ) -> cheops_backends::BatchFuture<'a> {
+            Box::pin(async move {
+                let mut results = Vec::new();
+                for index in 0..batch.len() {
+                    let result = CommandResult {
+                        outcome: Outcome::Ok,
+                        output: String::new(),
+                    };
+                    let next = progress.finished(index, &result).await;
+                    results.push(result);
+                    if next == Next::Stop {
+                        break;
+                    }
+                }
+                results
+            })
+        }
+    }
+
+    /// Requests a fake CouchDB received, by kind, and the replies stored.
+    #[derive(Default)]
+    struct Seen {
+        views: usize,
+        keys: usize,
+        bulks: usize,
+        replies: Vec<String>,
+    }
+
+    /// A CouchDB that knows the replies view (no reply stored before) and
+    /// `_bulk_docs`, counting what it is asked.
+    async fn fake_couch(seen: Arc<Mutex<Seen>>) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/cheops", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let mut socket = BufReader::new(socket);
+                    loop {
+                        let mut request_line = String::new();
+                        if socket.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            socket.read_line(&mut line).await.unwrap();
+                            match line.trim_end().split_once(':') {
+                                Some((name, value))
+                                    if name.eq_ignore_ascii_case("content-length") =>
+                                {
+                                    length = value.trim().parse().unwrap();
+                                }
+                                None => break,
+                                _ => {}
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        socket.read_exact(&mut body).await.unwrap();
+                        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let answer = {
+                            let mut seen = seen.lock().unwrap();
+                            if request_line.contains("/_view/") {
+                                seen.views += 1;
+                                seen.keys += body["keys"].as_array().unwrap().len();
+                                json!({"rows": []})
+                            } else {
+                                seen.bulks += 1;
+                                let docs = body["docs"].as_array().unwrap();
+                                let rows: Vec<_> = docs
+                                    .iter()
+                                    .map(|doc| json!({"id": doc["_id"], "ok": true, "rev": "1-a"}))
+                                    .collect();
+                                seen.replies.extend(
+                                    docs.iter()
+                                        .map(|doc| doc["ResourceId"].as_str().unwrap().to_owned()),
+                                );
+                                json!(rows)
+                            }
+                        }
+                        .to_string();
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        socket
+                            .get_mut()
+                            .write_all(response.as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn resources_caught_up_together_share_their_requests() {
+        const RESOURCES: usize = 200;
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let couch = CouchClient::new(&fake_couch(Arc::clone(&seen)).await).unwrap();
+        let dir = std::env::temp_dir().join(format!("cheops-runner-batch-{}", std::process::id()));
+        let runner = Runner::new(RunnerParts {
+            site: "site1".into(),
+            couch,
+            backend: Arc::new(Succeeds),
+            journal: Journal::open(&dir, "site1").unwrap(),
+            max_reply_bytes: 1 << 20,
+            unstored: Arc::default(),
+            concurrency: 8,
+        });
+        for n in 0..RESOURCES {
+            let id = format!("res{n}");
+            runner
+                .schedule(ResourceDocument {
+                    id: id.clone(),
+                    locations: vec!["site1".into()],
+                    operations: vec![Operation {
+                        op_type: "add".into(),
+                        request_id: id,
+                        command: ShellCommand {
+                            command: "true".into(),
+                            ..ShellCommand::default()
+                        },
+                        time: Timestamp::now(),
+                        pruned: false,
+                    }],
+                    ..ResourceDocument::default()
+                })
+                .await;
+        }
+        let settled = tokio::time::timeout(Duration::from_secs(60), async {
+            while !runner.is_idle() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        settled
+            .await
+            .expect("every resource handled within a minute");
+        let _ = std::fs::remove_dir_all(&dir);
+        let seen = seen.lock().unwrap();
+        let mut replied = seen.replies.clone();
+        replied.sort();
+        replied.dedup();
+        assert_eq!(replied.len(), RESOURCES, "one reply per resource");
+        assert_eq!(seen.replies.len(), RESOURCES, "each written once");
+        assert_eq!(seen.keys, RESOURCES, "each resource's replies read once");
+        assert!(
+            seen.views <= RESOURCES / 20,
+            "{} view requests for {RESOURCES} resources",
+            seen.views
+        );
+        assert!(
+            seen.bulks <= RESOURCES / 2,
+            "{} _bulk_docs for {RESOURCES} resources",
+            seen.bulks
+        );
     }
 
     #[test]
