@@ -693,7 +693,12 @@ impl Inner {
                 }
                 resources
                     .iter()
-                    .map(|resource| Ok(by_resource.remove(resource.as_str()).unwrap_or_default()))
+                    .map(|resource| {
+                        Ok(by_resource
+                            .get(resource.as_str())
+                            .cloned()
+                            .unwrap_or_default())
+                    })
                     .collect()
             }
             Err(error) => {

@@ -164,7 +164,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_COMMAND_OUTPUT_LIMIT", default_value_t = 1024 * 1024)]
     command_output_limit: usize,
 
-    /// How many resources may run operations at once.
+    /// How many resources may run operations at once (writing their
+    /// replies to CouchDB afterwards does not count).
     #[arg(long, env = "CHEOPS_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
 
