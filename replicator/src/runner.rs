@@ -907,24 +907,18 @@ mod tests {
             concurrency: 8,
         });
         for n in 0..RESOURCES {
-            let id = format!("res{n}");
-            runner
-                .schedule(ResourceDocument {
-                    id: id.clone(),
-                    locations: vec!["site1".into()],
-                    operations: vec![Operation {
-                        op_type: "add".into(),
-                        request_id: id,
-                        command: ShellCommand {
-                            command: "true".into(),
-                            ..ShellCommand::default()
-                        },
-                        time: Timestamp::now(),
-                        pruned: false,
-                    }],
-                    ..ResourceDocument::default()
-                })
-                .await;
+            let operation = Operation {
+                request_id: format!("req{n}"),
+                time: Timestamp::now(),
+                ..Operation::default()
+            };
+            let resource = ResourceDocument {
+                id: format!("res{n}"),
+                locations: vec!["site1".into()],
+                operations: vec![operation],
+                ..ResourceDocument::default()
+            };
+            runner.schedule(resource).await;
         }
         let settled = tokio::time::timeout(Duration::from_secs(60), async {
             while !runner.is_idle() {
