@@ -785,8 +785,11 @@ mod tests {
         doc.and_then(|d| d.rev)
     }
 
-    /// Runs each command at once, successfully.
-    struct Succeeds;
+    /// Runs each command at once, successfully, counting them.
+    #[derive(Default)]
+    struct Succeeds {
+        ran: std::sync::atomic::AtomicUsize,
+    }
 
     impl Backend for Succeeds {
         fn run_with<'a>(
@@ -801,6 +804,7 @@ mod tests {
                         outcome: Outcome::Ok,
                         output: String::new(),
                     };
+                    self.ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let next = progress.finished(index, &result).await;
                     results.push(result);
                     if next == Next::Stop {
@@ -822,14 +826,16 @@ mod tests {
     }
 
     /// A CouchDB that knows the replies view (no reply stored before) and
-    /// `_bulk_docs`, counting what it is asked.
-    async fn fake_couch(seen: Arc<Mutex<Seen>>) -> String {
+    /// `_bulk_docs`, counting what it is asked; it answers a `_bulk_docs`
+    /// only while `writes` is open.
+    async fn fake_couch(seen: Arc<Mutex<Seen>>, writes: watch::Receiver<bool>) -> String {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/cheops", listener.local_addr().unwrap());
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let seen = Arc::clone(&seen);
+                let mut writes = writes.clone();
                 tokio::spawn(async move {
                     let mut socket = BufReader::new(socket);
                     loop {
@@ -854,6 +860,9 @@ mod tests {
                         let mut body = vec![0; length];
                         socket.read_exact(&mut body).await.unwrap();
                         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        if !request_line.contains("/_view/") {
+                            writes.wait_for(|open| *open).await.unwrap();
+                        }
                         let answer = {
                             let mut seen = seen.lock().unwrap();
                             if request_line.contains("/_view/") {
@@ -891,43 +900,72 @@ mod tests {
         url
     }
 
+    /// A runner of site1 on the fake CouchDB at `url`, its journal in `dir`.
+    fn runner(
+        url: &str,
+        dir: &std::path::Path,
+        backend: Arc<Succeeds>,
+        concurrency: usize,
+    ) -> Runner {
+        Runner::new(RunnerParts {
+            site: "site1".into(),
+            // Longer than any wait of these tests: a request held by the
+            // fake never fails.
+            couch: CouchClient::with_options(
+                url,
+                &crate::ClientOptions {
+                    couch_timeout: Duration::from_secs(600),
+                    ..crate::ClientOptions::default()
+                },
+            )
+            .unwrap(),
+            backend,
+            journal: Journal::open(dir, "site1").unwrap(),
+            max_reply_bytes: 1 << 20,
+            unstored: Arc::default(),
+            concurrency,
+        })
+    }
+
+    /// Resource `res{n}` of site1, with one operation to run.
+    fn resource(n: usize) -> ResourceDocument {
+        let operation = Operation {
+            request_id: format!("req{n}"),
+            time: Timestamp::now(),
+            ..Operation::default()
+        };
+        ResourceDocument {
+            id: format!("res{n}"),
+            locations: vec!["site1".into()],
+            operations: vec![operation],
+            ..ResourceDocument::default()
+        }
+    }
+
+    /// Waits, a minute at most, until `done`.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(60), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        waited
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not within a minute"));
+    }
+
     #[tokio::test]
     async fn resources_caught_up_together_share_their_requests() {
         const RESOURCES: usize = 200;
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let couch = CouchClient::new(&fake_couch(Arc::clone(&seen)).await).unwrap();
+        let (_open, writes) = watch::channel(true);
+        let url = fake_couch(Arc::clone(&seen), writes).await;
         let dir = std::env::temp_dir().join(format!("cheops-runner-batch-{}", std::process::id()));
-        let runner = Runner::new(RunnerParts {
-            site: "site1".into(),
-            couch,
-            backend: Arc::new(Succeeds),
-            journal: Journal::open(&dir, "site1").unwrap(),
-            max_reply_bytes: 1 << 20,
-            unstored: Arc::default(),
-            concurrency: 8,
-        });
+        let runner = runner(&url, &dir, Arc::default(), 8);
         for n in 0..RESOURCES {
-            let operation = Operation {
-                request_id: format!("req{n}"),
-                time: Timestamp::now(),
-                ..Operation::default()
-            };
-            let resource = ResourceDocument {
-                id: format!("res{n}"),
-                locations: vec!["site1".into()],
-                operations: vec![operation],
-                ..ResourceDocument::default()
-            };
-            runner.schedule(resource).await;
+            runner.schedule(resource(n)).await;
         }
-        let settled = tokio::time::timeout(Duration::from_secs(60), async {
-            while !runner.is_idle() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        settled
-            .await
-            .expect("every resource handled within a minute");
+        until("every resource handled", || runner.is_idle()).await;
         let _ = std::fs::remove_dir_all(&dir);
         let seen = seen.lock().unwrap();
         let mut replied = seen.replies.clone();
@@ -946,6 +984,28 @@ mod tests {
             "{} _bulk_docs for {RESOURCES} resources",
             seen.bulks
         );
+    }
+
+    #[tokio::test]
+    async fn a_resource_runs_while_the_replies_of_another_are_written() {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (open, writes) = watch::channel(false);
+        let url = fake_couch(Arc::clone(&seen), writes).await;
+        let dir = std::env::temp_dir().join(format!("cheops-runner-turn-{}", std::process::id()));
+        let backend = Arc::new(Succeeds::default());
+        let runner = runner(&url, &dir, Arc::clone(&backend), 1);
+        runner.schedule(resource(0)).await;
+        runner.schedule(resource(1)).await;
+        // One turn, and CouchDB holds the first reply's write: the second
+        // resource runs all the same.
+        until("both resources ran", || {
+            backend.ran.load(std::sync::atomic::Ordering::SeqCst) == 2
+        })
+        .await;
+        open.send_replace(true);
+        until("every reply written", || runner.is_idle()).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(seen.lock().unwrap().replies.len(), 2);
     }
 
     #[test]
