@@ -1,13 +1,13 @@
-//! Group commit for requests to CouchDB: callers that arrive while a
-//! request of their kind is in flight wait for it to end, then share the
-//! next one. A lone caller is served at once; under load, one request
+//! Group commit for requests to CouchDB: callers that arrive while the
+//! requests of their kind in flight are as many as allowed wait for one to
+//! end, then share the next one. A lone caller is served at once; under load, one request
 //! serves everyone who queued meanwhile, so the number of requests follows
 //! the sidecar's pace rather than the number of callers.
 
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 /// Items waiting for the next request, each with where its answer goes.
 type Queue<I, O> = Vec<(I, oneshot::Sender<O>)>;
@@ -15,16 +15,17 @@ type Queue<I, O> = Vec<(I, oneshot::Sender<O>)>;
 /// Gathers items of many callers into requests of at most `max` items.
 pub struct Batcher<I, O> {
     queue: Mutex<Queue<I, O>>,
-    /// Held while a request is in flight: one at a time.
-    door: tokio::sync::Mutex<()>,
+    /// One held per request in flight.
+    in_flight: Semaphore,
     max: usize,
 }
 
 impl<I, O> Batcher<I, O> {
-    pub fn new(max: usize) -> Self {
+    /// Requests of at most `max` items, `in_flight` of them at once.
+    pub fn new(max: usize, in_flight: usize) -> Self {
         Batcher {
             queue: Mutex::new(Vec::new()),
-            door: tokio::sync::Mutex::new(()),
+            in_flight: Semaphore::new(in_flight.max(1)),
             max: max.max(1),
         }
     }
@@ -43,7 +44,8 @@ impl<I, O> Batcher<I, O> {
         let (answer, mut answered) = oneshot::channel();
         self.lock().push((item, answer));
         loop {
-            let _door = self.door.lock().await;
+            // The semaphore is never closed.
+            let _in_flight = self.in_flight.acquire().await.ok()?;
             match answered.try_recv() {
                 Ok(answer) => return Some(answer),
                 Err(oneshot::error::TryRecvError::Closed) => return None,
@@ -56,6 +58,11 @@ impl<I, O> Batcher<I, O> {
                 let take = queue.len().min(self.max);
                 queue.drain(..take).collect()
             };
+            if batch.is_empty() {
+                // Its item is in a request in flight: wait for that one.
+                drop(_in_flight);
+                return answered.await.ok();
+            }
             let (items, answers): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.into_iter().unzip();
             let outputs = send(items).await;
             for (answer, output) in answers.into_iter().zip(outputs) {
@@ -80,7 +87,7 @@ mod tests {
 
     #[tokio::test]
     async fn callers_arriving_during_a_request_share_the_next_one() {
-        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(100));
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(100, 1));
         let requests = Arc::new(AtomicUsize::new(0));
         let (release, released) = tokio::sync::watch::channel(false);
         let send = {
@@ -117,8 +124,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn up_to_in_flight_requests_run_at_once_and_each_caller_is_answered() {
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(100, 2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let send = {
+            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+            move |items: Vec<u32>| {
+                let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+                let mut released = released.clone();
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    let _ = released.wait_for(|go| *go).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    items.into_iter().map(|n| n + 1).collect()
+                }
+            }
+        };
+        let mut callers = tokio::task::JoinSet::new();
+        for n in 0..20 {
+            let (batcher, send) = (Arc::clone(&batcher), send.clone());
+            callers.spawn(async move { (n, batcher.submit(n, send).await) });
+        }
+        while running.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.send_replace(true);
+        while let Some(joined) = callers.join_next().await {
+            let (n, answer) = joined.unwrap();
+            assert_eq!(answer, Some(n + 1));
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn requests_hold_at_most_max_items() {
-        let batcher: Batcher<u32, u32> = Batcher::new(3);
+        let batcher: Batcher<u32, u32> = Batcher::new(3, 1);
         for n in 0..7 {
             batcher.lock().push((n, oneshot::channel().0));
         }

@@ -57,6 +57,9 @@ use crate::{backoff, ReplicatorError};
 const SCHEDULED: usize = 256;
 /// Resources whose replies one view request reads at most.
 const READ_BATCH: usize = 128;
+/// View requests in flight at once: the sidecar answers one while it
+/// reads the index for another.
+const READS_IN_FLIGHT: usize = 3;
 
 /// What a request shared by several passes answers each.
 type Shared<T> = Result<T, Arc<ReplicatorError>>;
@@ -142,8 +145,8 @@ impl Runner {
                 pending: Mutex::new(Pending::default()),
                 replied: Replied::default(),
                 history_seen: watch::Sender::new(0),
-                reads: Batcher::new(READ_BATCH),
-                writes: Batcher::new(SCHEDULED),
+                reads: Batcher::new(READ_BATCH, READS_IN_FLIGHT),
+                writes: Batcher::new(SCHEDULED, 1),
             }),
         }
     }
