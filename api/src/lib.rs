@@ -1,7 +1,7 @@
-//! The Cheops HTTP API (`/exec`, `/show`, `/show_local`, `/health`,
-//! `/metrics`, `/openapi.yml` and the dump listener), and what every
-//! listener of the node shares: the bearer-token guard ([`auth`]), the
-//! error answers ([`ApiError`]) and the fallbacks ([`not_found`],
+//! The Cheops HTTP API (`/exec`, `/show`, `/show_local`, `/history`,
+//! `/health`, `/metrics`, `/openapi.yml` and the dump listener), and what
+//! every listener of the node shares: the bearer-token guard ([`auth`]),
+//! the error answers ([`ApiError`]) and the fallbacks ([`not_found`],
 //! [`method_not_allowed`]). It knows a node only through the [`NodeApi`]
 //! trait, which the replicator's node implements; `cheops serve` serves
 //! the routers.
@@ -13,6 +13,7 @@ mod exec;
 mod fallback;
 mod form;
 mod health;
+mod history;
 mod metrics;
 mod openapi;
 mod replies;
@@ -72,9 +73,9 @@ pub(crate) struct AppState {
 
 /// The Cheops API, served on the API port (8079 by default). `/health`
 /// and `/openapi.yml` stay open (load balancers and peers probe the first,
-/// the second is public); `/metrics` takes the read or operator token,
-/// `/show_local` the node or operator token, `/exec` and `/show` the
-/// operator token.
+/// the second is public); `/metrics` and `/history` take the read or
+/// operator token, `/show_local` the node or operator token, `/exec` and
+/// `/show` the operator token.
 pub fn router(node: Arc<dyn NodeApi>, config: ApiConfig) -> Router {
     let body_limit = config.body_limit;
     let tokens = Arc::clone(&config.tokens);
@@ -87,7 +88,9 @@ pub fn router(node: Arc<dyn NodeApi>, config: ApiConfig) -> Router {
         .route("/exec/{id}", post(exec::exec))
         .route("/show/{id}", post(show::show));
     let node_calls = Router::new().route("/show_local/{id}", post(show::show_local));
-    let reads = Router::new().route("/metrics", get(metrics::metrics));
+    let reads = Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .route("/history/{id}", get(history::history));
     guarded(operator, Arc::clone(&tokens), Access::Operator)
         .merge(guarded(node_calls, Arc::clone(&tokens), Access::Node))
         .merge(guarded(reads, tokens, Access::Read))

@@ -78,14 +78,20 @@ impl Replies {
 }
 
 fn line(reply: &ReplyDocument) -> Bytes {
-    match serde_json::to_vec(reply) {
+    json_line(reply, &reply.request_id)
+}
+
+/// `value` as one JSON line; `request` names it in the log should it not
+/// serialize (unreachable in practice: answers are strings, numbers and
+/// times).
+pub(crate) fn json_line<T: serde::Serialize>(value: &T, request: &str) -> Bytes {
+    match serde_json::to_vec(value) {
         Ok(mut json) => {
             json.push(b'\n');
             Bytes::from(json)
         }
         Err(e) => {
-            // Unreachable in practice: a reply is plain strings and a time.
-            tracing::error!(error = %e, site = %reply.site, "could not serialize a reply");
+            tracing::error!(error = %e, %request, "could not serialize an answer line");
             Bytes::new()
         }
     }

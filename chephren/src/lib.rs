@@ -14,6 +14,8 @@
 //! - `GET /api/blocks`: every resource, with whether it has converged;
 //! - `GET /api/block/{id}`: a resource's block × its sites, each cell a
 //!   reply status with its output, and its unresolved conflicts;
+//! - `GET /api/history/{id}`: a page of a resource's history, oldest first,
+//!   every operation ever accepted with every site's replies;
 //! - `GET /api/events`: server-sent events as things change;
 //! - `GET /`: the UI itself.
 //!
@@ -23,6 +25,7 @@
 mod block;
 mod cluster;
 mod cors;
+mod history;
 mod original;
 mod stream;
 mod ui;
@@ -40,6 +43,7 @@ use tracing::warn;
 pub use block::{BlockSummary, BlockView, CellStatus, CellView, OperationView, ResolutionView};
 pub use cluster::{ClusterView, SiteState, SiteView};
 pub use cors::parse_origin;
+pub use history::HistoryPage;
 pub use original::{CommandView, NodeView, ResourceSummary, ResourceView};
 
 /// How Chephren is reached.
@@ -78,6 +82,7 @@ pub fn router(
         .route("/api/cluster", get(cluster))
         .route("/api/blocks", get(blocks))
         .route("/api/block/{id}", get(block))
+        .route("/api/history/{id}", get(history::history))
         .route("/api/events", get(stream::events))
         .with_state(AppState {
             node,

@@ -1,4 +1,5 @@
-//! `cheops exec` and `cheops show`: the command-line client of a node's API.
+//! `cheops exec`, `cheops show` and `cheops history`: the command-line
+//! client of a node's API.
 //!
 //! Everything that can be checked locally (flags, files, the config, where
 //! the node is) is checked before a request is sent, so that a usage error
@@ -6,6 +7,7 @@
 
 mod args;
 mod exec;
+mod history;
 mod http;
 mod node_url;
 mod outcome;
@@ -17,7 +19,7 @@ mod uploads;
 use std::fmt;
 use std::process::ExitCode;
 
-pub use args::{ExecArgs, ShowArgs};
+pub use args::{ExecArgs, HistoryArgs, ShowArgs};
 
 /// Some site answered KO.
 pub(crate) const EXIT_KO: u8 = 1;
@@ -62,6 +64,11 @@ pub fn exec(args: ExecArgs) -> ExitCode {
 /// Runs `cheops show`; the exit status says how the sites fared.
 pub fn show(args: ShowArgs) -> ExitCode {
     finish(show::prepare(args).and_then(|request| block_on(show::send(request))?))
+}
+
+/// Runs `cheops history`; the exit status says whether all of it came.
+pub fn history(args: HistoryArgs) -> ExitCode {
+    finish(history::prepare(args).and_then(|request| block_on(history::send(request))?))
 }
 
 /// The client does one request at a time: a single-threaded runtime is

@@ -32,6 +32,9 @@ enum Command {
     /// Run a read-only command on the sites of a resource and print what each
     /// one answered (nothing is stored).
     Show(Box<client::ShowArgs>),
+    /// Print every operation ever accepted for a resource, oldest first,
+    /// with each site's reply status.
+    History(Box<client::HistoryArgs>),
     /// Run this site's daemon: the API, Chephren (the web UI), the dump
     /// listener when enabled, and the loop that follows the local CouchDB
     /// and runs operations.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Exec(args) => client::exec(*args),
         Command::Show(args) => client::show(*args),
+        Command::History(args) => client::history(*args),
         Command::Serve(args) => serve::main(*args),
     }
 }

@@ -10,9 +10,11 @@
 //! be in conflict, and any site can find it without a query. It carries the
 //! resource's locations, so that it replicates wherever the resource does.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::Operation;
+use crate::{Operation, ReplyDocument, Status, Timestamp};
 
 /// The `Type` of a history document; reading any other value fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,119 @@ pub fn history_id(resource: &str, request: &str) -> String {
     format!("history:{resource}:{request}")
 }
 
+/// One line of `GET /history/{id}`: an operation ever accepted for a
+/// resource, with what every site replied to it. Its file contents are left
+/// out unless asked for: a history is read to understand what happened, and
+/// files may be large.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistoryEntry {
+    #[serde(rename = "Type")]
+    pub op_type: String,
+    #[serde(rename = "RequestId")]
+    pub request_id: String,
+    /// When the operation was accepted.
+    #[serde(rename = "Time")]
+    pub time: Timestamp,
+    /// The command as the user wrote it; empty when only a pruned copy of
+    /// the operation is left on this node.
+    #[serde(rename = "Command")]
+    pub command: String,
+    /// The attached files, by name.
+    #[serde(rename = "Files")]
+    pub files: Vec<HistoryFile>,
+    /// The operation is known only by a pruned copy: its command and files
+    /// are not on this node (yet).
+    #[serde(rename = "Pruned", skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
+    /// The operation is still in the resource's current block.
+    #[serde(rename = "InBlock")]
+    pub in_block: bool,
+    /// Every reply stored for the operation, oldest first: one per site
+    /// that ran it, more for a site that ran it again.
+    #[serde(rename = "Replies")]
+    pub replies: Vec<HistoryReply>,
+}
+
+/// An attached file of a [`HistoryEntry`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistoryFile {
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Its length in bytes.
+    #[serde(rename = "Size")]
+    pub size: u64,
+    /// Its content in base64, only when asked for.
+    #[serde(rename = "Content", skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// One site's reply in a [`HistoryEntry`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistoryReply {
+    #[serde(rename = "Site")]
+    pub site: String,
+    #[serde(rename = "Status")]
+    pub status: Status,
+    #[serde(rename = "ExecutionTime")]
+    pub execution_time: Timestamp,
+    #[serde(rename = "Output")]
+    pub output: String,
+    /// As in the reply document: the whole output's length when cut.
+    #[serde(rename = "OutputTruncated", skip_serializing_if = "Option::is_none")]
+    pub output_truncated: Option<u64>,
+}
+
+impl HistoryEntry {
+    /// `operation` with `replies` (any order; kept oldest first), its file
+    /// contents included only when `with_files`.
+    pub fn new(
+        operation: &Operation,
+        in_block: bool,
+        with_files: bool,
+        replies: &[ReplyDocument],
+    ) -> HistoryEntry {
+        let mut replies: Vec<HistoryReply> = replies
+            .iter()
+            .map(|reply| HistoryReply {
+                site: reply.site.clone(),
+                status: reply.status,
+                execution_time: reply.execution_time,
+                output: reply.output.clone(),
+                output_truncated: reply.output_truncated,
+            })
+            .collect();
+        replies.sort_by(|a, b| (a.execution_time, &a.site).cmp(&(b.execution_time, &b.site)));
+        HistoryEntry {
+            op_type: operation.op_type.clone(),
+            request_id: operation.request_id.clone(),
+            time: operation.time,
+            command: operation.command.command.clone(),
+            files: operation
+                .command
+                .files
+                .iter()
+                .map(|(name, content)| HistoryFile {
+                    name: name.clone(),
+                    size: content.len() as u64,
+                    content: with_files.then(|| STANDARD.encode(content)),
+                })
+                .collect(),
+            pruned: operation.pruned,
+            in_block,
+            replies,
+        }
+    }
+}
+
+/// The order of a history: oldest first by the operation's `Time` (as an
+/// instant, whatever its offset), ties broken by `RequestId`.
+pub fn history_order(operation: &Operation) -> (Timestamp, &str) {
+    (operation.time, operation.request_id.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +202,45 @@ mod tests {
         assert!(text.contains(r#""Type":"HISTORY""#), "{text}");
         let back: HistoryDocument = serde_json::from_str(&text).expect("reads back");
         assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn an_entry_gives_file_sizes_and_contents_only_when_asked() {
+        let mut operation = Operation {
+            op_type: "add".into(),
+            request_id: "r1".into(),
+            ..Operation::default()
+        };
+        operation.command.command = "cat {a}".into();
+        operation
+            .command
+            .files
+            .insert("a".into(), b"hello".to_vec());
+        let late = ReplyDocument {
+            site: "s2".into(),
+            execution_time: "2024-01-01T00:00:02Z".parse().unwrap(),
+            ..ReplyDocument::default()
+        };
+        let early = ReplyDocument {
+            site: "s1".into(),
+            status: Status::Ko,
+            execution_time: "2024-01-01T00:00:01Z".parse().unwrap(),
+            output_truncated: Some(9),
+            ..ReplyDocument::default()
+        };
+        let entry = HistoryEntry::new(&operation, true, false, &[late.clone(), early.clone()]);
+        let text = serde_json::to_string(&entry).unwrap();
+        assert!(
+            text.contains(r#""Files":[{"Name":"a","Size":5}]"#),
+            "{text}"
+        );
+        assert!(!text.contains("Pruned"), "{text}");
+        let sites: Vec<&str> = entry.replies.iter().map(|r| r.site.as_str()).collect();
+        assert_eq!(sites, ["s1", "s2"], "oldest reply first");
+        assert_eq!(entry.replies[0].output_truncated, Some(9));
+        let with = HistoryEntry::new(&operation, true, true, &[late, early]);
+        assert_eq!(with.files[0].content.as_deref(), Some("aGVsbG8="));
+        let back: HistoryEntry = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, entry);
     }
 }

@@ -27,7 +27,10 @@ pub use attachments::{
 };
 pub use config::{Resolution, ResolutionResult, ResourceConfig};
 pub use error::{error_chain, ModelError};
-pub use history::{history_id, HistoryDocument, HistoryKind};
+pub use history::{
+    history_id, history_order, HistoryDocument, HistoryEntry, HistoryFile, HistoryKind,
+    HistoryReply,
+};
 pub use names::{
     check_resource_id, check_site_name, split_sites, SiteList, MAX_RESOURCE_ID_LEN, MAX_SITES,
     MAX_SITE_NAME_LEN,

@@ -117,6 +117,7 @@ fn merged_design(current: Option<&Value>) -> Option<Value> {
         });
     }
     edit_section(&mut doc, "views", |views| {
+        views.extend(crate::history::views().map(|(name, body)| (name.to_owned(), body)));
         for (name, body) in original_views() {
             views.entry(name).or_insert(body);
         }

@@ -51,6 +51,15 @@ pub enum Written {
     Conflict,
 }
 
+/// One row of a view, its document left as JSON so that one document that
+/// does not read spoils no other.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ViewRow {
+    pub key: Value,
+    #[serde(default)]
+    pub doc: Option<Value>,
+}
+
 /// One row of a `_bulk_docs` answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BulkResult {
@@ -397,6 +406,58 @@ impl CouchClient {
             .await?;
         let rows: DocRows<T> = Self::decode(value, "POST _all_docs")?;
         Ok(rows.rows.into_iter().map(|r| r.doc).collect())
+    }
+
+    /// One page of a view's rows between `start` and `end` (inclusive),
+    /// in key order, at most `limit`, with the documents they point to.
+    pub async fn view_range(
+        &self,
+        design: &str,
+        view: &str,
+        start: &Value,
+        end: &Value,
+        limit: usize,
+    ) -> Result<Vec<ViewRow>, ReplicatorError> {
+        let url = self.url(&["_design", design, "_view", view]);
+        let builder = self.request(Method::GET, url).query(&[
+            ("startkey", start.to_string().as_str()),
+            ("endkey", end.to_string().as_str()),
+            ("limit", limit.to_string().as_str()),
+            ("include_docs", "true"),
+            ("reduce", "false"),
+        ]);
+        self.view_rows(builder, design, view).await
+    }
+
+    /// The rows of a view whose key is one of `keys`, with the documents
+    /// they point to.
+    pub async fn view_keys(
+        &self,
+        design: &str,
+        view: &str,
+        keys: &[Value],
+    ) -> Result<Vec<ViewRow>, ReplicatorError> {
+        let url = self.url(&["_design", design, "_view", view]);
+        let builder = self
+            .request(Method::POST, url)
+            .query(&[("include_docs", "true"), ("reduce", "false")])
+            .json(&serde_json::json!({ "keys": keys }));
+        self.view_rows(builder, design, view).await
+    }
+
+    async fn view_rows(
+        &self,
+        builder: RequestBuilder,
+        design: &str,
+        view: &str,
+    ) -> Result<Vec<ViewRow>, ReplicatorError> {
+        #[derive(Deserialize)]
+        struct Rows {
+            rows: Vec<ViewRow>,
+        }
+        let context = format!("view {design}/{view}");
+        let (_, value) = self.send(builder, &context, &[]).await?;
+        Ok(Self::decode::<Rows>(value, &context)?.rows)
     }
 
     /// Every document of the database, as CouchDB lists them.

@@ -18,6 +18,7 @@ use crate::consistency::{add_operation, prunable, prune_payloads, Seen, SeenRepl
 use crate::couch::{CouchClient, Written};
 use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::follower::Follower;
+use crate::history::{read_history, HistoryQuery, HistoryStream};
 use crate::journal::Journal;
 use crate::liveness::Liveness;
 use crate::metrics::{replication_state, Metrics, Snapshot};
@@ -536,6 +537,16 @@ impl Node {
     pub async fn run_local(&self, command: ShellCommand) -> CommandResult {
         let mut results = self.backend.run(std::slice::from_ref(&command)).await;
         results.pop().unwrap_or_else(CommandResult::skipped)
+    }
+
+    /// The history of a resource, oldest first (see [`crate::history`]);
+    /// `None` when the resource is not stored here.
+    pub async fn history(
+        &self,
+        resource_id: &str,
+        query: HistoryQuery,
+    ) -> Result<Option<HistoryStream>, ReplicatorError> {
+        read_history(self.couch.clone(), resource_id, query).await
     }
 
     /// Every document of the local database.

@@ -1,6 +1,6 @@
 //! The node as the HTTP layers see it, so that they never talk to CouchDB
 //! or read its rows themselves: [`NodeApi`] for the API and the dump
-//! listener, [`NodeWatch`] for the web UI. [`Node`] implements both; tests
+//! listener, [`NodeWatch`] for the web UI (both read a resource's history). [`Node`] implements both; tests
 //! of the HTTP layers implement them with fakes.
 
 use cheops_backends::CommandResult;
@@ -11,7 +11,8 @@ use tokio::sync::broadcast;
 pub use futures::future::BoxFuture;
 
 use crate::{
-    Documents, Health, Node, NodeEvent, PeerLiveness, ReplicatorError, Submission, Submitted,
+    Documents, Health, HistoryQuery, HistoryStream, Node, NodeEvent, PeerLiveness, ReplicatorError,
+    Submission, Submitted,
 };
 
 /// What the API asks of a node: store operations, run show commands, find
@@ -32,6 +33,14 @@ pub trait NodeApi: Send + Sync + 'static {
         &'a self,
         resource_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<String>>, ReplicatorError>>;
+
+    /// The history of a resource, oldest first, read a page at a time (see
+    /// `history.rs`); `None` when the resource is not stored here.
+    fn history<'a>(
+        &'a self,
+        resource_id: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<Option<HistoryStream>, ReplicatorError>>;
 
     /// Runs one command locally through the backend (for `/show_local`); it
     /// is neither stored nor replicated.
@@ -61,6 +70,14 @@ pub trait NodeWatch: Send + Sync + 'static {
     /// Every resource (with its conflicts) and reply of the local database.
     fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>>;
 
+    /// The history of a resource, oldest first, read a page at a time (see
+    /// `history.rs`); `None` when the resource is not stored here.
+    fn history<'a>(
+        &'a self,
+        resource_id: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<Option<HistoryStream>, ReplicatorError>>;
+
     /// The last probe of every peer probed so far.
     fn peers(&self) -> Vec<PeerLiveness>;
 
@@ -85,6 +102,14 @@ impl NodeApi for Node {
         resource_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<String>>, ReplicatorError>> {
         Box::pin(Node::locations(self, resource_id))
+    }
+
+    fn history<'a>(
+        &'a self,
+        resource_id: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<Option<HistoryStream>, ReplicatorError>> {
+        Box::pin(Node::history(self, resource_id, query))
     }
 
     fn run_local(&self, command: ShellCommand) -> BoxFuture<'_, CommandResult> {
@@ -115,6 +140,14 @@ impl NodeWatch for Node {
 
     fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>> {
         Box::pin(Node::documents(self))
+    }
+
+    fn history<'a>(
+        &'a self,
+        resource_id: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<Option<HistoryStream>, ReplicatorError>> {
+        Box::pin(Node::history(self, resource_id, query))
     }
 
     fn peers(&self) -> Vec<PeerLiveness> {

@@ -4,10 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use cheops_backends::{CommandResult, Outcome};
-use cheops_model::{ReplyDocument, ShellCommand, Status};
+use cheops_model::{HistoryEntry, ReplyDocument, ShellCommand, Status};
 use cheops_replicator::{
-    BoxFuture, Health, NodeApi, ReplicatorError, ReplyHub, Submission, Submitted,
+    BoxFuture, Health, HistoryQuery, HistoryStream, NodeApi, ReplicatorError, ReplyHub, Submission,
+    Submitted,
 };
+use futures::StreamExt;
 
 pub struct FakeNode {
     site: String,
@@ -122,6 +124,27 @@ impl NodeApi for FakeNode {
         resource_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<String>>, ReplicatorError>> {
         Box::pin(async move { Ok(self.resources.lock().unwrap().get(resource_id).cloned()) })
+    }
+
+    /// One entry per operation submitted for the resource, in order; the
+    /// files' contents only when asked for.
+    fn history<'a>(
+        &'a self,
+        resource_id: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<Option<HistoryStream>, ReplicatorError>> {
+        Box::pin(async move {
+            if !self.resources.lock().unwrap().contains_key(resource_id) {
+                return Ok(None);
+            }
+            let entries: Vec<Result<HistoryEntry, ReplicatorError>> = self
+                .submissions()
+                .into_iter()
+                .filter(|s| s.resource_id == resource_id)
+                .map(|s| Ok(HistoryEntry::new(&s.operation, true, query.files, &[])))
+                .collect();
+            Ok(Some(futures::stream::iter(entries).boxed()))
+        })
     }
 
     /// "Runs" a command by echoing it; a command containing `false` fails.

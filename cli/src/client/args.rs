@@ -1,5 +1,5 @@
-//! The flags of `cheops exec` and `cheops show`, each with the example
-//! `--help` shows.
+//! The flags of `cheops exec`, `cheops show` and `cheops history`, each
+//! with the example `--help` shows.
 
 use std::path::PathBuf;
 
@@ -127,6 +127,53 @@ refused the request or could not be reached, 64 the command line is wrong.
 
 Example:
   cheops show --id deployment-id --from site1 --command 'kubectl get deployment __ID__'";
+
+#[derive(Args, Debug)]
+#[command(after_long_help = HISTORY_EXAMPLES)]
+pub struct HistoryArgs {
+    /// The resource's id.
+    ///
+    /// Example: --id deployment-id
+    #[arg(long)]
+    pub id: String,
+
+    /// The site whose API is asked (any site of the resource: each holds
+    /// the whole history once replication has caught up).
+    ///
+    /// Example: --from site2
+    #[arg(long, value_name = "SITE")]
+    pub from: Option<String>,
+
+    /// Print the node's answer as it comes: one JSON object per operation
+    /// and line, with every site's replies.
+    ///
+    /// Example: --json | jq -r '.Replies[] | .Site + " " + .Status'
+    #[arg(long)]
+    pub json: bool,
+
+    /// With --json, include the attached files' contents (base64), not only
+    /// their names and sizes.
+    #[arg(long, requires = "json")]
+    pub files: bool,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+const HISTORY_EXAMPLES: &str = "\
+Every operation ever accepted for the resource, oldest first, one line each:
+TIME  REQUESTID  TYPE  COMMAND  SITE=STATUS…
+The command is cut to its first line (and 60 characters); a site that ran
+the operation more than once shows `×N`; `(in block)` ends the line of an
+operation still in the resource's current block. The read token is enough
+(--token-file).
+
+Exit status: 0 the whole history was printed, 3 the node refused the request,
+could not be reached or broke off, 64 the command line is wrong.
+
+Examples:
+  cheops history --id deployment-id --from site1
+  cheops history --id counter --node http://10.0.0.1:8079 --json | jq .";
 
 /// Where the node to talk to is: the same notions as `cheops serve`'s peer
 /// map, so that one peers file serves both.

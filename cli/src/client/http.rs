@@ -1,5 +1,5 @@
-//! Talking to the node: one POST of a multipart form, and what the user is
-//! told when the node cannot be reached or refuses.
+//! Talking to the node: one POST of a multipart form or one GET, and what
+//! the user is told when the node cannot be reached or refuses.
 
 use std::time::Duration;
 
@@ -47,7 +47,27 @@ pub(crate) async fn post(
     form: Form,
     token: Option<&Secret>,
 ) -> Result<reqwest::Response, Failure> {
-    let mut request = client.post(url).multipart(form);
+    send(client.post(url).multipart(form), url, token, "operator").await
+}
+
+/// Gets `url` with `token`, which may be the read token; any answer but a
+/// success is a [`Failure::Refused`] carrying the node's own message.
+pub(crate) async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&Secret>,
+) -> Result<reqwest::Response, Failure> {
+    send(client.get(url), url, token, "read or operator").await
+}
+
+/// Sends `request`; `needs` names the token the endpoint takes, for the
+/// hint of a refusal.
+async fn send(
+    mut request: reqwest::RequestBuilder,
+    url: &str,
+    token: Option<&Secret>,
+    needs: &str,
+) -> Result<reqwest::Response, Failure> {
     if let Some(token) = token {
         request = request.bearer_auth(token.expose());
     }
@@ -72,12 +92,12 @@ pub(crate) async fn post(
     };
     let hint = match (status, token) {
         (StatusCode::UNAUTHORIZED, None) => {
-            " (give the operator token with --token-file or CHEOPS_TOKEN)"
+            format!(" (give the {needs} token with --token-file or CHEOPS_TOKEN)")
         }
         (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, Some(_)) => {
-            " (is it this cluster's operator token?)"
+            format!(" (is it this cluster's {needs} token?)")
         }
-        _ => "",
+        _ => String::new(),
     };
     Err(Failure::Refused(format!(
         "{} answered {status}: {message}{hint}",
