@@ -1,5 +1,7 @@
 // One resource: its block in order crossed with its sites, each cell what
-// that site did with that operation (output on click), and its conflicts.
+// that site did with that operation (output on click), its conflicts, and
+// its history: every operation ever accepted, oldest first, a page at a
+// time (the node holds no more than a page in memory to answer).
 
 import { ApiError, getJson } from '../api.js';
 import { h, pill, shortId, when } from '../dom.js';
@@ -30,7 +32,16 @@ export const resourceView = {
     const matrix = h('div', { class: 'matrix-wrap' });
     const output = h('section', { class: 'output', hidden: true, 'aria-live': 'polite' });
     const resolution = h('div');
-    root.append(h('a', { class: 'back', href: '#/resources' }, '← Resources'), head, conflicts, matrix, output, resolution);
+    const history = historySection(id);
+    root.append(
+      h('a', { class: 'back', href: '#/resources' }, '← Resources'),
+      head,
+      conflicts,
+      matrix,
+      output,
+      history.element,
+      resolution,
+    );
 
     function draw() {
       const [block, cluster] = last;
@@ -148,6 +159,7 @@ export const resourceView = {
       update(block, cluster) {
         last = [block, cluster];
         draw();
+        history.reload();
       },
     };
   },
@@ -231,4 +243,134 @@ function resolutionTable(block) {
       ),
     ),
   ];
+}
+
+/** Operations per history page. */
+const HISTORY_PAGE = 50;
+
+/**
+ * The history section: one page of the resource's history, oldest first,
+ * each operation with every site's latest reply status. "Next page" starts
+ * after the page's last operation; "First page" goes back. A reload (any
+ * event about the resource) rereads the page shown.
+ */
+function historySection(id) {
+  const element = h('section', { class: 'history' });
+  /** The cursors of the pages before the one shown: `{time, request}`. */
+  const before = [];
+  let after = null;
+  let loading = null;
+
+  async function reload() {
+    const query = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+    if (after) {
+      query.set('afterTime', after.time);
+      query.set('afterRequest', after.request);
+    }
+    const asked = `history/${encodeURIComponent(id)}?${query}`;
+    loading = asked;
+    try {
+      const page = await getJson(asked);
+      if (loading === asked) draw(page);
+    } catch (error) {
+      if (loading !== asked) return;
+      if (error instanceof ApiError && error.status === 404) element.replaceChildren();
+      else element.replaceChildren(h('h2', {}, 'History'), h('p', { class: 'note' }, `Cannot read the history: ${error.message}`));
+    }
+  }
+
+  function move(cursor) {
+    after = cursor;
+    reload();
+  }
+
+  function draw(page) {
+    const first = before.length * HISTORY_PAGE;
+    const last = page.entries[page.entries.length - 1];
+    const nav = h(
+      'div',
+      { class: 'history-nav' },
+      before.length
+        ? h('button', { type: 'button', class: 'history-first', onclick: () => ((before.length = 0), move(null)) }, '« First page')
+        : null,
+      page.more && last
+        ? h(
+            'button',
+            {
+              type: 'button',
+              class: 'history-more',
+              onclick: () => {
+                before.push(after);
+                move({ time: last.Time, request: last.RequestId });
+              },
+            },
+            `Next ${HISTORY_PAGE} →`,
+          )
+        : null,
+    );
+    element.replaceChildren(
+      h('h2', {}, 'History ', h('span', { class: 'muted' }, 'every operation ever accepted, oldest first')),
+      page.entries.length === 0
+        ? h('p', { class: 'note' }, 'No operation yet.')
+        : h(
+            'table',
+            { class: 'list history-table' },
+            h('thead', {}, h('tr', {}, h('th', { class: 'num' }, '#'), h('th', {}, 'Operation'), h('th', {}, 'Replies'))),
+            h(
+              'tbody',
+              {},
+              page.entries.map((entry, index) =>
+                h(
+                  'tr',
+                  { class: 'history-op', data: { request: entry.RequestId, inBlock: String(entry.InBlock) } },
+                  h('td', { class: 'num' }, first + index + 1),
+                  h('td', { class: 'operation' }, historyOperation(entry)),
+                  h('td', {}, h('span', { class: 'chips' }, siteStatuses(entry))),
+                ),
+              ),
+            ),
+          ),
+      nav,
+    );
+  }
+
+  return { element, reload };
+}
+
+function historyOperation(entry) {
+  return [
+    h(
+      'div',
+      { class: 'op-line' },
+      h('span', { class: 'type' }, entry.Type || '(no type)'),
+      h('code', { class: 'command' }, entry.Pruned && !entry.Command ? '(pruned)' : entry.Command),
+    ),
+    h(
+      'div',
+      { class: 'op-meta' },
+      shortId(entry.RequestId),
+      entry.Files.map((file) => h('span', { class: 'file', title: `${file.Size} bytes` }, file.Name)),
+      when(entry.Time),
+      entry.InBlock ? h('span', { class: 'chip', title: 'still in the current block' }, 'in block') : null,
+    ),
+  ];
+}
+
+/** Each site's latest reply (replies come oldest first), with `×N` reruns. */
+function siteStatuses(entry) {
+  if (entry.Replies.length === 0) return h('span', { class: 'muted' }, 'no reply yet');
+  const sites = new Map();
+  for (const reply of entry.Replies) {
+    const seen = sites.get(reply.Site);
+    sites.set(reply.Site, { status: reply.Status, runs: (seen?.runs ?? 0) + 1 });
+  }
+  return [...sites.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([site, { status, runs }]) =>
+      h(
+        'span',
+        { class: `pill reply ${status.toLowerCase()}`, data: { site, status }, title: runs > 1 ? `ran ${runs} times` : null },
+        `${site} ${status}${runs > 1 ? ` ×${runs}` : ''}`,
+      ),
+    );
 }

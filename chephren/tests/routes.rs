@@ -7,10 +7,12 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use cheops_api::auth::{guarded, Access, Secret, Tokens};
 use cheops_chephren::{router, ChephrenConfig};
-use cheops_model::Status;
+use cheops_model::{HistoryEntry, Status};
 use cheops_replicator::{
-    BoxFuture, Documents, Health, NodeEvent, NodeWatch, PeerLiveness, ReplicatorError,
+    BoxFuture, Documents, Health, HistoryQuery, HistoryStream, NodeEvent, NodeWatch, PeerLiveness,
+    ReplicatorError,
 };
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
@@ -35,6 +37,34 @@ impl NodeWatch for Fake {
                     context: "GET _all_docs".into(),
                     body: "broken".into(),
                 })
+        })
+    }
+
+    /// Resource `r` has five operations, q0…q4, a second apart.
+    fn history<'a>(
+        &'a self,
+        resource_id: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<Option<HistoryStream>, ReplicatorError>> {
+        Box::pin(async move {
+            if resource_id != "r" {
+                return Ok(None);
+            }
+            let entries: Vec<Result<HistoryEntry, ReplicatorError>> = (0..5)
+                .map(|n| HistoryEntry {
+                    op_type: "set".into(),
+                    request_id: format!("q{n}"),
+                    time: format!("2024-01-01T00:00:0{n}Z").parse().unwrap(),
+                    ..HistoryEntry::default()
+                })
+                .filter(|entry| {
+                    query.after.as_ref().is_none_or(|(time, request)| {
+                        (entry.time, &entry.request_id) > (*time, request)
+                    })
+                })
+                .map(Ok)
+                .collect();
+            Ok(Some(futures::stream::iter(entries).boxed()))
         })
     }
 
@@ -132,8 +162,41 @@ async fn the_original_resource_endpoint_lists_this_sites_executions() {
 }
 
 #[tokio::test]
+async fn the_history_comes_a_bounded_page_at_a_time() {
+    let (status, page) = get("/api/history/r?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids = |page: &Value| -> Vec<String> {
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["RequestId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&page), ["q0", "q1"]);
+    assert_eq!(page["more"], true);
+    let (status, rest) =
+        get("/api/history/r?limit=3&afterTime=2024-01-01T00:00:01Z&afterRequest=q1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&rest), ["q2", "q3", "q4"]);
+    assert_eq!(rest["more"], false, "a full last page has nothing after it");
+    let (_, all) = get("/api/history/r").await;
+    assert_eq!(ids(&all).len(), 5, "50 by default");
+    for bad in [
+        "/api/history/r?limit=0",
+        "/api/history/r?limit=201",
+        "/api/history/r?afterTime=2024-01-01T00:00:01Z",
+        "/api/history/r?afterTime=yesterday&afterRequest=q1",
+    ] {
+        let (status, body) = get(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body["error"].is_string(), "{bad}");
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_resource_is_a_404_json_error() {
-    for path in ["/api/resource/nope", "/api/block/nope"] {
+    for path in ["/api/resource/nope", "/api/block/nope", "/api/history/nope"] {
         let (status, body) = get(path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert!(body["error"].as_str().unwrap().contains("nope"), "{path}");

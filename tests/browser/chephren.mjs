@@ -90,6 +90,26 @@ async function cells(page, row, status, count, timeout = REPLIES) {
   );
 }
 
+/** Waits until the history section lists one row per `expected` entry, in
+ * order, row i holding `count` site replies, all with `status`. */
+async function history(page, expected, timeout = REPLIES) {
+  await page.waitForFunction(
+    (expected) => {
+      const rows = [...document.querySelectorAll('section.history tr.history-op')];
+      return (
+        rows.length === expected.length &&
+        rows.every((row, i) => {
+          const replies = row.querySelectorAll('.reply');
+          const matching = row.querySelectorAll(`.reply[data-status="${expected[i].status}"]`);
+          return replies.length === expected[i].count && matching.length === expected[i].count;
+        })
+      );
+    },
+    expected,
+    { timeout },
+  );
+}
+
 function assert(condition, message) {
   if (!condition) throw new Error(message);
 }
@@ -179,6 +199,10 @@ try {
   await cells(page, 3, 'KO', sites.length);
   await page.locator('.badge[data-converged="true"]').waitFor();
   log('resource view: three operations, every site replied, without reload');
+  // The history below: the same operations, oldest first, each with every
+  // site's reply status.
+  await history(page, ['OK', 'OK', 'KO'].map((status) => ({ status, count: sites.length })));
+  log('resource view: the history lists the three operations with every reply');
 
   // The output of a cell, on click.
   await page.locator(`tr.op >> nth=1 >> button.cell[data-site="${sites[1]}"]`).click();
@@ -206,7 +230,11 @@ try {
   await cells(page, 4, 'PENDING', 1);
   await page.locator(`tr.op >> nth=3 >> button.cell[data-site="${stopped}"]`).getByText('site offline').waitFor();
   await page.locator('.badge[data-converged="false"]').waitFor();
-  log(`resource view: ${stopped} pending while offline`);
+  await history(page, [
+    ...['OK', 'OK', 'KO'].map((status) => ({ status, count: sites.length })),
+    { status: 'OK', count: sites.length - 1 },
+  ]);
+  log(`resource view: ${stopped} pending while offline, not in the history's replies`);
   await screenshot(page, '5-resource-pending');
 
   assert(loads === 1, `the page loaded ${loads} times: updates must come without reload`);
