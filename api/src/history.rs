@@ -52,22 +52,26 @@ pub(crate) async fn history(
 /// The `files` query parameter: `true` includes the files' contents;
 /// absent or `false` does not; anything else is refused.
 fn files_flag(query: &str) -> Result<bool, ApiError> {
-    let mut files = false;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name != "files" {
-            continue;
+    let mut given = query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .filter(|(name, _)| *name == "files")
+        .map(|(_, value)| value);
+    let files = match (given.next(), given.next()) {
+        (None, _) => false,
+        (Some("true"), None) => true,
+        (Some("false"), None) => false,
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "query parameter `files` must be true or false",
+            ))
         }
-        files = match value {
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "query parameter `files` must be true or false",
-                ))
-            }
-        };
-    }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "query parameter `files` is given more than once",
+            ))
+        }
+    };
     Ok(files)
 }
 
@@ -80,7 +84,13 @@ mod tests {
         assert!(!files_flag("").unwrap());
         assert!(files_flag("files=true").unwrap());
         assert!(!files_flag("other=1&files=false").unwrap());
-        for bad in ["files", "files=1", "files=TRUE", "files=yes"] {
+        for bad in [
+            "files",
+            "files=1",
+            "files=TRUE",
+            "files=yes",
+            "files=true&files=true",
+        ] {
             assert!(files_flag(bad).is_err(), "{bad}");
         }
     }

@@ -9,11 +9,13 @@ generated site names never make the node reach out either.
 
 The module also adds the checks the built-in ones cannot do:
 `exec_reply_lines_conform` validates the JSON Lines of `/exec` line by line
-against the schema the node serves, and `every_operation_succeeds` fails the
+against the schema the node serves, `history_lines_conform` those of
+`/history`, and `every_operation_succeeds` fails the
 run if some operation never answered 2xx (a run that only ever hit 400s
 would prove little).
 
-Environment: CHEOPS_FUZZ_SITE, the site name of the node under test.
+Environment: CHEOPS_FUZZ_SITE, the site name of the node under test;
+CHEOPS_FUZZ_RESOURCE, a resource the test created on it.
 """
 
 import json
@@ -26,10 +28,13 @@ import schemathesis
 
 HARMLESS_COMMAND = "echo fuzz"
 SITE = os.environ["CHEOPS_FUZZ_SITE"]
+RESOURCE = os.environ["CHEOPS_FUZZ_RESOURCE"]
 EXEC_PATH = "/exec/{id}"
+HISTORY_PATH = "/history/{id}"
 
 # Built from the schema the node serves, once it is loaded.
 REPLY_LINE = None
+HISTORY_LINE = None
 
 
 def _harmless(value):
@@ -58,6 +63,16 @@ def _may_name_command(field):
 @schemathesis.hook
 def before_call(context, case, kwargs):
     negative = _is_negative(case)
+    if case.operation.path == HISTORY_PATH:
+        # Three in four valid ids (chosen by their content, as sites below)
+        # become the resource the test created: a generated id almost never
+        # names a resource, and only an existing one answers 200.
+        params = case.path_parameters or {}
+        id_ = params.get("id")
+        if not negative and isinstance(id_, str) and zlib.crc32(id_.encode()) % 4 != 0:
+            params["id"] = RESOURCE
+            case._record_starting_state()
+        return
     body = case.body
     if isinstance(body, dict):
         for field in list(body):
@@ -101,6 +116,42 @@ def after_load_schema(context, schema):
         {"$ref": "#/components/schemas/ReplyLine", "components": components},
         validate_formats=True,
     )
+    global HISTORY_LINE
+    HISTORY_LINE = jsonschema_rs.validator_for(
+        {"$ref": "#/components/schemas/HistoryLine", "components": components},
+        validate_formats=True,
+    )
+
+
+def _json_lines(text, validator, name):
+    """The JSON lines of `text`, each checked against `validator`."""
+    if not text.endswith("\n"):
+        raise AssertionError(f"the answer does not end with a newline: {text!r}")
+    lines = []
+    for number, line in enumerate(text[:-1].split("\n"), 1):
+        try:
+            value = json.loads(line)
+        except ValueError as error:
+            raise AssertionError(f"line {number} is not JSON ({error}): {line!r}")
+        problems = [str(e) for e in validator.iter_errors(value)]
+        if problems:
+            raise AssertionError(
+                f"line {number} does not match {name}: {'; '.join(problems)}: {line!r}"
+            )
+        lines.append(value)
+    return lines
+
+
+@schemathesis.check
+def history_lines_conform(ctx, response, case):
+    """`/history` 200: one HistoryLine per line, each ending with a newline,
+    oldest first. Its other answers are plain JSON."""
+    if case.operation.path != HISTORY_PATH:
+        return None
+    if response.status_code != 200:
+        return case.operation.validate_response(response, case=case)
+    _json_lines(response.text, HISTORY_LINE, "HistoryLine")
+    return True
 
 
 @schemathesis.check
@@ -112,21 +163,7 @@ def exec_reply_lines_conform(ctx, response, case):
         return None
     if response.status_code != 200:
         return case.operation.validate_response(response, case=case)
-    text = response.text
-    if not text.endswith("\n"):
-        raise AssertionError(f"the answer does not end with a newline: {text!r}")
-    replies = []
-    for number, line in enumerate(text[:-1].split("\n"), 1):
-        try:
-            reply = json.loads(line)
-        except ValueError as error:
-            raise AssertionError(f"line {number} is not JSON ({error}): {line!r}")
-        problems = [str(e) for e in REPLY_LINE.iter_errors(reply)]
-        if problems:
-            raise AssertionError(
-                f"line {number} does not match ReplyLine: {'; '.join(problems)}: {line!r}"
-            )
-        replies.append(reply)
+    replies = _json_lines(response.text, REPLY_LINE, "ReplyLine")
     sites = sorted(reply["Site"] for reply in replies)
     locations = sorted(set(replies[0]["Locations"] or []))
     if sites != locations:

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cheops_tests::python::{python_bin, python_dir};
-use cheops_tests::{authorized_client, cheops_binary, Cluster, ClusterOptions};
+use cheops_tests::{authorized_client, cheops_binary, Cluster, ClusterOptions, Exec};
 use serde_json::Value;
 
 /// Test cases per operation and phase: enough to reach every status the
@@ -22,6 +22,8 @@ const MAX_EXAMPLES: &str = "30";
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// What the hooks turn every generated command into.
 const HARMLESS_COMMAND: &str = "echo fuzz";
+/// The resource the hooks point `/history` at.
+const HISTORY_RESOURCE: &str = "fuzz-history";
 
 #[tokio::test]
 async fn the_live_api_matches_its_openapi_contract() {
@@ -37,6 +39,15 @@ async fn the_live_api_matches_its_openapi_contract() {
     })
     .await;
     let node = cluster.node(0);
+    // A resource for `/history` to list (the hooks point most generated
+    // ids at it).
+    let (status, _) = cluster
+        .exec(
+            0,
+            Exec::new(HISTORY_RESOURCE, &node.site, &[HARMLESS_COMMAND], "set"),
+        )
+        .await;
+    assert_eq!(status, 200, "cannot create {HISTORY_RESOURCE}");
 
     let mut schemathesis = tokio::process::Command::new(bin.join("schemathesis"));
     schemathesis
@@ -52,6 +63,7 @@ async fn the_live_api_matches_its_openapi_contract() {
             python_dir().join("schemathesis_hooks.py"),
         )
         .env("CHEOPS_FUZZ_SITE", &node.site)
+        .env("CHEOPS_FUZZ_RESOURCE", HISTORY_RESOURCE)
         .env("CHEOPS_FUZZ_TOKEN", cluster.token())
         .current_dir(&dir)
         .kill_on_drop(true);
