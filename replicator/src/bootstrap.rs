@@ -178,6 +178,8 @@ mod tests {
             REQUESTS_VIEW,
             "all-by-resourceid",
             "last-reply",
+            crate::history::HISTORY_VIEW,
+            crate::history::REPLIES_VIEW,
         ] {
             assert!(views.contains_key(name), "{name} missing");
         }
