@@ -7,9 +7,9 @@
 //! operator's:
 //!
 //! - the **operator** token grants everything: `/exec`, `/show`,
-//!   `/show_local`, `/history`, Chephren's API and the dump;
-//! - the **read** token grants what only reads: `/history`, Chephren's API
-//!   and the dump;
+//!   `/show_local`, `/history`, `/metrics`, Chephren's API and the dump;
+//! - the **read** token grants what only reads: `/history`, `/metrics`,
+//!   Chephren's API and the dump;
 //! - the **node** token is what nodes send each other (`/show` calls every
 //!   site's `/show_local` with it) and grants `/show_local` only. A node
 //!   with no node token sends its operator token instead, so the simplest

@@ -51,7 +51,7 @@ const EXEC: [Part; 3] = [
 const SHOW: [Part; 1] = [("command", None, b"cat __ID__")];
 
 /// The status each endpoint answers `token`.
-async fn statuses(token: Option<&str>) -> [StatusCode; 5] {
+async fn statuses(token: Option<&str>) -> [StatusCode; 6] {
     let node = FakeNode::new("site1");
     node.add_resource("r1", &["site1"]);
     let app = api(&node, tokens(Some(NODE)));
@@ -67,6 +67,13 @@ async fn statuses(token: Option<&str>) -> [StatusCode; 5] {
         app.clone(),
         with_token(post_multipart("/show_local/r1", &SHOW), token),
     );
+    let history = send(
+        app.clone(),
+        with_token(
+            Request::get("/history/r1").body(Body::empty()).unwrap(),
+            token,
+        ),
+    );
     let metrics = send(
         app,
         with_token(Request::get("/metrics").body(Body::empty()).unwrap(), token),
@@ -75,9 +82,9 @@ async fn statuses(token: Option<&str>) -> [StatusCode; 5] {
         dump_router(node.clone(), tokens(Some(NODE))),
         with_token(Request::get("/").body(Body::empty()).unwrap(), token),
     );
-    let (exec, show, show_local, dump, metrics) =
-        tokio::join!(exec, show, show_local, dump, metrics);
-    [exec, show, show_local, dump, metrics].map(|r| r.status())
+    let (exec, show, show_local, history, dump, metrics) =
+        tokio::join!(exec, show, show_local, history, dump, metrics);
+    [exec, show, show_local, history, dump, metrics].map(|r| r.status())
 }
 
 #[tokio::test]
@@ -85,20 +92,20 @@ async fn each_token_opens_its_endpoints_only() {
     const OK: StatusCode = StatusCode::OK;
     const NO: StatusCode = StatusCode::UNAUTHORIZED;
     const FORBIDDEN: StatusCode = StatusCode::FORBIDDEN;
-    //                                          exec       show       show_local dump       metrics
-    assert_eq!(statuses(None).await, [NO, NO, NO, NO, NO]);
+    //                                          exec       show       show_local history dump       metrics
+    assert_eq!(statuses(None).await, [NO, NO, NO, NO, NO, NO]);
     assert_eq!(
         statuses(Some("wrong-token-0123456789")).await,
-        [NO, NO, NO, NO, NO]
+        [NO, NO, NO, NO, NO, NO]
     );
-    assert_eq!(statuses(Some(OPERATOR)).await, [OK, OK, OK, OK, OK]);
+    assert_eq!(statuses(Some(OPERATOR)).await, [OK, OK, OK, OK, OK, OK]);
     assert_eq!(
         statuses(Some(READ)).await,
-        [FORBIDDEN, FORBIDDEN, FORBIDDEN, OK, OK]
+        [FORBIDDEN, FORBIDDEN, FORBIDDEN, OK, OK, OK]
     );
     assert_eq!(
         statuses(Some(NODE)).await,
-        [FORBIDDEN, FORBIDDEN, OK, FORBIDDEN, FORBIDDEN]
+        [FORBIDDEN, FORBIDDEN, OK, FORBIDDEN, FORBIDDEN, FORBIDDEN]
     );
 }
 
