@@ -1,7 +1,8 @@
 //! The node as the HTTP layers see it, so that they never talk to CouchDB
 //! or read its rows themselves: [`NodeApi`] for the API and the dump
-//! listener, [`NodeWatch`] for the web UI (both read a resource's history). [`Node`] implements both; tests
-//! of the HTTP layers implement them with fakes.
+//! listener, [`NodeWatch`] for the web UI (both read a resource's
+//! history). [`Node`] implements both; tests of the HTTP layers implement
+//! them with fakes.
 
 use cheops_backends::CommandResult;
 use cheops_model::ShellCommand;
