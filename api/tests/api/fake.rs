@@ -22,6 +22,8 @@ pub struct FakeNode {
     local_runs: Mutex<Vec<ShellCommand>>,
     api_urls: Mutex<BTreeMap<String, String>>,
     health: Mutex<Health>,
+    /// Histories fail after their first entry.
+    broken_history: Mutex<bool>,
 }
 
 impl FakeNode {
@@ -34,6 +36,7 @@ impl FakeNode {
             resources: Mutex::default(),
             local_runs: Mutex::default(),
             api_urls: Mutex::default(),
+            broken_history: Mutex::default(),
             health: Mutex::new(Health {
                 couchdb_reachable: true,
                 follower_live: true,
@@ -67,6 +70,10 @@ impl FakeNode {
             .lock()
             .unwrap()
             .insert(site.to_owned(), url.to_owned());
+    }
+
+    pub fn break_history(&self) {
+        *self.broken_history.lock().unwrap() = true;
     }
 
     pub fn set_health(&self, health: Health) {
@@ -137,12 +144,20 @@ impl NodeApi for FakeNode {
             if !self.resources.lock().unwrap().contains_key(resource_id) {
                 return Ok(None);
             }
-            let entries: Vec<Result<HistoryEntry, ReplicatorError>> = self
+            let mut entries: Vec<Result<HistoryEntry, ReplicatorError>> = self
                 .submissions()
                 .into_iter()
                 .filter(|s| s.resource_id == resource_id)
                 .map(|s| Ok(HistoryEntry::new(&s.operation, true, query.files, &[])))
                 .collect();
+            if *self.broken_history.lock().unwrap() {
+                entries.truncate(1);
+                entries.push(Err(ReplicatorError::Couch {
+                    status: 500,
+                    context: "view".into(),
+                    body: "broken".into(),
+                }));
+            }
             Ok(Some(futures::stream::iter(entries).boxed()))
         })
     }

@@ -7,6 +7,7 @@ mod http;
 
 mod auth;
 mod exec;
+mod history;
 mod refusals;
 mod routes;
 mod show;
