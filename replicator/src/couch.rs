@@ -456,7 +456,7 @@ impl CouchClient {
             rows: Vec<ViewRow>,
         }
         let context = format!("view {design}/{view}");
-        let (_, value) = self.send(builder, &context, &[]).await?;
+        let (_, value) = self.send(RequestKind::View, builder, &context, &[]).await?;
         Ok(Self::decode::<Rows>(value, &context)?.rows)
     }
 
