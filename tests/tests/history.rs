@@ -11,7 +11,7 @@ use std::time::Duration;
 use cheops_model::{
     HistoryDocument, HistoryEntry, Operation, ReplyDocument, ResourceDocument, Status, Timestamp,
 };
-use cheops_tests::{authorized_client, cheops_binary, eventually, Cluster};
+use cheops_tests::{authorized_client, cheops_binary, eventually, Cluster, Exec};
 use serde_json::{json, Value};
 
 const RESOURCE: &str = "ledger";
@@ -407,4 +407,29 @@ async fn cheops_history_prints_a_line_per_operation_or_json_lines() {
     let (code, _, stderr) = cheops(&["history", "--id", RESOURCE], &read).await;
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("--node or --from"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operation_sent_through_exec_is_in_the_history_from_its_history_document() {
+    let cluster = Cluster::start(3).await;
+    let sites = "site1&site2&site3";
+    let (status, replies) = cluster
+        .exec(0, Exec::new("e2e", sites, &["echo e2e"], "set"))
+        .await;
+    assert_eq!(status, 200, "{replies:?}");
+    let request = replies.unwrap()[0].request_id.clone();
+    let id = cheops_model::history_id("e2e", &request);
+    assert!(cluster.doc(0, &id).await.is_some(), "/exec stored no {id}");
+    let entries = eventually("every site's reply in the history", REPLIES, || async {
+        let (status, body) = get(&cluster, 0, "history/e2e", Some(cluster.read_token())).await;
+        let entries = if status == 200 {
+            parse_lines(&body)
+        } else {
+            Vec::new()
+        };
+        (entries.len() == 1 && entries[0].replies.len() == 3).then_some(entries)
+    })
+    .await;
+    assert_eq!(entries[0].request_id, request);
+    assert_eq!(entries[0].command, "echo e2e");
 }
