@@ -179,7 +179,6 @@ mod tests {
             "all-by-resourceid",
             "last-reply",
             crate::history::HISTORY_VIEW,
-            crate::history::REPLIES_VIEW,
         ] {
             assert!(views.contains_key(name), "{name} missing");
         }

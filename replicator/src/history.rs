@@ -24,8 +24,9 @@
 //! ids may then be ordered by CouchDB's collation on one side and by bytes
 //! on the other, which only swaps two simultaneous operations.
 //!
-//! Replies are read per page through [`REPLIES_VIEW`] (keyed
-//! `[ResourceId, RequestId]`), for the page's operations only. A page holds
+//! Replies are read per page through [`REQUESTS_VIEW`] (keyed
+//! `[ResourceId, RequestId]`, which pruning reads too; its history rows are
+//! skipped), for the page's operations only. A page holds
 //! at most [`PAGE`] operations with their documents (files included) and
 //! replies: that, and the block, is what a reader holds in memory.
 
@@ -40,25 +41,22 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::warn;
 
-use crate::bootstrap::DESIGN;
+use crate::bootstrap::{DESIGN, REQUESTS_VIEW};
 use crate::couch::{CouchClient, ViewRow};
 use crate::ReplicatorError;
 
 /// View of HISTORY documents in history order (see the module's comment).
 pub const HISTORY_VIEW: &str = "history-by-resource";
-/// View of REPLY documents by `[ResourceId, RequestId]`.
-pub const REPLIES_VIEW: &str = "replies-by-request";
 
 /// Operations read (and answered) per page.
 pub const PAGE: usize = 32;
 
-/// The views this module reads, as the design document holds them.
-pub(crate) fn views() -> [(&'static str, Value); 2] {
-    [
-        (
-            HISTORY_VIEW,
-            json!({
-                "map": r"function (doc) {
+/// The view this module owns, as the design document holds it.
+pub(crate) fn views() -> [(&'static str, Value); 1] {
+    [(
+        HISTORY_VIEW,
+        json!({
+            "map": r"function (doc) {
   if (doc.Type !== 'HISTORY' || !doc.Operation) { return; }
   var op = doc.Operation;
   var m = /^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d\d):(\d\d))$/.exec(String(op.Time));
@@ -74,15 +72,8 @@ pub(crate) fn views() -> [(&'static str, Value); 2] {
   }
   emit([doc.ResourceId, seconds, nanos, String(op.RequestId), doc._id], null);
 }"
-            }),
-        ),
-        (
-            REPLIES_VIEW,
-            json!({
-                "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.RequestId], null); } }"
-            }),
-        ),
-    ]
+        }),
+    )]
 }
 
 /// What to read of a history.
@@ -282,9 +273,10 @@ impl Reader {
             .iter()
             .map(|op| json!([self.resource, op.request_id]))
             .collect();
-        let rows = self.couch.view_keys(DESIGN, REPLIES_VIEW, &keys).await?;
+        let rows = self.couch.view_keys(DESIGN, REQUESTS_VIEW, &keys).await?;
         let mut replies: HashMap<String, Vec<ReplyDocument>> = HashMap::new();
-        for doc in rows.into_iter().filter_map(|row| row.doc) {
+        let is_reply = |doc: &Value| DocumentKind::deserialize(doc).is_ok_and(|k| k.is_reply());
+        for doc in rows.into_iter().filter_map(|row| row.doc).filter(is_reply) {
             match ReplyDocument::deserialize(&doc) {
                 Ok(reply) => replies
                     .entry(reply.request_id.clone())
