@@ -9,6 +9,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use cheops_model::history_id;
 use serde_json::Value;
 
+/// The JSON `url` answers on `site`'s CouchDB; the error says which site
+/// failed, and how.
+pub async fn get_json(http: &reqwest::Client, site: &str, url: &str) -> Result<Value, String> {
+    http.get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("{site}'s database does not answer: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{site}'s database sent an unreadable answer: {e}"))
+}
+
 /// Every document of one site's database, read at once.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -25,15 +38,7 @@ impl Snapshot {
         couch_url: &str,
     ) -> Result<Snapshot, String> {
         let url = format!("{couch_url}/_all_docs?include_docs=true&conflicts=true");
-        let answer: Value = http
-            .get(url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("{site}'s database does not answer: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("{site}'s database sent an unreadable answer: {e}"))?;
+        let answer = get_json(http, site, &url).await?;
         let docs = answer["rows"]
             .as_array()
             .into_iter()

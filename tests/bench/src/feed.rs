@@ -1,6 +1,7 @@
 //! A site's continuous `_changes` feed, as the benchmark watches it: what
 //! arrives is seen when it arrives, without polling.
 
+use cheops_tests::convergence::get_json;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,15 +25,7 @@ impl Feed {
         site: &str,
         couch_url: &str,
     ) -> Result<Feed, Failure> {
-        let info: Value = http
-            .get(couch_url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("{site}'s database does not answer: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("{site}'s database sent an unreadable answer: {e}"))?;
+        let info = get_json(http, site, couch_url).await?;
         let since = match &info["update_seq"] {
             Value::String(seq) => seq.clone(),
             seq => seq.to_string(),
