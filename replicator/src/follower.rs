@@ -18,6 +18,7 @@ use crate::events::{Events, NodeEvent};
 use crate::liveness::Liveness;
 use crate::replications::Replications;
 use crate::runner::Runner;
+use crate::sightings::Sightings;
 use crate::supervisor::Task;
 use crate::{backoff, Health, ReplicatorError, ReplyHub};
 
@@ -33,6 +34,7 @@ pub struct Follower {
     pub liveness: Liveness,
     pub events: Events,
     pub health: Arc<Mutex<Health>>,
+    pub sightings: Arc<Sightings>,
 }
 
 impl Follower {
@@ -95,6 +97,7 @@ impl Follower {
         // What happened while the feed was away is replayed, but not, say, a
         // database deleted and created again.
         self.runner.forget_replies();
+        self.sightings.forget_all();
         self.set_health(|h| {
             h.follower_live = true;
             h.couchdb_reachable = true;
@@ -125,8 +128,10 @@ impl Follower {
         // Read from the borrowed document: no copy of its (possibly large) files.
         let kind = DocumentKind::deserialize(doc).unwrap_or_default();
         if change.deleted && !kind.is_resource() {
-            // Perhaps a reply: its tombstone no longer says whose.
+            // Perhaps a reply or a history document: its tombstone no
+            // longer says whose.
             self.runner.forget_replies();
+            self.sightings.forget_all();
         } else if kind.is_reply() {
             match ReplyDocument::deserialize(doc) {
                 Ok(mut reply) => {
@@ -135,6 +140,12 @@ impl Follower {
                     reply.id = None;
                     reply.rev = None;
                     self.runner.saw_reply(&reply);
+                    self.sightings.reply(
+                        &reply.resource_id,
+                        &reply.request_id,
+                        &reply.site,
+                        reply.reads_history,
+                    );
                     self.events.send(NodeEvent::Reply {
                         resource: reply.resource_id.clone(),
                         request_id: reply.request_id.clone(),
@@ -146,6 +157,10 @@ impl Follower {
                 Err(error) => warn!(id = %change.id, %error, "unreadable reply"),
             }
         } else if kind.is_history() {
+            if let Ok(history) = HistoryKey::deserialize(doc) {
+                self.sightings
+                    .history(&history.resource_id, &history.operation.request_id);
+            }
             self.runner.saw_history();
         } else if kind.is_resource() && !change.deleted {
             match ResourceDocument::deserialize(doc) {
@@ -191,6 +206,21 @@ impl Follower {
         }
         Ok(())
     }
+}
+
+/// What identifies a history document's request, read without its payload.
+#[derive(Deserialize)]
+struct HistoryKey {
+    #[serde(rename = "ResourceId")]
+    resource_id: String,
+    #[serde(rename = "Operation")]
+    operation: RequestKey,
+}
+
+#[derive(Deserialize)]
+struct RequestKey {
+    #[serde(rename = "RequestId")]
+    request_id: String,
 }
 
 /// Where the follower is in the feed.

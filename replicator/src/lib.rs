@@ -5,6 +5,7 @@
 mod backoff;
 mod batch;
 mod bootstrap;
+mod by_use;
 mod clients;
 pub mod consistency;
 pub mod couch;
@@ -26,6 +27,7 @@ mod replied;
 mod resolution;
 mod runner;
 mod seam;
+mod sightings;
 mod sites;
 mod store;
 mod submission;

@@ -25,6 +25,7 @@ use crate::metrics::{replication_state, Metrics, Snapshot};
 use crate::recent::Recent;
 use crate::replications::Replications;
 use crate::runner::{Runner, RunnerParts};
+use crate::sightings::Sightings;
 use crate::store::flush_loop;
 use crate::supervisor::{Spawner, Tasks};
 use crate::{
@@ -92,6 +93,8 @@ pub struct Node {
     drain: Duration,
     /// The resource documents this node stored lately.
     recent: Arc<Recent>,
+    /// What the feed showed lately of requests' replies and history.
+    sightings: Arc<Sightings>,
 }
 
 /// The longest a liveness probe waits for a peer's answer.
@@ -161,6 +164,7 @@ impl Node {
             tasks: Tasks::default(),
             drain: config.drain,
             recent: Arc::default(),
+            sightings: Arc::default(),
         })
     }
 
@@ -212,6 +216,7 @@ impl Node {
             liveness: self.liveness.clone(),
             events: self.events.clone(),
             health: Arc::clone(&self.health),
+            sightings: Arc::clone(&self.sightings),
         };
         let stop = spawner.shutdown();
         spawner.spawn("follower", true, |task| follower.run(task, stop));
@@ -288,6 +293,10 @@ impl Node {
         self.check_sites(&sites)?;
         // Subscribed before writing: no reply can come before we listen.
         let replies = self.hub.subscribe(&operation.request_id);
+        // Before writing too: whatever is stored about it from now on, the
+        // feed brings.
+        self.sightings
+            .submitting(&resource_id, &operation.request_id);
 
         // Written with the first attempt, and kept by the next ones.
         let mut history_stored = false;
@@ -319,7 +328,7 @@ impl Node {
                 doc.config = config.clone();
             }
             doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
-            prune_seen(&mut doc, &operation.request_id, &seen);
+            let pruned = prune_seen(&mut doc, &operation.request_id, &seen);
             let history = (!history_stored)
                 .then(|| HistoryDocument::new(&resource_id, &doc.locations, &operation));
             // The limit applies to each document of the request.
@@ -352,6 +361,8 @@ impl Node {
                     let locations = doc.locations.clone();
                     doc.rev = Some(rev);
                     self.recent.stored(doc, size);
+                    self.sightings
+                        .forget(&resource_id, pruned.iter().map(String::as_str));
                     return Ok(Submitted {
                         resource_id,
                         request_id: operation.request_id.clone(),
@@ -453,24 +464,36 @@ impl Node {
         decode_stored(resource_id, doc).map(Some)
     }
 
-    /// Looks up, in the requests view, what this database holds about the
-    /// unpruned operations of `doc`'s block but `new` that `seen` does not
-    /// hold yet, and adds it to `seen`; true when it queried the view. Only
-    /// those operations are looked up, so the cost follows the block's
-    /// unpruned operations, not the resource's history. Pruning saves space
-    /// and decides nothing: when the lookup fails, nothing new is learnt.
+    /// Adds to `seen` what this database holds about the unpruned
+    /// operations of `doc`'s block but `new` that `seen` does not hold yet:
+    /// from the feed's sightings when they are complete or already prove the
+    /// operation prunable, from the requests view otherwise. True when it
+    /// queried the view. Only those operations are looked up, so the cost
+    /// follows the block's unpruned operations, not the resource's history,
+    /// and in the steady state the feed has answered them all. Pruning saves
+    /// space and decides nothing: when the lookup fails, nothing new is
+    /// learnt.
     async fn look_up(
         &self,
         doc: &ResourceDocument,
         new: &str,
         seen: &mut HashMap<String, Seen>,
     ) -> bool {
-        let keys: Vec<Value> = doc
+        let unknown: Vec<&str> = doc
             .operations
             .iter()
             .filter(|op| !op.pruned && op.request_id != new && !seen.contains_key(&op.request_id))
-            .map(|op| json!([doc.id, op.request_id]))
+            .map(|op| op.request_id.as_str())
             .collect();
+        let mut keys = Vec::new();
+        for request in unknown {
+            match self.sightings.known(&doc.id, request) {
+                Some(known) if known.complete || prunable(&doc.locations, &known.seen) => {
+                    seen.insert(request.to_owned(), known.seen);
+                }
+                _ => keys.push(json!([doc.id, request])),
+            }
+        }
         for chunk in keys.chunks(PRUNE_LOOKUP_KEYS) {
             let rows = self
                 .couch
@@ -498,7 +521,12 @@ impl Node {
                     None => entry.history |= row.history,
                 }
             }
-            seen.extend(found);
+            for (request, view) in found {
+                self.sightings.learnt(&doc.id, &request, &view);
+                // With what the feed brought meanwhile.
+                let known = self.sightings.known(&doc.id, &request);
+                seen.insert(request, known.map_or(view, |k| k.seen));
+            }
         }
         !keys.is_empty()
     }
@@ -601,19 +629,25 @@ impl Node {
 
 /// Prunes the payload of every operation of `doc`'s block but `new` that
 /// every location has run, from sites that read history documents, and
-/// whose history document is here, as `seen` (the requests view) says
-/// (CONSISTENCY.md, "Pruning").
-fn prune_seen(doc: &mut ResourceDocument, new: &str, seen: &HashMap<String, Seen>) {
+/// whose history document is here, as `seen` says (CONSISTENCY.md,
+/// "Pruning"); returns their request ids.
+fn prune_seen(doc: &mut ResourceDocument, new: &str, seen: &HashMap<String, Seen>) -> Vec<String> {
     let locations = &doc.locations;
-    let pruned = prune_payloads(&mut doc.operations, |op| {
-        op.request_id != new
+    let mut pruned = Vec::new();
+    prune_payloads(&mut doc.operations, |op| {
+        let prune = op.request_id != new
             && seen
                 .get(&op.request_id)
-                .is_some_and(|s| prunable(locations, s))
+                .is_some_and(|s| prunable(locations, s));
+        if prune {
+            pruned.push(op.request_id.clone());
+        }
+        prune
     });
-    if pruned > 0 {
-        debug!(resource = %doc.id, pruned, "payloads pruned from the block");
+    if !pruned.is_empty() {
+        debug!(resource = %doc.id, pruned = pruned.len(), "payloads pruned from the block");
     }
+    pruned
 }
 
 /// A row of the requests view: a reply's site and capability, or the mark

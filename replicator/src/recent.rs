@@ -12,10 +12,11 @@
 //! documents larger than [`MAX_DOCUMENT_BYTES`] are not kept, and at most
 //! [`MAX_DOCUMENTS`] are, the least recently stored going first.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use cheops_model::ResourceDocument;
+
+use crate::by_use::ByUse;
 
 /// Documents kept at most.
 const MAX_DOCUMENTS: usize = 256;
@@ -24,18 +25,12 @@ const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 pub struct Recent {
-    inner: Mutex<Entries>,
-}
-
-#[derive(Debug, Default)]
-struct Entries {
-    /// Each document, with when it was stored (by `clock`).
-    docs: HashMap<String, (u64, ResourceDocument)>,
-    clock: u64,
+    /// Each document, by when it was stored.
+    inner: Mutex<ByUse<ResourceDocument>>,
 }
 
 impl Recent {
-    fn lock(&self) -> MutexGuard<'_, Entries> {
+    fn lock(&self) -> MutexGuard<'_, ByUse<ResourceDocument>> {
         // One insert or removal per critical section: never inconsistent.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -43,7 +38,7 @@ impl Recent {
     /// The document of `resource` as this node last stored it, `_rev`
     /// set; taken out until stored again.
     pub fn take(&self, resource: &str) -> Option<ResourceDocument> {
-        self.lock().docs.remove(resource).map(|(_, doc)| doc)
+        self.lock().remove(resource)
     }
 
     /// `doc` was stored with its `_rev`, `size` bytes as JSON.
@@ -51,19 +46,11 @@ impl Recent {
         if size > MAX_DOCUMENT_BYTES || !doc.conflicts.is_empty() || doc.rev.is_none() {
             return;
         }
-        let mut entries = self.lock();
-        entries.clock += 1;
-        let clock = entries.clock;
-        entries.docs.insert(doc.id.clone(), (clock, doc));
-        if entries.docs.len() > MAX_DOCUMENTS {
-            let oldest = entries
-                .docs
-                .iter()
-                .min_by_key(|(_, (stored, _))| *stored)
-                .map(|(id, _)| id.clone());
-            if let Some(oldest) = oldest {
-                entries.docs.remove(&oldest);
-            }
+        let mut docs = self.lock();
+        let id = doc.id.clone();
+        *docs.use_or_insert_with(&id, ResourceDocument::default) = doc;
+        if docs.len() > MAX_DOCUMENTS {
+            docs.pop_oldest();
         }
     }
 }

@@ -13,10 +13,11 @@
 //! makes the follower forget, and the next pass queries the view again.
 //! Memory is bounded: the least recently used entries go first.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use cheops_model::{ReplyDocument, Timestamp};
+
+use crate::by_use::ByUse;
 
 /// Replies held in all entries at most.
 const MAX_REPLIES: usize = 20_000;
@@ -44,18 +45,9 @@ pub struct Replied {
 
 #[derive(Debug, Default)]
 struct Entries {
-    by_resource: HashMap<String, Entry>,
-    /// Resources by last use, oldest first.
-    by_use: BTreeMap<u64, String>,
-    clock: u64,
+    by_resource: ByUse<State>,
     /// Replies held in known entries.
     held: usize,
-}
-
-#[derive(Debug)]
-struct Entry {
-    used: u64,
-    state: State,
 }
 
 #[derive(Debug)]
@@ -79,40 +71,28 @@ impl Replied {
     /// them from the database and hands them to [`Replied::fill`].
     pub fn get(&self, resource: &str) -> Option<Vec<Ran>> {
         let mut entries = self.lock();
-        let used = entries.touch(resource);
-        match entries.by_resource.get_mut(resource) {
-            Some(Entry {
-                state: State::Known(ran),
-                ..
-            }) => Some(ran.clone()),
-            Some(entry) => {
-                // A read starting now sees every reply seen so far.
-                entry.state = State::Loading { stale: false };
-                None
-            }
-            None => {
-                let state = State::Loading { stale: false };
-                entries
-                    .by_resource
-                    .insert(resource.to_owned(), Entry { used, state });
-                entries.evict();
-                None
-            }
+        let loading = State::Loading { stale: false };
+        match entries.by_resource.use_or_insert_with(resource, || loading) {
+            State::Known(ran) => return Some(ran.clone()),
+            // A read starting now sees every reply seen so far.
+            state => *state = State::Loading { stale: false },
         }
+        entries.evict();
+        None
     }
 
     /// Keeps what a read of the database found, unless a reply arrived
     /// during the read or the entry was forgotten meanwhile.
     pub fn fill(&self, resource: &str, ran: &[Ran]) {
         let mut entries = self.lock();
-        let Some(entry) = entries.by_resource.get_mut(resource) else {
+        let Some(state) = entries.by_resource.get_mut(resource) else {
             return;
         };
-        if !matches!(entry.state, State::Loading { stale: false }) {
+        if !matches!(state, State::Loading { stale: false }) {
             entries.remove(resource);
             return;
         }
-        entry.state = State::Known(ran.to_vec());
+        *state = State::Known(ran.to_vec());
         entries.held += ran.len();
         entries.evict();
     }
@@ -120,11 +100,7 @@ impl Replied {
     /// Adds replies this site is about to write.
     pub fn add(&self, resource: &str, ran: &[Ran]) {
         let mut entries = self.lock();
-        if let Some(Entry {
-            state: State::Known(known),
-            ..
-        }) = entries.by_resource.get_mut(resource)
-        {
+        if let Some(State::Known(known)) = entries.by_resource.get_mut(resource) {
             known.extend_from_slice(ran);
             entries.held += ran.len();
             entries.evict();
@@ -136,19 +112,14 @@ impl Replied {
     pub fn saw(&self, resource: &str, request: &str, time: Timestamp) {
         let mut entries = self.lock();
         match entries.by_resource.get_mut(resource) {
-            Some(Entry {
-                state: State::Known(known),
-                ..
-            }) if !known
-                .iter()
-                .any(|ran| ran.request == request && ran.time == time) =>
+            Some(State::Known(known))
+                if !known
+                    .iter()
+                    .any(|ran| ran.request == request && ran.time == time) =>
             {
                 entries.remove(resource);
             }
-            Some(Entry {
-                state: State::Loading { stale },
-                ..
-            }) => *stale = true,
+            Some(State::Loading { stale }) => *stale = true,
             _ => {}
         }
     }
@@ -166,34 +137,21 @@ impl Replied {
 }
 
 impl Entries {
-    /// Marks `resource` as just used; returns its new use time.
-    fn touch(&mut self, resource: &str) -> u64 {
-        self.clock += 1;
-        let used = self.clock;
-        if let Some(entry) = self.by_resource.get_mut(resource) {
-            self.by_use.remove(&entry.used);
-            entry.used = used;
-        }
-        self.by_use.insert(used, resource.to_owned());
-        used
-    }
-
     fn remove(&mut self, resource: &str) {
-        if let Some(entry) = self.by_resource.remove(resource) {
-            self.by_use.remove(&entry.used);
-            if let State::Known(known) = entry.state {
-                self.held -= known.len();
-            }
+        if let Some(State::Known(known)) = self.by_resource.remove(resource) {
+            self.held -= known.len();
         }
     }
 
     /// Drops the least recently used entries while over a bound.
     fn evict(&mut self) {
         while self.held > MAX_REPLIES || self.by_resource.len() > MAX_RESOURCES {
-            let Some((_, oldest)) = self.by_use.pop_first() else {
+            let Some((_, state)) = self.by_resource.pop_oldest() else {
                 return;
             };
-            self.remove(&oldest);
+            if let State::Known(known) = state {
+                self.held -= known.len();
+            }
         }
     }
 }

@@ -242,23 +242,49 @@ async fn an_exec_reads_its_resource_only_when_another_writer_changed_it() {
         (gets + 1.0, accepted + 4.0)
     );
 
-    // site2 writes the resource; once site1 holds that revision, site1's
-    // next exec is refused on its stale one, reads, looks up which
-    // operations ran everywhere, reads again (the lookup sits between two
-    // reads: CONSISTENCY.md, "Pruning"), and stores.
-    exec(1, "echo 5").await;
+    // site2 writes the resource. Once site1 holds that revision, every
+    // reply to it and its history document, and its feed brought them, site1's
+    // next exec is refused on its stale revision and reads once more. It
+    // needs no lookup of which operations ran everywhere: the feed told it
+    // (the requests view is not queried; CONSISTENCY.md, "Pruning").
+    let (code, replies) = cluster
+        .exec(1, Exec::new(RESOURCE, "site1&site2", &["echo 5"], "set"))
+        .await;
+    assert_eq!(code, 200, "{replies:?}");
+    let request = replies.expect("reply lines")[0].request_id.clone();
     let rev = |doc: Option<Value>| doc.map(|d| d["_rev"].clone());
     let written = rev(cluster.doc(1, RESOURCE).await);
-    eventually("site2's write to reach site1", SETTLE, || async {
-        (rev(cluster.doc(0, RESOURCE).await) == written).then_some(())
+    let history = format!("history:{RESOURCE}:{request}");
+    eventually(
+        "site2's write, replies and history to reach site1",
+        SETTLE,
+        || async {
+            let replied = cluster
+                .replies(0, RESOURCE)
+                .await
+                .iter()
+                .filter(|r| r.request_id == request)
+                .count();
+            (rev(cluster.doc(0, RESOURCE).await) == written
+                && replied == 2
+                && cluster.doc(0, &history).await.is_some())
+            .then_some(())
+        },
+    )
+    .await;
+    eventually("site1's feed to catch up", SETTLE, || async {
+        let now = scrape(&cluster, 0).await;
+        (now.has("cheops_changes_lag") && now.sum("cheops_changes_lag", &[]) == 0.0).then_some(())
     })
     .await;
+    let views = requests(&scrape(&cluster, 0).await, "view", "POST");
     let (gets, accepted) = doc_requests(&cluster, 0).await;
     exec(0, "echo 6").await;
     assert_eq!(
         doc_requests(&cluster, 0).await,
-        (gets + 2.0, accepted + 1.0)
+        (gets + 1.0, accepted + 1.0)
     );
+    assert_eq!(requests(&scrape(&cluster, 0).await, "view", "POST"), views);
     // Every operation kept (their payloads may be pruned: the ids count).
     let doc = cluster.converged(RESOURCE, &[0, 1]).await;
     let operations = doc["Operations"].as_array().map_or(0, Vec::len);
