@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::docs::{self, FLOOR_REPLY, FLOOR_RESOURCE};
 use super::feed::Feed;
+use super::floor;
 use super::throughput::{owned_resources, tally, Load};
 use super::{Failure, Params, SITES};
 use cheops_tests::Cluster;
@@ -81,19 +82,7 @@ struct Site {
 impl Site {
     /// Writes `doc`, returning its new revision.
     async fn put(&self, doc: &Value) -> Result<String, Failure> {
-        let id = doc["_id"].as_str().unwrap_or_default();
-        let answer: Value = self
-            .http
-            .put(format!("{}/{id}", self.url))
-            .json(doc)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("writing {id}: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("reading the answer to writing {id}: {e}"))?;
-        Ok(answer["rev"].as_str().unwrap_or_default().to_owned())
+        floor::put(&self.http, &self.url, doc).await
     }
 }
 
