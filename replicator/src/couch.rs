@@ -331,12 +331,15 @@ impl CouchClient {
 
     /// Rows of a view for each of `keys`, with the documents they point
     /// to: one request (a POST, so that any number of keys fits), each
-    /// document with the key of its row.
+    /// document with the key of its row. With `stale`, the index is read as
+    /// it stands, without indexing what was stored since it was last
+    /// updated (`stale=ok`, which PouchDB Server 4.2 and CouchDB 3 take).
     pub async fn view_docs<T: DeserializeOwned>(
         &self,
         design: &str,
         view: &str,
         keys: &[Value],
+        stale: bool,
     ) -> Result<Vec<(Value, T)>, ReplicatorError> {
         #[derive(Deserialize)]
         struct Rows<T> {
@@ -348,10 +351,13 @@ impl CouchClient {
             doc: Option<T>,
         }
         let url = self.url(&["_design", design, "_view", view]);
-        let builder = self
+        let mut builder = self
             .request(Method::POST, url)
             .query(&[("include_docs", "true"), ("reduce", "false")])
             .json(&serde_json::json!({ "keys": keys }));
+        if stale {
+            builder = builder.query(&[("stale", "ok")]);
+        }
         let context = format!("POST view {design}/{view}");
         let (_, value) = self.send(RequestKind::View, builder, &context, &[]).await?;
         let rows: Rows<T> = Self::decode(value, &context)?;
@@ -360,6 +366,43 @@ impl CouchClient {
             .into_iter()
             .filter_map(|r| Some((r.key, r.doc?)))
             .collect())
+    }
+
+    /// The database sequence up to which a view's index is built, read
+    /// without building it further.
+    pub async fn view_indexed_seq(
+        &self,
+        design: &str,
+        view: &str,
+    ) -> Result<Value, ReplicatorError> {
+        let url = self.url(&["_design", design, "_view", view]);
+        let builder = self.request(Method::GET, url).query(&[
+            ("stale", "ok"),
+            ("update_seq", "true"),
+            ("limit", "0"),
+            ("reduce", "false"),
+        ]);
+        let context = format!("GET view {design}/{view} (its sequence)");
+        let (_, mut value) = self.send(RequestKind::View, builder, &context, &[]).await?;
+        match value.get_mut("update_seq").map(Value::take) {
+            Some(seq) if !seq.is_null() => Ok(seq),
+            _ => Err(ReplicatorError::Couch {
+                status: 0,
+                context,
+                body: "no update_seq in the answer".into(),
+            }),
+        }
+    }
+
+    /// Brings a view's index up to date, reading none of its rows.
+    pub async fn index_view(&self, design: &str, view: &str) -> Result<(), ReplicatorError> {
+        let url = self.url(&["_design", design, "_view", view]);
+        let builder = self
+            .request(Method::GET, url)
+            .query(&[("limit", "0"), ("reduce", "false")]);
+        let context = format!("GET view {design}/{view} (indexing)");
+        self.send(RequestKind::View, builder, &context, &[]).await?;
+        Ok(())
     }
 
     /// The rows of a view whose key is one of `keys`, as `(key, value)`, in
@@ -556,6 +599,41 @@ impl CouchClient {
     /// heartbeat every third of the timeout; a feed silent for a whole
     /// timeout fails (see [`ChangesFeed::next`]), as does one whose headers
     /// do not come within it.
+    /// The ids of the documents changed after `since`, at most `limit` of
+    /// them, with the sequence to read the next ones from; none when the
+    /// feed is read to its end.
+    pub async fn changed_ids(
+        &self,
+        since: &Value,
+        limit: usize,
+    ) -> Result<(Vec<String>, Value), ReplicatorError> {
+        #[derive(Deserialize)]
+        struct Page {
+            results: Vec<Row>,
+            last_seq: Value,
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            id: String,
+        }
+        let since = match since {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let builder = self.request(Method::GET, self.url(&["_changes"])).query(&[
+            ("since", since.as_str()),
+            ("limit", limit.to_string().as_str()),
+        ]);
+        let (_, value) = self
+            .send(RequestKind::Changes, builder, "GET _changes", &[])
+            .await?;
+        let page: Page = Self::decode(value, "GET _changes")?;
+        Ok((
+            page.results.into_iter().map(|r| r.id).collect(),
+            page.last_seq,
+        ))
+    }
+
     pub async fn changes(&self, since: Option<&Value>) -> Result<ChangesFeed, ReplicatorError> {
         let since = match since {
             Some(Value::String(s)) => s.clone(),

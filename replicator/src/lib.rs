@@ -29,6 +29,7 @@ mod runner;
 mod seam;
 mod sightings;
 mod sites;
+mod stale_reads;
 mod store;
 mod submission;
 mod supervisor;

@@ -49,6 +49,7 @@ use crate::journal::{reply_id, Journal};
 use crate::oversize::fit;
 use crate::replied::{ran_of, Ran, Replied};
 use crate::resolution::resolution_docs;
+use crate::stale_reads::StaleReads;
 use crate::store::store_replies;
 use crate::supervisor::Task;
 use crate::{backoff, ReplicatorError};
@@ -94,6 +95,8 @@ struct Inner {
     pending: Mutex<Pending>,
     /// This site's replies to the resources handled lately.
     replied: Replied,
+    /// Whether the replies view is read as it stands, and what it lacks.
+    stale: StaleReads,
     /// Counts the history documents the feed delivered: a pass waiting for
     /// one looks again when it moves.
     history_seen: watch::Sender<u64>,
@@ -144,6 +147,7 @@ impl Runner {
                 scheduled: Arc::new(Semaphore::new(SCHEDULED.max(concurrency))),
                 pending: Mutex::new(Pending::default()),
                 replied: Replied::default(),
+                stale: StaleReads::default(),
                 history_seen: watch::Sender::new(0),
                 reads: Batcher::new(READ_BATCH, READS_IN_FLIGHT),
                 writes: Batcher::new(SCHEDULED, 1),
@@ -221,6 +225,13 @@ impl Runner {
                         error!(site = %self.inner.site, %panic, "a pass panicked");
                         return;
                     }
+                    if self.is_idle() && self.inner.stale.is_stale() {
+                        // With the passes: drained at shutdown.
+                        let inner = Arc::clone(&self.inner);
+                        self.inner
+                            .lock_passes()
+                            .spawn(async move { inner.stale.catch_up(&inner.couch).await });
+                    }
                 }
                 _ = shutdown.changed() => break,
             }
@@ -246,6 +257,7 @@ impl Runner {
     /// Notes a reply stored in the database, as the feed delivered it.
     pub fn saw_reply(&self, reply: &ReplyDocument) {
         if reply.site == self.inner.site {
+            self.inner.stale.add(reply);
             self.inner
                 .replied
                 .saw(&reply.resource_id, &reply.request_id, reply.execution_time);
@@ -262,6 +274,7 @@ impl Runner {
     /// in a way the feed does not tie to a resource (a document deleted, a
     /// feed resumed).
     pub fn forget_replies(&self) {
+        self.inner.stale.end();
         self.inner.replied.forget_all();
     }
 }
@@ -387,6 +400,7 @@ impl Progress for Recorder<'_> {
             self.inner.couch.metrics().ran(reply.status, again);
             // Known before the feed can echo it.
             self.inner.replied.add(resource, &[ran_of(&reply)]);
+            self.inner.stale.add(&reply);
             info!(resource, request = %op.request_id, site = %self.inner.site, status = %reply.status, "operation ran");
             self.replies
                 .lock()
@@ -676,37 +690,49 @@ impl Inner {
         }
     }
 
-    /// This site's replies to each of `resources`, in one view request.
+    /// This site's replies to each of `resources`, in one view request:
+    /// read as the index stands while [`StaleReads`] says so.
     async fn read_many(&self, resources: Vec<String>) -> Vec<Shared<Vec<Ran>>> {
+        self.stale
+            .start(&self.couch, &self.site, &self.journal)
+            .await;
         let keys: Vec<_> = resources
             .iter()
             .map(|resource| json!([resource, self.site]))
             .collect();
-        match self
-            .couch
-            .view_docs::<ReplyDocument>(DESIGN, REPLIES_VIEW, &keys)
-            .await
-        {
-            Ok(rows) => {
-                let mut by_resource: HashMap<&str, Vec<Ran>> = HashMap::new();
-                for (key, reply) in &rows {
-                    if let Some(resource) = key.get(0).and_then(serde_json::Value::as_str) {
-                        by_resource.entry(resource).or_default().push(ran_of(reply));
-                    }
+        loop {
+            let stale = self.stale.is_stale();
+            let rows = self
+                .couch
+                .view_docs::<ReplyDocument>(DESIGN, REPLIES_VIEW, &keys, stale)
+                .await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(error) => {
+                    let error = Arc::new(error);
+                    return resources.iter().map(|_| Err(Arc::clone(&error))).collect();
                 }
-                resources
-                    .iter()
-                    .map(|resource| {
-                        Ok(by_resource
-                            .get(resource.as_str())
-                            .cloned()
-                            .unwrap_or_default())
-                    })
-                    .collect()
+            };
+            let mut by_resource: HashMap<&str, Vec<Ran>> = HashMap::new();
+            for (key, reply) in &rows {
+                if let Some(resource) = key.get(0).and_then(serde_json::Value::as_str) {
+                    by_resource.entry(resource).or_default().push(ran_of(reply));
+                }
             }
-            Err(error) => {
-                let error = Arc::new(error);
-                resources.iter().map(|_| Err(Arc::clone(&error))).collect()
+            let mut read = Vec::with_capacity(resources.len());
+            for resource in &resources {
+                let mut ran = by_resource
+                    .get(resource.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                if stale && !self.stale.complete(resource, &mut ran) {
+                    break;
+                }
+                read.push(Ok(ran));
+            }
+            // Else reads became fresh during this one: read again.
+            if read.len() == resources.len() {
+                return read;
             }
         }
     }

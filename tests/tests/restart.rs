@@ -8,6 +8,8 @@ use cheops_model::Status;
 use cheops_tests::{eventually, Cluster, Exec};
 
 const SITES: &str = "site1&site2&site3";
+/// How long the sites may take to settle.
+const SETTLE: Duration = Duration::from_secs(30);
 
 fn log_of(cluster: &Cluster, i: usize) -> String {
     std::fs::read_to_string(cluster.node(i).app_dir().join("log")).unwrap_or_default()
@@ -81,4 +83,69 @@ async fn a_daemon_started_before_its_sidecar_waits_for_it() {
     let replies = replies.expect("reply lines");
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].output, "works\n");
+}
+
+/// What node `i`'s latest daemon logged.
+fn latest_daemon_log(cluster: &Cluster, i: usize) -> String {
+    cluster
+        .daemon_logs(i)
+        .last()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default()
+}
+
+/// A restarted daemon reads the replies view as its index stands (PouchDB
+/// Server indexes a view only when it is queried, and site2's runner knew
+/// the replies of the last operations without querying it): the replies
+/// stored beyond the index must count all the same, or the daemon would
+/// run those operations again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_daemon_counts_the_replies_its_index_lacks() {
+    let mut cluster = Cluster::start(2).await;
+    async fn exec(cluster: &Cluster, n: usize) {
+        let command = format!("echo {n} >> \"$NODE_DIR/log\"");
+        let (status, replies) = cluster
+            .exec(
+                0,
+                Exec::new("res", "site1&site2", &[command.as_str()], "add"),
+            )
+            .await;
+        assert_eq!(status, 200, "{replies:?}");
+    }
+    exec(&cluster, 0).await;
+    // site2's runner, once idle, brings the index up to date; from then on
+    // it knows the resource's replies without reading the view.
+    eventually("site2's replies view to be indexed", SETTLE, || async {
+        latest_daemon_log(&cluster, 1)
+            .contains("replies view indexed")
+            .then_some(())
+    })
+    .await;
+    for n in 1..=4 {
+        exec(&cluster, n).await;
+    }
+    eventually("site2 to run 0 to 4", SETTLE, || async {
+        (log_of(&cluster, 1) == "0\n1\n2\n3\n4\n").then_some(())
+    })
+    .await;
+
+    cluster.stop_daemon(1);
+    cluster.start_daemon(1).await;
+    exec(&cluster, 5).await;
+    eventually("site2 to run 5", SETTLE, || async {
+        log_of(&cluster, 1).ends_with("5\n").then_some(())
+    })
+    .await;
+    cluster.converged("res", &[0, 1]).await;
+    assert_eq!(log_of(&cluster, 1), "0\n1\n2\n3\n4\n5\n");
+    // The restarted daemon did read the index as it stood, and found the
+    // replies to 1 to 4 beyond it.
+    let log = latest_daemon_log(&cluster, 1);
+    let beyond: usize = log
+        .split("beyond_index=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stale read after the restart:\n{log}"));
+    assert!(beyond >= 4, "{beyond} replies beyond the index:\n{log}");
 }

@@ -1,0 +1,203 @@
+//! Reading this site's replies right after a start without waiting for the
+//! replies view's index.
+//!
+//! PouchDB Server indexes a view when it is queried, and only then: a
+//! daemon restarted after a while away made its first read wait for the
+//! index to take in everything that arrived meanwhile (15 s for 30,000
+//! documents), and each read after it wait for what arrived since the one
+//! before. So a started runner reads the index as it stands (`stale=ok`)
+//! and adds the replies of this site it may lack, until it has caught up.
+//!
+//! Invariant: while reads are stale, `own` holds every reply of this site
+//! that the database may hold beyond the index's sequence at the start, U:
+//! - those stored after U before the start, found by id (`reply-{site}-…`)
+//!   among the documents the changes feed lists after U;
+//! - those the journal holds at the start (the flusher may store them at
+//!   any time);
+//! - those the runner makes from then on, added as it journals them;
+//! - those the follower hands over from then on (a replication bringing one
+//!   back).
+//!
+//! Each read merges them into what the index answered, so the runner never
+//! misses a reply that a fresh read would have found; like a fresh read, it
+//! can miss one that arrives by replication while it reads, which the
+//! follower then reports (the runner's cache forgets that resource). Once
+//! the runner is idle, the index is brought up to date in the background
+//! and reads are fresh again; they also are whenever the feed shows what it
+//! cannot tie to a resource (a deletion, a feed started over), or when
+//! `own` grows past [`MAX_OWN`].
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use cheops_model::ReplyDocument;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tracing::{debug, info, warn};
+
+use crate::bootstrap::{DESIGN, REPLIES_VIEW};
+use crate::couch::CouchClient;
+use crate::journal::Journal;
+use crate::replied::{ran_of, Ran};
+use crate::ReplicatorError;
+
+/// Replies held in `own` at most: past it, reads are fresh.
+const MAX_OWN: usize = 200_000;
+/// Changes listed per request when looking for this site's replies.
+const CHANGES_PAGE: usize = 10_000;
+/// Documents read per request among those found.
+const DOCS_PAGE: usize = 1_000;
+
+#[derive(Default)]
+pub struct StaleReads {
+    /// Set up on the first read.
+    started: OnceCell<()>,
+    /// `None` once reads are fresh.
+    own: Mutex<Option<Own>>,
+    /// The index is being brought up to date.
+    indexing: Mutex<bool>,
+}
+
+/// This site's replies the index may lack, by resource.
+#[derive(Default)]
+struct Own {
+    by_resource: HashMap<String, Vec<Ran>>,
+    held: usize,
+}
+
+impl Own {
+    fn add(&mut self, resource: &str, ran: Ran) {
+        let runs = self.by_resource.entry(resource.to_owned()).or_default();
+        if !runs.contains(&ran) {
+            runs.push(ran);
+            self.held += 1;
+        }
+    }
+}
+
+impl StaleReads {
+    fn own(&self) -> MutexGuard<'_, Option<Own>> {
+        self.own.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// On the first call, finds what the index lacks and starts stale
+    /// reads; reads stay fresh when that fails. Every call waits for the
+    /// first to end.
+    pub async fn start(&self, couch: &CouchClient, site: &str, journal: &Journal) {
+        self.started
+            .get_or_init(|| async {
+                match beyond_index(couch, site).await {
+                    Ok(found) => {
+                        let mut own = Own::default();
+                        for reply in found.iter().chain(&journal.pending()) {
+                            own.add(&reply.resource_id, ran_of(reply));
+                        }
+                        info!(site, beyond_index = own.held, "reading the replies view as it stands until caught up");
+                        *self.own() = Some(own);
+                    }
+                    Err(error) => {
+                        warn!(site, %error, "cannot read the replies view as it stands; reading it up to date");
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Whether reads may use the index as it stands.
+    pub fn is_stale(&self) -> bool {
+        self.own().is_some()
+    }
+
+    /// A reply of this site, journaled or stored: kept while reads are
+    /// stale.
+    pub fn add(&self, reply: &ReplyDocument) {
+        let mut own = self.own();
+        if let Some(held) = own.as_mut() {
+            held.add(&reply.resource_id, ran_of(reply));
+            if held.held > MAX_OWN {
+                info!(site = %reply.site, "too many replies beyond the index; reading it up to date");
+                *own = None;
+            }
+        }
+    }
+
+    /// Adds to `ran` the replies to `resource` the index may lack; false
+    /// when reads became fresh meanwhile, and `ran`, read stale, must be
+    /// read again.
+    pub fn complete(&self, resource: &str, ran: &mut Vec<Ran>) -> bool {
+        let own = self.own();
+        let Some(own) = own.as_ref() else {
+            return false;
+        };
+        for run in own.by_resource.get(resource).into_iter().flatten() {
+            if !ran.contains(run) {
+                ran.push(run.clone());
+            }
+        }
+        true
+    }
+
+    /// Reads are fresh from now on.
+    pub fn end(&self) {
+        self.own().take();
+    }
+
+    /// Once the runner is idle: brings the index up to date, then makes
+    /// reads fresh. Reads stay stale meanwhile, so that none waits for the
+    /// index; a failure leaves them stale until the next idle moment.
+    pub async fn catch_up(&self, couch: &CouchClient) {
+        {
+            let mut indexing = self.indexing.lock().unwrap_or_else(PoisonError::into_inner);
+            if *indexing || !self.is_stale() {
+                return;
+            }
+            *indexing = true;
+        }
+        match couch.index_view(DESIGN, REPLIES_VIEW).await {
+            Ok(()) => {
+                debug!("replies view indexed; reading it up to date");
+                self.end();
+            }
+            Err(error) => debug!(%error, "cannot index the replies view yet"),
+        }
+        *self.indexing.lock().unwrap_or_else(PoisonError::into_inner) = false;
+    }
+}
+
+/// The replies of `site` stored after the sequence the replies view's index
+/// has reached, found by id among the documents changed since.
+async fn beyond_index(
+    couch: &CouchClient,
+    site: &str,
+) -> Result<Vec<ReplyDocument>, ReplicatorError> {
+    let mut since = couch.view_indexed_seq(DESIGN, REPLIES_VIEW).await?;
+    // Ids of another site whose name extends this one's match too: the
+    // documents say whose they are.
+    let prefix = format!("reply-{site}-");
+    let mut ids = Vec::new();
+    loop {
+        let (changed, last) = couch.changed_ids(&since, CHANGES_PAGE).await?;
+        let done = changed.len() < CHANGES_PAGE;
+        ids.extend(changed.into_iter().filter(|id| id.starts_with(&prefix)));
+        if ids.len() > MAX_OWN {
+            return Err(ReplicatorError::Interrupted(
+                "finding this site's replies beyond the index: too many",
+            ));
+        }
+        since = last;
+        if done {
+            break;
+        }
+    }
+    let mut found = Vec::new();
+    for page in ids.chunks(DOCS_PAGE) {
+        let docs: Vec<Option<Value>> = couch.get_many(page).await?;
+        found.extend(
+            docs.into_iter()
+                .flatten()
+                .filter_map(|doc| serde_json::from_value::<ReplyDocument>(doc).ok())
+                .filter(|reply| reply.site == site),
+        );
+    }
+    Ok(found)
+}
