@@ -86,10 +86,14 @@ impl StaleReads {
     pub async fn start(&self, couch: &CouchClient, site: &str, journal: &Journal) {
         self.started
             .get_or_init(|| async {
+                // Before the search: a reply the flusher stores meanwhile
+                // leaves the journal only once stored, so the search, which
+                // reads the feed to its end after this, finds it.
+                let journaled = journal.pending();
                 match beyond_index(couch, site).await {
                     Ok(found) => {
                         let mut own = Own::default();
-                        for reply in found.iter().chain(&journal.pending()) {
+                        for reply in found.iter().chain(&journaled) {
                             own.add(&reply.resource_id, ran_of(reply));
                         }
                         info!(site, beyond_index = own.held, "reading the replies view as it stands until caught up");
