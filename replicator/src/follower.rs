@@ -200,6 +200,8 @@ impl Follower {
             Written::Rev(rev) => {
                 checkpoint.rev = Some(rev);
                 checkpoint.saved = seen;
+                // Documents arrived and the runner is idle: a good time.
+                self.runner.index_replies();
             }
             // Reread at the next connection; progress is only delayed.
             Written::Conflict => checkpoint.rev = None,

@@ -229,12 +229,8 @@ impl Runner {
                         error!(site = %self.inner.site, %panic, "a pass panicked");
                         return;
                     }
-                    if self.is_idle() && self.inner.stale.is_stale() {
-                        // With the passes: drained at shutdown.
-                        let inner = Arc::clone(&self.inner);
-                        self.inner
-                            .lock_passes()
-                            .spawn(async move { inner.stale.catch_up(&inner.couch).await });
+                    if self.inner.stale.is_stale() {
+                        self.index_replies();
                     }
                 }
                 _ = shutdown.changed() => break,
@@ -256,6 +252,22 @@ impl Runner {
     /// to [`Runner::schedule`] so far has been fully handled.
     pub fn is_idle(&self) -> bool {
         self.inner.lock().is_empty()
+    }
+
+    /// While no resource is scheduled, brings the replies view's index up
+    /// to date in the background (see [`StaleReads::index`]): PouchDB
+    /// Server indexes a view only when it is queried, and the next read of
+    /// a resource not handled lately would otherwise wait for everything
+    /// stored meanwhile (seconds, after a burst of documents).
+    pub fn index_replies(&self) {
+        if !self.is_idle() {
+            return;
+        }
+        // With the passes: drained at shutdown.
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .lock_passes()
+            .spawn(async move { inner.stale.index(&inner.couch).await });
     }
 
     /// Notes a reply stored in the database, as the feed delivered it.

@@ -23,7 +23,8 @@
 //! can miss one that arrives by replication while it reads, which the
 //! follower then reports (the runner's cache forgets that resource). Once
 //! the runner is idle, the index is brought up to date in the background
-//! and reads are fresh again; they also are whenever the feed shows what it
+//! (as it is whenever the runner is idle and documents arrived) and reads
+//! are fresh again; they also are whenever the feed shows what it
 //! cannot tie to a resource (a deletion, a feed started over), or when
 //! `own` grows past [`MAX_OWN`].
 
@@ -146,21 +147,32 @@ impl StaleReads {
         self.own().take();
     }
 
-    /// Once the runner is idle: brings the index up to date, then makes
-    /// reads fresh. Reads stay stale meanwhile, so that none waits for the
-    /// index; a failure leaves them stale until the next idle moment.
-    pub async fn catch_up(&self, couch: &CouchClient) {
+    /// While the runner is idle: brings the index up to date (unless that
+    /// is under way already), then makes reads fresh. Reads stay as they
+    /// are meanwhile, so that none waits for the index; a failure leaves
+    /// them so until the next idle moment. Indexing while idle also spares
+    /// the next fresh read the documents that arrived meanwhile, whoever
+    /// wrote them.
+    pub async fn index(&self, couch: &CouchClient) {
+        // Not before the first read has taken the index as it stands:
+        // PouchDB Server queues a view's queries behind its indexing, so
+        // that read would wait for all of it, which is what a restarted
+        // daemon must not do.
+        if self.started.get().is_none() {
+            return;
+        }
         {
             let mut indexing = self.indexing.lock().unwrap_or_else(PoisonError::into_inner);
-            if *indexing || !self.is_stale() {
+            if *indexing {
                 return;
             }
             *indexing = true;
         }
         match couch.index_view(DESIGN, REPLIES_VIEW).await {
             Ok(()) => {
-                debug!("replies view indexed; reading it up to date");
-                self.end();
+                if self.own().take().is_some() {
+                    debug!("replies view indexed; reading it up to date");
+                }
             }
             Err(error) => debug!(%error, "cannot index the replies view yet"),
         }
