@@ -38,7 +38,7 @@ use cheops_model::{
 };
 use serde_json::json;
 use tokio::sync::{watch, Notify, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
 use crate::batch::Batcher;
@@ -101,6 +101,9 @@ struct Inner {
     replied: Replied,
     /// Whether the replies view is read as it stands, and what it lacks.
     stale: StaleReads,
+    /// The replies view's indexing in the background, if one was started:
+    /// one at a time, stopped at shutdown.
+    indexer: Mutex<Option<JoinHandle<()>>>,
     /// Counts the history documents the feed delivered: a pass waiting for
     /// one looks again when it moves.
     history_seen: watch::Sender<u64>,
@@ -152,6 +155,7 @@ impl Runner {
                 pending: Mutex::new(Pending::default()),
                 replied: Replied::default(),
                 stale: StaleReads::default(),
+                indexer: Mutex::new(None),
                 history_seen: watch::Sender::new(0),
                 reads: Batcher::new(READ_BATCH, READS_IN_FLIGHT),
                 writes: Batcher::new(SCHEDULED, WRITES_IN_FLIGHT),
@@ -237,6 +241,16 @@ impl Runner {
             }
         }
         self.inner.stopping.send_replace(true);
+        // Indexing is only ever a head start for later reads.
+        if let Some(indexer) = self
+            .inner
+            .indexer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            indexer.abort();
+        }
         let mut passes = std::mem::take(&mut *self.inner.lock_passes());
         info!(site = %self.inner.site, running = passes.len(), ?drain, "draining running operations");
         let drained =
@@ -263,11 +277,18 @@ impl Runner {
         if !self.is_idle() {
             return;
         }
-        // With the passes: drained at shutdown.
+        let mut indexer = self
+            .inner
+            .indexer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if indexer.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
         let inner = Arc::clone(&self.inner);
-        self.inner
-            .lock_passes()
-            .spawn(async move { inner.stale.index(&inner.couch).await });
+        *indexer = Some(tokio::spawn(async move {
+            inner.stale.index(&inner.couch).await;
+        }));
     }
 
     /// Notes a reply stored in the database, as the feed delivered it.
