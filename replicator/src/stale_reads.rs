@@ -55,8 +55,6 @@ pub struct StaleReads {
     started: OnceCell<()>,
     /// `None` once reads are fresh.
     own: Mutex<Option<Own>>,
-    /// The index is being brought up to date.
-    indexing: Mutex<bool>,
 }
 
 /// This site's replies the index may lack, by resource.
@@ -147,8 +145,8 @@ impl StaleReads {
         self.own().take();
     }
 
-    /// While the runner is idle: brings the index up to date (unless that
-    /// is under way already), then makes reads fresh. Reads stay as they
+    /// While the runner is idle: brings the index up to date, then makes
+    /// reads fresh (the runner starts one indexing at a time). Reads stay as they
     /// are meanwhile, so that none waits for the index; a failure leaves
     /// them so until the next idle moment. Indexing while idle also spares
     /// the next fresh read the documents that arrived meanwhile, whoever
@@ -161,13 +159,6 @@ impl StaleReads {
         if self.started.get().is_none() {
             return;
         }
-        {
-            let mut indexing = self.indexing.lock().unwrap_or_else(PoisonError::into_inner);
-            if *indexing {
-                return;
-            }
-            *indexing = true;
-        }
         match couch.index_view(DESIGN, REPLIES_VIEW).await {
             Ok(()) => {
                 if self.own().take().is_some() {
@@ -176,7 +167,6 @@ impl StaleReads {
             }
             Err(error) => debug!(%error, "cannot index the replies view yet"),
         }
-        *self.indexing.lock().unwrap_or_else(PoisonError::into_inner) = false;
     }
 }
 
