@@ -37,8 +37,8 @@ pub enum ApiError {
     Node(#[from] ReplicatorError),
 }
 
-/// The `Retry-After` of a 503 for a resource too busy to write: writers
-/// racing on one resource settle within a second.
+/// The `Retry-After` of a 503 for a resource too busy to write, or whose
+/// merge is on its way: both settle within a second.
 const RETRY_AFTER_SECONDS: &str = "1";
 
 impl ApiError {
@@ -57,7 +57,7 @@ impl ApiError {
             ApiError::Node(ReplicatorError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
             ApiError::Node(ReplicatorError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Node(ReplicatorError::IdTaken(_)) => StatusCode::CONFLICT,
-            ApiError::Node(ReplicatorError::Contended { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Node(e) if e.is_deferred() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Node(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Node(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -67,12 +67,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let ApiError::Node(contended @ ReplicatorError::Contended { .. }) = &self {
-            // Not a failure of the node: the caller may simply try again.
-            let message = contended.to_string();
-            tracing::info!(error = %message, status = status.as_u16(), "request deferred");
-            let headers = [(RETRY_AFTER, RETRY_AFTER_SECONDS)];
-            return (status, headers, Json(ErrorBody::new(message))).into_response();
+        if let ApiError::Node(deferred) = &self {
+            if deferred.is_deferred() {
+                // Not a failure of the node: the caller may simply try again.
+                let message = deferred.to_string();
+                tracing::info!(error = %message, status = status.as_u16(), "request deferred");
+                let headers = [(RETRY_AFTER, RETRY_AFTER_SECONDS)];
+                return (status, headers, Json(ErrorBody::new(message))).into_response();
+            }
         }
         let message = if status.is_server_error() {
             tracing::error!(error = %error_chain(&self), status = status.as_u16(), "request failed");

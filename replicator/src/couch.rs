@@ -60,6 +60,16 @@ pub struct ViewRow {
     pub doc: Option<Value>,
 }
 
+/// A document as a read finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored<T> {
+    Found(T),
+    /// Never stored here (or purged).
+    Missing,
+    /// Every leaf of its revision tree is a deletion.
+    Deleted,
+}
+
 /// One row of a `_bulk_docs` answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BulkResult {
@@ -278,6 +288,19 @@ impl CouchClient {
         path: &[&str],
         query: &[(&str, &str)],
     ) -> Result<Option<T>, ReplicatorError> {
+        Ok(match self.get_stored(path, query).await? {
+            Stored::Found(doc) => Some(doc),
+            Stored::Missing | Stored::Deleted => None,
+        })
+    }
+
+    /// Reads a document, telling a document never stored from one whose
+    /// every leaf is a deletion (CouchDB's and PouchDB's 404 says which).
+    pub async fn get_stored<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Stored<T>, ReplicatorError> {
         let builder = self.request(Method::GET, self.url(path)).query(query);
         let context = format!("GET {}", path.join("/"));
         let kind = RequestKind::of_path(path);
@@ -285,8 +308,9 @@ impl CouchClient {
             .send(kind, builder, &context, &[StatusCode::NOT_FOUND])
             .await?
         {
-            (StatusCode::NOT_FOUND, _) => Ok(None),
-            (_, value) => Self::decode(value, &context).map(Some),
+            (StatusCode::NOT_FOUND, body) if body["reason"] == "deleted" => Ok(Stored::Deleted),
+            (StatusCode::NOT_FOUND, _) => Ok(Stored::Missing),
+            (_, value) => Self::decode(value, &context).map(Stored::Found),
         }
     }
 

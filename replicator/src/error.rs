@@ -31,6 +31,16 @@ pub enum ReplicatorError {
         "resource {resource} changed under {attempts} attempts to store the operation; try again"
     )]
     Contended { resource: String, attempts: u32 },
+    /// Every leaf of the resource's revision tree is a deletion here, and
+    /// stayed so while the node waited: replication brought the deletions
+    /// of a merge before the merged revision, which is on its way (or cut
+    /// off by a partition). The resource is not taken for a missing one and
+    /// started again from nothing. Nothing was stored: try again shortly.
+    #[error(
+        "resource {resource} has no live revision on this site at the moment: its replicas \
+         are being merged, and the merge has not arrived yet; nothing was stored, try again"
+    )]
+    Settling { resource: String },
     /// CouchDB could not be reached or did not answer in time: try later.
     #[error("CouchDB is unreachable: {0}")]
     Unavailable(#[source] reqwest::Error),
@@ -82,6 +92,15 @@ pub enum ReplicatorError {
 }
 
 impl ReplicatorError {
+    /// True when the caller may simply try again: not a failure of the
+    /// node (maps to 503 with the message and `Retry-After`).
+    pub fn is_deferred(&self) -> bool {
+        matches!(
+            self,
+            ReplicatorError::Contended { .. } | ReplicatorError::Settling { .. }
+        )
+    }
+
     /// True when the cause is CouchDB being away (maps to 503).
     pub fn is_unavailable(&self) -> bool {
         match self {

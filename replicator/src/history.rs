@@ -89,15 +89,13 @@ pub struct HistoryQuery {
 /// The entries of a history, oldest first; an error ends it.
 pub type HistoryStream = BoxStream<'static, Result<HistoryEntry, ReplicatorError>>;
 
-/// The history of `resource`, `None` when no such resource is stored here.
-pub async fn read_history(
+/// The history of the resource `doc`, as stored here.
+pub fn read_history(
     couch: CouchClient,
-    resource: &str,
+    doc: ResourceDocument,
     query: HistoryQuery,
-) -> Result<Option<HistoryStream>, ReplicatorError> {
-    let Some(doc) = couch.get::<ResourceDocument>(&[resource], &[]).await? else {
-        return Ok(None);
-    };
+) -> HistoryStream {
+    let resource = doc.id.as_str();
     let mut block = doc.operations;
     block.sort_by(|a, b| history_order(a).cmp(&history_order(b)));
     let in_block: HashSet<String> = block.iter().map(|op| op.request_id.clone()).collect();
@@ -137,7 +135,7 @@ pub async fn read_history(
             Err(error) => Some((Err(error), None)),
         }
     });
-    Ok(Some(entries.boxed()))
+    entries.boxed()
 }
 
 /// A time as the history view emits it: UTC seconds and nanoseconds.

@@ -206,6 +206,8 @@ struct Inner {
     ran: Family<Labels<1>, Counter>,
     rerun: Counter,
     rebuilds: Counter,
+    incomplete: Counter,
+    deleted_reads: Counter,
     merges: Counter,
     replies_written: Counter,
     requests: Family<Labels<2>, Counter>,
@@ -234,6 +236,8 @@ impl Default for Inner {
             ran: Family::default(),
             rerun: Counter::default(),
             rebuilds: Counter::default(),
+            incomplete: Counter::default(),
+            deleted_reads: Counter::default(),
             merges: Counter::default(),
             replies_written: Counter::default(),
             requests: Family::default(),
@@ -269,6 +273,16 @@ impl Default for Inner {
                 "rebuilds",
                 "Passes that ran a resource's block again from its start",
                 inner.rebuilds.clone(),
+            );
+            r.register(
+                "incomplete_blocks",
+                "Passes that found a resource's block lacking operations this site ran, and waited for the rest",
+                inner.incomplete.clone(),
+            );
+            r.register(
+                "deleted_reads",
+                "Reads of a resource whose every revision was a deletion (a merge on its way)",
+                inner.deleted_reads.clone(),
             );
             r.register(
                 "merges",
@@ -368,6 +382,14 @@ impl Metrics {
 
     pub fn rebuilt(&self) {
         self.inner.rebuilds.inc();
+    }
+
+    pub fn found_incomplete(&self) {
+        self.inner.incomplete.inc();
+    }
+
+    pub fn read_deleted(&self) {
+        self.inner.deleted_reads.inc();
     }
 
     pub fn merged(&self) {

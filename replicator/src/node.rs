@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::bootstrap::{bootstrap, DatabaseAccess, DESIGN, REQUESTS_VIEW};
 use crate::consistency::{add_operation, prunable, prune_payloads, Seen, SeenReply};
-use crate::couch::{CouchClient, Written};
+use crate::couch::{CouchClient, Stored, Written};
 use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::follower::Follower;
 use crate::history::{read_history, HistoryQuery, HistoryStream};
@@ -106,6 +106,13 @@ const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Requests looked up in one query of the requests view when pruning.
 const PRUNE_LOOKUP_KEYS: usize = 200;
+
+/// How long a read waits for a resource whose every leaf is a deletion to
+/// get a live one: replication usually brings the merge within a second.
+const SETTLING_WAIT: Duration = Duration::from_secs(5);
+/// The first and the longest pause between two reads of such a resource.
+const SETTLING_POLL: Duration = Duration::from_millis(20);
+const SETTLING_POLL_MAX: Duration = Duration::from_millis(500);
 
 /// How many times a write that lost a race is retried before giving up.
 const WRITE_ATTEMPTS: u32 = 50;
@@ -435,7 +442,7 @@ impl Node {
         sites: &[String],
         creates: bool,
     ) -> Result<ResourceDocument, ReplicatorError> {
-        match self.read_resource(resource_id).await? {
+        match self.read_live(resource_id).await? {
             Some(doc) => same_locations(resource_id, sites, doc),
             None if !creates => Err(ReplicatorError::InvalidRequest(format!(
                 "resource {resource_id} does not exist, and an empty command does not create one"
@@ -448,20 +455,42 @@ impl Node {
         }
     }
 
-    /// The stored resource `resource_id`, `None` when there is none; an
-    /// error when the id is another kind of document's.
-    async fn read_resource(
+    /// The stored resource `resource_id`, `None` when it was never stored
+    /// here. A resource whose every leaf is a deletion is not missing: the
+    /// merge that goes with those deletions is on its way (resources are
+    /// never deleted otherwise), so the read waits for it, up to
+    /// [`SETTLING_WAIT`], rather than start the resource again from
+    /// nothing. An error when the id is another kind of document's.
+    async fn read_live(
         &self,
         resource_id: &str,
     ) -> Result<Option<ResourceDocument>, ReplicatorError> {
-        let Some(doc) = self.couch.get::<Value>(&[resource_id], &[]).await? else {
-            return Ok(None);
-        };
-        let kind: DocumentKind = decode_stored(resource_id, doc.clone())?;
-        if !kind.is_resource() {
-            return Err(ReplicatorError::IdTaken(resource_id.to_owned()));
+        let started = tokio::time::Instant::now();
+        let mut delay = SETTLING_POLL;
+        loop {
+            let doc = match self.couch.get_stored::<Value>(&[resource_id], &[]).await? {
+                Stored::Found(doc) => doc,
+                Stored::Missing => return Ok(None),
+                Stored::Deleted if started.elapsed() >= SETTLING_WAIT => {
+                    self.couch.metrics().read_deleted();
+                    return Err(ReplicatorError::Settling {
+                        resource: resource_id.to_owned(),
+                    });
+                }
+                Stored::Deleted => {
+                    self.couch.metrics().read_deleted();
+                    debug!(resource = %resource_id, site = %self.site, "every leaf is a deletion; waiting for the merge");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(SETTLING_POLL_MAX);
+                    continue;
+                }
+            };
+            let kind: DocumentKind = decode_stored(resource_id, doc.clone())?;
+            if !kind.is_resource() {
+                return Err(ReplicatorError::IdTaken(resource_id.to_owned()));
+            }
+            return decode_stored(resource_id, doc).map(Some);
         }
-        decode_stored(resource_id, doc).map(Some)
     }
 
     /// Adds to `seen` what this database holds about the unpruned
@@ -554,11 +583,7 @@ impl Node {
         &self,
         resource_id: &str,
     ) -> Result<Option<Vec<String>>, ReplicatorError> {
-        Ok(self
-            .couch
-            .get::<ResourceDocument>(&[resource_id], &[])
-            .await?
-            .map(|doc| doc.locations))
+        Ok(self.read_live(resource_id).await?.map(|doc| doc.locations))
     }
 
     /// Runs one command here, outside any resource (for `/show_local`).
@@ -574,7 +599,10 @@ impl Node {
         resource_id: &str,
         query: HistoryQuery,
     ) -> Result<Option<HistoryStream>, ReplicatorError> {
-        read_history(self.couch.clone(), resource_id, query).await
+        let Some(doc) = self.read_live(resource_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(read_history(self.couch.clone(), doc, query)))
     }
 
     /// Every document of the local database.

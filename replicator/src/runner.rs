@@ -597,6 +597,12 @@ impl Inner {
         let mut ran = self.ran_so_far(resource).await?;
         merge_runs(&mut ran, journaled);
         let plan = plan(&doc.operations, &ran, &doc.config);
+        if plan.incomplete {
+            // The next change of the resource, the merge, brings the rest.
+            self.couch.metrics().found_incomplete();
+            info!(resource, site = %self.site, "the block lacks operations this site ran; waiting for the rest of the resource");
+            return Ok(Pass::Settled);
+        }
         if plan.rebuild {
             self.couch.metrics().rebuilt();
             info!(resource, site = %self.site, "rebuilding the state: running the block again");

@@ -620,8 +620,8 @@ impl<'s> Sim<'s> {
     /// on the revision this site's last exec wrote while it is a live leaf
     /// (the node keeps it instead of reading again), else on the winner;
     /// a resource never stored here is created. A resource whose every
-    /// leaf is a deletion is not created again from nothing: the exec is
-    /// refused, and the client may retry once the merge has arrived.
+    /// leaf is a deletion is not created again from nothing: the node waits
+    /// a while for the merge, then refuses, and the client may try again.
     fn exec(&mut self, site: usize, resource: &str) {
         let recent = self.sites[site]
             .recent
@@ -637,16 +637,14 @@ impl<'s> Sim<'s> {
             }
             (None, Read::Live(snapshot)) => Some((snapshot.winner, snapshot.block)),
             (None, Read::Missing) => None,
-            // As `Node::submit` does: the resource reads as absent, and
-            // PouchDB stores the new block on the winning deletion.
             (None, Read::Deleted) => {
+                self.stats.refused += 1;
                 trace!(
                     self,
-                    "{} creates {resource} again on a deletion",
+                    "{} refuses an exec on {resource}: every leaf is a deletion",
                     self.sites[site].name
                 );
-                let deletion = self.sites[site].db.all_leaves(resource).first().copied();
-                deletion.map(|id| (id, Vec::new()))
+                return;
             }
         };
         self.requests += 1;
@@ -918,6 +916,15 @@ impl<'s> Sim<'s> {
             .cloned()
             .unwrap_or_default();
         let decision = plan(&block, &replies, &self.scenario.config);
+        if decision.incomplete {
+            self.stats.incomplete += 1;
+            trace!(
+                self,
+                "{} waits for the rest of {resource}: {} lacks operations it ran",
+                self.sites[site].name,
+                ids(&block)
+            );
+        }
         if decision.operations.is_empty() {
             self.sites[site].queued.remove(resource);
             return Pass::Nothing;

@@ -19,18 +19,27 @@ use tokio::net::TcpListener;
 /// The requests a fake CouchDB received, as `METHOD path`.
 type Requests = Arc<Mutex<Vec<String>>>;
 
+/// What the fake answers the `n`th `GET` (from 0).
+type Gets = Arc<dyn Fn(usize) -> (u16, &'static str) + Send + Sync>;
+
 /// A CouchDB that answers `GET` of a document with `get` and `PUT` with
 /// `put` (status, body), and a `POST` of `_bulk_docs` (the resource and
 /// the history document of its operation) as `put` says for the resource,
 /// the history document being stored; returns its database URL.
 async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (String, Requests) {
+    fake_couch_with(Arc::new(move |_| get), put).await
+}
+
+/// [`fake_couch`], answering each `GET` as `gets` says.
+async fn fake_couch_with(gets: Gets, put: (u16, &'static str)) -> (String, Requests) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://admin:pw@{}/cheops", listener.local_addr().unwrap());
     let requests: Requests = Arc::default();
     let log = Arc::clone(&requests);
+    let got = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let log = Arc::clone(&log);
+            let (log, gets, got) = (Arc::clone(&log), Arc::clone(&gets), Arc::clone(&got));
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0; 1];
@@ -57,7 +66,7 @@ async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (Stri
                 let (status, answer) = match request[0] {
                     "PUT" => put,
                     "POST" if request[1].ends_with("/_bulk_docs") => bulk_answer(put),
-                    _ => get,
+                    _ => gets(got.fetch_add(1, Ordering::Relaxed)),
                 };
                 let response = format!(
                     "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
@@ -139,6 +148,7 @@ fn submission(sites: &[&str], file: usize) -> Submission {
 }
 
 const NOT_FOUND: (u16, &str) = (404, r#"{"error":"not_found","reason":"missing"}"#);
+const DELETED: (u16, &str) = (404, r#"{"error":"not_found","reason":"deleted"}"#);
 const CREATED: (u16, &str) = (201, r#"{"ok":true,"id":"r","rev":"1-a"}"#);
 
 /// The writes received: `PUT`s and `_bulk_docs`.
@@ -174,6 +184,56 @@ async fn a_write_that_keeps_conflicting_gives_up_as_contended() {
         bulk, 1,
         "the history document is written once, with the first attempt"
     );
+}
+
+/// A resource whose every leaf is a deletion (replication brought the
+/// deletions of a merge before the merged revision) is not started again
+/// from nothing: the exec waits for the merge and writes on it.
+#[tokio::test]
+async fn an_exec_on_a_resource_read_as_deleted_waits_for_its_merge() {
+    const MERGED: &str = r#"{"_id":"r","_rev":"7-m","Type":"RESOURCE","Locations":["site1","site2"],
+        "Operations":[{"Type":"add","RequestId":"ffffffffffffffffffffffffffffffff",
+                       "Command":{"Command":"true","Files":null},"Time":"2026-01-01T00:00:00Z"}],
+        "Config":{"ResolutionMatrix":null}}"#;
+    let gets: Gets = Arc::new(|n| if n < 3 { DELETED } else { (200, MERGED) });
+    let (url, requests) = fake_couch_with(gets, CREATED).await;
+    node(&url, 8_000_000)
+        .submit(submission(&["site1", "site2"], 10))
+        .await
+        .map(|_| ())
+        .expect("stored on the merge");
+    assert_eq!(puts(&requests), 1, "one write");
+    let requests = requests.lock().unwrap();
+    let first_write = requests.iter().position(|r| r.ends_with("/_bulk_docs"));
+    let fourth_read = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.starts_with("GET /cheops/r"))
+        .nth(3)
+        .map(|(i, _)| i);
+    assert!(
+        first_write > fourth_read,
+        "written on the merge: {requests:?}"
+    );
+}
+
+/// When the merge does not come (a partition cut it off), the exec is
+/// deferred with a clear error, and nothing is written.
+#[tokio::test]
+async fn an_exec_on_a_resource_that_stays_deleted_is_deferred_and_writes_nothing() {
+    let (url, requests) = fake_couch(DELETED, CREATED).await;
+    let error = node(&url, 8_000_000)
+        .submit(submission(&["site1", "site2"], 10))
+        .await
+        .map(|_| ())
+        .expect_err("deferred");
+    assert!(
+        matches!(error, ReplicatorError::Settling { .. }),
+        "{error:?}"
+    );
+    assert!(error.is_deferred());
+    assert!(error.to_string().contains("try again"), "{error}");
+    assert_eq!(puts(&requests), 0);
 }
 
 #[tokio::test]

@@ -161,3 +161,18 @@ async fn exhausted_write_retries_answer_503_with_retry_after() {
     assert_eq!(response.headers()["retry-after"], "1");
     assert_error(response, StatusCode::SERVICE_UNAVAILABLE, &["try again"]).await;
 }
+
+#[tokio::test]
+async fn a_resource_read_as_deleted_answers_503_with_retry_after() {
+    let response = node_refusal(ReplicatorError::Settling {
+        resource: "r".into(),
+    })
+    .await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        &["resource r", "merge", "nothing was stored", "try again"],
+    )
+    .await;
+}

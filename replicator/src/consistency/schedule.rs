@@ -56,6 +56,10 @@ pub struct Plan<'a> {
     /// not the block's: the first one's reply records it, and what the site
     /// ran before it no longer counts.
     pub rebuild: bool,
+    /// The block lacks operations this site ran since its last reset,
+    /// which no reset can have dropped: it is not the whole resource yet
+    /// (see [`plan`]). Nothing runs until a fuller revision arrives.
+    pub incomplete: bool,
 }
 
 /// The daemon's decision (Rule 3 of CONSISTENCY.md): what this site runs
@@ -92,6 +96,12 @@ pub fn plan<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) ->
                 .is_some_and(|&index| resets(config, &block[index].op_type))
     };
     let state = &history[history.iter().rposition(resets_state).unwrap_or(0)..];
+    if lacks_what_ran(state, &position, config) {
+        return Plan {
+            incomplete: true,
+            ..Plan::default()
+        };
+    }
 
     // The rank of each operation of the block in the state, if it is part
     // of it; `foreign` when the state holds anything else.
@@ -148,6 +158,7 @@ pub fn plan<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) ->
                 .map(|(_, op)| op)
                 .collect(),
             rebuild: false,
+            incomplete: false,
         };
     }
     // Nothing of the block ran since the reset and its first operation
@@ -156,7 +167,32 @@ pub fn plan<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) ->
     Plan {
         operations: block.iter().collect(),
         rebuild: !fresh,
+        incomplete: false,
     }
+}
+
+/// Whether the block lacks an operation of the site's `state` (its runs
+/// since its last reset) although nothing can have dropped it. Only a type
+/// that resets removes an operation from a block: Rule 1's reset and a
+/// `take-one` merge. Under a matrix where no type resets, a block lacking
+/// an operation that ran here is a partial view of the resource: a replica
+/// that received the deletion of the branch it ran before the merge that
+/// replaces it. Rebuilding from it would run again everything it holds.
+fn lacks_what_ran(
+    state: &[&Run],
+    position: &HashMap<&str, usize>,
+    config: &ResourceConfig,
+) -> bool {
+    let nothing_resets = !config.resolution_matrix.iter().any(|entry| {
+        matches!(
+            entry.result,
+            ResolutionResult::TakeOne | ResolutionResult::TakeBothReverseOrder
+        )
+    });
+    nothing_resets
+        && state
+            .iter()
+            .any(|run| !position.contains_key(run.request.as_str()))
 }
 
 /// Whether running an operation of `op_type` resets the state, so that
@@ -260,11 +296,9 @@ mod tests {
         Timestamp::from_str(&format!("2024-01-01T00:00:{seconds:02}Z")).unwrap_or_default()
     }
 
-    /// What `plan` runs, after the runs `ran` (oldest first; a `*` marks a
-    /// rebuild), and whether it rebuilds.
-    fn planned(block: &[Operation], config: &ResourceConfig, ran: &[&str]) -> (Vec<String>, bool) {
-        let runs: Vec<Run> = ran
-            .iter()
+    /// The runs `ran`, oldest first; a `*` marks a rebuild.
+    fn runs(ran: &[&str]) -> Vec<Run> {
+        ran.iter()
             .enumerate()
             .map(|(time, request)| Run {
                 request: request.trim_start_matches('*').to_owned(),
@@ -272,14 +306,24 @@ mod tests {
                 rebuild: request.starts_with('*'),
             })
             .rev()
-            .collect();
-        let plan = plan(block, &runs, config);
+            .collect()
+    }
+
+    /// What `plan` runs after the runs `ran` (see [`runs`]), and whether it
+    /// rebuilds.
+    fn planned(block: &[Operation], config: &ResourceConfig, ran: &[&str]) -> (Vec<String>, bool) {
+        let plan = plan(block, &runs(ran), config);
         let ids = plan
             .operations
             .iter()
             .map(|op| op.request_id.clone())
             .collect();
         (ids, plan.rebuild)
+    }
+
+    /// Whether `plan` finds the block lacking what ran, after `ran`.
+    fn incomplete(block: &[Operation], config: &ResourceConfig, ran: &[&str]) -> bool {
+        plan(block, &runs(ran), config).incomplete
     }
 
     fn none() -> (Vec<String>, bool) {
@@ -349,6 +393,33 @@ mod tests {
         assert_eq!(planned(&block, &config, &["a", "b", "*a", "c"]), none());
         // A rebuild cut short by a failure: only the rest runs.
         assert_eq!(planned(&block, &config, &["a", "b", "*a"]), only(&["c"]));
+    }
+
+    #[test]
+    fn a_block_lacking_what_ran_where_nothing_resets_runs_nothing() {
+        // x3 ran here; a replica got the deletion of its branch before the
+        // merge that holds it. No type resets: nothing can have dropped it.
+        let adds = ResourceConfig::default();
+        let block = [op("add", "x1"), op("add", "x2")];
+        assert!(incomplete(&block, &adds, &["x1", "x2", "x3"]));
+        assert_eq!(planned(&block, &adds, &["x1", "x2", "x3"]), none());
+        let pushes = matrix(&[("push", "push", ResolutionResult::TakeBothKeepOrder)]);
+        let block = [op("push", "p1"), op("push", "p2")];
+        assert!(incomplete(&block, &pushes, &["p1", "p3"]));
+        // Once the merge arrives, the missing operation runs.
+        let block = [op("push", "p1"), op("push", "p3"), op("push", "p2")];
+        assert!(!incomplete(&block, &pushes, &["p1", "p3"]));
+        assert_eq!(planned(&block, &pushes, &["p1", "p3"]), only(&["p2"]));
+    }
+
+    #[test]
+    fn a_block_lacking_what_ran_where_a_type_resets_rebuilds() {
+        // A set appended after x, then dropped by a take-one merge, took x
+        // with it: the block rightly lacks it.
+        let config = counter_config();
+        let block = [op("set", "s"), op("add", "c")];
+        assert!(!incomplete(&block, &config, &["s", "x"]));
+        assert_eq!(planned(&block, &config, &["s", "x"]), rebuild(&["s", "c"]));
     }
 
     #[test]
