@@ -26,7 +26,7 @@ use client::{Api, Outcome};
 use plan::{site, Action, Op};
 use verdict::Verdict;
 
-pub use plan::Plan;
+pub use plan::{Mode, Plan};
 
 /// How long the cluster may take to converge once whole again.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -49,6 +49,7 @@ pub struct ChaosOptions {
     pub dir: PathBuf,
     /// Leave the cluster up afterwards.
     pub keep: bool,
+    pub mode: Mode,
 }
 
 /// The outcome of a run.
@@ -72,7 +73,7 @@ pub async fn chaos(options: &ChaosOptions) -> Result<Report, Failure> {
     if options.seconds == 0 {
         return Err("--seconds must be at least 1".into());
     }
-    let plan = Plan::new(options.seed, options.nodes, options.seconds);
+    let plan = Plan::new(options.seed, options.nodes, options.seconds, options.mode);
     let up = UpOptions {
         nodes: options.nodes,
         dir: options.dir.clone(),
@@ -123,7 +124,7 @@ async fn drive(plan: &Plan, dir: &Path, cluster: &ClusterFile) -> Result<Report,
 
     let start = Instant::now();
     let shared = Arc::new(plan.clone());
-    let clients: Vec<_> = (0..plan.nodes)
+    let clients: Vec<_> = (0..plan.clients)
         .map(|client| {
             let (api, plan) = (api.clone(), shared.clone());
             tokio::spawn(async move { client::run(&api, &plan, client, start).await })
@@ -173,22 +174,23 @@ async fn drive(plan: &Plan, dir: &Path, cluster: &ClusterFile) -> Result<Report,
             CONVERGE_TIMEOUT.as_secs()
         ),
     };
+    let faults = match plan.mode {
+        Mode::Faults => format!("faults: {} ({faults_failed} failed)", plan.fault_counts()),
+        Mode::Concurrency => format!("no faults, {} clients", plan.clients),
+    };
     let summary = format!(
         "chaos seed {} on {} nodes for {} s: {} operations sent, {accepted} accepted \
          ({refused} refused, {unanswered} unanswered), {} in blocks; \
-         faults: {} ({faults_failed} failed); {converged}; {}; {} second runs excused by daemon kills: {} (replay: --seed {} --nodes {} --seconds {})",
+         {faults}; {converged}; {}; {} second runs excused by daemon kills: {} (replay: {})",
         plan.seed,
         plan.nodes,
         plan.millis / 1000,
         outcomes.len(),
         verdict.in_blocks,
-        plan.fault_counts(),
         verdict.counts(),
         verdict.excused.len(),
         if passed { "PASS" } else { "FAIL" },
-        plan.seed,
-        plan.nodes,
-        plan.millis / 1000,
+        plan.replay(),
     );
     let outcomes = outcomes
         .iter()
@@ -214,6 +216,7 @@ async fn setup(api: &Api, plan: &Plan, cluster: &ClusterFile) -> Result<(), Fail
     let op = Op {
         at_ms: 0,
         client: 0,
+        via: 0,
         resource: index,
         tag: SETUP.into(),
         op_type: "set",

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use cheops_tests::{Cluster, ClusterOptions, Process};
 
-pub use chaos::{chaos, ChaosOptions, Plan, Report};
+pub use chaos::{chaos, ChaosOptions, Mode, Plan, Report};
 pub use files::{ClusterFile, NodeEntry};
 pub use status::status;
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cheops_devcluster::{self as local, ChaosOptions, Fault, UpOptions};
+use cheops_devcluster::{self as local, ChaosOptions, Fault, Mode, UpOptions};
 use cheops_tests::Process;
 use clap::{Parser, Subcommand};
 
@@ -92,6 +92,11 @@ enum Command {
         /// Leave the cluster up afterwards (`down --dir DIR` stops it).
         #[arg(long)]
         keep: bool,
+        /// No faults: two clients per site, each sending through sites
+        /// drawn at random to a few resources every site holds, pausing up
+        /// to 0.4 s between operations.
+        #[arg(long)]
+        concurrency: bool,
     },
     /// The supervisor process `up` starts (not for direct use).
     #[command(hide = true)]
@@ -184,6 +189,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             nodes,
             dir,
             keep,
+            concurrency,
         } => {
             let seed = seed.unwrap_or_else(random_seed);
             let options = ChaosOptions {
@@ -192,6 +198,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 nodes,
                 dir: absolute(dir)?,
                 keep,
+                mode: if concurrency {
+                    Mode::Concurrency
+                } else {
+                    Mode::Faults
+                },
             };
             eprintln!(
                 "chaos: seed {seed}, {nodes} nodes, {seconds} s, in {}",

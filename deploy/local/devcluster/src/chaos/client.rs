@@ -1,6 +1,6 @@
-//! The clients of a chaos run: one per site, sending that site's planned
-//! operations through its API at their planned times, and what became of
-//! each.
+//! The clients of a chaos run, each sending its planned operations, one at
+//! a time, through the API of the site each names, at their planned times
+//! (or as soon as the previous one is answered), and what became of each.
 
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ pub struct Api {
 }
 
 impl Api {
-    /// Sends `op` through its client's node.
+    /// Sends `op` through the node it names.
     pub async fn send(&self, plan: &Plan, op: &Op) -> Outcome {
         let resource = &plan.resources[op.resource];
         let sites: Vec<String> = resource.sites.iter().map(|&i| site(i)).collect();
@@ -51,7 +51,7 @@ impl Api {
         }
         let mut request = self
             .http
-            .post(format!("{}/exec/{}", self.urls[op.client], resource.id))
+            .post(format!("{}/exec/{}", self.urls[op.via], resource.id))
             .multipart(form);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

@@ -20,6 +20,24 @@ pub const MATRIX: &str = r#"{"ResolutionMatrix": [
 /// A new resource without a matrix comes into use every this many
 /// milliseconds, so that sites create resources at once throughout a run.
 const RESOURCE_EVERY_MS: u64 = 8_000;
+/// Without faults: clients per node, resources without a matrix (every
+/// site holds them), and the longest pause of a client between two
+/// operations.
+const CONCURRENT_CLIENTS_PER_NODE: usize = 2;
+const CONCURRENT_RESOURCES: usize = 3;
+const CONCURRENT_PAUSE_MS: u64 = 400;
+
+/// What a run puts the cluster through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One client per site, sending through it, to resources on all sites
+    /// or some, while faults come and go.
+    Faults,
+    /// No fault: several clients per site, each sending through sites
+    /// drawn at random to a few resources every site holds, with short
+    /// pauses. Sites resolve the same conflicts at once, all the time.
+    Concurrency,
+}
 
 /// A small, seeded generator (SplitMix64): the plan must not change with a
 /// dependency's version.
@@ -70,8 +88,10 @@ pub struct Resource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Op {
     pub at_ms: u64,
-    /// The index of the site whose API it is sent to.
+    /// The client that sends it (a client sends one at a time).
     pub client: usize,
+    /// The index of the site whose API it is sent to.
+    pub via: usize,
     pub resource: usize,
     /// Unique in the run; the command writes it to the resource's file.
     pub tag: String,
@@ -127,6 +147,9 @@ pub struct Plan {
     pub seed: u64,
     pub nodes: usize,
     pub millis: u64,
+    pub mode: Mode,
+    /// How many clients send operations.
+    pub clients: usize,
     pub resources: Vec<Resource>,
     /// Sorted by time.
     pub ops: Vec<Op>,
@@ -135,23 +158,48 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(seed: u64, nodes: usize, seconds: u64) -> Plan {
+    pub fn new(seed: u64, nodes: usize, seconds: u64, mode: Mode) -> Plan {
         let millis = seconds * 1000;
         let mut rng = Rng::new(seed);
-        let resources = resources(&mut rng, nodes, millis);
-        let events = events(&mut rng, nodes, millis);
-        let mut ops: Vec<Op> = (0..nodes)
-            .flat_map(|client| client_ops(&mut rng, client, &resources, millis))
+        let (resources, events, clients) = match mode {
+            Mode::Faults => {
+                let resources = resources(&mut rng, nodes, millis);
+                (resources, events(&mut rng, nodes, millis), nodes)
+            }
+            Mode::Concurrency => (
+                shared_resources(nodes),
+                Vec::new(),
+                nodes * CONCURRENT_CLIENTS_PER_NODE,
+            ),
+        };
+        let mut ops: Vec<Op> = (0..clients)
+            .flat_map(|client| client_ops(&mut rng, client, &resources, millis, mode))
             .collect();
         ops.sort_by_key(|op| op.at_ms);
         Plan {
             seed,
             nodes,
             millis,
+            mode,
+            clients,
             resources,
             ops,
             events,
         }
+    }
+
+    /// The arguments that replay this plan.
+    pub fn replay(&self) -> String {
+        let mode = match self.mode {
+            Mode::Faults => "",
+            Mode::Concurrency => " --concurrency",
+        };
+        format!(
+            "--seed {} --nodes {} --seconds {}{mode}",
+            self.seed,
+            self.nodes,
+            self.millis / 1000
+        )
     }
 
     /// How many faults of each kind, for the summary.
@@ -205,12 +253,49 @@ fn resources(rng: &mut Rng, nodes: usize, millis: u64) -> Vec<Resource> {
     resources
 }
 
-fn client_ops(rng: &mut Rng, client: usize, resources: &[Resource], millis: u64) -> Vec<Op> {
+/// The resources of a run without faults: the matrix resource and a few
+/// without a matrix, all on every site and in use from the start, so that
+/// sites also create them at once.
+fn shared_resources(nodes: usize) -> Vec<Resource> {
+    let all: Vec<usize> = (0..nodes).collect();
+    let mut resources = vec![Resource {
+        id: "chaos-matrix".into(),
+        sites: all.clone(),
+        matrix: true,
+        from_ms: 0,
+    }];
+    resources.extend((1..=CONCURRENT_RESOURCES).map(|k| Resource {
+        id: format!("chaos-{k}"),
+        sites: all.clone(),
+        matrix: false,
+        from_ms: 0,
+    }));
+    resources
+}
+
+/// The operations of one client, one after the other. With faults, a
+/// client sends through its own site, to the resources in use there; without
+/// them, to any resource, through a site of it drawn at random each time,
+/// after shorter pauses.
+fn client_ops(
+    rng: &mut Rng,
+    client: usize,
+    resources: &[Resource],
+    millis: u64,
+    mode: Mode,
+) -> Vec<Op> {
+    let (first, pause) = match mode {
+        Mode::Faults => (500, (150, 900)),
+        Mode::Concurrency => (CONCURRENT_PAUSE_MS, (0, CONCURRENT_PAUSE_MS)),
+    };
     let mut ops = Vec::new();
-    let mut at_ms = rng.between(0, 500);
+    let mut at_ms = rng.between(0, first);
     while at_ms < millis {
         let usable: Vec<usize> = (0..resources.len())
-            .filter(|&r| resources[r].from_ms <= at_ms && resources[r].sites.contains(&client))
+            .filter(|&r| {
+                resources[r].from_ms <= at_ms
+                    && (mode == Mode::Concurrency || resources[r].sites.contains(&client))
+            })
             .collect();
         let resource = rng.pick(&usable);
         let op_type = if resources[resource].matrix && rng.between(0, 10) < 3 {
@@ -218,14 +303,22 @@ fn client_ops(rng: &mut Rng, client: usize, resources: &[Resource], millis: u64)
         } else {
             "add"
         };
+        let (via, tag) = match mode {
+            Mode::Faults => (client, site(client)),
+            Mode::Concurrency => (
+                rng.pick(&resources[resource].sites),
+                format!("client{}", client + 1),
+            ),
+        };
         ops.push(Op {
             at_ms,
             client,
+            via,
             resource,
-            tag: format!("{}-{:04}", site(client), ops.len() + 1),
+            tag: format!("{tag}-{:04}", ops.len() + 1),
             op_type,
         });
-        at_ms += rng.between(150, 900);
+        at_ms += rng.between(pause.0, pause.1);
     }
     ops
 }
@@ -311,13 +404,7 @@ impl fmt::Display for Action {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "seed {} nodes {} seconds {}",
-            self.seed,
-            self.nodes,
-            self.millis / 1000
-        )?;
+        writeln!(f, "{}", self.replay())?;
         for r in &self.resources {
             let sites: Vec<String> = r.sites.iter().map(|&i| site(i)).collect();
             let matrix = if r.matrix { " (matrix)" } else { "" };
@@ -340,7 +427,7 @@ impl fmt::Display for Plan {
                 op.at_ms,
                 op.op_type,
                 resource.id,
-                site(op.client),
+                site(op.via),
                 op.command(resource)
             )?;
         }
@@ -354,16 +441,19 @@ mod tests {
 
     #[test]
     fn a_seed_gives_one_plan() {
-        let plan = Plan::new(7, 3, 60);
-        assert_eq!(plan, Plan::new(7, 3, 60));
-        assert_ne!(plan, Plan::new(8, 3, 60));
-        assert_eq!(plan.to_string(), Plan::new(7, 3, 60).to_string());
+        let plan = Plan::new(7, 3, 60, Mode::Faults);
+        assert_eq!(plan, Plan::new(7, 3, 60, Mode::Faults));
+        assert_ne!(plan, Plan::new(8, 3, 60, Mode::Faults));
+        assert_eq!(
+            plan.to_string(),
+            Plan::new(7, 3, 60, Mode::Faults).to_string()
+        );
     }
 
     #[test]
     fn every_fault_is_undone_and_a_node_stays_whole() {
         for seed in 0..200 {
-            let plan = Plan::new(seed, 3, 60);
+            let plan = Plan::new(seed, 3, 60, Mode::Faults);
             assert!(!plan.ops.is_empty(), "seed {seed}");
             let mut partitioned = false;
             let mut impaired = [false; 3];
@@ -386,7 +476,7 @@ mod tests {
 
     #[test]
     fn clients_use_only_their_resources_and_tags_are_unique() {
-        let plan = Plan::new(3, 4, 60);
+        let plan = Plan::new(3, 4, 60, Mode::Faults);
         let mut tags = std::collections::BTreeSet::new();
         for op in &plan.ops {
             assert!(plan.resources[op.resource].sites.contains(&op.client));
@@ -394,5 +484,28 @@ mod tests {
             assert!(tags.insert(op.tag.clone()), "{} twice", op.tag);
         }
         assert!(plan.resources.iter().any(|r| r.sites.len() < 4));
+    }
+
+    #[test]
+    fn without_faults_many_clients_share_every_resource_through_any_site() {
+        let plan = Plan::new(5, 4, 30, Mode::Concurrency);
+        assert_eq!(plan, Plan::new(5, 4, 30, Mode::Concurrency));
+        assert!(plan.events.is_empty());
+        assert_eq!(plan.clients, 8);
+        assert!(plan.resources.iter().all(|r| r.sites.len() == 4));
+        let mut tags = std::collections::BTreeSet::new();
+        let mut vias = std::collections::BTreeSet::new();
+        for op in &plan.ops {
+            assert!(tags.insert(op.tag.clone()), "{} twice", op.tag);
+            assert!(op.op_type == "add" || plan.resources[op.resource].matrix);
+            vias.insert((op.client, op.via));
+        }
+        for client in 0..plan.clients {
+            let through = vias.iter().filter(|(c, _)| *c == client).count();
+            assert!(through > 1, "client {client} sends through one site only");
+        }
+        assert!(plan
+            .to_string()
+            .starts_with("--seed 5 --nodes 4 --seconds 30 --concurrency\n"));
     }
 }
