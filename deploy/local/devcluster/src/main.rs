@@ -94,7 +94,7 @@ enum Command {
         keep: bool,
         /// No faults: two clients per site, each sending through sites
         /// drawn at random to a few resources every site holds, pausing up
-        /// to 0.4 s between operations.
+        /// to 0.4 s after each answer.
         #[arg(long)]
         concurrency: bool,
     },

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::multipart::Form;
 use tokio::time::Instant;
 
-use super::plan::{site, Op, Plan, MATRIX};
+use super::plan::{site, Mode, Op, Plan, MATRIX};
 
 /// How long a client waits for `/exec` to answer (a frozen node answers
 /// nothing).
@@ -93,14 +93,33 @@ async fn ok_replies(mut response: reqwest::Response, sites: usize) -> usize {
 }
 
 /// Runs client `client`'s part of the plan from `start`; returns the index
-/// in `plan.ops` and the outcome of each of its operations.
+/// in `plan.ops` and the outcome of each of its operations. With faults,
+/// each operation goes at its planned time (or when the one before is
+/// answered). Without, the planned times are pauses: each operation goes
+/// that long after the answer to the one before, until the run's time is
+/// up, so that every client keeps sending at its own pace, and the
+/// operations planned past the end are not sent.
 pub async fn run(api: &Api, plan: &Plan, client: usize, start: Instant) -> Vec<(usize, Outcome)> {
+    let end = start + Duration::from_millis(plan.millis);
     let mut outcomes = Vec::new();
+    let mut previous = 0;
     for (index, op) in plan.ops.iter().enumerate() {
         if op.client != client {
             continue;
         }
-        tokio::time::sleep_until(start + Duration::from_millis(op.at_ms)).await;
+        match plan.mode {
+            Mode::Faults => {
+                tokio::time::sleep_until(start + Duration::from_millis(op.at_ms)).await;
+            }
+            Mode::Concurrency => {
+                let pause = Duration::from_millis(op.at_ms.saturating_sub(previous));
+                previous = op.at_ms;
+                tokio::time::sleep(pause).await;
+                if Instant::now() >= end {
+                    break;
+                }
+            }
+        }
         outcomes.push((index, api.send(plan, op).await));
     }
     outcomes

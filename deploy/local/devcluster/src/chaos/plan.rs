@@ -35,7 +35,9 @@ pub enum Mode {
     Faults,
     /// No fault: several clients per site, each sending through sites
     /// drawn at random to a few resources every site holds, with short
-    /// pauses. Sites resolve the same conflicts at once, all the time.
+    /// pauses after each answer (an operation's `at_ms` is its client's
+    /// planned time, so the pauses are the differences). Sites resolve the
+    /// same conflicts at once, all the time.
     Concurrency,
 }
 
