@@ -418,7 +418,7 @@ async fn counter_during_a_partition() {
     );
 }
 
-/// Issue 12: every site creates the same resource with an `add` during a
+/// Every site creates the same resource with an `add` during a
 /// partition (no matrix: every pair commutes). The merge puts one site's
 /// operation first; the others run it after their own, which must not make
 /// them run their own again. Each site ends with each line once, and one

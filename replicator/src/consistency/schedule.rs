@@ -338,8 +338,8 @@ mod tests {
         (ids.iter().map(|id| id.to_string()).collect(), true)
     }
 
-    /// The defect of issue 12: a merge put another site's operation first,
-    /// and the site ran it after its own; its own must not run again.
+    /// A merge put another site's operation first, and the site ran it
+    /// after its own: its own must not run again.
     #[test]
     fn a_first_operation_that_does_not_reset_leaves_earlier_runs_counted() {
         let block = [op("add", "7480"), op("add", "d41e")];
