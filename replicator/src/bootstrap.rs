@@ -25,6 +25,9 @@ pub const REPLIES_VIEW: &str = "replies-by-resource-site";
 pub const REQUESTS_VIEW: &str = "by-resource-request";
 /// Replication filter: documents whose Locations contain `query_params.site`.
 pub const SITE_FILTER: &str = "cheops/by-site";
+/// Changes filter: the replies of the site `site` (by their content: the
+/// original lets CouchDB choose their ids).
+pub const REPLIES_OF_FILTER: &str = "cheops/replies-of";
 
 /// Who may read and write the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,7 +52,7 @@ impl DatabaseAccess {
 }
 
 /// The views and filter this node owns: rewritten when they differ.
-fn own_parts() -> [(&'static str, &'static str, Value); 3] {
+fn own_parts() -> [(&'static str, &'static str, Value); 4] {
     [
         (
             "views",
@@ -71,6 +74,11 @@ fn own_parts() -> [(&'static str, &'static str, Value); 3] {
             // String(): PouchDB Server parses query values as JSON, so a
             // site named 123 would otherwise arrive as a number.
             json!("function (doc, req) { return !!doc.Locations && doc.Locations.indexOf(String(req.query.site)) >= 0; }"),
+        ),
+        (
+            "filters",
+            "replies-of",
+            json!("function (doc, req) { return doc.Type === 'REPLY' && doc.Site === String(req.query.site); }"),
         ),
     ]
 }

@@ -618,18 +618,15 @@ impl CouchClient {
         Ok(())
     }
 
-    /// Opens the continuous changes feed after `since` (opaque; `None` for the
-    /// beginning), with documents and their conflicts. CouchDB sends a
-    /// heartbeat every third of the timeout; a feed silent for a whole
-    /// timeout fails (see [`ChangesFeed::next`]), as does one whose headers
-    /// do not come within it.
-    /// The ids of the documents changed after `since`, at most `limit` of
-    /// them, with the sequence to read the next ones from; none when the
-    /// feed is read to its end.
+    /// The ids of the documents changed after `since` (that pass `filter`,
+    /// a design document's filter and its parameters, when given), at most
+    /// `limit` of them, with the sequence to read the next ones from; none
+    /// when the feed is read to its end.
     pub async fn changed_ids(
         &self,
         since: &Value,
         limit: usize,
+        filter: &[(&str, &str)],
     ) -> Result<(Vec<String>, Value), ReplicatorError> {
         #[derive(Deserialize)]
         struct Page {
@@ -644,10 +641,13 @@ impl CouchClient {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let builder = self.request(Method::GET, self.url(&["_changes"])).query(&[
-            ("since", since.as_str()),
-            ("limit", limit.to_string().as_str()),
-        ]);
+        let builder = self
+            .request(Method::GET, self.url(&["_changes"]))
+            .query(&[
+                ("since", since.as_str()),
+                ("limit", limit.to_string().as_str()),
+            ])
+            .query(filter);
         let (_, value) = self
             .send(RequestKind::Changes, builder, "GET _changes", &[])
             .await?;
@@ -658,6 +658,11 @@ impl CouchClient {
         ))
     }
 
+    /// Opens the continuous changes feed after `since` (opaque; `None` for the
+    /// beginning), with documents and their conflicts. CouchDB sends a
+    /// heartbeat every third of the timeout; a feed silent for a whole
+    /// timeout fails (see [`ChangesFeed::next`]), as does one whose headers
+    /// do not come within it.
     pub async fn changes(&self, since: Option<&Value>) -> Result<ChangesFeed, ReplicatorError> {
         let since = match since {
             Some(Value::String(s)) => s.clone(),

@@ -10,8 +10,9 @@
 //!
 //! Invariant: while reads are stale, `own` holds every reply of this site
 //! that the database may hold beyond the index's sequence at the start, U:
-//! - those stored after U before the start, found by id (`reply-{site}-…`)
-//!   among the documents the changes feed lists after U;
+//! - those stored after U before the start, found by their `Site` among
+//!   the documents the changes feed lists after U (whoever wrote them:
+//!   the original's replies have ids CouchDB chose);
 //! - those the journal holds at the start (the flusher may store them at
 //!   any time);
 //! - those the runner makes from then on, added as it journals them;
@@ -36,7 +37,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
-use crate::bootstrap::{DESIGN, REPLIES_VIEW};
+use crate::bootstrap::{DESIGN, REPLIES_OF_FILTER, REPLIES_VIEW};
 use crate::couch::CouchClient;
 use crate::journal::Journal;
 use crate::replied::{ran_of, Ran};
@@ -171,20 +172,19 @@ impl StaleReads {
 }
 
 /// The replies of `site` stored after the sequence the replies view's index
-/// has reached, found by id among the documents changed since.
+/// has reached: the documents changed since that the `replies-of` filter
+/// passes, whatever their ids.
 async fn beyond_index(
     couch: &CouchClient,
     site: &str,
 ) -> Result<Vec<ReplyDocument>, ReplicatorError> {
     let mut since = couch.view_indexed_seq(DESIGN, REPLIES_VIEW).await?;
-    // Ids of another site whose name extends this one's match too: the
-    // documents say whose they are.
-    let prefix = format!("reply-{site}-");
+    let filter = [("filter", REPLIES_OF_FILTER), ("site", site)];
     let mut ids = Vec::new();
     loop {
-        let (changed, last) = couch.changed_ids(&since, CHANGES_PAGE).await?;
+        let (changed, last) = couch.changed_ids(&since, CHANGES_PAGE, &filter).await?;
         let done = changed.len() < CHANGES_PAGE;
-        ids.extend(changed.into_iter().filter(|id| id.starts_with(&prefix)));
+        ids.extend(changed);
         if ids.len() > MAX_OWN {
             return Err(ReplicatorError::Interrupted(
                 "finding this site's replies beyond the index: too many",

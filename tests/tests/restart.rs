@@ -104,6 +104,25 @@ fn latest_daemon_log(cluster: &Cluster, i: usize) -> String {
 /// effect into its log), as site2's daemon would have.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_daemon_counts_the_replies_its_index_lacks() {
+    counts_the_replies_beyond_the_index(|request, time| {
+        json!({"_id": format!("reply-site2-{request}-{time}"), "ReadsHistory": true})
+    })
+    .await;
+}
+
+/// The same for a database a Go node wrote, taken over by this port's node
+/// under the same site name: the original POSTs its replies, so CouchDB
+/// chooses their ids, and they say nothing of reading history. They are
+/// the site's own all the same, by their `Site`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_taking_over_a_go_database_counts_its_replies_whatever_their_ids() {
+    counts_the_replies_beyond_the_index(|_, _| json!({})).await;
+}
+
+/// Stops site2's daemon, stores its replies to 1 to 4 (each with the fields
+/// `fields` gives for its request and time), restarts it, and checks that it
+/// ran none of them again and found them beyond its index.
+async fn counts_the_replies_beyond_the_index(fields: impl Fn(&str, &str) -> serde_json::Value) {
     let mut cluster = Cluster::start_with_timeout(2, 3).await;
     async fn exec(cluster: &Cluster, n: usize) -> String {
         let command = format!("echo {n} >> \"$NODE_DIR/log\"");
@@ -128,8 +147,7 @@ async fn a_restarted_daemon_counts_the_replies_its_index_lacks() {
     for n in 1..=4 {
         let request = exec(&cluster, n).await;
         let time = cheops_model::Timestamp::now().to_string();
-        let reply = json!({
-            "_id": format!("reply-site2-{request}-{time}"),
+        let mut reply = json!({
             "Locations": ["site1", "site2"],
             "Site": "site2",
             "RequestId": request,
@@ -139,8 +157,12 @@ async fn a_restarted_daemon_counts_the_replies_its_index_lacks() {
             "Output": "",
             "ExecutionTime": time,
             "Type": "REPLY",
-            "ReadsHistory": true,
         });
+        if let (Some(reply), serde_json::Value::Object(more)) =
+            (reply.as_object_mut(), fields(&request, &time))
+        {
+            reply.extend(more);
+        }
         let written = http
             .post(&site2)
             .json(&reply)
