@@ -43,7 +43,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::batch::Batcher;
 use crate::bootstrap::{DESIGN, REPLIES_VIEW};
-use crate::consistency::{payloads, plan};
+use crate::consistency::{payloads, plan, plan_anyway};
 use crate::couch::CouchClient;
 use crate::journal::{reply_id, Journal};
 use crate::oversize::fit;
@@ -53,6 +53,13 @@ use crate::stale_reads::StaleReads;
 use crate::store::store_replies;
 use crate::supervisor::Task;
 use crate::{backoff, ReplicatorError};
+
+/// How long a resource whose block lacks operations this site ran waits
+/// for the rest before its block is taken as it is. The merge that holds
+/// them usually comes with the next replication batch; a partition can hold
+/// it back, and a configuration changed since they ran can make the wait
+/// endless.
+const MERGE_WAIT: Duration = Duration::from_secs(60);
 
 /// How many resources may be scheduled (waiting or running) at once.
 const SCHEDULED: usize = 256;
@@ -371,6 +378,9 @@ enum Pass {
     /// A pruned operation must run, and its history document has not
     /// arrived yet (the one named).
     AwaitingHistory(String),
+    /// The block lacks operations this site ran: the rest of the resource
+    /// has not arrived yet.
+    AwaitingMerge,
 }
 
 /// Makes each result of a batch a reply, durable in the journal before the
@@ -510,6 +520,8 @@ impl Inner {
     /// restart (the checkpoint cannot have passed it).
     async fn run_until_settled(&self, mut doc: ResourceDocument) {
         let (mut failures, mut waits) = (0, 0);
+        // Since when the block has lacked operations this site ran.
+        let mut lacking: Option<tokio::time::Instant> = None;
         let mut stopping = self.stopping.subscribe();
         let mut history_seen = self.history_seen.subscribe();
         loop {
@@ -519,12 +531,27 @@ impl Inner {
             // From here on, a history document arriving wakes a wait below.
             history_seen.borrow_and_update();
             self.prefetch(&doc).await;
-            let outcome = self.handle(&doc).await;
+            let trust_block = lacking.is_some_and(|since| since.elapsed() >= MERGE_WAIT);
+            let outcome = self.handle(&doc, trust_block).await;
             self.report(outcome.as_ref().map(|_| ()));
+            if !matches!(outcome, Ok(Pass::AwaitingMerge)) {
+                lacking = None;
+            }
             let settled = match outcome {
                 Ok(Pass::Settled) => {
                     (failures, waits) = (0, 0);
                     true
+                }
+                Ok(Pass::AwaitingMerge) => {
+                    failures = 0;
+                    waits += 1;
+                    lacking.get_or_insert_with(tokio::time::Instant::now);
+                    let delay = backoff::delay(waits);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    }
+                    false
                 }
                 Ok(Pass::AwaitingHistory(request)) => {
                     failures = 0;
@@ -573,7 +600,11 @@ impl Inner {
     ///
     /// Cancellation: the command running is stopped and may run again at
     /// the next pass; every command that ended has its reply in the journal.
-    async fn handle(&self, doc: &ResourceDocument) -> Result<Pass, ReplicatorError> {
+    async fn handle(
+        &self,
+        doc: &ResourceDocument,
+        trust_block: bool,
+    ) -> Result<Pass, ReplicatorError> {
         let resource = doc.id.as_str();
         if !doc.lives_on(&self.site) {
             return Ok(Pass::Settled);
@@ -596,12 +627,16 @@ impl Inner {
         let journaled = self.journal.ran(resource);
         let mut ran = self.ran_so_far(resource).await?;
         merge_runs(&mut ran, journaled);
-        let plan = plan(&doc.operations, &ran, &doc.config);
+        let plan = if trust_block {
+            warn!(resource, site = %self.site, wait = ?MERGE_WAIT, "the block still lacks operations this site ran; taking it as it is");
+            plan_anyway(&doc.operations, &ran, &doc.config)
+        } else {
+            plan(&doc.operations, &ran, &doc.config)
+        };
         if plan.incomplete {
-            // The next change of the resource, the merge, brings the rest.
             self.couch.metrics().found_incomplete();
             info!(resource, site = %self.site, "the block lacks operations this site ran; waiting for the rest of the resource");
-            return Ok(Pass::Settled);
+            return Ok(Pass::AwaitingMerge);
         }
         if plan.rebuild {
             self.couch.metrics().rebuilt();

@@ -66,7 +66,9 @@ fn old_status(n: usize, site: &str) -> Status {
 /// The resource, written into node 0's database: `OLD` history documents
 /// with their replies from every site, two more at one instant written two
 /// ways, and a block of three operations of which only the first has a
-/// history document. Returns the request ids in the order expected.
+/// history document. Its matrix lets a `set` replace what came before it:
+/// the old operations left the block through resets, which no site ran
+/// since. Returns the request ids in the order expected.
 async fn write_ledger(cluster: &Cluster, http: &reqwest::Client) -> Vec<String> {
     let sites: Vec<String> = (0..cluster.len())
         .map(|i| cluster.node(i).site.clone())
@@ -127,6 +129,10 @@ async fn write_ledger(cluster: &Cluster, http: &reqwest::Client) -> Vec<String> 
         id: RESOURCE.into(),
         locations: sites.clone(),
         operations: block.clone(),
+        config: serde_json::from_value(json!({"ResolutionMatrix": [
+            {"Before": "set", "After": "set", "Result": "take-one"}
+        ]}))
+        .unwrap(),
         ..ResourceDocument::default()
     };
     docs.push(serde_json::to_value(resource).unwrap());

@@ -79,6 +79,23 @@ pub struct Plan<'a> {
 /// operations alone, and never notices an operation that a merge dropped
 /// after it ran.
 pub fn plan<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) -> Plan<'a> {
+    decide(block, ran, config, false)
+}
+
+/// [`plan`], taking the block for the whole resource even when it lacks
+/// what ran: what a site does once it has waited long enough for the rest
+/// (a configuration changed since those operations ran can make a block
+/// look partial for good).
+pub fn plan_anyway<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) -> Plan<'a> {
+    decide(block, ran, config, true)
+}
+
+fn decide<'a>(
+    block: &'a [Operation],
+    ran: &[Run],
+    config: &ResourceConfig,
+    trust_block: bool,
+) -> Plan<'a> {
     let Some(first) = block.first() else {
         return Plan::default();
     };
@@ -96,7 +113,7 @@ pub fn plan<'a>(block: &'a [Operation], ran: &[Run], config: &ResourceConfig) ->
                 .is_some_and(|&index| resets(config, &block[index].op_type))
     };
     let state = &history[history.iter().rposition(resets_state).unwrap_or(0)..];
-    if lacks_what_ran(state, &position, config) {
+    if !trust_block && lacks_what_ran(state, &position, config) {
         return Plan {
             incomplete: true,
             ..Plan::default()
@@ -406,6 +423,9 @@ mod tests {
         let pushes = matrix(&[("push", "push", ResolutionResult::TakeBothKeepOrder)]);
         let block = [op("push", "p1"), op("push", "p2")];
         assert!(incomplete(&block, &pushes, &["p1", "p3"]));
+        // Waited long enough: the block is taken as it is.
+        let anyway = plan_anyway(&block, &runs(&["p1", "p3"]), &pushes);
+        assert!(!anyway.incomplete && anyway.rebuild);
         // Once the merge arrives, the missing operation runs.
         let block = [op("push", "p1"), op("push", "p3"), op("push", "p2")];
         assert!(!incomplete(&block, &pushes, &["p1", "p3"]));
