@@ -107,20 +107,27 @@ async fn a_rebuild_of_a_pruned_block_runs_the_real_commands_from_history() {
 }
 
 /// Sends an `add` of `command` to `sites` through node `i` and returns once
-/// it is stored (the answer's status), without waiting for the replies.
+/// it is stored (the answer's status), without waiting for the replies. A
+/// 503 stored nothing (writers racing on the resource won every attempt):
+/// the client sends it again, as `Retry-After` says it may.
 async fn submit(cluster: &Cluster, i: usize, id: &str, command: &str) {
-    let form = reqwest::multipart::Form::new()
-        .text("sites", "site1&site2")
-        .text("command", command.to_owned())
-        .text("type", "add");
-    let response = reqwest::Client::new()
-        .post(format!("{}/exec/{id}", cluster.node(i).api_url()))
-        .bearer_auth(cluster.token())
-        .multipart(form)
-        .send()
-        .await
-        .expect("the API answers");
-    assert_eq!(response.status(), 200);
+    loop {
+        let form = reqwest::multipart::Form::new()
+            .text("sites", "site1&site2")
+            .text("command", command.to_owned())
+            .text("type", "add");
+        let response = reqwest::Client::new()
+            .post(format!("{}/exec/{id}", cluster.node(i).api_url()))
+            .bearer_auth(cluster.token())
+            .multipart(form)
+            .send()
+            .await
+            .expect("the API answers");
+        if response.status() != 503 {
+            assert_eq!(response.status(), 200);
+            return;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
