@@ -114,6 +114,10 @@ struct Inner {
     /// Counts the history documents the feed delivered: a pass waiting for
     /// one looks again when it moves.
     history_seen: watch::Sender<u64>,
+    /// Counts the documents handed over to resources already scheduled: a
+    /// pass waiting for the rest of its resource looks whether its own
+    /// arrived when it moves.
+    offered: watch::Sender<u64>,
     /// Reads of this site's replies, by resource, shared between passes.
     reads: Batcher<String, Shared<Vec<Ran>>>,
     /// Writes of the replies of passes, shared between passes.
@@ -164,6 +168,7 @@ impl Runner {
                 stale: StaleReads::default(),
                 indexer: Mutex::new(None),
                 history_seen: watch::Sender::new(0),
+                offered: watch::Sender::new(0),
                 reads: Batcher::new(READ_BATCH, READS_IN_FLIGHT),
                 writes: Batcher::new(SCHEDULED, WRITES_IN_FLIGHT),
             }),
@@ -184,6 +189,7 @@ impl Runner {
             let mut pending = self.inner.lock();
             if pending.is_scheduled(&doc.id) {
                 pending.offer(doc);
+                self.inner.offered.send_modify(|offered| *offered += 1);
                 return;
             }
             doc
@@ -351,6 +357,11 @@ impl Pending {
                 Some(doc)
             }
         }
+    }
+
+    /// Whether a document arrived for `id` since the last one was taken.
+    fn has_newer(&self, id: &str) -> bool {
+        self.0.get(id).is_some_and(Option::is_some)
     }
 
     /// The document that arrived for `id` since the last one was taken.
@@ -524,6 +535,7 @@ impl Inner {
         let mut lacking: Option<tokio::time::Instant> = None;
         let mut stopping = self.stopping.subscribe();
         let mut history_seen = self.history_seen.subscribe();
+        let mut offered = self.offered.subscribe();
         loop {
             if self.is_stopping() {
                 return;
@@ -546,10 +558,17 @@ impl Inner {
                     failures = 0;
                     waits += 1;
                     lacking.get_or_insert_with(tokio::time::Instant::now);
-                    let delay = backoff::delay(waits);
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        _ = stopping.wait_for(|stop| *stop) => return,
+                    // Until the backoff ends, or a newer state of this
+                    // resource arrives (the merge, most often).
+                    let sleep = tokio::time::sleep(backoff::delay(waits));
+                    tokio::pin!(sleep);
+                    offered.borrow_and_update();
+                    while !self.lock().has_newer(&doc.id) {
+                        tokio::select! {
+                            () = &mut sleep => break,
+                            _ = offered.changed() => {}
+                            _ = stopping.wait_for(|stop| *stop) => return,
+                        }
                     }
                     false
                 }
@@ -1144,7 +1163,9 @@ mod tests {
         pending.offer(doc("r", "1-a"));
         assert_eq!(rev(pending.take("r")), None);
         pending.offer(doc("r", "2-b"));
+        assert!(pending.has_newer("r"), "a waiting pass wakes for it");
         assert_eq!(rev(pending.take("r")), Some("2-b".into()));
+        assert!(!pending.has_newer("r"));
         assert!(pending.is_scheduled("r"));
     }
 }
