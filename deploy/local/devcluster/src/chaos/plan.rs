@@ -224,14 +224,19 @@ pub fn site(i: usize) -> String {
     format!("site{}", i + 1)
 }
 
-fn resources(rng: &mut Rng, nodes: usize, millis: u64) -> Vec<Resource> {
-    let all: Vec<usize> = (0..nodes).collect();
-    let mut resources = vec![Resource {
+/// The one resource with [`MATRIX`], on every site, created before the run.
+fn matrix_resource(nodes: usize) -> Resource {
+    Resource {
         id: "chaos-matrix".into(),
-        sites: all.clone(),
+        sites: (0..nodes).collect(),
         matrix: true,
         from_ms: 0,
-    }];
+    }
+}
+
+fn resources(rng: &mut Rng, nodes: usize, millis: u64) -> Vec<Resource> {
+    let all: Vec<usize> = (0..nodes).collect();
+    let mut resources = vec![matrix_resource(nodes)];
     for k in 0..=millis / RESOURCE_EVERY_MS {
         // Every other one lives on some of the sites only.
         let sites = if k % 2 == 1 && nodes > 2 {
@@ -259,16 +264,10 @@ fn resources(rng: &mut Rng, nodes: usize, millis: u64) -> Vec<Resource> {
 /// without a matrix, all on every site and in use from the start, so that
 /// sites also create them at once.
 fn shared_resources(nodes: usize) -> Vec<Resource> {
-    let all: Vec<usize> = (0..nodes).collect();
-    let mut resources = vec![Resource {
-        id: "chaos-matrix".into(),
-        sites: all.clone(),
-        matrix: true,
-        from_ms: 0,
-    }];
+    let mut resources = vec![matrix_resource(nodes)];
     resources.extend((1..=CONCURRENT_RESOURCES).map(|k| Resource {
         id: format!("chaos-{k}"),
-        sites: all.clone(),
+        sites: (0..nodes).collect(),
         matrix: false,
         from_ms: 0,
     }));
