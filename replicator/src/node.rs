@@ -471,14 +471,13 @@ impl Node {
             let doc = match self.couch.get_stored::<Value>(&[resource_id], &[]).await? {
                 Stored::Found(doc) => doc,
                 Stored::Missing => return Ok(None),
-                Stored::Deleted if started.elapsed() >= SETTLING_WAIT => {
-                    self.couch.metrics().read_deleted();
-                    return Err(ReplicatorError::Settling {
-                        resource: resource_id.to_owned(),
-                    });
-                }
                 Stored::Deleted => {
                     self.couch.metrics().read_deleted();
+                    if started.elapsed() >= SETTLING_WAIT {
+                        return Err(ReplicatorError::Settling {
+                            resource: resource_id.to_owned(),
+                        });
+                    }
                     debug!(resource = %resource_id, site = %self.site, "every leaf is a deletion; waiting for the merge");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(SETTLING_POLL_MAX);
