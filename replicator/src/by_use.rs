@@ -1,6 +1,6 @@
 //! A map by resource that knows which entries were used least lately: the
-//! node's caches (recent documents, this site's replies, the feed's
-//! sightings) bound their memory by dropping those first.
+//! node's caches (recent documents, the ledger) bound their memory by
+//! dropping those first.
 
 use std::collections::{BTreeMap, HashMap};
 

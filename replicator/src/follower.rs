@@ -15,10 +15,10 @@ use tracing::{debug, info, warn};
 
 use crate::couch::{Change, CouchClient, Written};
 use crate::events::{Events, NodeEvent};
+use crate::ledger::Ledger;
 use crate::liveness::Liveness;
 use crate::replications::Replications;
 use crate::runner::Runner;
-use crate::sightings::Sightings;
 use crate::supervisor::Task;
 use crate::{backoff, Health, ReplicatorError, ReplyHub};
 
@@ -34,7 +34,7 @@ pub struct Follower {
     pub liveness: Liveness,
     pub events: Events,
     pub health: Arc<Mutex<Health>>,
-    pub sightings: Arc<Sightings>,
+    pub ledger: Arc<Ledger>,
 }
 
 impl Follower {
@@ -96,8 +96,7 @@ impl Follower {
         let mut feed = self.couch.changes(checkpoint.seen.as_ref()).await?;
         // What happened while the feed was away is replayed, but not, say, a
         // database deleted and created again.
-        self.runner.forget_replies();
-        self.sightings.forget_all();
+        self.ledger.forget_all();
         self.set_health(|h| {
             h.follower_live = true;
             h.couchdb_reachable = true;
@@ -130,8 +129,7 @@ impl Follower {
         if change.deleted && !kind.is_resource() {
             // Perhaps a reply or a history document: its tombstone no
             // longer says whose.
-            self.runner.forget_replies();
-            self.sightings.forget_all();
+            self.ledger.forget_all();
         } else if kind.is_reply() {
             match ReplyDocument::deserialize(doc) {
                 Ok(mut reply) => {
@@ -139,13 +137,7 @@ impl Follower {
                     // without CouchDB's bookkeeping.
                     reply.id = None;
                     reply.rev = None;
-                    self.runner.saw_reply(&reply);
-                    self.sightings.reply(
-                        &reply.resource_id,
-                        &reply.request_id,
-                        &reply.site,
-                        reply.reads_history,
-                    );
+                    self.ledger.saw_reply(&reply);
                     self.events.send(NodeEvent::Reply {
                         resource: reply.resource_id.clone(),
                         request_id: reply.request_id.clone(),
@@ -157,11 +149,12 @@ impl Follower {
                 Err(error) => warn!(id = %change.id, %error, "unreadable reply"),
             }
         } else if kind.is_history() {
-            if let Ok(history) = HistoryKey::deserialize(doc) {
-                self.sightings
-                    .history(&history.resource_id, &history.operation.request_id);
+            match HistoryKey::deserialize(doc) {
+                Ok(history) => self
+                    .ledger
+                    .saw_history(&history.resource_id, &history.operation.request_id),
+                Err(error) => warn!(id = %change.id, %error, "unreadable history document"),
             }
-            self.runner.saw_history();
         } else if kind.is_resource() && !change.deleted {
             match ResourceDocument::deserialize(doc) {
                 Ok(resource) => {

@@ -38,7 +38,7 @@ use cheops_model::{ReplyDocument, Timestamp};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::replied::{ran_of, Ran};
+use crate::consistency::Run;
 use crate::ReplicatorError;
 
 /// Past this size the journal is rewritten with its unstored replies alone.
@@ -167,12 +167,12 @@ impl Journal {
     }
 
     /// The replies to `resource` the journal holds.
-    pub fn ran(&self, resource: &str) -> Vec<Ran> {
+    pub fn ran(&self, resource: &str) -> Vec<Run> {
         self.inner
             .pending()
             .values()
             .filter(|reply| reply.resource_id == resource)
-            .map(ran_of)
+            .map(Run::of)
             .collect()
     }
 
@@ -373,7 +373,7 @@ mod tests {
         }
     }
 
-    fn requests(ran: Vec<Ran>) -> Vec<String> {
+    fn requests(ran: Vec<Run>) -> Vec<String> {
         let mut requests: Vec<String> = ran.into_iter().map(|ran| ran.request).collect();
         requests.sort();
         requests

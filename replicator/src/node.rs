@@ -20,12 +20,12 @@ use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::follower::Follower;
 use crate::history::{read_history, HistoryQuery, HistoryStream};
 use crate::journal::Journal;
+use crate::ledger::Ledger;
 use crate::liveness::Liveness;
 use crate::metrics::{replication_state, Metrics, Snapshot};
 use crate::recent::Recent;
 use crate::replications::Replications;
 use crate::runner::{Runner, RunnerParts};
-use crate::sightings::Sightings;
 use crate::store::flush_loop;
 use crate::supervisor::{Spawner, Tasks};
 use crate::{
@@ -93,8 +93,8 @@ pub struct Node {
     drain: Duration,
     /// The resource documents this node stored lately.
     recent: Arc<Recent>,
-    /// What the feed showed lately of requests' replies and history.
-    sightings: Arc<Sightings>,
+    /// Who replied to what, as far as this node knows.
+    ledger: Arc<Ledger>,
 }
 
 /// The longest a liveness probe waits for a peer's answer.
@@ -125,11 +125,17 @@ impl Node {
             .with_metrics(Metrics::default());
         let journal = Journal::open(&config.data_dir, &config.site)?;
         let unstored = Arc::new(Notify::new());
+        let ledger = Arc::new(Ledger::new(
+            config.site.clone(),
+            couch.clone(),
+            journal.clone(),
+        ));
         let runner = Runner::new(RunnerParts {
             site: config.site.clone(),
             couch: couch.clone(),
             backend: Arc::clone(&backend),
             journal: journal.clone(),
+            ledger: Arc::clone(&ledger),
             max_reply_bytes: config.max_reply_bytes,
             unstored: Arc::clone(&unstored),
             concurrency: config.concurrency,
@@ -171,7 +177,7 @@ impl Node {
             tasks: Tasks::default(),
             drain: config.drain,
             recent: Arc::default(),
-            sightings: Arc::default(),
+            ledger,
         })
     }
 
@@ -223,7 +229,7 @@ impl Node {
             liveness: self.liveness.clone(),
             events: self.events.clone(),
             health: Arc::clone(&self.health),
-            sightings: Arc::clone(&self.sightings),
+            ledger: Arc::clone(&self.ledger),
         };
         let stop = spawner.shutdown();
         spawner.spawn("follower", true, |task| follower.run(task, stop));
@@ -302,8 +308,7 @@ impl Node {
         let replies = self.hub.subscribe(&operation.request_id);
         // Before writing too: whatever is stored about it from now on, the
         // feed brings.
-        self.sightings
-            .submitting(&resource_id, &operation.request_id);
+        self.ledger.submitting(&resource_id, &operation.request_id);
 
         // Written with the first attempt, and kept by the next ones.
         let mut history_stored = false;
@@ -368,8 +373,8 @@ impl Node {
                     let locations = doc.locations.clone();
                     doc.rev = Some(rev);
                     self.recent.stored(doc, size);
-                    self.sightings
-                        .forget(&resource_id, pruned.iter().map(String::as_str));
+                    self.ledger
+                        .pruned(&resource_id, pruned.iter().map(String::as_str));
                     return Ok(Submitted {
                         resource_id,
                         request_id: operation.request_id.clone(),
@@ -494,7 +499,7 @@ impl Node {
 
     /// Adds to `seen` what this database holds about the unpruned
     /// operations of `doc`'s block but `new` that `seen` does not hold yet:
-    /// from the feed's sightings when they are complete or already prove the
+    /// from the ledger when what it knows is complete or already proves the
     /// operation prunable, from the requests view otherwise. True when it
     /// queried the view. Only those operations are looked up, so the cost
     /// follows the block's unpruned operations, not the resource's history,
@@ -515,7 +520,7 @@ impl Node {
             .collect();
         let mut keys = Vec::new();
         for request in unknown {
-            match self.sightings.known(&doc.id, request) {
+            match self.ledger.known(&doc.id, request) {
                 Some(known) if known.complete || prunable(&doc.locations, &known.seen) => {
                     seen.insert(request.to_owned(), known.seen);
                 }
@@ -550,9 +555,9 @@ impl Node {
                 }
             }
             for (request, view) in found {
-                self.sightings.learnt(&doc.id, &request, &view);
+                self.ledger.learnt(&doc.id, &request, &view);
                 // With what the feed brought meanwhile.
-                let known = self.sightings.known(&doc.id, &request);
+                let known = self.ledger.known(&doc.id, &request);
                 seen.insert(request, known.map_or(view, |k| k.seen));
             }
         }

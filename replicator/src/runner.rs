@@ -36,20 +36,17 @@ use cheops_model::{
     history_id, HistoryDocument, Operation, ReplyDocument, ResourceDocument, ShellCommand,
     Timestamp,
 };
-use serde_json::json;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
 use crate::batch::Batcher;
-use crate::bootstrap::{DESIGN, REPLIES_VIEW};
-use crate::consistency::{payloads, plan, plan_anyway};
+use crate::consistency::{payloads, plan, plan_anyway, Run};
 use crate::couch::CouchClient;
 use crate::journal::{reply_id, Journal};
+use crate::ledger::Ledger;
 use crate::oversize::fit;
-use crate::replied::{ran_of, Ran, Replied};
 use crate::resolution::resolution_docs;
-use crate::stale_reads::StaleReads;
 use crate::store::store_replies;
 use crate::supervisor::Task;
 use crate::{backoff, ReplicatorError};
@@ -104,22 +101,17 @@ struct Inner {
     /// Resources scheduled at once: a permit per entry of `pending`.
     scheduled: Arc<Semaphore>,
     pending: Mutex<Pending>,
-    /// This site's replies to the resources handled lately.
-    replied: Replied,
-    /// Whether the replies view is read as it stands, and what it lacks.
-    stale: StaleReads,
+    /// What this site ran, and who replied to what.
+    ledger: Arc<Ledger>,
     /// The replies view's indexing in the background, if one was started:
     /// one at a time, stopped at shutdown.
     indexer: Mutex<Option<JoinHandle<()>>>,
-    /// Counts the history documents the feed delivered: a pass waiting for
-    /// one looks again when it moves.
-    history_seen: watch::Sender<u64>,
     /// Counts the documents handed over to resources already scheduled: a
     /// pass waiting for the rest of its resource looks whether its own
     /// arrived when it moves.
     offered: watch::Sender<u64>,
     /// Reads of this site's replies, by resource, shared between passes.
-    reads: Batcher<String, Shared<Vec<Ran>>>,
+    reads: Batcher<String, Shared<Vec<Run>>>,
     /// Writes of the replies of passes, shared between passes.
     writes: Batcher<Vec<ReplyDocument>, Shared<()>>,
 }
@@ -130,6 +122,7 @@ pub struct RunnerParts {
     pub couch: CouchClient,
     pub backend: Arc<dyn Backend>,
     pub journal: Journal,
+    pub ledger: Arc<Ledger>,
     pub max_reply_bytes: usize,
     /// Woken when replies are left for the flusher.
     pub unstored: Arc<Notify>,
@@ -143,6 +136,7 @@ impl Runner {
             couch,
             backend,
             journal,
+            ledger,
             max_reply_bytes,
             unstored,
             concurrency,
@@ -164,10 +158,8 @@ impl Runner {
                 concurrency,
                 scheduled: Arc::new(Semaphore::new(SCHEDULED.max(concurrency))),
                 pending: Mutex::new(Pending::default()),
-                replied: Replied::default(),
-                stale: StaleReads::default(),
+                ledger,
                 indexer: Mutex::new(None),
-                history_seen: watch::Sender::new(0),
                 offered: watch::Sender::new(0),
                 reads: Batcher::new(READ_BATCH, READS_IN_FLIGHT),
                 writes: Batcher::new(SCHEDULED, WRITES_IN_FLIGHT),
@@ -246,7 +238,7 @@ impl Runner {
                         error!(site = %self.inner.site, %panic, "a pass panicked");
                         return;
                     }
-                    if self.inner.stale.is_stale() {
+                    if self.inner.ledger.reads_stale() {
                         self.index_replies();
                     }
                 }
@@ -282,7 +274,7 @@ impl Runner {
     }
 
     /// While no resource is scheduled, brings the replies view's index up
-    /// to date in the background (see [`StaleReads::index`]): PouchDB
+    /// to date in the background (see [`Ledger::index`]): PouchDB
     /// Server indexes a view only when it is queried, and the next read of
     /// a resource not handled lately would otherwise wait for everything
     /// stored meanwhile (seconds, after a burst of documents).
@@ -300,32 +292,8 @@ impl Runner {
         }
         let inner = Arc::clone(&self.inner);
         *indexer = Some(tokio::spawn(async move {
-            inner.stale.index(&inner.couch).await;
+            inner.ledger.index().await;
         }));
-    }
-
-    /// Notes a reply stored in the database, as the feed delivered it.
-    pub fn saw_reply(&self, reply: &ReplyDocument) {
-        if reply.site == self.inner.site {
-            self.inner.stale.add(reply);
-            self.inner
-                .replied
-                .saw(&reply.resource_id, &reply.request_id, reply.execution_time);
-        }
-    }
-
-    /// Notes that a history document arrived: passes waiting for one look
-    /// again.
-    pub fn saw_history(&self) {
-        self.inner.history_seen.send_modify(|seen| *seen += 1);
-    }
-
-    /// Forgets what is known of this site's replies: the database changed
-    /// in a way the feed does not tie to a resource (a document deleted, a
-    /// feed resumed).
-    pub fn forget_replies(&self) {
-        self.inner.stale.end();
-        self.inner.replied.forget_all();
     }
 }
 
@@ -403,7 +371,7 @@ struct Recorder<'a> {
     /// Their commands: a pruned operation's from its history document.
     commands: &'a [ShellCommand],
     /// What this site ran before the batch.
-    ran: &'a [Ran],
+    ran: &'a [Run],
     /// The batch rebuilds the block: its first reply says so.
     rebuild: bool,
     /// The time of this site's last reply to the resource.
@@ -457,8 +425,7 @@ impl Progress for Recorder<'_> {
             let again = self.ran.iter().any(|run| run.request == op.request_id);
             self.inner.couch.metrics().ran(reply.status, again);
             // Known before the feed can echo it.
-            self.inner.replied.add(resource, &[ran_of(&reply)]);
-            self.inner.stale.add(&reply);
+            self.inner.ledger.ran(&reply);
             info!(resource, request = %op.request_id, site = %self.inner.site, status = %reply.status, "operation ran");
             self.replies
                 .lock()
@@ -534,7 +501,7 @@ impl Inner {
         // Since when the block has lacked operations this site ran.
         let mut lacking: Option<tokio::time::Instant> = None;
         let mut stopping = self.stopping.subscribe();
-        let mut history_seen = self.history_seen.subscribe();
+        let mut history_seen = self.ledger.histories();
         let mut offered = self.offered.subscribe();
         loop {
             if self.is_stopping() {
@@ -641,11 +608,7 @@ impl Inner {
             return Ok(Pass::Settled);
         }
 
-        // The journal first: a reply it drops meanwhile is in CouchDB
-        // before it is dropped, so the read below finds it.
-        let journaled = self.journal.ran(resource);
-        let mut ran = self.ran_so_far(resource).await?;
-        merge_runs(&mut ran, journaled);
+        let ran = self.ran_so_far(resource).await?;
         let plan = if trust_block {
             warn!(resource, site = %self.site, wait = ?MERGE_WAIT, "the block still lacks operations this site ran; taking it as it is");
             plan_anyway(&doc.operations, &ran, &doc.config)
@@ -713,7 +676,7 @@ impl Inner {
             }
             Err(error) => {
                 // Neither in the journal nor in CouchDB: run them again.
-                self.replied.forget(resource);
+                self.ledger.forget_runs(resource);
                 return Err(error);
             }
         }
@@ -759,79 +722,30 @@ impl Inner {
         }
     }
 
-    /// This site's replies to `resource`: known, or read from the replies
-    /// view with those still in the journal, and then known.
-    async fn ran_so_far(&self, resource: &str) -> Result<Vec<Ran>, ReplicatorError> {
-        if let Some(ran) = self.replied.get(resource) {
-            return Ok(ran);
+    /// This site's runs of `resource`: known to the ledger, or read with
+    /// those of the other resources waiting for a read, and then known.
+    async fn ran_so_far(&self, resource: &str) -> Result<Vec<Run>, ReplicatorError> {
+        if let Some(runs) = self.ledger.runs(resource) {
+            return Ok(runs);
         }
-        // The journal first, as in `handle`: the entry then holds every
-        // reply stored or about to be, whichever way the flusher moves them.
-        let journaled = self.journal.ran(resource);
-        let mut ran = self.read_replies(resource).await?;
-        merge_runs(&mut ran, journaled);
-        self.replied.fill(resource, &ran);
-        Ok(ran)
-    }
-
-    /// This site's replies to `resource`, as the replies view lists them,
-    /// read with those of the other resources waiting for a read.
-    async fn read_replies(&self, resource: &str) -> Result<Vec<Ran>, ReplicatorError> {
         let read = self
             .reads
-            .submit(resource.to_owned(), |resources| self.read_many(resources))
+            .submit(resource.to_owned(), |resources| async move {
+                match self.ledger.read_runs(&resources).await {
+                    Ok(read) => read.into_iter().map(Ok).collect(),
+                    Err(error) => {
+                        let error = Arc::new(error);
+                        resources.iter().map(|_| Err(Arc::clone(&error))).collect()
+                    }
+                }
+            })
             .await;
-        match read {
-            Some(ran) => ran.map_err(ReplicatorError::Shared),
-            None => Err(ReplicatorError::Interrupted("reading the replies")),
-        }
-    }
-
-    /// This site's replies to each of `resources`, in one view request:
-    /// read as the index stands while [`StaleReads`] says so.
-    async fn read_many(&self, resources: Vec<String>) -> Vec<Shared<Vec<Ran>>> {
-        self.stale
-            .start(&self.couch, &self.site, &self.journal)
-            .await;
-        let keys: Vec<_> = resources
-            .iter()
-            .map(|resource| json!([resource, self.site]))
-            .collect();
-        loop {
-            let stale = self.stale.is_stale();
-            let rows = self
-                .couch
-                .view_docs::<ReplyDocument>(DESIGN, REPLIES_VIEW, &keys, stale)
-                .await;
-            let rows = match rows {
-                Ok(rows) => rows,
-                Err(error) => {
-                    let error = Arc::new(error);
-                    return resources.iter().map(|_| Err(Arc::clone(&error))).collect();
-                }
-            };
-            let mut by_resource: HashMap<&str, Vec<Ran>> = HashMap::new();
-            for (key, reply) in &rows {
-                if let Some(resource) = key.get(0).and_then(serde_json::Value::as_str) {
-                    by_resource.entry(resource).or_default().push(ran_of(reply));
-                }
-            }
-            let mut read = Vec::with_capacity(resources.len());
-            for resource in &resources {
-                let mut ran = by_resource
-                    .get(resource.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                if stale && !self.stale.complete(resource, &mut ran) {
-                    break;
-                }
-                read.push(Ok(ran));
-            }
-            // Else reads became fresh during this one: read again.
-            if read.len() == resources.len() {
-                return read;
-            }
-        }
+        let runs = match read {
+            Some(runs) => runs.map_err(ReplicatorError::Shared)?,
+            None => return Err(ReplicatorError::Interrupted("reading the replies")),
+        };
+        self.ledger.fill(resource, &runs);
+        Ok(runs)
     }
 
     /// Writes `replies` (journaled) to CouchDB with those of the other
@@ -886,18 +800,10 @@ impl Inner {
     }
 }
 
-/// Adds to `ran` the runs of `more` it lacks.
-fn merge_runs(ran: &mut Vec<Ran>, more: Vec<Ran>) {
-    for run in more {
-        if !ran.contains(&run) {
-            ran.push(run);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn doc(id: &str, rev: &str) -> ResourceDocument {
         ResourceDocument {
@@ -1033,20 +939,24 @@ mod tests {
         backend: Arc<Succeeds>,
         concurrency: usize,
     ) -> Runner {
+        // Longer than any wait of these tests: a request held by the fake
+        // never fails.
+        let couch = CouchClient::with_options(
+            url,
+            &crate::ClientOptions {
+                couch_timeout: Duration::from_secs(600),
+                ..crate::ClientOptions::default()
+            },
+        )
+        .unwrap();
+        let journal = Journal::open(dir, "site1").unwrap();
+        let ledger = Ledger::new("site1".into(), couch.clone(), journal.clone());
         Runner::new(RunnerParts {
             site: "site1".into(),
-            // Longer than any wait of these tests: a request held by the
-            // fake never fails.
-            couch: CouchClient::with_options(
-                url,
-                &crate::ClientOptions {
-                    couch_timeout: Duration::from_secs(600),
-                    ..crate::ClientOptions::default()
-                },
-            )
-            .unwrap(),
+            couch,
             backend,
-            journal: Journal::open(dir, "site1").unwrap(),
+            journal,
+            ledger: Arc::new(ledger),
             max_reply_bytes: 1 << 20,
             unstored: Arc::default(),
             concurrency,

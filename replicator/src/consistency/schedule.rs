@@ -47,6 +47,17 @@ pub struct Run {
     pub rebuild: bool,
 }
 
+impl Run {
+    /// What a reply of this site records of its run.
+    pub fn of(reply: &cheops_model::ReplyDocument) -> Run {
+        Run {
+            request: reply.request_id.clone(),
+            time: reply.execution_time,
+            rebuild: reply.rebuild,
+        }
+    }
+}
+
 /// What a site must run now.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan<'a> {

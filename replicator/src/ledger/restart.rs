@@ -1,33 +1,17 @@
-//! Reading this site's replies right after a start without waiting for the
-//! replies view's index.
+//! The ledger's load after a start: this site's runs are read from the
+//! replies view as its index stands (`stale=ok`), with the replies of this
+//! site the index may lack, until the index has caught up. PouchDB Server
+//! indexes a view only when it is queried: a restarted daemon would
+//! otherwise wait for the index to take in everything stored while it was
+//! away (15 s for 30,000 documents) before its first run.
 //!
-//! PouchDB Server indexes a view when it is queried, and only then: a
-//! daemon restarted after a while away made its first read wait for the
-//! index to take in everything that arrived meanwhile (15 s for 30,000
-//! documents), and each read after it wait for what arrived since the one
-//! before. So a started runner reads the index as it stands (`stale=ok`)
-//! and adds the replies of this site it may lack, until it has caught up.
-//!
-//! Invariant: while reads are stale, `own` holds every reply of this site
-//! that the database may hold beyond the index's sequence at the start, U:
-//! - those stored after U before the start, found by their `Site` among
-//!   the documents the changes feed lists after U (whoever wrote them:
-//!   the original's replies have ids CouchDB chose);
-//! - those the journal holds at the start (the flusher may store them at
-//!   any time);
-//! - those the runner makes from then on, added as it journals them;
-//! - those the follower hands over from then on (a replication bringing one
-//!   back).
-//!
-//! Each read merges them into what the index answered, so the runner never
-//! misses a reply that a fresh read would have found; like a fresh read, it
-//! can miss one that arrives by replication while it reads, which the
-//! follower then reports (the runner's cache forgets that resource). Once
-//! the runner is idle, the index is brought up to date in the background
-//! (as it is whenever the runner is idle and documents arrived) and reads
-//! are fresh again; they also are whenever the feed shows what it
-//! cannot tie to a resource (a deletion, a feed started over), or when
-//! `own` grows past [`MAX_OWN`].
+//! What the index may lack, U being its sequence at the start, is held in
+//! `own`: this site's replies stored after U (found by their `Site` among
+//! the documents the changes feed lists after U, whatever their ids), those
+//! the journal holds at the start, and those journaled or delivered by the
+//! feed since. Reads are fresh again once the index was brought up to date
+//! while the runner was idle, once the ledger is cleared, or once `own`
+//! grows past [`MAX_OWN`].
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -38,9 +22,9 @@ use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
 use crate::bootstrap::{DESIGN, REPLIES_OF_FILTER, REPLIES_VIEW};
+use crate::consistency::Run;
 use crate::couch::CouchClient;
 use crate::journal::Journal;
-use crate::replied::{ran_of, Ran};
 use crate::ReplicatorError;
 
 /// Replies held in `own` at most: past it, reads are fresh.
@@ -51,7 +35,7 @@ const CHANGES_PAGE: usize = 10_000;
 const DOCS_PAGE: usize = 1_000;
 
 #[derive(Default)]
-pub struct StaleReads {
+pub struct Restart {
     /// Set up on the first read.
     started: OnceCell<()>,
     /// `None` once reads are fresh.
@@ -61,12 +45,12 @@ pub struct StaleReads {
 /// This site's replies the index may lack, by resource.
 #[derive(Default)]
 struct Own {
-    by_resource: HashMap<String, Vec<Ran>>,
+    by_resource: HashMap<String, Vec<Run>>,
     held: usize,
 }
 
 impl Own {
-    fn add(&mut self, resource: &str, ran: Ran) {
+    fn add(&mut self, resource: &str, ran: Run) {
         let runs = self.by_resource.entry(resource.to_owned()).or_default();
         if !runs.contains(&ran) {
             runs.push(ran);
@@ -75,7 +59,7 @@ impl Own {
     }
 }
 
-impl StaleReads {
+impl Restart {
     fn own(&self) -> MutexGuard<'_, Option<Own>> {
         self.own.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -94,7 +78,7 @@ impl StaleReads {
                     Ok(found) => {
                         let mut own = Own::default();
                         for reply in found.iter().chain(&journaled) {
-                            own.add(&reply.resource_id, ran_of(reply));
+                            own.add(&reply.resource_id, Run::of(reply));
                         }
                         info!(site, beyond_index = own.held, "reading the replies view as it stands until caught up");
                         *self.own() = Some(own);
@@ -117,7 +101,7 @@ impl StaleReads {
     pub fn add(&self, reply: &ReplyDocument) {
         let mut own = self.own();
         if let Some(held) = own.as_mut() {
-            held.add(&reply.resource_id, ran_of(reply));
+            held.add(&reply.resource_id, Run::of(reply));
             if held.held > MAX_OWN {
                 info!(site = %reply.site, "too many replies beyond the index; reading it up to date");
                 *own = None;
@@ -128,7 +112,7 @@ impl StaleReads {
     /// Adds to `ran` the replies to `resource` the index may lack; false
     /// when reads became fresh meanwhile, and `ran`, read stale, must be
     /// read again.
-    pub fn complete(&self, resource: &str, ran: &mut Vec<Ran>) -> bool {
+    pub fn complete(&self, resource: &str, ran: &mut Vec<Run>) -> bool {
         let own = self.own();
         let Some(own) = own.as_ref() else {
             return false;
