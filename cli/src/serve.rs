@@ -118,10 +118,7 @@ async fn run(settings: config::Settings) -> Result<(), String> {
             listener::serve(listener, router, tls, limits, stop)
         });
     }
-    let starter = spawner.clone();
-    spawner.spawn("start", true, |task| async move {
-        node.start(&starter, task).await;
-    });
+    spawner.spawn_worker("start", true, node.starter(spawner.clone()));
     drop(spawner);
 
     match supervisor.run(wait_for_signal(), DRAIN_DEADLINE).await {

@@ -10,17 +10,16 @@ use std::time::Duration;
 use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::couch::{Change, CouchClient, Written};
+use crate::couch::{Change, ChangesFeed, CouchClient, Written};
 use crate::events::{Events, NodeEvent};
 use crate::ledger::Ledger;
 use crate::liveness::Liveness;
 use crate::replications::Replications;
 use crate::runner::Runner;
-use crate::supervisor::Task;
-use crate::{backoff, Health, ReplicatorError, ReplyHub};
+use crate::worker::{Worker, WorkerState};
+use crate::{Health, ReplicatorError, ReplyHub};
 
 /// How often the checkpoint may be written.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -35,6 +34,32 @@ pub struct Follower {
     pub events: Events,
     pub health: Arc<Mutex<Health>>,
     pub ledger: Arc<Ledger>,
+    pub checkpoint: Checkpoint,
+}
+
+impl Worker for Follower {
+    /// Connects to the feed when not connected, then hands over one change
+    /// a step (or saves the checkpoint when it is time). The backoff starts
+    /// over once a connection works.
+    async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
+        let stepped = if self.checkpoint.feed.is_some() {
+            self.step().await
+        } else {
+            self.connect().await
+        };
+        if let Err(error) = &stepped {
+            self.checkpoint.feed = None;
+            let error = error.to_string();
+            self.set_health(|h| {
+                h.follower_live = false;
+                h.couchdb_reachable = false;
+                h.last_error = Some(error);
+            });
+        }
+        stepped.map(|()| WorkerState::Busy)
+    }
+
+    async fn wait_for_work(&mut self) {}
 }
 
 impl Follower {
@@ -46,54 +71,19 @@ impl Follower {
         update(&mut self.health.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
-    /// Follows the feed until `shutdown`; never returns on an error. The
-    /// backoff between reconnections starts over once a connection works.
-    pub async fn run(self, task: Task, mut shutdown: watch::Receiver<bool>) {
-        let mut checkpoint = Checkpoint::default();
-        loop {
-            let followed = tokio::select! {
-                result = self.follow(&mut checkpoint, &task) => result,
-                _ = shutdown.changed() => return,
-            };
-            let error = match followed {
-                Ok(()) => "the feed ended".to_owned(),
-                Err(error) => error.to_string(),
-            };
-            // Capped low: the feed is how this node notices everything, so
-            // it reconnects within seconds of CouchDB coming back.
-            let delay = task.failed(&error).min(backoff::delay(6));
-            self.set_health(|h| {
-                h.follower_live = false;
-                h.couchdb_reachable = false;
-                h.last_error = Some(error.clone());
-            });
-            warn!(site = %self.site, %error, ?delay, "changes feed interrupted; reconnecting");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-
-    /// One connection to the feed, from the last checkpoint.
-    async fn follow(
-        &self,
-        checkpoint: &mut Checkpoint,
-        task: &Task,
-    ) -> Result<(), ReplicatorError> {
+    /// Opens the feed from the last checkpoint.
+    async fn connect(&mut self) -> Result<(), ReplicatorError> {
+        let id = self.checkpoint_id();
+        let checkpoint = &mut self.checkpoint;
         if checkpoint.rev.is_none() {
-            if let Some(saved) = self
-                .couch
-                .get::<Value>(&["_local", &self.checkpoint_id()], &[])
-                .await?
-            {
+            if let Some(saved) = self.couch.get::<Value>(&["_local", &id], &[]).await? {
                 checkpoint.saved = saved.get("seq").cloned();
                 checkpoint.rev = saved.get("_rev").and_then(Value::as_str).map(str::to_owned);
                 checkpoint.seen = checkpoint.saved.clone();
             }
         }
         self.couch.metrics().handled(checkpoint.seen.as_ref());
-        let mut feed = self.couch.changes(checkpoint.seen.as_ref()).await?;
+        checkpoint.feed = Some(self.couch.changes(checkpoint.seen.as_ref()).await?);
         // What happened while the feed was away is replayed, but not, say, a
         // database deleted and created again.
         self.ledger.forget_all();
@@ -102,22 +92,29 @@ impl Follower {
             h.couchdb_reachable = true;
             h.last_error = None;
         });
-        task.succeeded();
-        info!(site = %self.site, since = ?checkpoint.seen, "following changes");
-        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-        loop {
-            tokio::select! {
-                change = feed.next() => {
-                    let Some(change) = change? else { return Ok(()) };
-                    self.dispatch(&change).await;
-                    // Only after the change was handed over, so that an idle
-                    // runner means everything up to `seen` is handled.
-                    self.couch.metrics().handled(Some(&change.seq));
-                    checkpoint.seen = Some(change.seq);
-                }
-                _ = tick.tick() => self.save_checkpoint(checkpoint).await?,
+        info!(site = %self.site, since = ?self.checkpoint.seen, "following changes");
+        Ok(())
+    }
+
+    /// Hands over the next change, or saves the checkpoint when it is time.
+    async fn step(&mut self) -> Result<(), ReplicatorError> {
+        let Some(feed) = self.checkpoint.feed.as_mut() else {
+            return Ok(());
+        };
+        tokio::select! {
+            change = feed.next() => {
+                let Some(change) = change? else {
+                    return Err(ReplicatorError::Interrupted("the changes feed ended"));
+                };
+                self.dispatch(&change).await;
+                // Only after the change was handed over, so that an idle
+                // runner means everything up to `seen` is handled.
+                self.couch.metrics().handled(Some(&change.seq));
+                self.checkpoint.seen = Some(change.seq);
             }
+            _ = self.checkpoint.tick.tick() => self.save_checkpoint().await?,
         }
+        Ok(())
     }
 
     /// Hands a change over to what it concerns; waits only while the runner
@@ -176,7 +173,9 @@ impl Follower {
 
     /// Saves `seen` when the runner is idle (read in that order: see
     /// [`Follower::follow`]).
-    async fn save_checkpoint(&self, checkpoint: &mut Checkpoint) -> Result<(), ReplicatorError> {
+    async fn save_checkpoint(&mut self) -> Result<(), ReplicatorError> {
+        let id = self.checkpoint_id();
+        let checkpoint = &mut self.checkpoint;
         let seen = checkpoint.seen.clone();
         if seen.is_none() || seen == checkpoint.saved || !self.runner.is_idle() {
             return Ok(());
@@ -185,16 +184,12 @@ impl Follower {
         if let Some(rev) = &checkpoint.rev {
             doc["_rev"] = Value::from(rev.as_str());
         }
-        match self
-            .couch
-            .put(&["_local", &self.checkpoint_id()], &doc)
-            .await?
-        {
+        match self.couch.put(&["_local", &id], &doc).await? {
             Written::Rev(rev) => {
                 checkpoint.rev = Some(rev);
                 checkpoint.saved = seen;
                 // Documents arrived and the runner is idle: a good time.
-                self.runner.index_replies();
+                self.ledger.want_index();
             }
             // Reread at the next connection; progress is only delayed.
             Written::Conflict => checkpoint.rev = None,
@@ -219,12 +214,27 @@ struct RequestKey {
 }
 
 /// Where the follower is in the feed.
-#[derive(Default)]
-struct Checkpoint {
+pub struct Checkpoint {
+    /// The feed, while connected.
+    feed: Option<ChangesFeed>,
+    /// When to save the checkpoint next.
+    tick: tokio::time::Interval,
     /// The last change handed over.
     seen: Option<Value>,
     /// The last position written to CouchDB.
     saved: Option<Value>,
     /// The checkpoint document's revision.
     rev: Option<String>,
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Checkpoint {
+            feed: None,
+            tick: tokio::time::interval(CHECKPOINT_EVERY),
+            seen: None,
+            saved: None,
+            rev: None,
+        }
+    }
 }

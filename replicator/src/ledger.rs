@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use cheops_model::ReplyDocument;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::bootstrap::{DESIGN, REPLIES_VIEW};
 use crate::by_use::ByUse;
@@ -54,6 +54,8 @@ pub struct Ledger {
     histories: watch::Sender<u64>,
     /// This site's replies the replies view's index may lack after a start.
     restart: Restart,
+    /// Woken when the replies view is worth indexing.
+    index_wanted: Notify,
 }
 
 #[derive(Default)]
@@ -102,6 +104,7 @@ impl Ledger {
             entries: Mutex::default(),
             histories: watch::Sender::new(0),
             restart: Restart::default(),
+            index_wanted: Notify::new(),
         }
     }
 
@@ -315,6 +318,17 @@ impl Ledger {
     /// index stands.
     pub fn reads_stale(&self) -> bool {
         self.restart.is_stale()
+    }
+
+    /// Documents arrived and the runner is idle, or reads are stale: the
+    /// replies view is worth indexing (see [`Ledger::index`]).
+    pub fn want_index(&self) {
+        self.index_wanted.notify_one();
+    }
+
+    /// Returns once the replies view is worth indexing.
+    pub async fn index_wanted(&self) {
+        self.index_wanted.notified().await;
     }
 
     /// Brings the replies view's index up to date, then reads it fresh

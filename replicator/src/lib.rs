@@ -31,6 +31,7 @@ mod sites;
 mod store;
 mod submission;
 mod supervisor;
+mod worker;
 
 pub use bootstrap::DatabaseAccess;
 pub use clients::ClientOptions;

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use cheops_model::Timestamp;
 use futures::future::join_all;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::couch::CouchClient;
 use crate::events::{Events, NodeEvent, PeerLiveness};
 use crate::replications::Replications;
-use crate::{ClientOptions, Sites};
+use crate::worker::{Worker, WorkerState};
+use crate::{ClientOptions, ReplicatorError, Sites};
 
 /// The probes of every known peer, shared by the node and its tasks.
 #[derive(Clone)]
@@ -89,19 +89,33 @@ impl Liveness {
         self.inner.lock().values().flatten().cloned().collect()
     }
 
-    /// Probes every peer each `every` period until `shutdown`.
-    pub async fn run(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let sites: Vec<String> = self.inner.lock().keys().cloned().collect();
-            let probes = sites.iter().map(|site| self.inner.probe(site));
-            for probe in join_all(probes).await {
-                self.inner.record(probe);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => return,
-            }
+    /// The worker that probes every peer each `every` period.
+    pub fn probes(&self, every: Duration) -> Probes {
+        Probes {
+            liveness: self.clone(),
+            every,
         }
+    }
+}
+
+/// Probes every peer, then waits for the next period.
+pub struct Probes {
+    liveness: Liveness,
+    every: Duration,
+}
+
+impl Worker for Probes {
+    async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
+        let inner = &self.liveness.inner;
+        let sites: Vec<String> = inner.lock().keys().cloned().collect();
+        for probe in join_all(sites.iter().map(|site| inner.probe(site))).await {
+            inner.record(probe);
+        }
+        Ok(WorkerState::Idle)
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(self.every).await;
     }
 }
 

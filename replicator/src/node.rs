@@ -17,7 +17,7 @@ use crate::bootstrap::{bootstrap, DatabaseAccess, DESIGN, REQUESTS_VIEW};
 use crate::consistency::{add_operation, prunable, prune_payloads, Seen, SeenReply};
 use crate::couch::{CouchClient, Stored, Written};
 use crate::events::{Events, NodeEvent, PeerLiveness};
-use crate::follower::Follower;
+use crate::follower::{Checkpoint, Follower};
 use crate::history::{read_history, HistoryQuery, HistoryStream};
 use crate::journal::Journal;
 use crate::ledger::Ledger;
@@ -25,12 +25,12 @@ use crate::liveness::Liveness;
 use crate::metrics::{replication_state, Metrics, Snapshot};
 use crate::recent::Recent;
 use crate::replications::Replications;
-use crate::runner::{Runner, RunnerParts};
-use crate::store::flush_loop;
+use crate::runner::{IdleIndexing, Runner, RunnerParts};
+use crate::store::Flusher;
 use crate::supervisor::{Spawner, Tasks};
+use crate::worker::{Worker, WorkerState};
 use crate::{
-    backoff, ClientOptions, Documents, Health, ReplicatorError, ReplyHub, Sites, Submission,
-    Submitted,
+    ClientOptions, Documents, Health, ReplicatorError, ReplyHub, Sites, Submission, Submitted,
 };
 
 pub use crate::oversize::DEFAULT_MAX_REPLY_BYTES;
@@ -64,6 +64,31 @@ pub struct NodeConfig {
     pub max_document_size: usize,
     /// The roots trusted and the CouchDB timeout of every HTTP client.
     pub client: ClientOptions,
+}
+
+/// Prepares the database, then starts the node's workers; done once they
+/// run.
+pub struct Starter {
+    node: Node,
+    spawner: Spawner,
+}
+
+impl Worker for Starter {
+    async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
+        let node = &self.node;
+        if let Err(error) = bootstrap(&node.couch, node.access).await {
+            node.set_health(|h| {
+                h.couchdb_reachable = !error.is_unavailable();
+                h.last_error = Some(error.to_string());
+            });
+            info!(site = %node.site, db = %node.couch.db_url(), %error, "waiting for CouchDB");
+            return Err(error);
+        }
+        node.start_workers(&self.spawner);
+        Ok(WorkerState::Done)
+    }
+
+    async fn wait_for_work(&mut self) {}
 }
 
 /// CouchDB 3's default `max_document_size`, in bytes.
@@ -195,30 +220,19 @@ impl Node {
         &self.sites
     }
 
-    /// Prepares the database (waiting for CouchDB as long as it takes, or
-    /// until shutdown), then starts the background tasks with `spawner`:
+    /// The worker that prepares the database (retried as long as CouchDB
+    /// is away), then starts the node's background work with `spawner`:
     /// the follower, the runner (vital: without them nothing runs), the
-    /// journal's flusher, the replications' repair and the liveness probes.
-    pub async fn start(&self, spawner: &Spawner, task: crate::Task) {
-        let mut shutdown = spawner.shutdown();
-        loop {
-            match bootstrap(&self.couch, self.access).await {
-                Ok(()) => break,
-                Err(error) => {
-                    let delay = task.failed(&error).min(backoff::delay(4));
-                    self.set_health(|h| {
-                        h.couchdb_reachable = !error.is_unavailable();
-                        h.last_error = Some(error.to_string());
-                    });
-                    info!(site = %self.site, db = %self.couch.db_url(), %error, ?delay, "waiting for CouchDB");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            }
+    /// journal's flusher, the replications' repair, the liveness probes
+    /// and the replies view's idle indexing.
+    pub fn starter(&self, spawner: Spawner) -> Starter {
+        Starter {
+            node: self.clone(),
+            spawner,
         }
-        task.succeeded();
+    }
+
+    fn start_workers(&self, spawner: &Spawner) {
         info!(site = %self.site, db = %self.couch.db_url(), journal = %self.journal.path().display(), "database ready");
         let follower = Follower {
             site: self.site.clone(),
@@ -230,31 +244,24 @@ impl Node {
             events: self.events.clone(),
             health: Arc::clone(&self.health),
             ledger: Arc::clone(&self.ledger),
+            checkpoint: Checkpoint::default(),
         };
-        let stop = spawner.shutdown();
-        spawner.spawn("follower", true, |task| follower.run(task, stop));
+        spawner.spawn_worker("follower", true, follower);
         let (runner, stop, drain) = (self.runner.clone(), spawner.shutdown(), self.drain);
         spawner.spawn("runner", true, |task| runner.run(task, stop, drain));
-        let (couch, journal, unstored) = (
-            self.couch.clone(),
-            self.journal.clone(),
-            Arc::clone(&self.unstored),
-        );
-        let stop = spawner.shutdown();
-        spawner.spawn("journal", true, |task| {
-            flush_loop(couch, journal, unstored, task, stop)
-        });
-        let (replications, every, stop) = (
-            self.replications.clone(),
-            self.replication_check,
-            spawner.shutdown(),
-        );
-        spawner.spawn("replications", true, |task| {
-            replications.repair_loop(every, task, stop)
-        });
-        let (liveness, every, stop) = (self.liveness.clone(), self.peer_check, spawner.shutdown());
-        spawner.spawn("liveness", false, |_| liveness.run(every, stop));
-        task.done();
+        let flusher = Flusher {
+            couch: self.couch.clone(),
+            journal: self.journal.clone(),
+            unstored: Arc::clone(&self.unstored),
+        };
+        spawner.spawn_worker("journal", true, flusher);
+        let repair = self.replications.repair(self.replication_check);
+        spawner.spawn_worker("replications", true, repair);
+        spawner.spawn_worker("liveness", false, self.liveness.probes(self.peer_check));
+        let indexing = IdleIndexing {
+            runner: self.runner.clone(),
+        };
+        spawner.spawn_worker("indexing", false, indexing);
     }
 
     fn set_health(&self, update: impl FnOnce(&mut Health)) {

@@ -4,19 +4,20 @@
 //! and is recreated when it has been deleted, has failed, or points to
 //! another URL.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cheops_model::Timestamp;
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::bootstrap::SITE_FILTER;
 use crate::couch::{CouchClient, Written};
-use crate::supervisor::Task;
-use crate::{backoff, ReplicatorError, Sites};
+use crate::worker::{Worker, WorkerState};
+use crate::{ReplicatorError, Sites};
 
 #[derive(Clone)]
 pub struct Replications {
@@ -31,8 +32,17 @@ struct Inner {
     sites: Sites,
     /// Peers whose replication is in place.
     ensured: Mutex<HashSet<String>>,
-    /// Peers being set up right now.
-    pending: Mutex<HashSet<String>>,
+    /// The repair worker's work: peers to set up, check or restart, in
+    /// order, each once.
+    queue: Mutex<VecDeque<Job>>,
+    queued: Notify,
+}
+
+/// A replication to set up or check, or to start afresh.
+#[derive(Debug, Clone)]
+struct Job {
+    peer: String,
+    restart: bool,
 }
 
 impl Replications {
@@ -43,14 +53,16 @@ impl Replications {
                 couch,
                 source,
                 sites,
-                ensured: Mutex::new(HashSet::new()),
-                pending: Mutex::new(HashSet::new()),
+                ensured: Mutex::default(),
+                queue: Mutex::default(),
+                queued: Notify::new(),
             }),
         }
     }
 
     /// Makes sure a replication to each of `locations` (but this site)
-    /// exists. Cheap for peers already set up; others are set up on a task.
+    /// exists. Cheap for peers already set up; others are queued for the
+    /// repair worker.
     pub fn ensure(&self, locations: &[String]) {
         for peer in locations {
             if *peer == self.inner.site || lock(&self.inner.ensured).contains(peer) {
@@ -63,22 +75,7 @@ impl Replications {
                 warn!(site = %self.inner.site, peer = %peer, "no replication to a site that is not a known peer");
                 continue;
             }
-            if !lock(&self.inner.pending).insert(peer.clone()) {
-                continue;
-            }
-            let inner = Arc::clone(&self.inner);
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                let mut failures = 0;
-                while let Err(error) = inner.ensure_one(&peer, false).await {
-                    failures += 1;
-                    let delay = backoff::delay(failures);
-                    warn!(site = %inner.site, peer = %peer, %error, ?delay, "cannot set up replication; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                lock(&inner.pending).remove(&peer);
-                lock(&inner.ensured).insert(peer);
-            });
+            self.inner.enqueue(peer, false);
         }
     }
 
@@ -86,27 +83,16 @@ impl Replications {
     /// that was unreachable is retried with a backoff that may have grown
     /// to minutes; a new replication starts at once.
     pub fn restart(&self, peer: &str) {
-        if !lock(&self.inner.ensured).contains(peer) {
-            return;
+        if lock(&self.inner.ensured).contains(peer) {
+            self.inner.enqueue(peer, true);
         }
-        let inner = Arc::clone(&self.inner);
-        let peer = peer.to_owned();
-        tokio::spawn(async move {
-            if let Err(error) = inner.ensure_one(&peer, true).await {
-                // The repair loop tries again.
-                warn!(site = %inner.site, peer = %peer, %error, "cannot restart replication");
-            }
-        });
     }
 
     /// The `_replicator` document of each peer replicated to or being set
     /// up, by peer name (`None`: no document).
     pub async fn documents(&self) -> Result<Vec<(String, Option<Value>)>, ReplicatorError> {
-        let mut peers: Vec<String> = lock(&self.inner.ensured)
-            .iter()
-            .chain(lock(&self.inner.pending).iter())
-            .cloned()
-            .collect();
+        let mut peers: Vec<String> = lock(&self.inner.ensured).iter().cloned().collect();
+        peers.extend(self.inner.queue().iter().map(|job| job.peer.clone()));
         peers.sort();
         peers.dedup();
         let mut documents = Vec::with_capacity(peers.len());
@@ -121,32 +107,53 @@ impl Replications {
         Ok(documents)
     }
 
-    /// Checks every known replication `every` period until `shutdown`, to
-    /// repair what was deleted or failed.
-    pub async fn repair_loop(
-        self,
-        every: Duration,
-        task: Task,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => return,
-            }
-            let peers: Vec<String> = lock(&self.inner.ensured).iter().cloned().collect();
-            let mut failed = None;
-            for peer in peers {
-                if let Err(error) = self.inner.ensure_one(&peer, false).await {
-                    warn!(site = %self.inner.site, peer = %peer, %error, "replication check failed");
-                    failed = Some(format!("{peer}: {error}"));
+    /// The worker that sets up the replications queued, and checks every
+    /// one in place each `every` period, to repair what was deleted or
+    /// failed.
+    pub fn repair(&self, every: Duration) -> Repair {
+        Repair {
+            replications: self.clone(),
+            every,
+            next_check: Instant::now() + every,
+        }
+    }
+}
+
+/// Sets up, checks and restarts replications, one queued job a step.
+pub struct Repair {
+    replications: Replications,
+    every: Duration,
+    next_check: Instant,
+}
+
+impl Worker for Repair {
+    async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
+        let inner = &self.replications.inner;
+        let Some(job) = inner.queue().pop_front() else {
+            return Ok(WorkerState::Idle);
+        };
+        if let Err(error) = inner.ensure_one(&job.peer, job.restart).await {
+            // First again, with whatever was asked for its peer meanwhile.
+            let mut queue = inner.queue();
+            let restart = job.restart || queue.iter().any(|j| j.peer == job.peer && j.restart);
+            queue.retain(|j| j.peer != job.peer);
+            queue.push_front(Job { restart, ..job });
+            return Err(error);
+        }
+        lock(&inner.ensured).insert(job.peer);
+        Ok(WorkerState::Busy)
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::select! {
+            () = self.replications.inner.queued.notified() => {}
+            () = tokio::time::sleep_until(self.next_check) => {
+                self.next_check = Instant::now() + self.every;
+                let inner = &self.replications.inner;
+                let peers: Vec<String> = lock(&inner.ensured).iter().cloned().collect();
+                for peer in peers {
+                    inner.enqueue(&peer, false);
                 }
-            }
-            match failed {
-                Some(error) => {
-                    task.failed(&error);
-                }
-                None => task.succeeded(),
             }
         }
     }
@@ -169,12 +176,32 @@ fn escape_site(site: &str) -> String {
     out
 }
 
-fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
     // Single insert/remove/contains per critical section: never inconsistent.
     set.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Inner {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Job>> {
+        // Each critical section leaves the queue whole.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a job for `peer`, unless one is queued; a restart asked for
+    /// makes the queued job a restart.
+    fn enqueue(&self, peer: &str, restart: bool) {
+        let mut queue = self.queue();
+        match queue.iter_mut().find(|job| job.peer == peer) {
+            Some(job) => job.restart |= restart,
+            None => queue.push_back(Job {
+                peer: peer.to_owned(),
+                restart,
+            }),
+        }
+        drop(queue);
+        self.queued.notify_one();
+    }
+
     /// The `_replicator` document id for the replication to `peer`.
     fn doc_id(&self, peer: &str) -> String {
         format!(

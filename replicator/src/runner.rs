@@ -37,7 +37,7 @@ use cheops_model::{
     Timestamp,
 };
 use tokio::sync::{watch, Notify, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::batch::Batcher;
@@ -49,6 +49,7 @@ use crate::oversize::fit;
 use crate::resolution::resolution_docs;
 use crate::store::store_replies;
 use crate::supervisor::Task;
+use crate::worker::{Worker, WorkerState};
 use crate::{backoff, ReplicatorError};
 
 /// How long a resource whose block lacks operations this site ran waits
@@ -103,9 +104,6 @@ struct Inner {
     pending: Mutex<Pending>,
     /// What this site ran, and who replied to what.
     ledger: Arc<Ledger>,
-    /// The replies view's indexing in the background, if one was started:
-    /// one at a time, stopped at shutdown.
-    indexer: Mutex<Option<JoinHandle<()>>>,
     /// Counts the documents handed over to resources already scheduled: a
     /// pass waiting for the rest of its resource looks whether its own
     /// arrived when it moves.
@@ -159,7 +157,6 @@ impl Runner {
                 scheduled: Arc::new(Semaphore::new(SCHEDULED.max(concurrency))),
                 pending: Mutex::new(Pending::default()),
                 ledger,
-                indexer: Mutex::new(None),
                 offered: watch::Sender::new(0),
                 reads: Batcher::new(READ_BATCH, READS_IN_FLIGHT),
                 writes: Batcher::new(SCHEDULED, WRITES_IN_FLIGHT),
@@ -239,23 +236,13 @@ impl Runner {
                         return;
                     }
                     if self.inner.ledger.reads_stale() {
-                        self.index_replies();
+                        self.inner.ledger.want_index();
                     }
                 }
                 _ = shutdown.changed() => break,
             }
         }
         self.inner.stopping.send_replace(true);
-        // Indexing is only ever a head start for later reads.
-        if let Some(indexer) = self
-            .inner
-            .indexer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            indexer.abort();
-        }
         let mut passes = std::mem::take(&mut *self.inner.lock_passes());
         info!(site = %self.inner.site, running = passes.len(), ?drain, "draining running operations");
         let drained =
@@ -272,28 +259,26 @@ impl Runner {
     pub fn is_idle(&self) -> bool {
         self.inner.lock().is_empty()
     }
+}
 
-    /// While no resource is scheduled, brings the replies view's index up
-    /// to date in the background (see [`Ledger::index`]): PouchDB
-    /// Server indexes a view only when it is queried, and the next read of
-    /// a resource not handled lately would otherwise wait for everything
-    /// stored meanwhile (seconds, after a burst of documents).
-    pub fn index_replies(&self) {
-        if !self.is_idle() {
-            return;
+/// Indexes the replies view while the runner is idle, when the ledger
+/// wants it: PouchDB Server indexes a view only when it is queried, and the
+/// next read of a resource not handled lately would otherwise wait for
+/// everything stored meanwhile (seconds, after a burst of documents).
+pub struct IdleIndexing {
+    pub runner: Runner,
+}
+
+impl Worker for IdleIndexing {
+    async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
+        if self.runner.is_idle() {
+            self.runner.inner.ledger.index().await;
         }
-        let mut indexer = self
-            .inner
-            .indexer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if indexer.as_ref().is_some_and(|task| !task.is_finished()) {
-            return;
-        }
-        let inner = Arc::clone(&self.inner);
-        *indexer = Some(tokio::spawn(async move {
-            inner.ledger.index().await;
-        }));
+        Ok(WorkerState::Idle)
+    }
+
+    async fn wait_for_work(&mut self) {
+        self.runner.inner.ledger.index_wanted().await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Writing the journal's replies to CouchDB: right after a batch, and by
-//! the flusher task for whatever that left behind (CouchDB away, a reply
-//! refused), with a backoff, until the journal is empty.
+//! the flusher worker for whatever that left behind (CouchDB away, a reply
+//! refused), until the journal is empty.
 //!
 //! Writing is idempotent: a reply's `_id` is fixed by the journal, so a
 //! reply CouchDB already holds comes back as a conflict, which counts as
@@ -11,14 +11,14 @@
 use std::sync::Arc;
 
 use cheops_model::ReplyDocument;
-use tokio::sync::{watch, Notify};
-use tracing::{info, warn};
+use tokio::sync::Notify;
+use tracing::info;
 
 use crate::couch::CouchClient;
 use crate::journal::Journal;
 use crate::oversize::{fit, FALLBACK_MAX_REPLY_BYTES};
-use crate::supervisor::Task;
-use crate::{backoff, ReplicatorError};
+use crate::worker::{Worker, WorkerState};
+use crate::ReplicatorError;
 
 /// Writes `replies` (journaled, `_id` set) to CouchDB and drops from the
 /// journal those it holds. Fails when some could not be written; they stay
@@ -130,39 +130,28 @@ fn is_too_large(error: &ReplicatorError) -> bool {
     matches!(error, ReplicatorError::Couch { status: 413, .. })
 }
 
-/// The flusher task: writes what the journal holds at start-up, and again
-/// whenever `unstored` is notified, retrying with the task's backoff until
-/// the journal is empty.
-pub async fn flush_loop(
-    couch: CouchClient,
-    journal: Journal,
-    unstored: Arc<Notify>,
-    task: Task,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let pending = journal.pending();
-        if !pending.is_empty() {
-            match store_replies(&couch, &journal, &pending).await {
-                Ok(()) => {
-                    task.succeeded();
-                    info!(replies = pending.len(), "journaled replies stored");
-                }
-                Err(error) => {
-                    // Capped low: other sites wait for these replies.
-                    let delay = task.failed(&error).min(backoff::delay(6));
-                    warn!(%error, left = journal.pending().len(), ?delay, "cannot store journaled replies yet; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => continue,
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            }
+/// The flusher: writes what the journal holds at start-up, and again
+/// whenever `unstored` is notified, until the journal is empty.
+pub struct Flusher {
+    pub couch: CouchClient,
+    pub journal: Journal,
+    /// Woken when replies are left in the journal.
+    pub unstored: Arc<Notify>,
+}
+
+impl Worker for Flusher {
+    async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
+        let pending = self.journal.pending();
+        if pending.is_empty() {
+            return Ok(WorkerState::Idle);
         }
-        tokio::select! {
-            () = unstored.notified() => {}
-            _ = shutdown.changed() => return,
-        }
+        store_replies(&self.couch, &self.journal, &pending).await?;
+        info!(replies = pending.len(), "journaled replies stored");
+        Ok(WorkerState::Busy)
+    }
+
+    async fn wait_for_work(&mut self) {
+        self.unstored.notified().await;
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::backoff;
+use crate::worker::{drive, Worker};
 
 /// What a task is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,7 +118,7 @@ impl Task {
     }
 
     /// The last attempt failed with `error`: returns how long to wait
-    /// before the next (1.5ⁿ s after n failures in a row, at most a minute).
+    /// before the next ([`backoff::delay`] of the failures in a row).
     pub fn failed(&self, error: &dyn Display) -> Duration {
         let mut failures = 1;
         self.tasks.update(&self.name, |status| {
@@ -169,6 +170,12 @@ impl Spawner {
             // The supervisor is gone: the node is stopping.
             started.handle.abort();
         }
+    }
+
+    /// Starts `worker` as the task `name` (see [`crate::worker`]).
+    pub fn spawn_worker<W: Worker>(&self, name: &str, vital: bool, worker: W) {
+        let shutdown = self.shutdown();
+        self.spawn(name, vital, |task| drive(worker, task, shutdown));
     }
 }
 
