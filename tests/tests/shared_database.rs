@@ -3,7 +3,7 @@
 //! views), whichever starts first, and opens the database's members only
 //! when told to (the original queries its views without credentials).
 
-use cheops_tests::{Cluster, ClusterOptions};
+use cheops_testkit::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 /// A `_design/cheops` shaped like the original's (same views, keys, values
