@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn the_originals_document_keeps_everything_and_gains_this_nodes_parts() {
         let mut original: Value = serde_json::from_str(include_str!(
-            "../../model/tests/wire/go-design-document.json"
+            "../../model/tests/wire/go-compatible-design-document.json"
         ))
         .unwrap();
         original["_id"] = json!("_design/cheops");

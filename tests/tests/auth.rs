@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use cheops_tests::{authorized_client, cheops_binary, eventually, free_port, Cluster, Exec};
+use cheops_testkit::{authorized_client, cheops_binary, eventually, free_port, Cluster, Exec};
 use reqwest::multipart::Form;
 use reqwest::StatusCode;
 

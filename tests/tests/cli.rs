@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cheops_model::{ReplyDocument, Status};
-use cheops_tests::{absent_peer, cheops_binary, Cluster, ClusterOptions};
+use cheops_testkit::{absent_peer, cheops_binary, Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 /// What one run of the client did.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cheops_model::Status;
-use cheops_tests::{Cluster, Exec};
+use cheops_testkit::{Cluster, Exec};
 use serde_json::Value;
 
 const SITES: &str = "site1&site2&site3";

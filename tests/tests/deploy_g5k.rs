@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cheops_tests::python::python_bin;
-use cheops_tests::{cheops_binary, Cluster};
+use cheops_testkit::python::python_bin;
+use cheops_testkit::{cheops_binary, Cluster};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "s3cret-Pass";

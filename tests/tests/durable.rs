@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cheops_model::Status;
-use cheops_tests::{eventually, Cluster, ClusterOptions, Exec};
+use cheops_testkit::{eventually, Cluster, ClusterOptions, Exec};
 
 const SITES: &str = "site1&site2";
 const OPERATIONS: usize = 6;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cheops_model::Status;
-use cheops_tests::{eventually, Cluster, ClusterOptions, Exec};
+use cheops_testkit::{eventually, Cluster, ClusterOptions, Exec};
 
 /// The node's CouchDB timeout in this test, in seconds.
 const COUCHDB_TIMEOUT: u64 = 2;

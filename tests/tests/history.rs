@@ -11,7 +11,7 @@ use std::time::Duration;
 use cheops_model::{
     HistoryDocument, HistoryEntry, Operation, ReplyDocument, ResourceDocument, Status, Timestamp,
 };
-use cheops_tests::{authorized_client, cheops_binary, eventually, Cluster, Exec};
+use cheops_testkit::{authorized_client, cheops_binary, eventually, Cluster, Exec};
 use serde_json::{json, Value};
 
 const RESOURCE: &str = "ledger";

@@ -1,7 +1,7 @@
 //! The daemon's log, as an operator's file or log shipper gets it: plain
 //! text without terminal colours, or one JSON object per line.
 
-use cheops_tests::{Cluster, ClusterOptions, Exec};
+use cheops_testkit::{Cluster, ClusterOptions, Exec};
 use serde_json::Value;
 
 /// Runs one operation so the log holds more than start-up lines, and

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use cheops_model::Status;
-use cheops_tests::scrape::Scrape;
-use cheops_tests::{authorized_client, eventually, Cluster, Exec};
+use cheops_testkit::scrape::Scrape;
+use cheops_testkit::{authorized_client, eventually, Cluster, Exec};
 use reqwest::header::WWW_AUTHENTICATE;
 use serde_json::Value;
 

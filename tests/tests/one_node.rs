@@ -2,7 +2,7 @@
 //! and stores nothing.
 
 use cheops_model::Status;
-use cheops_tests::{absent_peer, authorized_client, Cluster, ClusterOptions, Exec};
+use cheops_testkit::{absent_peer, authorized_client, Cluster, ClusterOptions, Exec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_creates_the_resource_and_streams_one_ok_reply() {

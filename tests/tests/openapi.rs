@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cheops_tests::python::{python_bin, python_dir};
-use cheops_tests::{authorized_client, cheops_binary, Cluster, ClusterOptions, Exec};
+use cheops_testkit::python::{python_bin, python_dir};
+use cheops_testkit::{authorized_client, cheops_binary, Cluster, ClusterOptions, Exec};
 use serde_json::Value;
 
 /// Test cases per operation and phase: enough to reach every status the

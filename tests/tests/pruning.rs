@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cheops_model::{history_id, HistoryDocument, ResourceDocument, Status};
-use cheops_tests::{absent_peer, eventually, Cluster, ClusterOptions, Exec};
+use cheops_testkit::{absent_peer, eventually, Cluster, ClusterOptions, Exec};
 use serde_json::{json, Value};
 
 /// set restarts the block; adds keep their place after it, and a set after

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cheops_model::Status;
-use cheops_tests::{eventually, Cluster, Exec};
+use cheops_testkit::{eventually, Cluster, Exec};
 use serde_json::json;
 
 const SITES: &str = "site1&site2&site3";

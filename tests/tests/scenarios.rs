@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cheops_model::Timestamp;
-use cheops_tests::{Cluster, ClusterOptions, Exec};
+use cheops_testkit::{Cluster, ClusterOptions, Exec};
 use serde_json::Value;
 
 const SITES: &str = "site1&site2&site3";

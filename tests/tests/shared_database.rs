@@ -3,11 +3,13 @@
 //! views), whichever starts first, and opens the database's members only
 //! when told to (the original queries its views without credentials).
 
-use cheops_tests::{Cluster, ClusterOptions};
+use cheops_testkit::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
-/// The original's `_design/cheops`, exactly as it writes it.
-const GO_DESIGN: &str = include_str!("../../model/tests/wire/go-design-document.json");
+/// A `_design/cheops` shaped like the original's (same views, keys, values
+/// and reductions, with its own function text), standing in for the one a
+/// Go node writes.
+const GO_DESIGN: &str = include_str!("../../model/tests/wire/go-compatible-design-document.json");
 
 /// The queries a Go node makes on its views (counting resources, latest
 /// replies), as `(view, query string)`.
@@ -89,8 +91,8 @@ impl Database {
         response.json().await.unwrap()
     }
 
-    /// Replaces `_design/cheops` by the original's, as a Go node would find
-    /// it after creating it first.
+    /// Replaces `_design/cheops` by the Go-shaped one, as a Go node would
+    /// find it after creating it first.
     async fn install_go_design(&self) {
         let current = self.get("_design/cheops").await;
         let deleted = self
@@ -150,8 +152,8 @@ fn go_design() -> Value {
     design
 }
 
-/// What the original's own design document answers for its documents, in a
-/// database of the same sidecar that no port node touches.
+/// What the Go-shaped design document alone answers for the original's
+/// documents, in a database of the same sidecar that no port node touches.
 async fn reference_answers(cluster: &Cluster) -> Vec<Value> {
     let reference = Database::of(cluster, "go-reference");
     assert_eq!(reference.put("", &json!({})).await, 201);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cheops_model::Status;
-use cheops_tests::{eventually, Cluster, Exec};
+use cheops_testkit::{eventually, Cluster, Exec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exec_for_three_sites_returns_three_ok_replies_and_converges() {

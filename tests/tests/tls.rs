@@ -3,7 +3,7 @@
 //! cluster's CA by `--ca-file` (and refused without it).
 
 use cheops_model::Status;
-use cheops_tests::{cheops_binary, Cluster, ClusterOptions, Exec};
+use cheops_testkit::{cheops_binary, Cluster, ClusterOptions, Exec};
 
 /// Runs `cheops exec` against `node` with the operator `token` and `extra`
 /// flags; its exit status and standard error.

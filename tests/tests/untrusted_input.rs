@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cheops_tests::{eventually, Cluster, ClusterOptions, Exec};
+use cheops_testkit::{eventually, Cluster, ClusterOptions, Exec};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;

@@ -9,7 +9,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use super::{Failure, SITES};
-use cheops_tests::Cluster;
+use cheops_testkit::Cluster;
 
 /// Sends operations to the cluster's APIs.
 #[derive(Clone)]
@@ -34,7 +34,7 @@ impl ExecClient {
     pub fn new(cluster: &Cluster) -> ExecClient {
         let sites: Vec<String> = (0..SITES).map(|i| cluster.node(i).site.clone()).collect();
         ExecClient {
-            http: cheops_tests::authorized_client(cluster.token()),
+            http: cheops_testkit::authorized_client(cluster.token()),
             apis: (0..SITES).map(|i| cluster.node(i).api_url()).collect(),
             sites: sites.join("&"),
         }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::client::ExecClient;
 use super::{Failure, SITES};
-use cheops_tests::Cluster;
+use cheops_testkit::Cluster;
 
 /// The resource every site writes to.
 const RESOURCE: &str = "bench-convergence";

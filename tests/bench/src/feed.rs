@@ -1,7 +1,7 @@
 //! A site's continuous `_changes` feed, as the benchmark watches it: what
 //! arrives is seen when it arrives, without polling.
 
-use cheops_tests::convergence::get_json;
+use cheops_testkit::convergence::get_json;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::docs;
 use super::feed::Feed;
 use super::{Failure, SITES};
-use cheops_tests::Cluster;
+use cheops_testkit::Cluster;
 
 /// The `Type` of the floor's resource document.
 const ROUND: &str = "BENCH-ROUND";

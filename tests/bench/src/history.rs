@@ -9,7 +9,7 @@
 use super::client::ExecClient;
 use super::stats::Latencies;
 use super::{Failure, SITES};
-use cheops_tests::Cluster;
+use cheops_testkit::Cluster;
 
 /// The resource the operations go to.
 const RESOURCE: &str = "bench-history";

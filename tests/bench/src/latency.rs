@@ -18,7 +18,7 @@ use super::stats::Latencies;
 use super::traffic::{between, Counts, Meter};
 use super::usage::{Processes, Window};
 use super::{Failure, SITES};
-use cheops_tests::Cluster;
+use cheops_testkit::Cluster;
 
 /// The resource the execs go to; its block grows by one operation each.
 const RESOURCE: &str = "bench-latency";

@@ -48,7 +48,7 @@ mod usage;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cheops_tests::{Cluster, ClusterOptions};
+use cheops_testkit::{Cluster, ClusterOptions};
 
 pub use report::Report;
 

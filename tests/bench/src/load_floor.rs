@@ -21,7 +21,7 @@ use super::feed::Feed;
 use super::floor;
 use super::throughput::{owned_resources, tally, Load};
 use super::{Failure, Params, SITES};
-use cheops_tests::Cluster;
+use cheops_testkit::Cluster;
 
 /// How long an operation may wait for its replies, as `/exec` does in the
 /// benchmark's cluster.

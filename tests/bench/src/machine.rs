@@ -38,7 +38,7 @@ pub fn load_average() -> Option<String> {
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program)
         .args(args)
-        .current_dir(cheops_tests::workspace())
+        .current_dir(cheops_testkit::workspace())
         .output()
         .ok()?;
     out.status

@@ -87,7 +87,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Some(binary) => binary,
         None => {
             eprintln!("cheops-bench: cargo build --release -p cheops-cli");
-            cheops_tests::release_cheops_binary()?
+            cheops_testkit::release_cheops_binary()?
         }
     };
     let mut params = Params::new(cli.quick, binary);
@@ -125,7 +125,7 @@ fn run(cli: Cli) -> Result<(), String> {
         + "\n";
     let saved = cli.save.then(|| {
         let commit = result["machine"]["commit"].as_str().unwrap_or("unknown");
-        cheops_tests::workspace()
+        cheops_testkit::workspace()
             .join("tests/bench-results")
             .join(format!("{}-{commit}.json", today()))
     });

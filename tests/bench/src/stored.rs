@@ -16,7 +16,7 @@ use super::feed::Feed;
 use super::traffic::{between, Counts, Meter};
 use super::usage::{Sampler, Window};
 use super::{Failure, SITES};
-use cheops_tests::Cluster;
+use cheops_testkit::Cluster;
 
 /// Documents per `_bulk_docs` request.
 const CHUNK: usize = 1000;

@@ -11,7 +11,7 @@ use std::ops::Sub;
 use std::path::PathBuf;
 
 use super::{Failure, SITES};
-use cheops_tests::Cluster;
+use cheops_testkit::Cluster;
 
 /// One sidecar's requests by kind, and bytes, counted so far or over a
 /// window.

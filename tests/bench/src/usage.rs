@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{Failure, SITES};
-use cheops_tests::Cluster;
+use cheops_testkit::Cluster;
 
 /// Clock ticks per second of `/proc/PID/stat`'s times: `USER_HZ`, which
 /// Linux fixes at 100 for user space on every architecture.

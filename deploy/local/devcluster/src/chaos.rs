@@ -20,8 +20,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{files, ClusterFile, Failure, Fault, UpOptions};
-use cheops_tests::convergence::{check, Snapshot};
-use cheops_tests::Process;
+use cheops_testkit::convergence::{check, Snapshot};
+use cheops_testkit::Process;
 use client::{Api, Outcome};
 use plan::{site, Action, Op};
 use verdict::Verdict;

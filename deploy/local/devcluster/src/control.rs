@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::{files, Failure};
-use cheops_tests::{Cluster, Process};
+use cheops_testkit::{Cluster, Process};
 
 /// How long `ask` waits for an answer: a restart waits for the node to be
 /// healthy, up to a minute.

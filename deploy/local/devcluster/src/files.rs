@@ -5,8 +5,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::Failure;
-use cheops_tests::Cluster;
-use cheops_tests::TOKEN_FILES;
+use cheops_testkit::Cluster;
+use cheops_testkit::TOKEN_FILES;
 
 pub const CLUSTER: &str = "cluster.json";
 /// The sites in the format of `--peers-file` (`cheops` client and daemon).

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cheops_tests::{Cluster, ClusterOptions, Process};
+use cheops_testkit::{Cluster, ClusterOptions, Process};
 
 pub use chaos::{chaos, ChaosOptions, Mode, Plan, Report};
 pub use files::{ClusterFile, NodeEntry};
@@ -50,11 +50,11 @@ pub fn up(options: &UpOptions) -> Result<ClusterFile, Failure> {
         "Node.js runs the sidecar, PouchDB Server: install nodejs",
     )];
     if options.redis {
-        programs.push(("redis-server", cheops_tests::REDIS_HINT));
+        programs.push(("redis-server", cheops_testkit::REDIS_HINT));
     }
     if let Some((name, hint)) = programs
         .into_iter()
-        .find(|(name, _)| cheops_tests::find_program(name).is_none())
+        .find(|(name, _)| cheops_testkit::find_program(name).is_none())
     {
         return Err(format!("{name} is not installed: {hint}"));
     }

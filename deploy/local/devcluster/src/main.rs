@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cheops_devcluster::{self as local, ChaosOptions, Fault, Mode, UpOptions};
-use cheops_tests::Process;
+use cheops_testkit::Process;
 use clap::{Parser, Subcommand};
 
 /// A Cheops cluster on this machine: one sidecar and one daemon per site.
@@ -153,7 +153,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             }
             println!(
                 "operator token in {} (cheops --token-file {0}, or CHEOPS_TOKEN_FILE)",
-                dir.join(cheops_tests::TOKEN_FILE).display()
+                dir.join(cheops_testkit::TOKEN_FILE).display()
             );
         }
         Command::Partition(dir) => {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{control, files, Failure};
-use cheops_tests::convergence::{check, resource_ids, Snapshot};
+use cheops_testkit::convergence::{check, resource_ids, Snapshot};
 
 /// How long `status` waits for a database: a frozen sidecar answers
 /// nothing.

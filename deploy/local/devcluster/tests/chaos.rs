@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::sync::Mutex;
 
-use cheops_tests::cheops_binary;
+use cheops_testkit::cheops_binary;
 
 /// Change them only with a reason; `CHEOPS_CHAOS_SEED` tries another.
 const FAULTS_SEED: u64 = 7;

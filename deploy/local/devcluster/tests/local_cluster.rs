@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use cheops_tests::{authorized_client, cheops_binary, eventually};
+use cheops_testkit::{authorized_client, cheops_binary, eventually};
 use serde_json::Value;
 
 /// An origin no daemon allows unless told to.

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::Fault;
-use cheops_tests::Process;
+use cheops_testkit::Process;
 
 /// The matrix of the one resource that has one (the original scenarios'):
 /// a later set wins over what came before it, an add builds on the set

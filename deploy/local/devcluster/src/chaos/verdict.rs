@@ -20,8 +20,8 @@ use serde_json::Value;
 use super::client::Outcome;
 use super::plan::{site, Action, Plan, Resource};
 use crate::Fault;
-use cheops_tests::convergence::{check, Snapshot};
-use cheops_tests::Process;
+use cheops_testkit::convergence::{check, Snapshot};
+use cheops_testkit::Process;
 
 /// The violations found, by kind; each entry says what and where.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

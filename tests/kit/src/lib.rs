@@ -1,6 +1,8 @@
-//! Multi-node integration tests of Cheops: a harness that starts real
-//! CouchDB-compatible sidecars (PouchDB Server) and `cheops serve` daemons on
-//! free ports, and helpers to drive and observe them.
+//! The harness that starts local Cheops clusters: real CouchDB-compatible
+//! sidecars (PouchDB Server) and `cheops serve` daemons on free ports, and
+//! helpers to drive and observe them. The integration tests, the benchmark
+//! and the local cluster all start their clusters through it, so a tool
+//! never depends on the test crate.
 //!
 //! Everything a [`Cluster`] starts is killed when it is dropped, including
 //! when a test panics.

@@ -7,10 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-/// The workspace root.
+/// The workspace root (this crate lives in `tests/kit/`).
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }
@@ -36,8 +37,8 @@ pub fn free_port() -> u16 {
     panic!("no free port between {FIRST} and {}", FIRST + COUNT)
 }
 
-/// The `cheops` binary, built once per test process (the tests crate cannot
-/// depend on a binary, so it asks cargo for it).
+/// The `cheops` binary, built once per process (a library cannot depend on
+/// a binary, so it asks cargo for it).
 pub fn cheops_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
