@@ -132,11 +132,6 @@ impl CouchClient {
         self
     }
 
-    /// The metrics this client counts in, shared with the code that uses it.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     /// The database URL, without credentials: safe to log.
     pub fn db_url(&self) -> &str {
         self.db.as_str()

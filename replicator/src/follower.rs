@@ -4,7 +4,6 @@
 //! a `_local` document once everything before it has been handled, so a
 //! restarted daemon resumes where it stopped without skipping work.
 
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument};
@@ -12,28 +11,24 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
-use crate::couch::{Change, ChangesFeed, CouchClient, Written};
-use crate::events::{Events, NodeEvent};
-use crate::ledger::Ledger;
+use crate::context::Context;
+use crate::couch::{Change, ChangesFeed, Written};
+use crate::events::NodeEvent;
 use crate::liveness::Liveness;
 use crate::replications::Replications;
 use crate::runner::Runner;
 use crate::worker::{Worker, WorkerState};
-use crate::{Health, ReplicatorError, ReplyHub};
+use crate::{ReplicatorError, ReplyHub};
 
 /// How often the checkpoint may be written.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Follower {
-    pub site: String,
-    pub couch: CouchClient,
+    pub ctx: Context,
     pub hub: ReplyHub,
     pub runner: Runner,
     pub replications: Replications,
     pub liveness: Liveness,
-    pub events: Events,
-    pub health: Arc<Mutex<Health>>,
-    pub ledger: Arc<Ledger>,
     pub checkpoint: Checkpoint,
 }
 
@@ -50,7 +45,7 @@ impl Worker for Follower {
         if let Err(error) = &stepped {
             self.checkpoint.feed = None;
             let error = error.to_string();
-            self.set_health(|h| {
+            self.ctx.set_health(|h| {
                 h.follower_live = false;
                 h.couchdb_reachable = false;
                 h.last_error = Some(error);
@@ -64,11 +59,7 @@ impl Worker for Follower {
 
 impl Follower {
     fn checkpoint_id(&self) -> String {
-        format!("cheops-follower-{}", self.site)
-    }
-
-    fn set_health(&self, update: impl FnOnce(&mut Health)) {
-        update(&mut self.health.lock().unwrap_or_else(PoisonError::into_inner));
+        format!("cheops-follower-{}", self.ctx.site)
     }
 
     /// Opens the feed from the last checkpoint.
@@ -76,23 +67,23 @@ impl Follower {
         let id = self.checkpoint_id();
         let checkpoint = &mut self.checkpoint;
         if checkpoint.rev.is_none() {
-            if let Some(saved) = self.couch.get::<Value>(&["_local", &id], &[]).await? {
+            if let Some(saved) = self.ctx.couch.get::<Value>(&["_local", &id], &[]).await? {
                 checkpoint.saved = saved.get("seq").cloned();
                 checkpoint.rev = saved.get("_rev").and_then(Value::as_str).map(str::to_owned);
                 checkpoint.seen = checkpoint.saved.clone();
             }
         }
-        self.couch.metrics().handled(checkpoint.seen.as_ref());
-        checkpoint.feed = Some(self.couch.changes(checkpoint.seen.as_ref()).await?);
+        self.ctx.metrics.handled(checkpoint.seen.as_ref());
+        checkpoint.feed = Some(self.ctx.couch.changes(checkpoint.seen.as_ref()).await?);
         // What happened while the feed was away is replayed, but not, say, a
         // database deleted and created again.
-        self.ledger.forget_all();
-        self.set_health(|h| {
+        self.ctx.ledger.forget_all();
+        self.ctx.set_health(|h| {
             h.follower_live = true;
             h.couchdb_reachable = true;
             h.last_error = None;
         });
-        info!(site = %self.site, since = ?self.checkpoint.seen, "following changes");
+        info!(site = %self.ctx.site, since = ?self.checkpoint.seen, "following changes");
         Ok(())
     }
 
@@ -109,7 +100,7 @@ impl Follower {
                 self.dispatch(&change).await;
                 // Only after the change was handed over, so that an idle
                 // runner means everything up to `seen` is handled.
-                self.couch.metrics().handled(Some(&change.seq));
+                self.ctx.metrics.handled(Some(&change.seq));
                 self.checkpoint.seen = Some(change.seq);
             }
             _ = self.checkpoint.tick.tick() => self.save_checkpoint().await?,
@@ -126,7 +117,7 @@ impl Follower {
         if change.deleted && !kind.is_resource() {
             // Perhaps a reply or a history document: its tombstone no
             // longer says whose.
-            self.ledger.forget_all();
+            self.ctx.ledger.forget_all();
         } else if kind.is_reply() {
             match ReplyDocument::deserialize(doc) {
                 Ok(mut reply) => {
@@ -134,8 +125,8 @@ impl Follower {
                     // without CouchDB's bookkeeping.
                     reply.id = None;
                     reply.rev = None;
-                    self.ledger.saw_reply(&reply);
-                    self.events.send(NodeEvent::Reply {
+                    self.ctx.ledger.saw_reply(&reply);
+                    self.ctx.events.send(NodeEvent::Reply {
                         resource: reply.resource_id.clone(),
                         request_id: reply.request_id.clone(),
                         site: reply.site.clone(),
@@ -148,6 +139,7 @@ impl Follower {
         } else if kind.is_history() {
             match HistoryKey::deserialize(doc) {
                 Ok(history) => self
+                    .ctx
                     .ledger
                     .saw_history(&history.resource_id, &history.operation.request_id),
                 Err(error) => warn!(id = %change.id, %error, "unreadable history document"),
@@ -157,10 +149,10 @@ impl Follower {
                 Ok(resource) => {
                     self.replications.ensure(&resource.locations);
                     self.liveness.track(&resource.locations);
-                    self.events.send(NodeEvent::Resource {
+                    self.ctx.events.send(NodeEvent::Resource {
                         id: resource.id.clone(),
                     });
-                    if resource.lives_on(&self.site) {
+                    if resource.lives_on(&self.ctx.site) {
                         self.runner.schedule(resource).await;
                     }
                 }
@@ -184,12 +176,12 @@ impl Follower {
         if let Some(rev) = &checkpoint.rev {
             doc["_rev"] = Value::from(rev.as_str());
         }
-        match self.couch.put(&["_local", &id], &doc).await? {
+        match self.ctx.couch.put(&["_local", &id], &doc).await? {
             Written::Rev(rev) => {
                 checkpoint.rev = Some(rev);
                 checkpoint.saved = seen;
                 // Documents arrived and the runner is idle: a good time.
-                self.ledger.want_index();
+                self.ctx.ledger.want_index();
             }
             // Reread at the next connection; progress is only delayed.
             Written::Conflict => checkpoint.rev = None,

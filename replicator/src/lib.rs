@@ -8,6 +8,7 @@ mod bootstrap;
 mod by_use;
 mod clients;
 pub mod consistency;
+mod context;
 pub mod couch;
 mod documents;
 mod error;

@@ -3,29 +3,29 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult};
 use cheops_model::{DocumentKind, HistoryDocument, ResourceDocument, ShellCommand};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use crate::bootstrap::{bootstrap, DatabaseAccess, DESIGN, REQUESTS_VIEW};
 use crate::consistency::{add_operation, prunable, prune_payloads, Seen, SeenReply};
+use crate::context::Context;
 use crate::couch::{CouchClient, Stored, Written};
-use crate::events::{Events, NodeEvent, PeerLiveness};
+use crate::events::{NodeEvent, PeerLiveness};
 use crate::follower::{Checkpoint, Follower};
 use crate::history::{read_history, HistoryQuery, HistoryStream};
 use crate::journal::Journal;
-use crate::ledger::Ledger;
 use crate::liveness::Liveness;
 use crate::metrics::{replication_state, Metrics, Snapshot};
 use crate::recent::Recent;
 use crate::replications::Replications;
-use crate::runner::{IdleIndexing, Runner, RunnerParts};
+use crate::runner::{IdleIndexing, Runner};
 use crate::store::Flusher;
 use crate::supervisor::{Spawner, Tasks};
 use crate::worker::{Worker, WorkerState};
@@ -76,12 +76,12 @@ pub struct Starter {
 impl Worker for Starter {
     async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
         let node = &self.node;
-        if let Err(error) = bootstrap(&node.couch, node.access).await {
-            node.set_health(|h| {
+        if let Err(error) = bootstrap(&node.ctx.couch, node.config.access).await {
+            node.ctx.set_health(|h| {
                 h.couchdb_reachable = !error.is_unavailable();
                 h.last_error = Some(error.to_string());
             });
-            info!(site = %node.site, db = %node.couch.db_url(), %error, "waiting for CouchDB");
+            info!(site = %node.ctx.site, db = %node.ctx.couch.db_url(), %error, "waiting for CouchDB");
             return Err(error);
         }
         node.start_workers(&self.spawner);
@@ -97,29 +97,16 @@ pub const COUCHDB_MAX_DOCUMENT_SIZE: usize = 8_000_000;
 /// A running node, shared by the HTTP handlers.
 #[derive(Clone)]
 pub struct Node {
-    site: String,
-    couch: CouchClient,
+    ctx: Context,
+    config: Arc<NodeConfig>,
     hub: ReplyHub,
     runner: Runner,
     replications: Replications,
-    backend: Arc<dyn Backend>,
-    sites: Sites,
-    replication_check: Duration,
-    peer_check: Duration,
-    access: DatabaseAccess,
-    max_document_size: usize,
-    health: Arc<Mutex<Health>>,
-    events: Events,
     liveness: Liveness,
-    journal: Journal,
-    /// Woken when the journal holds replies CouchDB does not.
-    unstored: Arc<Notify>,
+    backend: Arc<dyn Backend>,
     tasks: Tasks,
-    drain: Duration,
     /// The resource documents this node stored lately.
     recent: Arc<Recent>,
-    /// Who replied to what, as far as this node knows.
-    ledger: Arc<Ledger>,
 }
 
 /// The longest a liveness probe waits for a peer's answer.
@@ -146,32 +133,23 @@ impl Node {
     /// Opens the journal (failing if it cannot be read) and builds the
     /// parts; nothing runs before [`Node::start`].
     pub fn new(config: NodeConfig, backend: Arc<dyn Backend>) -> Result<Self, ReplicatorError> {
+        let metrics = Metrics::default();
         let couch = CouchClient::with_options(&config.couch_url, &config.client)?
-            .with_metrics(Metrics::default());
+            .with_metrics(metrics.clone());
         let journal = Journal::open(&config.data_dir, &config.site)?;
-        let unstored = Arc::new(Notify::new());
-        let ledger = Arc::new(Ledger::new(
-            config.site.clone(),
-            couch.clone(),
-            journal.clone(),
-        ));
-        let runner = Runner::new(RunnerParts {
-            site: config.site.clone(),
-            couch: couch.clone(),
-            backend: Arc::clone(&backend),
-            journal: journal.clone(),
-            ledger: Arc::clone(&ledger),
-            max_reply_bytes: config.max_reply_bytes,
-            unstored: Arc::clone(&unstored),
-            concurrency: config.concurrency,
-        });
+        let ctx = Context::new(config.site.clone(), couch, metrics, journal);
+        let runner = Runner::new(
+            ctx.clone(),
+            Arc::clone(&backend),
+            config.max_reply_bytes,
+            config.concurrency,
+        );
         let replications = Replications::new(
             config.site.clone(),
-            couch.clone(),
+            ctx.couch.clone(),
             config.couch_url.clone(),
             config.sites.clone(),
         );
-        let events = Events::default();
         let liveness = Liveness::new(
             config.site.clone(),
             config.sites.clone(),
@@ -179,30 +157,19 @@ impl Node {
                 couch_timeout: PROBE_TIMEOUT.min(config.peer_check),
                 ..config.client.clone()
             },
-            events.clone(),
+            ctx.events.clone(),
             replications.clone(),
         );
         Ok(Node {
-            site: config.site,
-            couch,
+            ctx,
+            config: Arc::new(config),
             hub: ReplyHub::default(),
             runner,
             replications,
-            backend,
-            sites: config.sites,
-            replication_check: config.replication_check,
-            peer_check: config.peer_check,
-            access: config.access,
-            max_document_size: config.max_document_size,
-            health: Arc::new(Mutex::new(Health::default())),
-            events,
             liveness,
-            journal,
-            unstored,
+            backend,
             tasks: Tasks::default(),
-            drain: config.drain,
             recent: Arc::default(),
-            ledger,
         })
     }
 
@@ -213,11 +180,11 @@ impl Node {
     }
 
     pub fn site(&self) -> &str {
-        &self.site
+        &self.ctx.site
     }
 
     pub fn sites(&self) -> &Sites {
-        &self.sites
+        &self.config.sites
     }
 
     /// The worker that prepares the database (retried as long as CouchDB
@@ -233,39 +200,33 @@ impl Node {
     }
 
     fn start_workers(&self, spawner: &Spawner) {
-        info!(site = %self.site, db = %self.couch.db_url(), journal = %self.journal.path().display(), "database ready");
+        info!(site = %self.ctx.site, db = %self.ctx.couch.db_url(), journal = %self.ctx.journal.path().display(), "database ready");
         let follower = Follower {
-            site: self.site.clone(),
-            couch: self.couch.clone(),
+            ctx: self.ctx.clone(),
             hub: self.hub.clone(),
             runner: self.runner.clone(),
             replications: self.replications.clone(),
             liveness: self.liveness.clone(),
-            events: self.events.clone(),
-            health: Arc::clone(&self.health),
-            ledger: Arc::clone(&self.ledger),
             checkpoint: Checkpoint::default(),
         };
         spawner.spawn_worker("follower", true, follower);
-        let (runner, stop, drain) = (self.runner.clone(), spawner.shutdown(), self.drain);
+        let (runner, stop, drain) = (self.runner.clone(), spawner.shutdown(), self.config.drain);
         spawner.spawn("runner", true, |task| runner.run(task, stop, drain));
         let flusher = Flusher {
-            couch: self.couch.clone(),
-            journal: self.journal.clone(),
-            unstored: Arc::clone(&self.unstored),
+            ctx: self.ctx.clone(),
         };
         spawner.spawn_worker("journal", true, flusher);
-        let repair = self.replications.repair(self.replication_check);
+        let repair = self.replications.repair(self.config.replication_check);
         spawner.spawn_worker("replications", true, repair);
-        spawner.spawn_worker("liveness", false, self.liveness.probes(self.peer_check));
+        spawner.spawn_worker(
+            "liveness",
+            false,
+            self.liveness.probes(self.config.peer_check),
+        );
         let indexing = IdleIndexing {
             runner: self.runner.clone(),
         };
         spawner.spawn_worker("indexing", false, indexing);
-    }
-
-    fn set_health(&self, update: impl FnOnce(&mut Health)) {
-        update(&mut self.health.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
     /// The liveness of every peer site probed so far.
@@ -275,15 +236,11 @@ impl Node {
 
     /// Everything that happens on this node from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.events.subscribe()
+        self.ctx.events.subscribe()
     }
 
     pub fn health(&self) -> Health {
-        let mut health = self
-            .health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let mut health = self.ctx.health();
         health.tasks = self.tasks.snapshot();
         health
     }
@@ -303,10 +260,10 @@ impl Node {
             operation,
             config,
         } = submission;
-        if !sites.contains(&self.site) {
+        if !sites.contains(&self.ctx.site) {
             return Err(ReplicatorError::InvalidRequest(format!(
                 "this node ({}) is not one of the sites: {}",
-                self.site,
+                self.ctx.site,
                 sites.join(", ")
             )));
         }
@@ -315,7 +272,9 @@ impl Node {
         let replies = self.hub.subscribe(&operation.request_id);
         // Before writing too: whatever is stored about it from now on, the
         // feed brings.
-        self.ledger.submitting(&resource_id, &operation.request_id);
+        self.ctx
+            .ledger
+            .submitting(&resource_id, &operation.request_id);
 
         // Written with the first attempt, and kept by the next ones.
         let mut history_stored = false;
@@ -359,15 +318,16 @@ impl Node {
             let too_large = || ReplicatorError::TooLarge {
                 resource: resource_id.clone(),
                 size,
-                limit: self.max_document_size,
+                limit: self.config.max_document_size,
             };
-            if size > self.max_document_size {
+            if size > self.config.max_document_size {
                 return Err(too_large());
             }
 
             let written = match &history {
                 Some(history) => self.put_with_history(&doc, history).await,
                 None => self
+                    .ctx
                     .couch
                     .put(&[&resource_id], &doc)
                     .await
@@ -375,12 +335,13 @@ impl Node {
             };
             match written {
                 Ok((Written::Rev(rev), _)) => {
-                    self.couch.metrics().accepted();
-                    info!(resource = %resource_id, request = %operation.request_id, site = %self.site, rev = %rev, "operation stored");
+                    self.ctx.metrics.accepted();
+                    info!(resource = %resource_id, request = %operation.request_id, site = %self.ctx.site, rev = %rev, "operation stored");
                     let locations = doc.locations.clone();
                     doc.rev = Some(rev);
                     self.recent.stored(doc, size);
-                    self.ledger
+                    self.ctx
+                        .ledger
                         .pruned(&resource_id, pruned.iter().map(String::as_str));
                     return Ok(Submitted {
                         resource_id,
@@ -423,12 +384,12 @@ impl Node {
             encode(serde_json::to_value(doc))?,
             encode(serde_json::to_value(history))?,
         ];
-        let results = self.couch.bulk_docs(&docs, true).await?;
+        let results = self.ctx.couch.bulk_docs(&docs, true).await?;
         let row = |id: &str| results.iter().find(|r| r.id.as_deref() == Some(id));
         let history_stored = match row(&history.id) {
             Some(r) if r.error.is_none() || r.error.as_deref() == Some("conflict") => true,
             other => {
-                warn!(resource = %doc.id, request = %history.operation.request_id, site = %self.site, answer = ?other.map(|r| (&r.error, &r.reason)), "history document not stored; its operation keeps its payload");
+                warn!(resource = %doc.id, request = %history.operation.request_id, site = %self.ctx.site, answer = ?other.map(|r| (&r.error, &r.reason)), "history document not stored; its operation keeps its payload");
                 false
             }
         };
@@ -480,17 +441,22 @@ impl Node {
         let started = tokio::time::Instant::now();
         let mut delay = SETTLING_POLL;
         loop {
-            let doc = match self.couch.get_stored::<Value>(&[resource_id], &[]).await? {
+            let doc = match self
+                .ctx
+                .couch
+                .get_stored::<Value>(&[resource_id], &[])
+                .await?
+            {
                 Stored::Found(doc) => doc,
                 Stored::Missing => return Ok(None),
                 Stored::Deleted => {
-                    self.couch.metrics().read_deleted();
+                    self.ctx.metrics.read_deleted();
                     if started.elapsed() >= SETTLING_WAIT {
                         return Err(ReplicatorError::Settling {
                             resource: resource_id.to_owned(),
                         });
                     }
-                    debug!(resource = %resource_id, site = %self.site, "every leaf is a deletion; waiting for the merge");
+                    debug!(resource = %resource_id, site = %self.ctx.site, "every leaf is a deletion; waiting for the merge");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(SETTLING_POLL_MAX);
                     continue;
@@ -527,7 +493,7 @@ impl Node {
             .collect();
         let mut keys = Vec::new();
         for request in unknown {
-            match self.ledger.known(&doc.id, request) {
+            match self.ctx.ledger.known(&doc.id, request) {
                 Some(known) if known.complete || prunable(&doc.locations, &known.seen) => {
                     seen.insert(request.to_owned(), known.seen);
                 }
@@ -536,13 +502,14 @@ impl Node {
         }
         for chunk in keys.chunks(PRUNE_LOOKUP_KEYS) {
             let rows = self
+                .ctx
                 .couch
                 .view_rows_by_keys::<(String, String), RequestRow>(DESIGN, REQUESTS_VIEW, chunk)
                 .await;
             let rows = match rows {
                 Ok(rows) => rows,
                 Err(error) => {
-                    warn!(resource = %doc.id, site = %self.site, %error, "cannot look up which operations ran everywhere; pruning nothing new");
+                    warn!(resource = %doc.id, site = %self.ctx.site, %error, "cannot look up which operations ran everywhere; pruning nothing new");
                     return true;
                 }
             };
@@ -562,9 +529,9 @@ impl Node {
                 }
             }
             for (request, view) in found {
-                self.ledger.learnt(&doc.id, &request, &view);
+                self.ctx.ledger.learnt(&doc.id, &request, &view);
                 // With what the feed brought meanwhile.
-                let known = self.ledger.known(&doc.id, &request);
+                let known = self.ctx.ledger.known(&doc.id, &request);
                 seen.insert(request, known.map_or(view, |k| k.seen));
             }
         }
@@ -581,8 +548,9 @@ impl Node {
                 cheops_model::MAX_SITES
             )));
         }
-        for site in sites.iter().filter(|s| **s != self.site) {
-            self.sites
+        for site in sites.iter().filter(|s| **s != self.ctx.site) {
+            self.config
+                .sites
                 .resolve(site)
                 .map_err(ReplicatorError::InvalidRequest)?;
         }
@@ -613,17 +581,17 @@ impl Node {
         let Some(doc) = self.read_live(resource_id).await? else {
             return Ok(None);
         };
-        Ok(Some(read_history(self.couch.clone(), doc, query)))
+        Ok(Some(read_history(self.ctx.couch.clone(), doc, query)))
     }
 
     /// Every document of the local database.
     pub async fn dump(&self) -> Result<Value, ReplicatorError> {
-        self.couch.all_docs().await
+        self.ctx.couch.all_docs().await
     }
 
     /// Every resource and reply of the local database, read in one request.
     pub async fn documents(&self) -> Result<Documents, ReplicatorError> {
-        Ok(Documents::from_all_docs(&self.couch.all_docs().await?))
+        Ok(Documents::from_all_docs(&self.ctx.couch.all_docs().await?))
     }
 
     /// The node's metrics in Prometheus's text format: the counters, and
@@ -633,7 +601,7 @@ impl Node {
     pub async fn metrics(&self) -> String {
         let read = async {
             let (update_seq, replications) =
-                tokio::join!(self.couch.update_seq(), self.replications.documents());
+                tokio::join!(self.ctx.couch.update_seq(), self.replications.documents());
             let replications = replications.map(|docs| {
                 docs.iter()
                     .map(|(peer, doc)| (peer.clone(), replication_state(doc.as_ref())))
@@ -645,23 +613,23 @@ impl Node {
             .await
             .unwrap_or_default();
         let (scheduled, running) = self.runner.load();
-        self.couch.metrics().render(Snapshot {
+        self.ctx.metrics.render(Snapshot {
             update_seq,
             replications,
             tasks: self.tasks.snapshot(),
             scheduled,
             running,
-            unstored: self.journal.unstored(),
+            unstored: self.ctx.journal.unstored(),
         })
     }
 
     /// Whether CouchDB answers right now, with the follower's state; never
     /// longer than [`HEALTH_PING_TIMEOUT`] (or the CouchDB timeout).
     pub async fn check_health(&self) -> Health {
-        let reachable = tokio::time::timeout(HEALTH_PING_TIMEOUT, self.couch.ping())
+        let reachable = tokio::time::timeout(HEALTH_PING_TIMEOUT, self.ctx.couch.ping())
             .await
             .is_ok_and(|pinged| pinged.is_ok());
-        self.set_health(|h| h.couchdb_reachable = reachable);
+        self.ctx.set_health(|h| h.couchdb_reachable = reachable);
         self.health()
     }
 }

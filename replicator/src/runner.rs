@@ -42,9 +42,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::batch::Batcher;
 use crate::consistency::{payloads, plan, plan_anyway, Run};
-use crate::couch::CouchClient;
-use crate::journal::{reply_id, Journal};
-use crate::ledger::Ledger;
+use crate::context::Context;
+use crate::journal::reply_id;
 use crate::oversize::fit;
 use crate::resolution::resolution_docs;
 use crate::store::store_replies;
@@ -81,14 +80,10 @@ pub struct Runner {
 }
 
 struct Inner {
-    site: String,
-    couch: CouchClient,
+    ctx: Context,
     backend: Arc<dyn Backend>,
-    journal: Journal,
     /// Replies larger than this, as JSON, have their output cut.
     max_reply_bytes: usize,
-    /// Woken when replies are left in the journal for the flusher.
-    unstored: Arc<Notify>,
     /// Set once the node shuts down: no new pass, no new command.
     stopping: watch::Sender<bool>,
     /// The passes running, and a wake-up when one ends.
@@ -102,8 +97,6 @@ struct Inner {
     /// Resources scheduled at once: a permit per entry of `pending`.
     scheduled: Arc<Semaphore>,
     pending: Mutex<Pending>,
-    /// What this site ran, and who replied to what.
-    ledger: Arc<Ledger>,
     /// Counts the documents handed over to resources already scheduled: a
     /// pass waiting for the rest of its resource looks whether its own
     /// arrived when it moves.
@@ -114,40 +107,21 @@ struct Inner {
     writes: Batcher<Vec<ReplyDocument>, Shared<()>>,
 }
 
-/// What a [`Runner`] works with.
-pub struct RunnerParts {
-    pub site: String,
-    pub couch: CouchClient,
-    pub backend: Arc<dyn Backend>,
-    pub journal: Journal,
-    pub ledger: Arc<Ledger>,
-    pub max_reply_bytes: usize,
-    /// Woken when replies are left for the flusher.
-    pub unstored: Arc<Notify>,
-    pub concurrency: usize,
-}
-
 impl Runner {
-    pub fn new(parts: RunnerParts) -> Self {
-        let RunnerParts {
-            site,
-            couch,
-            backend,
-            journal,
-            ledger,
-            max_reply_bytes,
-            unstored,
-            concurrency,
-        } = parts;
+    /// A runner of `ctx`'s site running commands with `backend`, on
+    /// `concurrency` resources at once at most.
+    pub fn new(
+        ctx: Context,
+        backend: Arc<dyn Backend>,
+        max_reply_bytes: usize,
+        concurrency: usize,
+    ) -> Self {
         let concurrency = concurrency.max(1);
         Runner {
             inner: Arc::new(Inner {
-                site,
-                couch,
+                ctx,
                 backend,
-                journal,
                 max_reply_bytes,
-                unstored,
                 stopping: watch::Sender::new(false),
                 passes: Mutex::new(JoinSet::new()),
                 pass_ended: Notify::new(),
@@ -156,7 +130,6 @@ impl Runner {
                 concurrency,
                 scheduled: Arc::new(Semaphore::new(SCHEDULED.max(concurrency))),
                 pending: Mutex::new(Pending::default()),
-                ledger,
                 offered: watch::Sender::new(0),
                 reads: Batcher::new(READ_BATCH, READS_IN_FLIGHT),
                 writes: Batcher::new(SCHEDULED, WRITES_IN_FLIGHT),
@@ -232,11 +205,11 @@ impl Runner {
             tokio::select! {
                 () = self.inner.pass_ended.notified() => {
                     if let Some(panic) = self.inner.reap() {
-                        error!(site = %self.inner.site, %panic, "a pass panicked");
+                        error!(site = %self.inner.ctx.site, %panic, "a pass panicked");
                         return;
                     }
-                    if self.inner.ledger.reads_stale() {
-                        self.inner.ledger.want_index();
+                    if self.inner.ctx.ledger.reads_stale() {
+                        self.inner.ctx.ledger.want_index();
                     }
                 }
                 _ = shutdown.changed() => break,
@@ -244,12 +217,12 @@ impl Runner {
         }
         self.inner.stopping.send_replace(true);
         let mut passes = std::mem::take(&mut *self.inner.lock_passes());
-        info!(site = %self.inner.site, running = passes.len(), ?drain, "draining running operations");
+        info!(site = %self.inner.ctx.site, running = passes.len(), ?drain, "draining running operations");
         let drained =
             tokio::time::timeout(drain, async { while passes.join_next().await.is_some() {} })
                 .await;
         if drained.is_err() {
-            warn!(site = %self.inner.site, left = passes.len(), "operations still running at the drain deadline; stopping them");
+            warn!(site = %self.inner.ctx.site, left = passes.len(), "operations still running at the drain deadline; stopping them");
             passes.shutdown().await;
         }
     }
@@ -272,13 +245,13 @@ pub struct IdleIndexing {
 impl Worker for IdleIndexing {
     async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
         if self.runner.is_idle() {
-            self.runner.inner.ledger.index().await;
+            self.runner.inner.ctx.ledger.index().await;
         }
         Ok(WorkerState::Idle)
     }
 
     async fn wait_for_work(&mut self) {
-        self.runner.inner.ledger.index_wanted().await;
+        self.runner.inner.ctx.ledger.index_wanted().await;
     }
 }
 
@@ -375,7 +348,7 @@ impl Recorder<'_> {
             .unwrap_or_else(PoisonError::into_inner);
         let execution_time = Timestamp::now_after(*last);
         *last = Some(execution_time);
-        let site = &self.inner.site;
+        let site = &self.inner.ctx.site;
         let reply = ReplyDocument {
             id: Some(reply_id(site, &op.request_id, execution_time)),
             locations: self.doc.locations.clone(),
@@ -406,18 +379,18 @@ impl Progress for Recorder<'_> {
             };
             let reply = self.reply(index, op, result);
             let resource = self.doc.id.as_str();
-            let recorded = self.inner.journal.record(&reply).await;
+            let recorded = self.inner.ctx.journal.record(&reply).await;
             let again = self.ran.iter().any(|run| run.request == op.request_id);
-            self.inner.couch.metrics().ran(reply.status, again);
+            self.inner.ctx.metrics.ran(reply.status, again);
             // Known before the feed can echo it.
-            self.inner.ledger.ran(&reply);
-            info!(resource, request = %op.request_id, site = %self.inner.site, status = %reply.status, "operation ran");
+            self.inner.ctx.ledger.ran(&reply);
+            info!(resource, request = %op.request_id, site = %self.inner.ctx.site, status = %reply.status, "operation ran");
             self.replies
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(reply);
             if let Err(error) = recorded {
-                error!(resource, site = %self.inner.site, %error, "cannot journal a reply; running no more until it can");
+                error!(resource, site = %self.inner.ctx.site, %error, "cannot journal a reply; running no more until it can");
                 *self
                     .journal_error
                     .lock()
@@ -486,7 +459,7 @@ impl Inner {
         // Since when the block has lacked operations this site ran.
         let mut lacking: Option<tokio::time::Instant> = None;
         let mut stopping = self.stopping.subscribe();
-        let mut history_seen = self.ledger.histories();
+        let mut history_seen = self.ctx.ledger.histories();
         let mut offered = self.offered.subscribe();
         loop {
             if self.is_stopping() {
@@ -528,7 +501,7 @@ impl Inner {
                     failures = 0;
                     waits += 1;
                     let delay = backoff::delay(waits);
-                    debug!(resource = %doc.id, request = %request, site = %self.site, ?delay, "waiting for the history document of a pruned operation");
+                    debug!(resource = %doc.id, request = %request, site = %self.ctx.site, ?delay, "waiting for the history document of a pruned operation");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         _ = history_seen.changed() => {}
@@ -544,7 +517,7 @@ impl Inner {
                 Err(error) => {
                     failures += 1;
                     let delay = backoff::delay(failures);
-                    warn!(resource = %doc.id, site = %self.site, %error, ?delay, "resource handling failed; retrying");
+                    warn!(resource = %doc.id, site = %self.ctx.site, %error, ?delay, "resource handling failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         _ = stopping.wait_for(|stop| *stop) => return,
@@ -577,7 +550,7 @@ impl Inner {
         trust_block: bool,
     ) -> Result<Pass, ReplicatorError> {
         let resource = doc.id.as_str();
-        if !doc.lives_on(&self.site) {
+        if !doc.lives_on(&self.ctx.site) {
             return Ok(Pass::Settled);
         }
         let Ok(turn) = self.permits.acquire().await else {
@@ -595,23 +568,23 @@ impl Inner {
 
         let ran = self.ran_so_far(resource).await?;
         let plan = if trust_block {
-            warn!(resource, site = %self.site, wait = ?MERGE_WAIT, "the block still lacks operations this site ran; taking it as it is");
+            warn!(resource, site = %self.ctx.site, wait = ?MERGE_WAIT, "the block still lacks operations this site ran; taking it as it is");
             plan_anyway(&doc.operations, &ran, &doc.config)
         } else {
             plan(&doc.operations, &ran, &doc.config)
         };
         if plan.incomplete {
-            self.couch.metrics().found_incomplete();
-            info!(resource, site = %self.site, "the block lacks operations this site ran; waiting for the rest of the resource");
+            self.ctx.metrics.found_incomplete();
+            info!(resource, site = %self.ctx.site, "the block lacks operations this site ran; waiting for the rest of the resource");
             return Ok(Pass::AwaitingMerge);
         }
         if plan.rebuild {
-            self.couch.metrics().rebuilt();
-            info!(resource, site = %self.site, "rebuilding the state: running the block again");
+            self.ctx.metrics.rebuilt();
+            info!(resource, site = %self.ctx.site, "rebuilding the state: running the block again");
         }
         let to_run = plan.operations;
         if to_run.is_empty() {
-            debug!(resource, site = %self.site, "nothing to run");
+            debug!(resource, site = %self.ctx.site, "nothing to run");
             return Ok(Pass::Settled);
         }
 
@@ -656,12 +629,12 @@ impl Inner {
             Ok(()) => {}
             Err(error) if journal_error.is_none() => {
                 // In the journal: the flusher writes them when it can.
-                warn!(resource, site = %self.site, %error, replies = made, "replies kept in the journal until CouchDB takes them");
-                self.unstored.notify_one();
+                warn!(resource, site = %self.ctx.site, %error, replies = made, "replies kept in the journal until CouchDB takes them");
+                self.ctx.unstored.notify_one();
             }
             Err(error) => {
                 // Neither in the journal nor in CouchDB: run them again.
-                self.ledger.forget_runs(resource);
+                self.ctx.ledger.forget_runs(resource);
                 return Err(error);
             }
         }
@@ -686,7 +659,7 @@ impl Inner {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let found = self.couch.get_many::<HistoryDocument>(&ids).await?;
+        let found = self.ctx.couch.get_many::<HistoryDocument>(&ids).await?;
         Ok(found
             .into_iter()
             .flatten()
@@ -699,24 +672,24 @@ impl Inner {
     /// before its pass waits for its turn: resources waiting together share
     /// one view request. A failure is left for the pass to meet again.
     async fn prefetch(&self, doc: &ResourceDocument) {
-        if !doc.lives_on(&self.site) || !doc.conflicts.is_empty() {
+        if !doc.lives_on(&self.ctx.site) || !doc.conflicts.is_empty() {
             return;
         }
         if let Err(error) = self.ran_so_far(&doc.id).await {
-            debug!(resource = %doc.id, site = %self.site, %error, "cannot read the replies yet");
+            debug!(resource = %doc.id, site = %self.ctx.site, %error, "cannot read the replies yet");
         }
     }
 
     /// This site's runs of `resource`: known to the ledger, or read with
     /// those of the other resources waiting for a read, and then known.
     async fn ran_so_far(&self, resource: &str) -> Result<Vec<Run>, ReplicatorError> {
-        if let Some(runs) = self.ledger.runs(resource) {
+        if let Some(runs) = self.ctx.ledger.runs(resource) {
             return Ok(runs);
         }
         let read = self
             .reads
             .submit(resource.to_owned(), |resources| async move {
-                match self.ledger.read_runs(&resources).await {
+                match self.ctx.ledger.read_runs(&resources).await {
                     Ok(read) => read.into_iter().map(Ok).collect(),
                     Err(error) => {
                         let error = Arc::new(error);
@@ -729,7 +702,7 @@ impl Inner {
             Some(runs) => runs.map_err(ReplicatorError::Shared)?,
             None => return Err(ReplicatorError::Interrupted("reading the replies")),
         };
-        self.ledger.fill(resource, &runs);
+        self.ctx.ledger.fill(resource, &runs);
         Ok(runs)
     }
 
@@ -746,9 +719,7 @@ impl Inner {
             .submit(replies, |passes| async move {
                 let count = passes.len();
                 let replies: Vec<ReplyDocument> = passes.into_iter().flatten().collect();
-                let stored = store_replies(&self.couch, &self.journal, &replies)
-                    .await
-                    .map_err(Arc::new);
+                let stored = store_replies(&self.ctx, &replies).await.map_err(Arc::new);
                 vec![stored; count]
             })
             .await;
@@ -763,6 +734,7 @@ impl Inner {
         for rev in &doc.conflicts {
             // A revision deleted meanwhile is simply left out.
             if let Some(loser) = self
+                .ctx
                 .couch
                 .get::<ResourceDocument>(&[&doc.id], &[("rev", rev)])
                 .await?
@@ -771,7 +743,7 @@ impl Inner {
             }
         }
         let docs = resolution_docs(doc, &losers)?;
-        let results = self.couch.bulk_docs(&docs, false).await?;
+        let results = self.ctx.couch.bulk_docs(&docs, false).await?;
         if let Some(failed) = results.iter().find(|r| r.error.is_some()) {
             return Err(ReplicatorError::Couch {
                 status: 0,
@@ -779,8 +751,8 @@ impl Inner {
                 body: format!("{:?}: {:?}", failed.error, failed.reason),
             });
         }
-        self.couch.metrics().merged();
-        info!(resource = %doc.id, site = %self.site, losers = losers.len(), "conflict resolved");
+        self.ctx.metrics.merged();
+        info!(resource = %doc.id, site = %self.ctx.site, losers = losers.len(), "conflict resolved");
         Ok(())
     }
 }
@@ -926,7 +898,7 @@ mod tests {
     ) -> Runner {
         // Longer than any wait of these tests: a request held by the fake
         // never fails.
-        let couch = CouchClient::with_options(
+        let couch = crate::couch::CouchClient::with_options(
             url,
             &crate::ClientOptions {
                 couch_timeout: Duration::from_secs(600),
@@ -934,18 +906,10 @@ mod tests {
             },
         )
         .unwrap();
-        let journal = Journal::open(dir, "site1").unwrap();
-        let ledger = Ledger::new("site1".into(), couch.clone(), journal.clone());
-        Runner::new(RunnerParts {
-            site: "site1".into(),
-            couch,
-            backend,
-            journal,
-            ledger: Arc::new(ledger),
-            max_reply_bytes: 1 << 20,
-            unstored: Arc::default(),
-            concurrency,
-        })
+        let journal = crate::journal::Journal::open(dir, "site1").unwrap();
+        let metrics = crate::metrics::Metrics::default();
+        let ctx = Context::new("site1".into(), couch, metrics, journal);
+        Runner::new(ctx, backend, 1 << 20, concurrency)
     }
 
     /// Resource `res{n}` of site1, with one operation to run.

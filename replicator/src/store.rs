@@ -8,14 +8,11 @@
 //! is cut to [`FALLBACK_MAX_REPLY_BYTES`] and written again: it is stored
 //! cut rather than its operation run again.
 
-use std::sync::Arc;
-
 use cheops_model::ReplyDocument;
-use tokio::sync::Notify;
 use tracing::info;
 
+use crate::context::Context;
 use crate::couch::CouchClient;
-use crate::journal::Journal;
 use crate::oversize::{fit, FALLBACK_MAX_REPLY_BYTES};
 use crate::worker::{Worker, WorkerState};
 use crate::ReplicatorError;
@@ -27,24 +24,33 @@ use crate::ReplicatorError;
 /// Cancellation: replies written but not yet dropped from the journal are
 /// written again later, as conflicts.
 pub async fn store_replies(
-    couch: &CouchClient,
-    journal: &Journal,
+    ctx: &Context,
     replies: &[ReplyDocument],
 ) -> Result<(), ReplicatorError> {
     if replies.is_empty() {
         return Ok(());
     }
-    let mut stored = Vec::with_capacity(replies.len());
-    let written = write(couch, replies, &mut stored).await;
-    journal.stored(stored).await?;
+    let mut stored = Stored::default();
+    let written = write(&ctx.couch, replies, &mut stored).await;
+    ctx.metrics.replies_written(stored.new);
+    ctx.journal.stored(stored.ids).await?;
     written
 }
 
-/// Writes `replies`, pushing the `_id` of each CouchDB holds to `stored`.
+/// What CouchDB holds after a write.
+#[derive(Default)]
+struct Stored {
+    /// The `_id` of each reply it holds.
+    ids: Vec<String>,
+    /// How many of them this write created.
+    new: usize,
+}
+
+/// Writes `replies`, noting in `stored` those CouchDB holds.
 async fn write(
     couch: &CouchClient,
     replies: &[ReplyDocument],
-    stored: &mut Vec<String>,
+    stored: &mut Stored,
 ) -> Result<(), ReplicatorError> {
     let rows = match couch.bulk_docs(replies, true).await {
         Ok(rows) => rows,
@@ -66,12 +72,11 @@ async fn write(
         Err(error) => return Err(error),
     };
     let mut failed = None;
-    let written = rows.iter().filter(|row| row.error.is_none()).count();
-    couch.metrics().replies_written(written);
+    stored.new += rows.iter().filter(|row| row.error.is_none()).count();
     for (reply, row) in replies.iter().zip(rows) {
         let id = reply.id.clone().unwrap_or_default();
         match row.error.as_deref() {
-            None | Some("conflict") => stored.push(id),
+            None | Some("conflict") => stored.ids.push(id),
             Some("too_large" | "document_too_large") => {
                 if let Err(error) = write_cut(couch, reply, stored).await {
                     failed = Some(error);
@@ -93,7 +98,7 @@ async fn write(
 async fn write_cut(
     couch: &CouchClient,
     reply: &ReplyDocument,
-    stored: &mut Vec<String>,
+    stored: &mut Stored,
 ) -> Result<(), ReplicatorError> {
     let cut = fit(reply.clone(), FALLBACK_MAX_REPLY_BYTES);
     if cut == *reply {
@@ -110,12 +115,12 @@ async fn write_cut(
     let rows = couch.bulk_docs(std::slice::from_ref(&cut), true).await?;
     match rows.first().and_then(|row| row.error.as_deref()) {
         None => {
-            couch.metrics().replies_written(1);
-            stored.push(cut.id.unwrap_or_default());
+            stored.new += 1;
+            stored.ids.push(cut.id.unwrap_or_default());
             Ok(())
         }
         Some("conflict") => {
-            stored.push(cut.id.unwrap_or_default());
+            stored.ids.push(cut.id.unwrap_or_default());
             Ok(())
         }
         Some(other) => Err(ReplicatorError::Couch {
@@ -133,25 +138,23 @@ fn is_too_large(error: &ReplicatorError) -> bool {
 /// The flusher: writes what the journal holds at start-up, and again
 /// whenever `unstored` is notified, until the journal is empty.
 pub struct Flusher {
-    pub couch: CouchClient,
-    pub journal: Journal,
-    /// Woken when replies are left in the journal.
-    pub unstored: Arc<Notify>,
+    pub ctx: Context,
 }
 
 impl Worker for Flusher {
     async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
-        let pending = self.journal.pending();
+        let ctx = &self.ctx;
+        let pending = ctx.journal.pending();
         if pending.is_empty() {
             return Ok(WorkerState::Idle);
         }
-        store_replies(&self.couch, &self.journal, &pending).await?;
+        store_replies(ctx, &pending).await?;
         info!(replies = pending.len(), "journaled replies stored");
         Ok(WorkerState::Busy)
     }
 
     async fn wait_for_work(&mut self) {
-        self.unstored.notified().await;
+        self.ctx.unstored.notified().await;
     }
 }
 
@@ -159,7 +162,7 @@ impl Worker for Flusher {
 mod tests {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use cheops_model::Timestamp;
     use serde_json::{json, Value};
@@ -167,7 +170,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::journal::reply_id;
+    use crate::journal::{reply_id, Journal};
 
     /// A CouchDB that knows `_bulk_docs` only, and refuses any request
     /// larger than `limit` bytes with 413, as CouchDB 3 does past
@@ -298,6 +301,11 @@ mod tests {
         }
     }
 
+    fn context(couch: &CouchClient, journal: &Journal) -> Context {
+        let metrics = crate::metrics::Metrics::default();
+        Context::new("site1".into(), couch.clone(), metrics, journal.clone())
+    }
+
     async fn journaled(journal: &Journal, replies: &[ReplyDocument]) {
         for reply in replies {
             journal.record(reply).await.unwrap();
@@ -316,7 +324,9 @@ mod tests {
         ];
         journaled(&journal, &replies).await;
 
-        store_replies(&couch, &journal, &replies).await.unwrap();
+        store_replies(&context(&couch, &journal), &replies)
+            .await
+            .unwrap();
 
         assert!(
             journal.pending().is_empty(),
@@ -339,13 +349,15 @@ mod tests {
         let journal = Journal::open(&dir.0, "site1").unwrap();
         let replies = [reply("a", "a\n".into()), reply("b", "b\n".into())];
         journaled(&journal, &replies).await;
-        store_replies(&couch, &journal, &replies[..1])
+        store_replies(&context(&couch, &journal), &replies[..1])
             .await
             .unwrap();
         assert_eq!(journal.ran("res").len(), 1, "b is still to store");
 
         // As after a crash between the write and the journal's note.
-        store_replies(&couch, &journal, &replies).await.unwrap();
+        store_replies(&context(&couch, &journal), &replies)
+            .await
+            .unwrap();
         assert!(journal.pending().is_empty());
         assert_eq!(couch_db.docs.lock().unwrap().len(), 2);
         assert_eq!(*couch_db.requests.lock().unwrap(), 2);
@@ -360,11 +372,13 @@ mod tests {
         let journal = Journal::open(&dir.0, "site1").unwrap();
         let replies = [reply("a", "a\n".into())];
         journaled(&journal, &replies).await;
-        assert!(store_replies(&couch, &journal, &replies).await.is_err());
+        assert!(store_replies(&context(&couch, &journal), &replies)
+            .await
+            .is_err());
         assert_eq!(journal.pending(), replies);
 
         let couch = CouchClient::new(&couch_db.url).unwrap();
-        store_replies(&couch, &journal, &journal.pending())
+        store_replies(&context(&couch, &journal), &journal.pending())
             .await
             .unwrap();
         assert!(journal.pending().is_empty());

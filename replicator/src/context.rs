@@ -1,0 +1,60 @@
+//! What every part of a node shares: its site, its database, its journal,
+//! its ledger, its metrics, its events and its health. The node, the
+//! runner and the workers each receive one.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::couch::CouchClient;
+use crate::events::Events;
+use crate::journal::Journal;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::Health;
+
+#[derive(Clone)]
+pub struct Context {
+    /// This node's site name.
+    pub site: String,
+    /// The local database; it counts its requests in `metrics`.
+    pub couch: CouchClient,
+    pub metrics: Metrics,
+    /// This site's replies until CouchDB holds them.
+    pub journal: Journal,
+    /// Who replied to what.
+    pub ledger: Arc<Ledger>,
+    pub events: Events,
+    health: Arc<Mutex<Health>>,
+    /// Woken when the journal holds replies CouchDB does not.
+    pub unstored: Arc<Notify>,
+}
+
+impl Context {
+    pub fn new(site: String, couch: CouchClient, metrics: Metrics, journal: Journal) -> Self {
+        let ledger = Ledger::new(site.clone(), couch.clone(), journal.clone());
+        Context {
+            site,
+            couch,
+            metrics,
+            journal,
+            ledger: Arc::new(ledger),
+            events: Events::default(),
+            health: Arc::default(),
+            unstored: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock_health(&self) -> MutexGuard<'_, Health> {
+        // Each update sets fields: never left inconsistent.
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_health(&self, update: impl FnOnce(&mut Health)) {
+        update(&mut self.lock_health());
+    }
+
+    pub fn health(&self) -> Health {
+        self.lock_health().clone()
+    }
+}
