@@ -1,49 +1,36 @@
 //! The Cheops replicator: the consistency algorithm and, around it, the
-//! daemon's loop that follows CouchDB, merges conflicts, runs what must run
-//! and keeps one replication per peer site.
+//! node that follows CouchDB, merges conflicts, runs what must run and
+//! keeps one replication per peer site.
+//!
+//! Layers, each using only those above it:
+//! - [`consistency`]: the pure rules (no I/O);
+//! - `db`: the CouchDB client and the one design document;
+//! - `node`: the node and what it holds: the ledger, the journal, the
+//!   runner, `/exec`'s submit path, the history reader, the seam the HTTP
+//!   layers use;
+//! - `workers`: background work under one supervisor (the follower, the
+//!   flusher, replication repair, liveness, idle indexing);
+//! - [`metrics`] and `config` (sites, HTTP clients), used by all.
 
-mod backoff;
-mod batch;
-mod bootstrap;
-mod by_use;
-mod clients;
+mod config;
 pub mod consistency;
-mod context;
-pub mod couch;
-mod documents;
+mod db;
 mod error;
-mod events;
-mod follower;
-mod health;
-mod history;
-mod hub;
-mod journal;
-mod ledger;
-mod liveness;
 pub mod metrics;
 mod node;
-mod oversize;
-mod recent;
-mod replications;
-mod resolution;
-mod runner;
-mod seam;
-mod sites;
-mod store;
-mod submission;
-mod supervisor;
-mod worker;
+mod workers;
 
-pub use bootstrap::DatabaseAccess;
-pub use clients::ClientOptions;
-pub use documents::Documents;
+pub use config::clients::ClientOptions;
+pub use config::sites::{SiteUrls, Sites, Templates};
+pub use db::bootstrap::DatabaseAccess;
+pub use db::documents::Documents;
 pub use error::ReplicatorError;
-pub use events::{NodeEvent, PeerLiveness};
-pub use health::Health;
-pub use history::{HistoryQuery, HistoryStream, PAGE as HISTORY_PAGE};
-pub use hub::{ReplyHub, ReplyReceiver};
+pub use node::events::{NodeEvent, PeerLiveness};
+pub use node::health::Health;
+pub use node::history::{HistoryQuery, HistoryStream, PAGE as HISTORY_PAGE};
+pub use node::hub::{ReplyHub, ReplyReceiver};
+pub use node::seam::{BoxFuture, NodeApi, NodeWatch};
+pub use node::submission::{Submission, Submitted};
 pub use node::{Node, NodeConfig, COUCHDB_MAX_DOCUMENT_SIZE, DEFAULT_MAX_REPLY_BYTES};
-pub use seam::{BoxFuture, NodeApi, NodeWatch};
-pub use sites::{SiteUrls, Sites, Templates};
-pub use submission::{Submission, Submitted};
-pub use supervisor::{Ending, Spawner, Supervisor, Task, TaskState, TaskStatus, Tasks};
+pub use workers::status::{Task, TaskState, TaskStatus, Tasks};
+pub use workers::supervisor::{Ending, Spawner, Supervisor};

@@ -3,7 +3,7 @@
 //! (`prometheus-client`).
 //!
 //! Counters are moved where the work happens (the runner, the follower,
-//! the reply store, and [`crate::couch::CouchClient`] for every request to
+//! the reply store, and [`crate::db::couch::CouchClient`] for every request to
 //! CouchDB); gauges are read when rendering. Every label takes its value
 //! from a fixed set or from the operator's configuration (site and task
 //! names): never a resource, request or document id, a URL or a
@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-use crate::supervisor::{TaskState, TaskStatus};
+use crate::workers::status::{TaskState, TaskStatus};
 use crate::ReplicatorError;
 
 use lag::changes_lag;

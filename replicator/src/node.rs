@@ -1,6 +1,23 @@
 //! A Cheops node: the local database, the background tasks that follow it,
 //! and the operations users submit to it.
 
+pub mod batch;
+pub mod by_use;
+pub mod context;
+pub mod events;
+pub mod health;
+pub mod history;
+pub mod hub;
+pub mod journal;
+pub mod ledger;
+pub mod oversize;
+pub mod recent;
+pub mod resolution;
+pub mod runner;
+pub mod seam;
+pub mod store;
+pub mod submission;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,27 +30,30 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
-use crate::bootstrap::{bootstrap, DatabaseAccess, DESIGN, REQUESTS_VIEW};
 use crate::consistency::{add_operation, prunable, prune_payloads, Seen, SeenReply};
-use crate::context::Context;
-use crate::couch::{CouchClient, Stored, Written};
-use crate::events::{NodeEvent, PeerLiveness};
-use crate::follower::{Checkpoint, Follower};
-use crate::history::{read_history, HistoryQuery, HistoryStream};
-use crate::journal::Journal;
-use crate::liveness::Liveness;
+use crate::db::bootstrap::{bootstrap, DatabaseAccess};
+use crate::db::couch::{CouchClient, Stored, Written};
+use crate::db::design::{DESIGN, REQUESTS_VIEW};
 use crate::metrics::{replication_state, Metrics, Snapshot};
-use crate::recent::Recent;
-use crate::replications::Replications;
-use crate::runner::{IdleIndexing, Runner};
-use crate::store::Flusher;
-use crate::supervisor::{Spawner, Tasks};
-use crate::worker::{Worker, WorkerState};
+use crate::node::context::Context;
+use crate::node::events::{NodeEvent, PeerLiveness};
+use crate::node::history::{read_history, HistoryQuery, HistoryStream};
+use crate::node::journal::Journal;
+use crate::node::recent::Recent;
+use crate::node::runner::Runner;
+use crate::workers::flusher::Flusher;
+use crate::workers::follower::{Checkpoint, Follower};
+use crate::workers::indexing::IdleIndexing;
+use crate::workers::liveness::Liveness;
+use crate::workers::replications::Replications;
+use crate::workers::status::Tasks;
+use crate::workers::supervisor::Spawner;
+use crate::workers::worker::{Worker, WorkerState};
 use crate::{
     ClientOptions, Documents, Health, ReplicatorError, ReplyHub, Sites, Submission, Submitted,
 };
 
-pub use crate::oversize::DEFAULT_MAX_REPLY_BYTES;
+pub use crate::node::oversize::DEFAULT_MAX_REPLY_BYTES;
 
 /// What a node needs to know.
 #[derive(Debug, Clone)]
@@ -225,6 +245,7 @@ impl Node {
         );
         let indexing = IdleIndexing {
             runner: self.runner.clone(),
+            ledger: Arc::clone(&self.ctx.ledger),
         };
         spawner.spawn_worker("indexing", false, indexing);
     }
@@ -571,7 +592,7 @@ impl Node {
         results.pop().unwrap_or_else(CommandResult::skipped)
     }
 
-    /// The history of a resource, oldest first (see [`crate::history`]);
+    /// The history of a resource, oldest first (see [`crate::node::history`]);
     /// `None` when the resource is not stored here.
     pub async fn history(
         &self,

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::supervisor::{TaskState, TaskStatus};
+use crate::workers::status::{TaskState, TaskStatus};
 
 /// A snapshot of what a node can and cannot do right now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use cheops_model::ResourceDocument;
 
-use crate::by_use::ByUse;
+use crate::node::by_use::ByUse;
 
 /// Documents kept at most.
 const MAX_DOCUMENTS: usize = 256;

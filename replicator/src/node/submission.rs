@@ -2,7 +2,7 @@
 
 use cheops_model::{Operation, ReplyDocument, ResourceConfig};
 
-use crate::hub::ReplyReceiver;
+use crate::node::hub::ReplyReceiver;
 
 /// What `/exec` asks a node to store: one operation for a resource.
 #[derive(Debug, Clone)]

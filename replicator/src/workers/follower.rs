@@ -11,13 +11,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
-use crate::context::Context;
-use crate::couch::{Change, ChangesFeed, Written};
-use crate::events::NodeEvent;
-use crate::liveness::Liveness;
-use crate::replications::Replications;
-use crate::runner::Runner;
-use crate::worker::{Worker, WorkerState};
+use crate::db::couch::{Change, ChangesFeed, Written};
+use crate::node::context::Context;
+use crate::node::events::NodeEvent;
+use crate::node::runner::Runner;
+use crate::workers::liveness::Liveness;
+use crate::workers::replications::Replications;
+use crate::workers::worker::{Worker, WorkerState};
 use crate::{ReplicatorError, ReplyHub};
 
 /// How often the checkpoint may be written.

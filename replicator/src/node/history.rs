@@ -41,40 +41,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::warn;
 
-use crate::bootstrap::{DESIGN, REQUESTS_VIEW};
-use crate::couch::{CouchClient, ViewRow};
+use crate::db::couch::{CouchClient, ViewRow};
+use crate::db::design::{DESIGN, HISTORY_VIEW, REQUESTS_VIEW};
 use crate::ReplicatorError;
-
-/// View of HISTORY documents in history order (see the module's comment).
-pub const HISTORY_VIEW: &str = "history-by-resource";
 
 /// Operations read (and answered) per page.
 pub const PAGE: usize = 32;
-
-/// The view this module owns, as the design document holds it.
-pub(crate) fn views() -> [(&'static str, Value); 1] {
-    [(
-        HISTORY_VIEW,
-        json!({
-            "map": r"function (doc) {
-  if (doc.Type !== 'HISTORY' || !doc.Operation) { return; }
-  var op = doc.Operation;
-  var m = /^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d\d):(\d\d))$/.exec(String(op.Time));
-  var seconds = null;
-  var nanos = 0;
-  if (m) {
-    var d = new Date(0);
-    d.setUTCFullYear(+m[1], +m[2] - 1, +m[3]);
-    d.setUTCHours(+m[4], +m[5], +m[6], 0);
-    var offset = m[8] ? 0 : (m[9] === '-' ? -1 : 1) * (+m[10] * 3600 + +m[11] * 60);
-    seconds = d.getTime() / 1000 - offset;
-    nanos = +((m[7] || '') + '000000000').slice(0, 9);
-  }
-  emit([doc.ResourceId, seconds, nanos, String(op.RequestId), doc._id], null);
-}"
-        }),
-    )]
-}
 
 /// What to read of a history.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

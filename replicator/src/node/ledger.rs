@@ -23,11 +23,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use cheops_model::ReplyDocument;
 use tokio::sync::{watch, Notify};
 
-use crate::bootstrap::{DESIGN, REPLIES_VIEW};
-use crate::by_use::ByUse;
 use crate::consistency::{Run, Seen, SeenReply};
-use crate::couch::CouchClient;
-use crate::journal::Journal;
+use crate::db::couch::CouchClient;
+use crate::db::design::{DESIGN, REPLIES_VIEW};
+use crate::node::by_use::ByUse;
+use crate::node::journal::Journal;
 use crate::ReplicatorError;
 
 use restart::Restart;

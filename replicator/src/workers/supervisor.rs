@@ -5,132 +5,17 @@
 //! ends (or panics) while the node is not shutting down stops the whole
 //! node, which then exits with a failure instead of running half alive.
 
-use std::collections::BTreeMap;
-use std::fmt::Display;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cheops_model::Timestamp;
 use futures::stream::{FuturesUnordered, StreamExt};
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::backoff;
-use crate::worker::{drive, Worker};
-
-/// What a task is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Working, or waiting for work; its last attempt succeeded.
-    Running,
-    /// Its last attempt failed; it tries again after a delay.
-    Retrying,
-    /// It ended, as it should when the node shuts down.
-    Stopped,
-    /// It ended when it should not have, or panicked.
-    Failed,
-}
-
-/// The status of one task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TaskStatus {
-    pub name: String,
-    /// The node cannot work without it: it stops when this task dies.
-    pub vital: bool,
-    pub state: TaskState,
-    /// Failures since its last success.
-    pub failures: u32,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<Timestamp>,
-}
-
-/// The statuses of a node's tasks; clones share them.
-#[derive(Debug, Clone, Default)]
-pub struct Tasks {
-    statuses: Arc<Mutex<BTreeMap<String, TaskStatus>>>,
-}
-
-impl Tasks {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, TaskStatus>> {
-        // Each critical section updates one entry: never inconsistent.
-        self.statuses.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Every task's status, by name.
-    pub fn snapshot(&self) -> Vec<TaskStatus> {
-        self.lock().values().cloned().collect()
-    }
-
-    fn update(&self, name: &str, update: impl FnOnce(&mut TaskStatus)) {
-        if let Some(status) = self.lock().get_mut(name) {
-            update(status);
-        }
-    }
-
-    /// A handle for the task `name`, registered as running.
-    pub fn register(&self, name: &str, vital: bool) -> Task {
-        self.lock().insert(
-            name.to_owned(),
-            TaskStatus {
-                name: name.to_owned(),
-                vital,
-                state: TaskState::Running,
-                failures: 0,
-                last_error: None,
-                last_error_at: None,
-            },
-        );
-        Task {
-            name: name.to_owned(),
-            tasks: self.clone(),
-        }
-    }
-}
-
-/// What a task reports about itself.
-#[derive(Debug, Clone)]
-pub struct Task {
-    name: String,
-    tasks: Tasks,
-}
-
-impl Task {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The task's work is complete: its end is no failure.
-    pub fn done(self) {
-        self.tasks
-            .update(&self.name, |status| status.state = TaskState::Stopped);
-    }
-
-    /// The last attempt succeeded: the backoff starts over.
-    pub fn succeeded(&self) {
-        self.tasks.update(&self.name, |status| {
-            status.state = TaskState::Running;
-            status.failures = 0;
-        });
-    }
-
-    /// The last attempt failed with `error`: returns how long to wait
-    /// before the next ([`backoff::delay`] of the failures in a row).
-    pub fn failed(&self, error: &dyn Display) -> Duration {
-        let mut failures = 1;
-        self.tasks.update(&self.name, |status| {
-            status.failures = status.failures.saturating_add(1);
-            failures = status.failures;
-            status.state = TaskState::Retrying;
-            status.last_error = Some(error.to_string());
-            status.last_error_at = Some(Timestamp::now());
-        });
-        backoff::delay(failures)
-    }
-}
+use crate::workers::status::{Task, TaskState, Tasks};
+use crate::workers::worker::{drive, Worker};
 
 /// Starts tasks under a [`Supervisor`], from anywhere; clones share it.
 #[derive(Clone)]
@@ -172,7 +57,7 @@ impl Spawner {
         }
     }
 
-    /// Starts `worker` as the task `name` (see [`crate::worker`]).
+    /// Starts `worker` as the task `name` (see [`crate::workers::worker`]).
     pub fn spawn_worker<W: Worker>(&self, name: &str, vital: bool, worker: W) {
         let shutdown = self.shutdown();
         self.spawn(name, vital, |task| drive(worker, task, shutdown));
@@ -297,10 +182,7 @@ async fn watched(started: Started) -> (String, bool, Ended) {
 /// Records how a task ended; true when it ended badly (before shutdown, or
 /// by a panic).
 fn record_end(tasks: &Tasks, name: &str, ended: Ended, stopping: bool) -> bool {
-    let done = tasks
-        .lock()
-        .get(name)
-        .is_some_and(|status| status.state == TaskState::Stopped);
+    let done = tasks.state(name) == Some(TaskState::Stopped);
     let failure = match ended {
         Ok(()) if stopping || done => None,
         Ok(()) => Some("ended unexpectedly".to_owned()),
@@ -333,23 +215,6 @@ mod tests {
             .find(|s| s.name == name)
             .map(|s| s.state)
             .unwrap()
-    }
-
-    #[test]
-    fn the_backoff_grows_with_failures_and_resets_after_a_success() {
-        let tasks = Tasks::default();
-        let task = tasks.register("follower", true);
-        let delays: Vec<Duration> = (0..3).map(|_| task.failed(&"down")).collect();
-        assert!(delays[0] < delays[1] && delays[1] < delays[2], "{delays:?}");
-        assert_eq!(state(&tasks, "follower"), TaskState::Retrying);
-        task.succeeded();
-        assert_eq!(state(&tasks, "follower"), TaskState::Running);
-        assert_eq!(tasks.snapshot()[0].failures, 0);
-        assert_eq!(task.failed(&"down again"), delays[0], "starts over");
-        assert_eq!(
-            tasks.snapshot()[0].last_error.as_deref(),
-            Some("down again")
-        );
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::future::Future;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::supervisor::Task;
+use crate::workers::status::Task;
 use crate::ReplicatorError;
 
 /// What a worker has left after a step.
@@ -79,7 +79,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::supervisor::{TaskState, Tasks};
+    use crate::workers::status::{TaskState, Tasks};
 
     /// Fails `failures` times, then works through `items`, then waits for
     /// `more` and is done.

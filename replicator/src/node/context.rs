@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use crate::couch::CouchClient;
-use crate::events::Events;
-use crate::journal::Journal;
-use crate::ledger::Ledger;
+use crate::db::couch::CouchClient;
 use crate::metrics::Metrics;
+use crate::node::events::Events;
+use crate::node::journal::Journal;
+use crate::node::ledger::Ledger;
 use crate::Health;
 
 #[derive(Clone)]

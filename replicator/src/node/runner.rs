@@ -40,16 +40,16 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::batch::Batcher;
 use crate::consistency::{payloads, plan, plan_anyway, Run};
-use crate::context::Context;
-use crate::journal::reply_id;
-use crate::oversize::fit;
-use crate::resolution::resolution_docs;
-use crate::store::store_replies;
-use crate::supervisor::Task;
-use crate::worker::{Worker, WorkerState};
-use crate::{backoff, ReplicatorError};
+use crate::node::batch::Batcher;
+use crate::node::context::Context;
+use crate::node::journal::reply_id;
+use crate::node::oversize::fit;
+use crate::node::resolution::resolution_docs;
+use crate::node::store::store_replies;
+use crate::workers::backoff;
+use crate::workers::status::Task;
+use crate::ReplicatorError;
 
 /// How long a resource whose block lacks operations this site ran waits
 /// for the rest before its block is taken as it is. The merge that holds
@@ -231,27 +231,6 @@ impl Runner {
     /// to [`Runner::schedule`] so far has been fully handled.
     pub fn is_idle(&self) -> bool {
         self.inner.lock().is_empty()
-    }
-}
-
-/// Indexes the replies view while the runner is idle, when the ledger
-/// wants it: PouchDB Server indexes a view only when it is queried, and the
-/// next read of a resource not handled lately would otherwise wait for
-/// everything stored meanwhile (seconds, after a burst of documents).
-pub struct IdleIndexing {
-    pub runner: Runner,
-}
-
-impl Worker for IdleIndexing {
-    async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
-        if self.runner.is_idle() {
-            self.runner.inner.ctx.ledger.index().await;
-        }
-        Ok(WorkerState::Idle)
-    }
-
-    async fn wait_for_work(&mut self) {
-        self.runner.inner.ctx.ledger.index_wanted().await;
     }
 }
 
@@ -898,7 +877,7 @@ mod tests {
     ) -> Runner {
         // Longer than any wait of these tests: a request held by the fake
         // never fails.
-        let couch = crate::couch::CouchClient::with_options(
+        let couch = crate::db::couch::CouchClient::with_options(
             url,
             &crate::ClientOptions {
                 couch_timeout: Duration::from_secs(600),
@@ -906,7 +885,7 @@ mod tests {
             },
         )
         .unwrap();
-        let journal = crate::journal::Journal::open(dir, "site1").unwrap();
+        let journal = crate::node::journal::Journal::open(dir, "site1").unwrap();
         let metrics = crate::metrics::Metrics::default();
         let ctx = Context::new("site1".into(), couch, metrics, journal);
         Runner::new(ctx, backend, 1 << 20, concurrency)

@@ -21,10 +21,10 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
-use crate::bootstrap::{DESIGN, REPLIES_OF_FILTER, REPLIES_VIEW};
 use crate::consistency::Run;
-use crate::couch::CouchClient;
-use crate::journal::Journal;
+use crate::db::couch::CouchClient;
+use crate::db::design::{DESIGN, REPLIES_OF_FILTER, REPLIES_VIEW};
+use crate::node::journal::Journal;
 use crate::ReplicatorError;
 
 /// Replies held in `own` at most: past it, reads are fresh.

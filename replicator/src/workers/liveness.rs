@@ -13,10 +13,10 @@ use cheops_model::Timestamp;
 use futures::future::join_all;
 use tracing::{info, warn};
 
-use crate::couch::CouchClient;
-use crate::events::{Events, NodeEvent, PeerLiveness};
-use crate::replications::Replications;
-use crate::worker::{Worker, WorkerState};
+use crate::db::couch::CouchClient;
+use crate::node::events::{Events, NodeEvent, PeerLiveness};
+use crate::workers::replications::Replications;
+use crate::workers::worker::{Worker, WorkerState};
 use crate::{ClientOptions, ReplicatorError, Sites};
 
 /// The probes of every known peer, shared by the node and its tasks.

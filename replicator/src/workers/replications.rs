@@ -14,9 +14,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::bootstrap::SITE_FILTER;
-use crate::couch::{CouchClient, Written};
-use crate::worker::{Worker, WorkerState};
+use crate::db::couch::{CouchClient, Written};
+use crate::db::design::SITE_FILTER;
+use crate::workers::worker::{Worker, WorkerState};
 use crate::{ReplicatorError, Sites};
 
 #[derive(Clone)]

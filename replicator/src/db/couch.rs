@@ -82,6 +82,7 @@ pub struct BulkResult {
 impl CouchClient {
     /// `db_url` names the database, credentials included:
     /// `http://admin:password@localhost:5984/cheops`.
+    #[cfg(test)]
     pub fn new(db_url: &str) -> Result<Self, ReplicatorError> {
         Self::with_options(db_url, &ClientOptions::default())
     }

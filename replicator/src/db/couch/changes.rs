@@ -99,7 +99,7 @@ fn parse_line(line: &[u8]) -> Result<Option<Change>, ReplicatorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::couch::CouchClient;
+    use crate::db::couch::CouchClient;
     use crate::ClientOptions;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;

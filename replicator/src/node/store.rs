@@ -1,5 +1,5 @@
 //! Writing the journal's replies to CouchDB: right after a batch, and by
-//! the flusher worker for whatever that left behind (CouchDB away, a reply
+//! the flusher (`workers/flusher.rs`) for whatever that left behind (CouchDB away, a reply
 //! refused), until the journal is empty.
 //!
 //! Writing is idempotent: a reply's `_id` is fixed by the journal, so a
@@ -11,10 +11,9 @@
 use cheops_model::ReplyDocument;
 use tracing::info;
 
-use crate::context::Context;
-use crate::couch::CouchClient;
-use crate::oversize::{fit, FALLBACK_MAX_REPLY_BYTES};
-use crate::worker::{Worker, WorkerState};
+use crate::db::couch::CouchClient;
+use crate::node::context::Context;
+use crate::node::oversize::{fit, FALLBACK_MAX_REPLY_BYTES};
 use crate::ReplicatorError;
 
 /// Writes `replies` (journaled, `_id` set) to CouchDB and drops from the
@@ -135,29 +134,6 @@ fn is_too_large(error: &ReplicatorError) -> bool {
     matches!(error, ReplicatorError::Couch { status: 413, .. })
 }
 
-/// The flusher: writes what the journal holds at start-up, and again
-/// whenever `unstored` is notified, until the journal is empty.
-pub struct Flusher {
-    pub ctx: Context,
-}
-
-impl Worker for Flusher {
-    async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
-        let ctx = &self.ctx;
-        let pending = ctx.journal.pending();
-        if pending.is_empty() {
-            return Ok(WorkerState::Idle);
-        }
-        store_replies(ctx, &pending).await?;
-        info!(replies = pending.len(), "journaled replies stored");
-        Ok(WorkerState::Busy)
-    }
-
-    async fn wait_for_work(&mut self) {
-        self.ctx.unstored.notified().await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -170,7 +146,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::journal::{reply_id, Journal};
+    use crate::node::journal::{reply_id, Journal};
 
     /// A CouchDB that knows `_bulk_docs` only, and refuses any request
     /// larger than `limit` bytes with 413, as CouchDB 3 does past

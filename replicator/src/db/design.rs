@@ -1,18 +1,14 @@
-//! Making the local database ready: the database itself, its security
-//! object, the design document holding the views and the replication filter,
-//! and the server's `_replicator` database. Every step is idempotent.
+//! The one design document, `_design/cheops`: every view and filter the
+//! node queries, by name.
 //!
 //! A node of the Go original may share the database. It creates
 //! `_design/cheops` only when missing (accepting 409) and then queries its
 //! two views, `all-by-resourceid` and `last-reply`. So the design document is
-//! merged, never replaced: this node writes its own view and filter, adds the
-//! original's views when they are missing, and leaves everything else in the
-//! document as it found it.
+//! merged, never replaced: this node writes its own views and filters, adds
+//! the original's views when they are missing, and leaves everything else in
+//! the document as it found it.
 
 use serde_json::{json, Map, Value};
-
-use crate::couch::{CouchClient, Written};
-use crate::ReplicatorError;
 
 /// The design document's name: `_design/cheops`.
 pub const DESIGN: &str = "cheops";
@@ -29,30 +25,11 @@ pub const SITE_FILTER: &str = "cheops/by-site";
 /// original lets CouchDB choose their ids).
 pub const REPLIES_OF_FILTER: &str = "cheops/replies-of";
 
-/// Who may read and write the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DatabaseAccess {
-    /// Admins only: peers replicate with admin credentials. The default.
-    #[default]
-    AdminsOnly,
-    /// Members open, as the Go original sets `_security`: a Go node sharing
-    /// the database queries its views without credentials. Anyone who
-    /// reaches CouchDB can then read and write the database.
-    OpenMembers,
-}
+/// View of HISTORY documents in history order (see `node/history.rs`).
+pub const HISTORY_VIEW: &str = "history-by-resource";
 
-impl DatabaseAccess {
-    fn security(self) -> Value {
-        let members = match self {
-            DatabaseAccess::AdminsOnly => json!({"names": [], "roles": ["_admin"]}),
-            DatabaseAccess::OpenMembers => json!({"names": [], "roles": []}),
-        };
-        json!({"admins": {"names": [], "roles": ["_admin"]}, "members": members})
-    }
-}
-
-/// The views and filter this node owns: rewritten when they differ.
-fn own_parts() -> [(&'static str, &'static str, Value); 4] {
+/// The views and filters this node owns: rewritten when they differ.
+fn own_parts() -> [(&'static str, &'static str, Value); 5] {
     [
         (
             "views",
@@ -80,6 +57,7 @@ fn own_parts() -> [(&'static str, &'static str, Value); 4] {
             "replies-of",
             json!("function (doc, req) { return doc.Type === 'REPLY' && doc.Site === String(req.query.site); }"),
         ),
+        ("views", HISTORY_VIEW, history_view()),
     ]
 }
 
@@ -111,7 +89,7 @@ fn original_views() -> [(&'static str, Value); 2] {
 /// `current` (the stored design document, if any) with this node's parts
 /// written and the original's views added when missing; `None` when it
 /// already holds all of them.
-fn merged_design(current: Option<&Value>) -> Option<Value> {
+pub fn merged_design(current: Option<&Value>) -> Option<Value> {
     let mut doc = match current {
         Some(Value::Object(fields)) => fields.clone(),
         _ => Map::new(),
@@ -125,7 +103,6 @@ fn merged_design(current: Option<&Value>) -> Option<Value> {
         });
     }
     edit_section(&mut doc, "views", |views| {
-        views.extend(crate::history::views().map(|(name, body)| (name.to_owned(), body)));
         for (name, body) in original_views() {
             views.entry(name).or_insert(body);
         }
@@ -149,28 +126,27 @@ fn edit_section(
     doc.insert(key.into(), Value::Object(section));
 }
 
-/// Brings the database to the state the daemon needs; safe to run on every
-/// start and concurrently with other daemons (of this port or of the Go
-/// original) on the same database.
-pub async fn bootstrap(couch: &CouchClient, access: DatabaseAccess) -> Result<(), ReplicatorError> {
-    couch.ensure_db().await?;
-    couch.ensure_replicator_db().await?;
-    couch.put_security(&access.security()).await?;
-    ensure_design(couch).await
-}
-
-async fn ensure_design(couch: &CouchClient) -> Result<(), ReplicatorError> {
-    loop {
-        let current: Option<Value> = couch.get(&["_design", DESIGN], &[]).await?;
-        let Some(doc) = merged_design(current.as_ref()) else {
-            return Ok(());
-        };
-        match couch.put(&["_design", DESIGN], &doc).await? {
-            Written::Rev(_) => return Ok(()),
-            // Another daemon wrote it meanwhile: merge again.
-            Written::Conflict => continue,
-        }
-    }
+/// The history view's map: HISTORY documents keyed `[ResourceId, seconds
+/// since the epoch in UTC, nanoseconds, RequestId, _id]`.
+fn history_view() -> Value {
+    json!({
+        "map": r"function (doc) {
+  if (doc.Type !== 'HISTORY' || !doc.Operation) { return; }
+  var op = doc.Operation;
+  var m = /^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d\d):(\d\d))$/.exec(String(op.Time));
+  var seconds = null;
+  var nanos = 0;
+  if (m) {
+    var d = new Date(0);
+    d.setUTCFullYear(+m[1], +m[2] - 1, +m[3]);
+    d.setUTCHours(+m[4], +m[5], +m[6], 0);
+    var offset = m[8] ? 0 : (m[9] === '-' ? -1 : 1) * (+m[10] * 3600 + +m[11] * 60);
+    seconds = d.getTime() / 1000 - offset;
+    nanos = +((m[7] || '') + '000000000').slice(0, 9);
+  }
+  emit([doc.ResourceId, seconds, nanos, String(op.RequestId), doc._id], null);
+}"
+    })
 }
 
 #[cfg(test)]
@@ -186,7 +162,7 @@ mod tests {
             REQUESTS_VIEW,
             "all-by-resourceid",
             "last-reply",
-            crate::history::HISTORY_VIEW,
+            HISTORY_VIEW,
         ] {
             assert!(views.contains_key(name), "{name} missing");
         }
@@ -197,7 +173,7 @@ mod tests {
     #[test]
     fn the_originals_document_keeps_everything_and_gains_this_nodes_parts() {
         let mut original: Value = serde_json::from_str(include_str!(
-            "../../model/tests/wire/go-compatible-design-document.json"
+            "../../../model/tests/wire/go-compatible-design-document.json"
         ))
         .unwrap();
         original["_id"] = json!("_design/cheops");
@@ -220,17 +196,5 @@ mod tests {
         let merged = merged_design(Some(&stored)).expect("the own view is fixed");
         assert_eq!(merged["views"][REPLIES_VIEW], own_parts()[0].2);
         assert_eq!(merged["views"]["last-reply"]["map"], "their text");
-    }
-
-    #[test]
-    fn security_locks_members_unless_the_original_shares_the_database() {
-        assert_eq!(
-            DatabaseAccess::AdminsOnly.security()["members"]["roles"],
-            json!(["_admin"])
-        );
-        assert_eq!(
-            DatabaseAccess::OpenMembers.security()["members"]["roles"],
-            json!([])
-        );
     }
 }
