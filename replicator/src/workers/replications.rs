@@ -162,8 +162,8 @@ impl Worker for Repair {
 /// A site name as it appears in a `_replicator` id: letters, digits, `-`
 /// and `.` as they are, every other byte as `_` and two hex digits. The
 /// escape is reversible, so two sites never share an id (`site_2` is
-/// `site_5f2`, `site 2` is `site_202`), and ids of the usual names stay as
-/// the earlier versions wrote them.
+/// `site_5f2`, `site 2` is `site_202`), and the usual names (`site2`)
+/// appear as they are.
 fn escape_site(site: &str) -> String {
     let mut out = String::with_capacity(site.len());
     for byte in site.bytes() {

@@ -10,7 +10,103 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use reqwest::{Method, RequestBuilder};
+
+use super::MIN_HEARTBEAT;
+use crate::metrics::{RequestError, RequestKind};
 use crate::ReplicatorError;
+
+impl super::CouchClient {
+    /// The ids of the documents changed after `since` (that pass `filter`,
+    /// a design document's filter and its parameters, when given), at most
+    /// `limit` of them, with the sequence to read the next ones from; none
+    /// when the feed is read to its end.
+    pub async fn changed_ids(
+        &self,
+        since: &Value,
+        limit: usize,
+        filter: &[(&str, &str)],
+    ) -> Result<(Vec<String>, Value), ReplicatorError> {
+        #[derive(Deserialize)]
+        struct Page {
+            results: Vec<Row>,
+            last_seq: Value,
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            id: String,
+        }
+        let since = match since {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let builder = self
+            .request(Method::GET, self.url(&["_changes"]))
+            .query(&[
+                ("since", since.as_str()),
+                ("limit", limit.to_string().as_str()),
+            ])
+            .query(filter);
+        let (_, value) = self
+            .send(RequestKind::Changes, builder, "GET _changes", &[])
+            .await?;
+        let page: Page = Self::decode(value, "GET _changes")?;
+        Ok((
+            page.results.into_iter().map(|r| r.id).collect(),
+            page.last_seq,
+        ))
+    }
+
+    /// Opens the continuous changes feed after `since` (opaque; `None` for the
+    /// beginning), with documents and their conflicts. CouchDB sends a
+    /// heartbeat every third of the timeout; a feed silent for a whole
+    /// timeout fails (see [`ChangesFeed::next`]), as does one whose headers
+    /// do not come within it.
+    pub async fn changes(&self, since: Option<&Value>) -> Result<ChangesFeed, ReplicatorError> {
+        let since = match since {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => "0".to_owned(),
+        };
+        let heartbeat = (self.timeout / 3)
+            .max(MIN_HEARTBEAT)
+            .as_millis()
+            .to_string();
+        let builder = self.request(Method::GET, self.url(&["_changes"])).query(&[
+            ("feed", "continuous"),
+            ("include_docs", "true"),
+            ("conflicts", "true"),
+            ("heartbeat", heartbeat.as_str()),
+            ("since", since.as_str()),
+        ]);
+        let started = Instant::now();
+        let opened = self.open_changes(builder).await;
+        let error = opened.as_ref().err().map(RequestError::of);
+        self.metrics
+            .request(RequestKind::Changes, &Method::GET, started.elapsed(), error);
+        opened
+    }
+
+    async fn open_changes(&self, builder: RequestBuilder) -> Result<ChangesFeed, ReplicatorError> {
+        let response = tokio::time::timeout(self.timeout, builder.send())
+            .await
+            .map_err(|_| ReplicatorError::Stalled {
+                context: "GET _changes".into(),
+                after: self.timeout,
+            })?
+            .map_err(ReplicatorError::Unavailable)?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            return Err(ReplicatorError::Couch {
+                status,
+                context: "GET _changes".into(),
+                body,
+            });
+        }
+        Ok(ChangesFeed::new(response, self.timeout))
+    }
+}
 
 /// One change: a document's new state and the feed position after it.
 #[derive(Debug, Clone, Deserialize)]

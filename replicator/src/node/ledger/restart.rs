@@ -3,7 +3,7 @@
 //! site the index may lack, until the index has caught up. PouchDB Server
 //! indexes a view only when it is queried: a restarted daemon would
 //! otherwise wait for the index to take in everything stored while it was
-//! away (15 s for 30,000 documents) before its first run.
+//! away before its first run.
 //!
 //! What the index may lack, U being its sequence at the start, is held in
 //! `own`: this site's replies stored after U (found by their `Site` among

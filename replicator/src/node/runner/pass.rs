@@ -1,0 +1,342 @@
+//! One resource's passes: merge its conflicts, or run what this site has
+//! not run yet, until no newer state of it waits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cheops_backends::Outcome;
+use cheops_model::{history_id, HistoryDocument, Operation, ReplyDocument, ResourceDocument};
+use tracing::{debug, info, warn};
+
+use super::recorder::Recorder;
+use super::{Inner, MERGE_WAIT};
+use crate::consistency::{payloads, plan, plan_anyway, Run};
+use crate::node::resolution::resolution_docs;
+use crate::node::store::store_replies;
+use crate::workers::backoff;
+use crate::ReplicatorError;
+
+/// Where a pass over a resource left it.
+enum Pass {
+    /// Nothing left to do until the document changes.
+    Settled,
+    /// Operations are left to run.
+    Unfinished,
+    /// A pruned operation must run, and its history document has not
+    /// arrived yet (the one named).
+    AwaitingHistory(String),
+    /// The block lacks operations this site ran: the rest of the resource
+    /// has not arrived yet.
+    AwaitingMerge,
+}
+
+impl Inner {
+    /// Handles the resource until no change arrived during the last pass.
+    /// A pass that fails (CouchDB away) is retried with backoff: the resource
+    /// stays scheduled, so the follower's checkpoint cannot move past it.
+    ///
+    /// Once the runner stops, the loop ends after the current pass: the
+    /// resource stays scheduled, and the feed delivers it again after a
+    /// restart (the checkpoint cannot have passed it).
+    pub(super) async fn run_until_settled(&self, mut doc: ResourceDocument) {
+        let (mut failures, mut waits) = (0, 0);
+        // Since when the block has lacked operations this site ran.
+        let mut lacking: Option<tokio::time::Instant> = None;
+        let mut stopping = self.stopping.subscribe();
+        let mut history_seen = self.ctx.ledger.histories();
+        let mut offered = self.offered.subscribe();
+        loop {
+            if self.is_stopping() {
+                return;
+            }
+            // From here on, a history document arriving wakes a wait below.
+            history_seen.borrow_and_update();
+            self.prefetch(&doc).await;
+            let trust_block = lacking.is_some_and(|since| since.elapsed() >= MERGE_WAIT);
+            let outcome = self.handle(&doc, trust_block).await;
+            self.report(outcome.as_ref().map(|_| ()));
+            if !matches!(outcome, Ok(Pass::AwaitingMerge)) {
+                lacking = None;
+            }
+            let settled = match outcome {
+                Ok(Pass::Settled) => {
+                    (failures, waits) = (0, 0);
+                    true
+                }
+                Ok(Pass::AwaitingMerge) => {
+                    failures = 0;
+                    waits += 1;
+                    lacking.get_or_insert_with(tokio::time::Instant::now);
+                    // Until the backoff ends, or a newer state of this
+                    // resource arrives (the merge, most often).
+                    let sleep = tokio::time::sleep(backoff::delay(waits));
+                    tokio::pin!(sleep);
+                    offered.borrow_and_update();
+                    while !self.lock().has_newer(&doc.id) {
+                        tokio::select! {
+                            () = &mut sleep => break,
+                            _ = offered.changed() => {}
+                            _ = stopping.wait_for(|stop| *stop) => return,
+                        }
+                    }
+                    false
+                }
+                Ok(Pass::AwaitingHistory(request)) => {
+                    failures = 0;
+                    waits += 1;
+                    let delay = backoff::delay(waits);
+                    debug!(resource = %doc.id, request = %request, site = %self.ctx.site, ?delay, "waiting for the history document of a pruned operation");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = history_seen.changed() => {}
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    }
+                    false
+                }
+                // Operations skipped after a failure: run them now.
+                Ok(Pass::Unfinished) => {
+                    failures = 0;
+                    false
+                }
+                Err(error) => {
+                    failures += 1;
+                    let delay = backoff::delay(failures);
+                    warn!(resource = %doc.id, site = %self.ctx.site, %error, ?delay, "resource handling failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    }
+                    false
+                }
+            };
+            let next = if settled {
+                self.lock().finish(&doc.id)
+            } else {
+                // Again, on the newest state known.
+                Some(self.lock().take(&doc.id).unwrap_or(doc))
+            };
+            match next {
+                Some(next) => doc = next,
+                None => return,
+            }
+        }
+    }
+
+    /// One pass over a resource: merge its conflicts if it has some (the
+    /// merged revision comes back through the feed and is run then),
+    /// otherwise run what this site has not run yet.
+    ///
+    /// Cancellation: the command running is stopped and may run again at
+    /// the next pass; every command that ended has its reply in the journal.
+    async fn handle(
+        &self,
+        doc: &ResourceDocument,
+        trust_block: bool,
+    ) -> Result<Pass, ReplicatorError> {
+        let resource = doc.id.as_str();
+        if !doc.lives_on(&self.ctx.site) {
+            return Ok(Pass::Settled);
+        }
+        let Ok(turn) = self.permits.acquire().await else {
+            // The semaphore is never closed.
+            return Ok(Pass::Unfinished);
+        };
+        if self.is_stopping() {
+            // Stopped while waiting for its turn: start nothing.
+            return Ok(Pass::Unfinished);
+        }
+        if !doc.conflicts.is_empty() {
+            self.merge(doc).await?;
+            return Ok(Pass::Settled);
+        }
+
+        let ran = self.ran_so_far(resource).await?;
+        let plan = if trust_block {
+            warn!(resource, site = %self.ctx.site, wait = ?MERGE_WAIT, "the block still lacks operations this site ran; taking it as it is");
+            plan_anyway(&doc.operations, &ran, &doc.config)
+        } else {
+            plan(&doc.operations, &ran, &doc.config)
+        };
+        if plan.incomplete {
+            self.ctx.metrics.found_incomplete();
+            info!(resource, site = %self.ctx.site, "the block lacks operations this site ran; waiting for the rest of the resource");
+            return Ok(Pass::AwaitingMerge);
+        }
+        if plan.rebuild {
+            self.ctx.metrics.rebuilt();
+            info!(resource, site = %self.ctx.site, "rebuilding the state: running the block again");
+        }
+        let to_run = plan.operations;
+        if to_run.is_empty() {
+            debug!(resource, site = %self.ctx.site, "nothing to run");
+            return Ok(Pass::Settled);
+        }
+
+        let commands = match payloads(&to_run, &self.history_of(resource, &to_run).await?) {
+            Ok(commands) => commands,
+            Err(request) => return Ok(Pass::AwaitingHistory(request)),
+        };
+        let recorder = Recorder {
+            inner: self,
+            doc,
+            to_run: &to_run,
+            commands: &commands,
+            ran: &ran,
+            rebuild: plan.rebuild,
+            // Rule 3 orders this site's runs by its replies' times.
+            last_time: Mutex::new(ran.iter().map(|run| run.time).max()),
+            replies: Mutex::new(Vec::new()),
+            journal_error: Mutex::new(None),
+        };
+        let results = self.backend.run_with(&commands, &recorder).await;
+        // Every reply is in the journal: another resource may run its
+        // commands while these are written to CouchDB.
+        drop(turn);
+        // Skipped operations did not run: no reply, and the next pass runs
+        // them. Whether an operation runs must not depend on which others
+        // shared its batch, or sites that batched differently diverge.
+        let pass = if results.iter().any(|r| r.outcome == Outcome::Skipped) {
+            Pass::Unfinished
+        } else {
+            Pass::Settled
+        };
+        let replies = recorder
+            .replies
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let journal_error = recorder
+            .journal_error
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let made = replies.len();
+        match self.store(replies).await {
+            Ok(()) => {}
+            Err(error) if journal_error.is_none() => {
+                // In the journal: the flusher writes them when it can.
+                warn!(resource, site = %self.ctx.site, %error, replies = made, "replies kept in the journal until CouchDB takes them");
+                self.ctx.unstored.notify_one();
+            }
+            Err(error) => {
+                // Neither in the journal nor in CouchDB: run them again.
+                self.ctx.ledger.forget_runs(resource);
+                return Err(error);
+            }
+        }
+        match journal_error {
+            Some(error) => Err(error),
+            None => Ok(pass),
+        }
+    }
+
+    /// The operations whole of the pruned ones among `ops`, by request id,
+    /// read from their history documents (those here: one request for all).
+    async fn history_of(
+        &self,
+        resource: &str,
+        ops: &[&Operation],
+    ) -> Result<HashMap<String, Operation>, ReplicatorError> {
+        let ids: Vec<String> = ops
+            .iter()
+            .filter(|op| op.pruned)
+            .map(|op| history_id(resource, &op.request_id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found = self.ctx.couch.get_many::<HistoryDocument>(&ids).await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .filter(|history| history.resource_id == resource)
+            .map(|history| (history.operation.request_id.clone(), history.operation))
+            .collect())
+    }
+
+    /// Reads this site's replies to the resource of `doc`, unless known,
+    /// before its pass waits for its turn: resources waiting together share
+    /// one view request. A failure is left for the pass to meet again.
+    async fn prefetch(&self, doc: &ResourceDocument) {
+        if !doc.lives_on(&self.ctx.site) || !doc.conflicts.is_empty() {
+            return;
+        }
+        if let Err(error) = self.ran_so_far(&doc.id).await {
+            debug!(resource = %doc.id, site = %self.ctx.site, %error, "cannot read the replies yet");
+        }
+    }
+
+    /// This site's runs of `resource`: known to the ledger, or read with
+    /// those of the other resources waiting for a read, and then known.
+    async fn ran_so_far(&self, resource: &str) -> Result<Vec<Run>, ReplicatorError> {
+        if let Some(runs) = self.ctx.ledger.runs(resource) {
+            return Ok(runs);
+        }
+        let read = self
+            .reads
+            .submit(resource.to_owned(), |resources| async move {
+                match self.ctx.ledger.read_runs(&resources).await {
+                    Ok(read) => read.into_iter().map(Ok).collect(),
+                    Err(error) => {
+                        let error = Arc::new(error);
+                        resources.iter().map(|_| Err(Arc::clone(&error))).collect()
+                    }
+                }
+            })
+            .await;
+        let runs = match read {
+            Some(runs) => runs.map_err(ReplicatorError::Shared)?,
+            None => return Err(ReplicatorError::Interrupted("reading the replies")),
+        };
+        self.ctx.ledger.fill(resource, &runs);
+        Ok(runs)
+    }
+
+    /// Writes `replies` (journaled) to CouchDB with those of the other
+    /// passes that ended meanwhile, in one `_bulk_docs`; fails when some
+    /// reply of that request could not be written (they stay in the
+    /// journal).
+    async fn store(&self, replies: Vec<ReplyDocument>) -> Result<(), ReplicatorError> {
+        if replies.is_empty() {
+            return Ok(());
+        }
+        let stored = self
+            .writes
+            .submit(replies, |passes| async move {
+                let count = passes.len();
+                let replies: Vec<ReplyDocument> = passes.into_iter().flatten().collect();
+                let stored = store_replies(&self.ctx, &replies).await.map_err(Arc::new);
+                vec![stored; count]
+            })
+            .await;
+        match stored {
+            Some(stored) => stored.map_err(ReplicatorError::Shared),
+            None => Err(ReplicatorError::Interrupted("writing the replies")),
+        }
+    }
+
+    async fn merge(&self, doc: &ResourceDocument) -> Result<(), ReplicatorError> {
+        let mut losers = Vec::with_capacity(doc.conflicts.len());
+        for rev in &doc.conflicts {
+            // A revision deleted meanwhile is simply left out.
+            if let Some(loser) = self
+                .ctx
+                .couch
+                .get::<ResourceDocument>(&[&doc.id], &[("rev", rev)])
+                .await?
+            {
+                losers.push(loser);
+            }
+        }
+        let docs = resolution_docs(doc, &losers)?;
+        let results = self.ctx.couch.bulk_docs(&docs, false).await?;
+        if let Some(failed) = results.iter().find(|r| r.error.is_some()) {
+            return Err(ReplicatorError::Couch {
+                status: 0,
+                context: format!("resolving the conflict of {}", doc.id),
+                body: format!("{:?}: {:?}", failed.error, failed.reason),
+            });
+        }
+        self.ctx.metrics.merged();
+        info!(resource = %doc.id, site = %self.ctx.site, losers = losers.len(), "conflict resolved");
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! Turning each command's result into a reply, durable in the journal
+//! before the next command starts.
+
+use std::sync::{Mutex, PoisonError};
+
+use cheops_backends::{CommandResult, Next, Progress, ProgressFuture};
+use cheops_model::{Operation, ReplyDocument, ResourceDocument, ShellCommand, Timestamp};
+use tracing::{error, info};
+
+use super::Inner;
+use crate::consistency::Run;
+use crate::node::journal::reply_id;
+use crate::node::oversize::fit;
+use crate::ReplicatorError;
+
+/// Makes each result of a batch a reply, durable in the journal before the
+/// next command starts.
+pub struct Recorder<'a> {
+    pub inner: &'a Inner,
+    pub doc: &'a ResourceDocument,
+    pub to_run: &'a [&'a Operation],
+    /// Their commands: a pruned operation's from its history document.
+    pub commands: &'a [ShellCommand],
+    /// What this site ran before the batch.
+    pub ran: &'a [Run],
+    /// The batch rebuilds the block: its first reply says so.
+    pub rebuild: bool,
+    /// The time of this site's last reply to the resource.
+    pub last_time: Mutex<Option<Timestamp>>,
+    pub replies: Mutex<Vec<ReplyDocument>>,
+    /// Set when the journal could not be written: the batch stops, as
+    /// nothing more could be run safely.
+    pub journal_error: Mutex<Option<ReplicatorError>>,
+}
+
+impl Recorder<'_> {
+    fn reply(&self, index: usize, op: &Operation, result: &CommandResult) -> ReplyDocument {
+        let mut last = self
+            .last_time
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let execution_time = Timestamp::now_after(*last);
+        *last = Some(execution_time);
+        let site = &self.inner.ctx.site;
+        let reply = ReplyDocument {
+            id: Some(reply_id(site, &op.request_id, execution_time)),
+            locations: self.doc.locations.clone(),
+            site: site.clone(),
+            request_id: op.request_id.clone(),
+            resource_id: self.doc.id.clone(),
+            status: result.status(),
+            input: self
+                .commands
+                .get(index)
+                .map(|c| c.command.clone())
+                .unwrap_or_default(),
+            output: result.output.clone(),
+            execution_time,
+            rebuild: self.rebuild && index == 0,
+            reads_history: true,
+            ..ReplyDocument::default()
+        };
+        fit(reply, self.inner.max_reply_bytes)
+    }
+}
+
+impl Progress for Recorder<'_> {
+    fn finished<'a>(&'a self, index: usize, result: &'a CommandResult) -> ProgressFuture<'a> {
+        Box::pin(async move {
+            let Some(op) = self.to_run.get(index) else {
+                return Next::Stop;
+            };
+            let reply = self.reply(index, op, result);
+            let resource = self.doc.id.as_str();
+            let recorded = self.inner.ctx.journal.record(&reply).await;
+            let again = self.ran.iter().any(|run| run.request == op.request_id);
+            self.inner.ctx.metrics.ran(reply.status, again);
+            // Known before the feed can echo it.
+            self.inner.ctx.ledger.ran(&reply);
+            info!(resource, request = %op.request_id, site = %self.inner.ctx.site, status = %reply.status, "operation ran");
+            self.replies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(reply);
+            if let Err(error) = recorded {
+                error!(resource, site = %self.inner.ctx.site, %error, "cannot journal a reply; running no more until it can");
+                *self
+                    .journal_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(error);
+                return Next::Stop;
+            }
+            if self.inner.is_stopping() {
+                Next::Stop
+            } else {
+                Next::Continue
+            }
+        })
+    }
+}

@@ -1,0 +1,347 @@
+//! `/exec`'s path: storing an operation in its resource's block, with its
+//! history document, pruning what every location ran.
+
+use std::collections::{BTreeSet, HashMap};
+
+use cheops_model::{HistoryDocument, ResourceDocument};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
+
+use crate::consistency::{add_operation, prunable, prune_payloads, Seen, SeenReply};
+use crate::db::couch::Written;
+use crate::db::design::{DESIGN, REQUESTS_VIEW};
+use crate::node::Node;
+use crate::{ReplicatorError, Submission, Submitted};
+
+/// Requests looked up in one query of the requests view when pruning.
+const PRUNE_LOOKUP_KEYS: usize = 200;
+
+/// How many times a write that lost a race is retried before giving up.
+const WRITE_ATTEMPTS: u32 = 50;
+
+impl Node {
+    /// Stores an operation, creating the resource if needed, and returns the
+    /// channel its replies will arrive on. A concurrent write to the same
+    /// resource is retried on the new revision, never surfaced. The document
+    /// this node stored last is taken as current without reading it (see
+    /// [`Recent`]).
+    ///
+    /// Cancellation: if dropped before it returns, the operation may or may
+    /// not have been stored; if stored, it runs everywhere regardless.
+    pub async fn submit(&self, submission: Submission) -> Result<Submitted, ReplicatorError> {
+        let Submission {
+            resource_id,
+            sites,
+            operation,
+            config,
+        } = submission;
+        if !sites.contains(&self.ctx.site) {
+            return Err(ReplicatorError::InvalidRequest(format!(
+                "this node ({}) is not one of the sites: {}",
+                self.ctx.site,
+                sites.join(", ")
+            )));
+        }
+        self.check_sites(&sites)?;
+        // Subscribed before writing: no reply can come before we listen.
+        let replies = self.hub.subscribe(&operation.request_id);
+        // Before writing too: whatever is stored about it from now on, the
+        // feed brings.
+        self.ctx
+            .ledger
+            .submitting(&resource_id, &operation.request_id);
+
+        // Written with the first attempt, and kept by the next ones.
+        let mut history_stored = false;
+        // What the requests view said, kept across attempts.
+        let mut seen = HashMap::new();
+        let creates = !operation.command.command.trim().is_empty();
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut doc = match self.recent.take(&resource_id) {
+                // This node's own last write, not read again: a lookup
+                // before writing on it loses a race only when another
+                // writer came meanwhile, and the next attempt reads afresh.
+                Some(doc) => {
+                    self.look_up(&doc, &operation.request_id, &mut seen).await;
+                    same_locations(&resource_id, &sites, doc)?
+                }
+                None => {
+                    let doc = self.current(&resource_id, &sites, creates).await?;
+                    // The lookup happens between two reads, not between the
+                    // read and the write, which would lose more races to
+                    // other writers.
+                    if self.look_up(&doc, &operation.request_id, &mut seen).await {
+                        self.current(&resource_id, &sites, creates).await?
+                    } else {
+                        doc
+                    }
+                }
+            };
+            if let Some(config) = config.as_ref().filter(|c| !c.is_empty()) {
+                doc.config = config.clone();
+            }
+            doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
+            let pruned = prune_seen(&mut doc, &operation.request_id, &seen);
+            let history = (!history_stored)
+                .then(|| HistoryDocument::new(&resource_id, &doc.locations, &operation));
+            // The limit applies to each document of the request.
+            let size = serde_json::to_vec(&doc).map_or(0, |json| json.len()).max(
+                history
+                    .as_ref()
+                    .map_or(0, |h| serde_json::to_vec(h).map_or(0, |json| json.len())),
+            );
+            let too_large = || ReplicatorError::TooLarge {
+                resource: resource_id.clone(),
+                size,
+                limit: self.config.max_document_size,
+            };
+            if size > self.config.max_document_size {
+                return Err(too_large());
+            }
+
+            let written = match &history {
+                Some(history) => self.put_with_history(&doc, history).await,
+                None => self
+                    .ctx
+                    .couch
+                    .put(&[&resource_id], &doc)
+                    .await
+                    .map(|w| (w, true)),
+            };
+            match written {
+                Ok((Written::Rev(rev), _)) => {
+                    self.ctx.metrics.accepted();
+                    info!(resource = %resource_id, request = %operation.request_id, site = %self.ctx.site, rev = %rev, "operation stored");
+                    let locations = doc.locations.clone();
+                    doc.rev = Some(rev);
+                    self.recent.stored(doc, size);
+                    self.ctx
+                        .ledger
+                        .pruned(&resource_id, pruned.iter().map(String::as_str));
+                    return Ok(Submitted {
+                        resource_id,
+                        request_id: operation.request_id.clone(),
+                        locations,
+                        input: operation.command.command.clone(),
+                        replies,
+                    });
+                }
+                Ok((Written::Conflict, stored)) => history_stored |= stored,
+                // CouchDB configured with a lower limit than the node.
+                Err(ReplicatorError::Couch { status: 413, .. }) => return Err(too_large()),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(ReplicatorError::Contended {
+            resource: resource_id,
+            attempts: WRITE_ATTEMPTS,
+        })
+    }
+
+    /// Writes the resource document and the history document of the
+    /// operation it newly holds in one request. Returns how the resource
+    /// was written, and whether the history document is stored (written
+    /// now, or by an earlier attempt). A history document CouchDB refuses
+    /// otherwise is only logged: its operation is stored all the same, and
+    /// stays unpruned, since pruning needs it.
+    async fn put_with_history(
+        &self,
+        doc: &ResourceDocument,
+        history: &HistoryDocument,
+    ) -> Result<(Written, bool), ReplicatorError> {
+        let encode = |value: Result<Value, serde_json::Error>| {
+            value.map_err(|source| ReplicatorError::Decode {
+                context: "a document to write".into(),
+                source,
+            })
+        };
+        let docs = [
+            encode(serde_json::to_value(doc))?,
+            encode(serde_json::to_value(history))?,
+        ];
+        let results = self.ctx.couch.bulk_docs(&docs, true).await?;
+        let row = |id: &str| results.iter().find(|r| r.id.as_deref() == Some(id));
+        let history_stored = match row(&history.id) {
+            Some(r) if r.error.is_none() || r.error.as_deref() == Some("conflict") => true,
+            other => {
+                warn!(resource = %doc.id, request = %history.operation.request_id, site = %self.ctx.site, answer = ?other.map(|r| (&r.error, &r.reason)), "history document not stored; its operation keeps its payload");
+                false
+            }
+        };
+        let written = match row(&doc.id) {
+            Some(r) if r.error.as_deref() == Some("conflict") => Written::Conflict,
+            Some(r) if r.error.is_none() => Written::Rev(r.rev.clone().unwrap_or_default()),
+            other => {
+                return Err(ReplicatorError::Couch {
+                    status: 0,
+                    context: format!("POST _bulk_docs storing an operation of {}", doc.id),
+                    body: format!("{:?}", other.map(|r| (&r.error, &r.reason))),
+                })
+            }
+        };
+        Ok((written, history_stored))
+    }
+
+    /// The resource `resource_id` as stored, or a new one on `sites` when
+    /// there is none and the operation `creates` it (has a command).
+    async fn current(
+        &self,
+        resource_id: &str,
+        sites: &[String],
+        creates: bool,
+    ) -> Result<ResourceDocument, ReplicatorError> {
+        match self.read_live(resource_id).await? {
+            Some(doc) => same_locations(resource_id, sites, doc),
+            None if !creates => Err(ReplicatorError::InvalidRequest(format!(
+                "resource {resource_id} does not exist, and an empty command does not create one"
+            ))),
+            None => Ok(ResourceDocument {
+                id: resource_id.to_owned(),
+                locations: sites.to_vec(),
+                ..ResourceDocument::default()
+            }),
+        }
+    }
+
+    /// Adds to `seen` what this database holds about the unpruned
+    /// operations of `doc`'s block but `new` that `seen` does not hold yet:
+    /// from the ledger when what it knows is complete or already proves the
+    /// operation prunable, from the requests view otherwise. True when it
+    /// queried the view. Only those operations are looked up, so the cost
+    /// follows the block's unpruned operations, not the resource's history,
+    /// and in the steady state the feed has answered them all. Pruning saves
+    /// space and decides nothing: when the lookup fails, nothing new is
+    /// learnt.
+    async fn look_up(
+        &self,
+        doc: &ResourceDocument,
+        new: &str,
+        seen: &mut HashMap<String, Seen>,
+    ) -> bool {
+        let unknown: Vec<&str> = doc
+            .operations
+            .iter()
+            .filter(|op| !op.pruned && op.request_id != new && !seen.contains_key(&op.request_id))
+            .map(|op| op.request_id.as_str())
+            .collect();
+        let mut keys = Vec::new();
+        for request in unknown {
+            match self.ctx.ledger.known(&doc.id, request) {
+                Some(known) if known.complete || prunable(&doc.locations, &known.seen) => {
+                    seen.insert(request.to_owned(), known.seen);
+                }
+                _ => keys.push(json!([doc.id, request])),
+            }
+        }
+        for chunk in keys.chunks(PRUNE_LOOKUP_KEYS) {
+            let rows = self
+                .ctx
+                .couch
+                .view_rows_by_keys::<(String, String), RequestRow>(DESIGN, REQUESTS_VIEW, chunk)
+                .await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(error) => {
+                    warn!(resource = %doc.id, site = %self.ctx.site, %error, "cannot look up which operations ran everywhere; pruning nothing new");
+                    return true;
+                }
+            };
+            let mut found: HashMap<String, Seen> = chunk
+                .iter()
+                .filter_map(|key| key[1].as_str())
+                .map(|request| (request.to_owned(), Seen::default()))
+                .collect();
+            for ((_, request), row) in rows {
+                let entry = found.entry(request).or_default();
+                match row.site {
+                    Some(site) => entry.replies.push(SeenReply {
+                        site,
+                        reads_history: row.reads_history,
+                    }),
+                    None => entry.history |= row.history,
+                }
+            }
+            for (request, view) in found {
+                self.ctx.ledger.learnt(&doc.id, &request, &view);
+                // With what the feed brought meanwhile.
+                let known = self.ctx.ledger.known(&doc.id, &request);
+                seen.insert(request, known.map_or(view, |k| k.seen));
+            }
+        }
+        !keys.is_empty()
+    }
+
+    /// Refuses sites that are not site names or that this node cannot
+    /// reach: it would replicate to them with its credentials.
+    fn check_sites(&self, sites: &[String]) -> Result<(), ReplicatorError> {
+        if sites.len() > cheops_model::MAX_SITES {
+            return Err(ReplicatorError::InvalidRequest(format!(
+                "{} sites are named; a resource has at most {}",
+                sites.len(),
+                cheops_model::MAX_SITES
+            )));
+        }
+        for site in sites.iter().filter(|s| **s != self.ctx.site) {
+            self.config
+                .sites
+                .resolve(site)
+                .map_err(ReplicatorError::InvalidRequest)?;
+        }
+        Ok(())
+    }
+}
+
+/// Prunes the payload of every operation of `doc`'s block but `new` that
+/// every location has run, from sites that read history documents, and
+/// whose history document is here, as `seen` says (CONSISTENCY.md,
+/// "Pruning"); returns their request ids.
+fn prune_seen(doc: &mut ResourceDocument, new: &str, seen: &HashMap<String, Seen>) -> Vec<String> {
+    let locations = &doc.locations;
+    let mut pruned = Vec::new();
+    prune_payloads(&mut doc.operations, |op| {
+        let prune = op.request_id != new
+            && seen
+                .get(&op.request_id)
+                .is_some_and(|s| prunable(locations, s));
+        if prune {
+            pruned.push(op.request_id.clone());
+        }
+        prune
+    });
+    if !pruned.is_empty() {
+        debug!(resource = %doc.id, pruned = pruned.len(), "payloads pruned from the block");
+    }
+    pruned
+}
+
+/// A row of the requests view: a reply's site and capability, or the mark
+/// of a history document.
+#[derive(Debug, Deserialize)]
+struct RequestRow {
+    #[serde(rename = "Site")]
+    site: Option<String>,
+    #[serde(rename = "ReadsHistory", default)]
+    reads_history: bool,
+    #[serde(rename = "History", default)]
+    history: bool,
+}
+
+/// `doc`, when its locations are `sites` (in any order): locations never
+/// change.
+fn same_locations(
+    resource_id: &str,
+    sites: &[String],
+    doc: ResourceDocument,
+) -> Result<ResourceDocument, ReplicatorError> {
+    let wanted: BTreeSet<&String> = sites.iter().collect();
+    let stored: BTreeSet<&String> = doc.locations.iter().collect();
+    if wanted != stored {
+        return Err(ReplicatorError::InvalidRequest(format!(
+            "sites ({}) differ from the locations of resource {resource_id} ({}); locations never change",
+            sites.join(", "),
+            doc.locations.join(", ")
+        )));
+    }
+    Ok(doc)
+}
