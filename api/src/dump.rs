@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use cheops_replicator::NodeApi;
+use cheops_replicator::NodeSeam;
 
 use crate::ApiError;
 
 pub(crate) async fn dump(
-    State(node): State<Arc<dyn NodeApi>>,
+    State(node): State<Arc<dyn NodeSeam>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(node.dump().await?))
 }

@@ -2,7 +2,7 @@
 //! `/health`, `/metrics`, `/openapi.yml` and the dump listener), and what
 //! every listener of the node shares: the bearer-token guard ([`auth`]),
 //! the error answers ([`ApiError`]) and the fallbacks ([`not_found`],
-//! [`method_not_allowed`]). It knows a node only through the [`NodeApi`]
+//! [`method_not_allowed`]). It knows a node only through the [`NodeSeam`]
 //! trait, which the replicator's node implements; `cheops serve` serves
 //! the routers.
 
@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use auth::{guarded, Access, Tokens};
-use cheops_replicator::NodeApi;
+use cheops_replicator::NodeSeam;
 pub use error::ApiError;
 pub use fallback::{method_not_allowed, not_found};
 
@@ -65,7 +65,7 @@ impl Default for ApiConfig {
 /// What every handler of the API shares.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub node: Arc<dyn NodeApi>,
+    pub node: Arc<dyn NodeSeam>,
     pub config: Arc<ApiConfig>,
     /// Reused for `/show` fan-out, so connections to peers are pooled.
     pub client: reqwest::Client,
@@ -76,7 +76,7 @@ pub(crate) struct AppState {
 /// the second is public); `/metrics` and `/history` take the read or
 /// operator token, `/show_local` the node or operator token, `/exec` and
 /// `/show` the operator token.
-pub fn router(node: Arc<dyn NodeApi>, config: ApiConfig) -> Router {
+pub fn router(node: Arc<dyn NodeSeam>, config: ApiConfig) -> Router {
     let body_limit = config.body_limit;
     let tokens = Arc::clone(&config.tokens);
     let state = AppState {
@@ -104,7 +104,7 @@ pub fn router(node: Arc<dyn NodeApi>, config: ApiConfig) -> Router {
 
 /// The dump listener (off unless a port is given): `GET /` lists the
 /// local database with every document, for the read or operator token.
-pub fn dump_router(node: Arc<dyn NodeApi>, tokens: Arc<Tokens>) -> Router {
+pub fn dump_router(node: Arc<dyn NodeSeam>, tokens: Arc<Tokens>) -> Router {
     guarded(
         Router::new().route("/", get(dump::dump)),
         tokens,

@@ -19,7 +19,7 @@
 //! - `GET /api/events`: server-sent events as things change;
 //! - `GET /`: the UI itself.
 //!
-//! It reads the node through [`cheops_replicator::NodeWatch`]: typed
+//! It reads the node through [`cheops_replicator::NodeSeam`]: typed
 //! resources and replies, never CouchDB's rows.
 
 mod block;
@@ -36,7 +36,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use cheops_api::{method_not_allowed, not_found, ApiError};
-use cheops_replicator::NodeWatch;
+use cheops_replicator::NodeSeam;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -58,7 +58,7 @@ pub struct ChephrenConfig {
 
 #[derive(Clone)]
 struct AppState {
-    node: Arc<dyn NodeWatch>,
+    node: Arc<dyn NodeSeam>,
     address: String,
     /// Ends the event streams, which would otherwise hold the server open.
     shutdown: watch::Receiver<bool>,
@@ -70,7 +70,7 @@ struct AppState {
 /// browser can load the page that asks for the token. CORS is outermost:
 /// a preflight is answered without a token, as browsers send none with it.
 pub fn router(
-    node: Arc<dyn NodeWatch>,
+    node: Arc<dyn NodeSeam>,
     config: ChephrenConfig,
     shutdown: watch::Receiver<bool>,
     guard: impl FnOnce(Router) -> Router,

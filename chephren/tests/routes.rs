@@ -6,11 +6,12 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use cheops_api::auth::{guarded, Access, Secret, Tokens};
+use cheops_backends::CommandResult;
 use cheops_chephren::{router, ChephrenConfig};
-use cheops_model::{HistoryEntry, Status};
+use cheops_model::{HistoryEntry, ShellCommand, Status};
 use cheops_replicator::{
-    BoxFuture, Documents, Health, HistoryQuery, HistoryStream, NodeEvent, NodeWatch, PeerLiveness,
-    ReplicatorError,
+    BoxFuture, Documents, Health, HistoryQuery, HistoryStream, NodeEvent, NodeSeam, PeerLiveness,
+    ReplicatorError, Submission, Submitted,
 };
 use futures::StreamExt;
 use http_body_util::BodyExt;
@@ -23,9 +24,43 @@ struct Fake {
     events: broadcast::Sender<NodeEvent>,
 }
 
-impl NodeWatch for Fake {
+impl NodeSeam for Fake {
     fn site(&self) -> &str {
         "site1"
+    }
+
+    // The web UI only reads: what it never asks answers as a node would
+    // that cannot.
+
+    fn submit(&self, _: Submission) -> BoxFuture<'_, Result<Submitted, ReplicatorError>> {
+        Box::pin(async { Err(ReplicatorError::InvalidRequest("read-only fake".into())) })
+    }
+
+    fn locations<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ReplicatorError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn run_local(&self, _: ShellCommand) -> BoxFuture<'_, CommandResult> {
+        Box::pin(async { CommandResult::skipped() })
+    }
+
+    fn api_url(&self, site: &str) -> Result<String, String> {
+        Err(format!("site {site:?} is not a known peer"))
+    }
+
+    fn dump(&self) -> BoxFuture<'_, Result<Value, ReplicatorError>> {
+        Box::pin(async { Ok(json!({"rows": []})) })
+    }
+
+    fn check_health(&self) -> BoxFuture<'_, Health> {
+        Box::pin(async { Health::default() })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, String> {
+        Box::pin(async { String::new() })
     }
 
     fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>> {

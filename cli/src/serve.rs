@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cheops_api::auth::{guarded, Access};
 use cheops_backends::ShellBackend;
-use cheops_replicator::{Ending, Node, NodeApi, Supervisor};
+use cheops_replicator::{Ending, Node, NodeSeam, Supervisor};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
@@ -91,13 +91,13 @@ async fn run(settings: config::Settings) -> Result<(), String> {
 
     let supervisor = Supervisor::new(node.tasks().clone());
     let spawner = supervisor.spawner();
-    // The HTTP layers hold the node itself, through the seam each one needs.
-    let for_api: Arc<dyn NodeApi> = Arc::new(node.clone());
-    let api = cheops_api::router(Arc::clone(&for_api), settings.api.clone());
+    // The HTTP layers hold the node itself, through its seam.
+    let seam: Arc<dyn NodeSeam> = Arc::new(node.clone());
+    let api = cheops_api::router(Arc::clone(&seam), settings.api.clone());
     let tokens = Arc::clone(&settings.tokens);
     let read_only = |api| guarded(api, tokens, Access::Read);
     let chephren = cheops_chephren::router(
-        Arc::new(node.clone()),
+        Arc::clone(&seam),
         settings.chephren.clone(),
         spawner.shutdown(),
         read_only,
@@ -107,7 +107,7 @@ async fn run(settings: config::Settings) -> Result<(), String> {
         ("chephren", chephren_listener, chephren),
     ];
     if let Some(listener) = dump_listener {
-        let dump = cheops_api::dump_router(for_api, Arc::clone(&settings.tokens));
+        let dump = cheops_api::dump_router(seam, Arc::clone(&settings.tokens));
         listeners.push(("dump", listener, dump));
     }
     for (name, listener, router) in listeners {

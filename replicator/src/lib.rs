@@ -29,7 +29,7 @@ pub use node::events::{NodeEvent, PeerLiveness};
 pub use node::health::Health;
 pub use node::history::{HistoryQuery, HistoryStream, PAGE as HISTORY_PAGE};
 pub use node::hub::{ReplyHub, ReplyReceiver};
-pub use node::seam::{BoxFuture, NodeApi, NodeWatch};
+pub use node::seam::{BoxFuture, NodeSeam};
 pub use node::submission::{Submission, Submitted};
 pub use node::{Node, NodeConfig, COUCHDB_MAX_DOCUMENT_SIZE, DEFAULT_MAX_REPLY_BYTES};
 pub use workers::status::{Task, TaskState, TaskStatus, Tasks};

@@ -10,8 +10,8 @@ use std::time::Duration;
 use cheops_backends::ShellBackend;
 use cheops_model::{HistoryDocument, Operation, ResourceDocument, ShellCommand, Timestamp};
 use cheops_replicator::{
-    ClientOptions, DatabaseAccess, Node, NodeApi, NodeConfig, NodeWatch, ReplicatorError, SiteUrls,
-    Sites, Submission, DEFAULT_MAX_REPLY_BYTES,
+    ClientOptions, DatabaseAccess, Node, NodeConfig, NodeSeam, ReplicatorError, SiteUrls, Sites,
+    Submission, DEFAULT_MAX_REPLY_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -342,8 +342,8 @@ async fn the_node_serves_the_http_layers_through_its_seam() {
                             "RequestId": "q", "Status": "OK", "Output": "hi"}}]}"#;
     let (url, requests) = fake_couch((200, ALL_DOCS), CREATED).await;
     let node = Arc::new(node(&url, 8_000_000));
-    let watch: Arc<dyn NodeWatch> = node.clone();
-    let docs = watch.documents().await.unwrap();
+    let seam: Arc<dyn NodeSeam> = node;
+    let docs = seam.documents().await.unwrap();
     let ids: Vec<&str> = docs.resources.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["r"], "the design document is left out");
     assert_eq!(docs.resources[0].conflicts, ["2-b"]);
@@ -354,8 +354,7 @@ async fn the_node_serves_the_http_layers_through_its_seam() {
         "one request reads everything"
     );
 
-    let api: Arc<dyn NodeApi> = node;
-    assert_eq!(api.site(), "site1");
-    assert_eq!(api.api_url("site2").as_deref(), Ok("http://127.0.0.1:1"));
-    assert!(api.api_url("site9").is_err(), "an unknown site is refused");
+    assert_eq!(seam.site(), "site1");
+    assert_eq!(seam.api_url("site2").as_deref(), Ok("http://127.0.0.1:1"));
+    assert!(seam.api_url("site9").is_err(), "an unknown site is refused");
 }

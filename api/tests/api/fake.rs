@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use cheops_backends::{CommandResult, Outcome};
 use cheops_model::{HistoryEntry, ReplyDocument, ShellCommand, Status};
 use cheops_replicator::{
-    BoxFuture, Health, HistoryQuery, HistoryStream, NodeApi, ReplicatorError, ReplyHub, Submission,
-    Submitted,
+    BoxFuture, Documents, Health, HistoryQuery, HistoryStream, NodeEvent, NodeSeam, PeerLiveness,
+    ReplicatorError, ReplyHub, Submission, Submitted,
 };
 use futures::StreamExt;
+use tokio::sync::broadcast;
 
 pub struct FakeNode {
     site: String,
@@ -96,7 +97,7 @@ impl FakeNode {
     }
 }
 
-impl NodeApi for FakeNode {
+impl NodeSeam for FakeNode {
     fn site(&self) -> &str {
         &self.site
     }
@@ -203,5 +204,23 @@ impl NodeApi for FakeNode {
 
     fn metrics(&self) -> BoxFuture<'_, String> {
         Box::pin(async move { "# TYPE cheops_fake gauge\ncheops_fake 1\n".to_owned() })
+    }
+
+    // The API reads neither the documents nor the events: the web UI's.
+
+    fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>> {
+        Box::pin(async { Ok(Documents::default()) })
+    }
+
+    fn peers(&self) -> Vec<PeerLiveness> {
+        Vec::new()
+    }
+
+    fn health(&self) -> Health {
+        self.health.lock().unwrap().clone()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        broadcast::channel(1).1
     }
 }

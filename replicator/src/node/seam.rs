@@ -1,8 +1,7 @@
-//! The node as the HTTP layers see it, so that they never talk to CouchDB
-//! or read its rows themselves: [`NodeApi`] for the API and the dump
-//! listener, [`NodeWatch`] for the web UI (both read a resource's
-//! history). [`Node`] implements both; tests of the HTTP layers implement
-//! them with fakes.
+//! The node as the HTTP layers see it (the API, the dump listener and the
+//! web UI), so that they never talk to CouchDB or read its rows
+//! themselves. [`Node`] implements it; tests of the HTTP layers implement
+//! it with fakes.
 
 use cheops_backends::CommandResult;
 use cheops_model::ShellCommand;
@@ -16,9 +15,10 @@ use crate::{
     Submission, Submitted,
 };
 
-/// What the API asks of a node: store operations, run show commands, find
-/// the other sites, and dump the database.
-pub trait NodeApi: Send + Sync + 'static {
+/// What the HTTP layers ask of a node: store operations, run show
+/// commands, find the other sites, read a resource's history, follow what
+/// happens, and dump the database.
+pub trait NodeSeam: Send + Sync + 'static {
     /// This node's site name.
     fn site(&self) -> &str;
 
@@ -61,23 +61,9 @@ pub trait NodeApi: Send + Sync + 'static {
     fn check_health(&self) -> BoxFuture<'_, Health>;
     /// The node's metrics, in Prometheus's text format (0.0.4).
     fn metrics(&self) -> BoxFuture<'_, String>;
-}
-
-/// What the web UI reads of a node, typed.
-pub trait NodeWatch: Send + Sync + 'static {
-    /// This node's site name.
-    fn site(&self) -> &str;
 
     /// Every resource (with its conflicts) and reply of the local database.
     fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>>;
-
-    /// The history of a resource, oldest first, read a page at a time (see
-    /// `history.rs`); `None` when the resource is not stored here.
-    fn history<'a>(
-        &'a self,
-        resource_id: &'a str,
-        query: HistoryQuery,
-    ) -> BoxFuture<'a, Result<Option<HistoryStream>, ReplicatorError>>;
 
     /// The last probe of every peer probed so far.
     fn peers(&self) -> Vec<PeerLiveness>;
@@ -89,7 +75,7 @@ pub trait NodeWatch: Send + Sync + 'static {
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent>;
 }
 
-impl NodeApi for Node {
+impl NodeSeam for Node {
     fn site(&self) -> &str {
         Node::site(self)
     }
@@ -132,23 +118,9 @@ impl NodeApi for Node {
     fn metrics(&self) -> BoxFuture<'_, String> {
         Box::pin(Node::metrics(self))
     }
-}
-
-impl NodeWatch for Node {
-    fn site(&self) -> &str {
-        Node::site(self)
-    }
 
     fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>> {
         Box::pin(Node::documents(self))
-    }
-
-    fn history<'a>(
-        &'a self,
-        resource_id: &'a str,
-        query: HistoryQuery,
-    ) -> BoxFuture<'a, Result<Option<HistoryStream>, ReplicatorError>> {
-        Box::pin(Node::history(self, resource_id, query))
     }
 
     fn peers(&self) -> Vec<PeerLiveness> {
