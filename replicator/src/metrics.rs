@@ -202,6 +202,16 @@ struct Inner {
     /// Held while gauges are set and the text rendered, so that two scrapes
     /// do not interleave.
     registry: Mutex<Registry>,
+    /// The last change the follower handed over.
+    handled: Mutex<Option<Value>>,
+    ops: Operations,
+    couch: Requests,
+    gauges: Gauges,
+}
+
+/// What happened to operations and replies here.
+#[derive(Default)]
+struct Operations {
     accepted: Counter,
     ran: Family<Labels<1>, Counter>,
     rerun: Counter,
@@ -210,11 +220,18 @@ struct Inner {
     deleted_reads: Counter,
     merges: Counter,
     replies_written: Counter,
+}
+
+/// The requests to the local CouchDB.
+struct Requests {
     requests: Family<Labels<2>, Counter>,
     latency: Family<Labels<2>, Histogram, fn() -> Histogram>,
     errors: Family<Labels<3>, Counter>,
-    /// The last change the follower handed over.
-    handled: Mutex<Option<Value>>,
+}
+
+/// What is read at each scrape.
+#[derive(Default)]
+struct Gauges {
     lag: Family<Labels<0>, Gauge>,
     replication: Family<OwnedLabels<2>, Gauge>,
     scheduled: Gauge,
@@ -232,117 +249,106 @@ impl Default for Inner {
     fn default() -> Self {
         let inner = Inner {
             registry: Mutex::new(Registry::with_prefix("cheops")),
-            accepted: Counter::default(),
-            ran: Family::default(),
-            rerun: Counter::default(),
-            rebuilds: Counter::default(),
-            incomplete: Counter::default(),
-            deleted_reads: Counter::default(),
-            merges: Counter::default(),
-            replies_written: Counter::default(),
-            requests: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
-            errors: Family::default(),
             handled: Mutex::new(None),
-            lag: Family::default(),
-            replication: Family::default(),
-            scheduled: Gauge::default(),
-            running: Gauge::default(),
-            unstored: Gauge::default(),
-            task_state: Family::default(),
-            task_failures: Family::default(),
+            ops: Operations::default(),
+            couch: Requests {
+                requests: Family::default(),
+                latency: Family::new_with_constructor(latency_histogram),
+                errors: Family::default(),
+            },
+            gauges: Gauges::default(),
         };
         {
             let mut r = inner.lock();
             r.register(
                 "operations_accepted",
                 "Operations stored by this node's API (exec)",
-                inner.accepted.clone(),
+                inner.ops.accepted.clone(),
             );
             r.register(
                 "operations_run",
                 "Operations whose command ran here, by status (OK or KO)",
-                inner.ran.clone(),
+                inner.ops.ran.clone(),
             );
             r.register(
                 "operations_rerun",
                 "Operations run here again, by a rebuild of their resource's block",
-                inner.rerun.clone(),
+                inner.ops.rerun.clone(),
             );
             r.register(
                 "rebuilds",
                 "Passes that ran a resource's block again from its start",
-                inner.rebuilds.clone(),
+                inner.ops.rebuilds.clone(),
             );
             r.register(
                 "incomplete_blocks",
                 "Passes that found a resource's block lacking operations this site ran, and waited for the rest",
-                inner.incomplete.clone(),
+                inner.ops.incomplete.clone(),
             );
             r.register(
                 "deleted_reads",
                 "Reads of a resource whose every revision was a deletion (a merge on its way)",
-                inner.deleted_reads.clone(),
+                inner.ops.deleted_reads.clone(),
             );
             r.register(
                 "merges",
                 "Conflicts between revisions of a resource resolved here",
-                inner.merges.clone(),
+                inner.ops.merges.clone(),
             );
             r.register(
                 "replies_written",
                 "Replies this node wrote to CouchDB",
-                inner.replies_written.clone(),
+                inner.ops.replies_written.clone(),
             );
             r.register(
                 "couchdb_requests",
                 "Requests to the local CouchDB, by kind and method",
-                inner.requests.clone(),
+                inner.couch.requests.clone(),
             );
             r.register(
                 "couchdb_request_duration_seconds",
                 "Time to a complete answer of the local CouchDB (to the headers for _changes)",
-                inner.latency.clone(),
+                inner.couch.latency.clone(),
             );
             r.register(
                 "couchdb_errors",
                 "Requests to the local CouchDB that failed, by kind, method and error",
-                inner.errors.clone(),
+                inner.couch.errors.clone(),
             );
             r.register(
                 "changes_lag",
                 "Changes of the database the follower has not handed over yet (absent when the sequences carry no number)",
-                inner.lag.clone(),
+                inner.gauges.lag.clone(),
             );
             r.register(
                 "replication_state",
                 "1 for the state of the replication to each peer, 0 for the other states",
-                inner.replication.clone(),
+                inner.gauges.replication.clone(),
             );
             r.register(
                 "runner_scheduled",
                 "Resources scheduled in the runner, waiting or running",
-                inner.scheduled.clone(),
+                inner.gauges.scheduled.clone(),
             );
             r.register(
                 "runner_running",
                 "Resources running operations right now",
-                inner.running.clone(),
+                inner.gauges.running.clone(),
             );
             r.register(
                 "journal_unstored",
                 "Replies in the journal that CouchDB does not hold yet",
-                inner.unstored.clone(),
+                inner.gauges.unstored.clone(),
             );
             r.register(
                 "task_state",
                 "1 for the state of each background task, 0 for the other states",
-                inner.task_state.clone(),
+                inner.gauges.task_state.clone(),
             );
             r.register(
                 "task_failures",
                 "Failures of each background task since its last success",
-                inner.task_failures.clone(),
+                inner.gauges.task_failures.clone(),
             );
         }
         inner
@@ -364,7 +370,7 @@ fn gauge(n: usize) -> i64 {
 impl Metrics {
     /// An operation was stored through the API.
     pub fn accepted(&self) {
-        self.inner.accepted.inc();
+        self.inner.ops.accepted.inc();
     }
 
     /// An operation's command ended with `status`; `again` when this site
@@ -374,30 +380,34 @@ impl Metrics {
             Status::Ok => "OK",
             _ => "KO",
         };
-        self.inner.ran.get_or_create(&[("status", status)]).inc();
+        self.inner
+            .ops
+            .ran
+            .get_or_create(&[("status", status)])
+            .inc();
         if again {
-            self.inner.rerun.inc();
+            self.inner.ops.rerun.inc();
         }
     }
 
     pub fn rebuilt(&self) {
-        self.inner.rebuilds.inc();
+        self.inner.ops.rebuilds.inc();
     }
 
     pub fn found_incomplete(&self) {
-        self.inner.incomplete.inc();
+        self.inner.ops.incomplete.inc();
     }
 
     pub fn read_deleted(&self) {
-        self.inner.deleted_reads.inc();
+        self.inner.ops.deleted_reads.inc();
     }
 
     pub fn merged(&self) {
-        self.inner.merges.inc();
+        self.inner.ops.merges.inc();
     }
 
     pub fn replies_written(&self, count: usize) {
-        self.inner.replies_written.inc_by(count as u64);
+        self.inner.ops.replies_written.inc_by(count as u64);
     }
 
     /// A request to CouchDB ended after `elapsed`, with `error` if it failed.
@@ -410,8 +420,9 @@ impl Metrics {
     ) {
         let method = method_label(method);
         let labels = [("kind", kind.as_str()), ("method", method)];
-        self.inner.requests.get_or_create(&labels).inc();
+        self.inner.couch.requests.get_or_create(&labels).inc();
         self.inner
+            .couch
             .latency
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
@@ -421,7 +432,7 @@ impl Metrics {
                 ("method", method),
                 ("error", error.as_str()),
             ];
-            self.inner.errors.get_or_create(&labels).inc();
+            self.inner.couch.errors.get_or_create(&labels).inc();
         }
     }
 
@@ -443,45 +454,49 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        inner.lag.clear();
+        inner.gauges.lag.clear();
         if let Some(lag) = snapshot
             .update_seq
             .as_ref()
             .and_then(|db| changes_lag(db, handled.as_ref()))
         {
             inner
+                .gauges
                 .lag
                 .get_or_create(&[])
                 .set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
-        inner.replication.clear();
+        inner.gauges.replication.clear();
         for (peer, current) in snapshot.replications {
             for state in REPLICATION_STATES {
                 let labels = [("peer", peer.clone()), ("state", state.to_owned())];
                 inner
+                    .gauges
                     .replication
                     .get_or_create(&labels)
                     .set(i64::from(state == current));
             }
         }
-        inner.task_state.clear();
-        inner.task_failures.clear();
+        inner.gauges.task_state.clear();
+        inner.gauges.task_failures.clear();
         for task in snapshot.tasks {
             for (state, name) in TASK_STATES {
                 let labels = [("task", task.name.clone()), ("state", name.to_owned())];
                 inner
+                    .gauges
                     .task_state
                     .get_or_create(&labels)
                     .set(i64::from(state == task.state));
             }
             inner
+                .gauges
                 .task_failures
                 .get_or_create(&[("task", task.name)])
                 .set(i64::from(task.failures));
         }
-        inner.scheduled.set(gauge(snapshot.scheduled));
-        inner.running.set(gauge(snapshot.running));
-        inner.unstored.set(gauge(snapshot.unstored));
+        inner.gauges.scheduled.set(gauge(snapshot.scheduled));
+        inner.gauges.running.set(gauge(snapshot.running));
+        inner.gauges.unstored.set(gauge(snapshot.unstored));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_text::encode(&mut text, &registry);
