@@ -127,7 +127,12 @@ fn edit_section(
 }
 
 /// The history view's map: HISTORY documents keyed `[ResourceId, seconds
-/// since the epoch in UTC, nanoseconds, RequestId, _id]`.
+/// since the epoch in UTC, nanoseconds, RequestId, _id]`. Go-style times
+/// (trailing zeros trimmed, any UTC offset) do not sort as text, so the
+/// time is parsed and emitted as numbers, which CouchDB and PouchDB collate
+/// numerically; a time that does not parse gets `null` seconds and comes
+/// first. The document id makes keys unique, so that a page starts exactly
+/// where the previous one stopped.
 fn history_view() -> Value {
     json!({
         "map": r"function (doc) {

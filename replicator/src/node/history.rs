@@ -1,34 +1,14 @@
 //! Reading a resource's history: every operation ever accepted for it,
-//! oldest first, each with every site's replies, as a stream whose memory
-//! is bounded by a page, however long the history.
+//! oldest first (its `Time` as an instant, then its `RequestId`), each with
+//! every site's replies, a page of [`PAGE`] operations at a time, so that
+//! memory stays bounded however long the history.
 //!
-//! Two sources are merged. The history documents (`HistoryDocument`, one
-//! per operation a node of this port accepted) are read in order through
-//! [`HISTORY_VIEW`], a page at a time. The current block (one document,
-//! already bounded by the database's document size) adds the operations
-//! that have no history document: those a node of the Go original
-//! accepted, or one whose history document has not replicated here yet.
-//! An operation in both is listed once, from its history document (which
-//! holds it whole, where the block may hold a pruned copy).
-//!
-//! Order: the operation's `Time` as an instant, then its `RequestId`. Times
-//! are Go-style RFC 3339 (trailing zeros trimmed, any UTC offset), whose
-//! text does not sort as time, so the view's JavaScript parses the time and
-//! emits it normalised: `[ResourceId, seconds since the Unix epoch in UTC,
-//! nanoseconds, RequestId, _id]`, numbers that CouchDB (and PouchDB)
-//! collate numerically. An operation whose time does not parse gets `null`
-//! seconds and comes first. The key ends with the document id, so that keys
-//! are unique and a page starts exactly where the previous one stopped.
-//! The block is ordered the same way in the node and merged in as the
-//! pages go by; a tie in time between operations with different request
-//! ids may then be ordered by CouchDB's collation on one side and by bytes
-//! on the other, which only swaps two simultaneous operations.
-//!
-//! Replies are read per page through [`REQUESTS_VIEW`] (keyed
-//! `[ResourceId, RequestId]`, which pruning reads too; its history rows are
-//! skipped), for the page's operations only. A page holds
-//! at most [`PAGE`] operations with their documents (files included) and
-//! replies: that, and the block, is what a reader holds in memory.
+//! The history documents are read in order through [`HISTORY_VIEW`] (its
+//! key is the time normalised, see `db/design.rs`); the current block adds
+//! the operations that have none (accepted by a Go node, or whose history
+//! document has not replicated yet), merged in the same order. An
+//! operation in both is listed once, whole, from its history document.
+//! Replies are read per page through [`REQUESTS_VIEW`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

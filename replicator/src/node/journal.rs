@@ -1,30 +1,19 @@
 //! The node's journal of results: every reply the runner makes is appended
-//! to a file in the data directory, and synced to disk, before anything
-//! else is done with it, and stays there until CouchDB holds it. A node that
-//! dies, or a CouchDB that refuses or is away, loses no result: the runner
-//! counts the journal's replies as run, and they are written to CouchDB
-//! again until it takes them.
+//! to a file in the data directory and synced before anything else is done
+//! with it, and stays until CouchDB holds it. A node that dies, or a
+//! CouchDB that refuses or is away, loses no result.
 //!
-//! The file holds one JSON object per line: `{"ran": REPLY}` when a reply
-//! is made, `{"stored": ID}` once CouchDB holds the reply with that `_id`.
-//! When no reply is left to store the file is emptied, once it passes
-//! [`EMPTY_AT`] (emptying costs a sync); when some reply stays
-//! unstored for long (CouchDB away, or refusing it) while others come and go,
-//! the file is rewritten with the unstored replies alone once it passes
-//! [`COMPACT_AT`]. Either way it stays about as small as the backlog. A crash can leave the last line cut short: it is dropped
-//! when the file is opened (its reply was never acknowledged as durable, so
-//! its operation is the one that was running). Any other line that cannot
-//! be read stops the node, rather than run again what the line recorded.
+//! One JSON object per line: `{"ran": REPLY}` when a reply is made,
+//! `{"stored": ID}` once CouchDB holds it. The file is emptied when nothing
+//! is left to store (past [`EMPTY_AT`]), or rewritten with the unstored
+//! replies alone (past [`COMPACT_AT`]): it stays about as small as the
+//! backlog. A last line cut short by a crash is dropped (its reply was never
+//! acknowledged); any other unreadable line stops the node rather than run
+//! again what it recorded.
 //!
-//!
-//! Group commit: a sync makes durable every line appended before it
-//! starts, so replies recorded while another sync runs share the next one.
-//! Each [`Journal::record`] still returns only once a sync that began after
-//! its line was appended has ended: what the runner relies on — a reply
-//! is on disk before the next command of its batch starts — holds for
-//! every reply, whichever sync carried it.
-//!
-//! Lock order: `synced`, then `file`, then `pending`.
+//! Group commit: replies recorded while a sync runs share the next one, and
+//! [`Journal::record`] returns only once a sync that began after its line
+//! was appended has ended. Lock order: `synced`, then `file`, then `pending`.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

@@ -1,31 +1,16 @@
 //! Running what a resource needs when its document changes: merge its
-//! conflicts, or run the operations this site has not run yet and write one
-//! reply per operation.
+//! conflicts, or run the operations this site has not run yet, one reply
+//! per operation (see `runner/pass.rs`).
 //!
-//! A pass works on the document the changes feed delivered (with its
-//! conflicts), not on a fresh read: every state the feed delivers is a state
-//! the database was in, and a later one schedules another pass.
-//!
-//! Runs of one resource never overlap: a change arriving during a run is
-//! kept, the newest only, and handled when the run ends. Different resources
-//! run concurrently, up to a bound. How many resources may be scheduled at
-//! once is bounded too, so that memory does not grow with the number of
-//! resources: past that bound [`Runner::schedule`] waits, and so does the
-//! changes feed.
-//!
-//! Each reply goes to the journal as soon as its command ends, before
-//! the next command starts, and only then to CouchDB: an operation whose
-//! command ended is never run again by this site, whatever fails after.
-//! Passes run on tasks the runner owns: [`Runner::run`] watches them and, at
-//! shutdown, lets them end their current command within a deadline.
-//!
-//! Requests to CouchDB are shared between resources (see [`Batcher`]): a
-//! resource whose replies are not known has them read while it waits for
-//! its turn, in one view request with every other resource waiting, and
-//! passes that end while replies are being written have theirs written
-//! together by the next `_bulk_docs`. A daemon catching up on thousands of
-//! resources thus makes a few requests per hundred resources, not two per
-//! resource.
+//! A pass works on the document the changes feed delivered, however stale:
+//! every state it delivers is one the database was in, and a later one
+//! schedules another pass. Passes of one resource never overlap (a change
+//! arriving meanwhile waits, the newest only); different resources run
+//! concurrently up to a bound, and past a bound of scheduled resources
+//! [`Runner::schedule`], and so the feed, waits. Each reply is journaled as
+//! its command ends, before the next starts, and only then written to
+//! CouchDB. Resources waiting together share their reads of the replies
+//! view and their `_bulk_docs` (see [`Batcher`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
