@@ -25,7 +25,7 @@ impl Node {
     /// channel its replies will arrive on. A concurrent write to the same
     /// resource is retried on the new revision, never surfaced. The document
     /// this node stored last is taken as current without reading it (see
-    /// [`Recent`]).
+    /// [`crate::node::recent::Recent`]).
     ///
     /// Cancellation: if dropped before it returns, the operation may or may
     /// not have been stored; if stored, it runs everywhere regardless.
