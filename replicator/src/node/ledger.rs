@@ -25,7 +25,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::consistency::{Run, Seen, SeenReply};
 use crate::db::couch::CouchClient;
-use crate::db::design::{DESIGN, REPLIES_VIEW};
+use crate::db::queries;
 use crate::node::by_use::ByUse;
 use crate::node::journal::Journal;
 use crate::ReplicatorError;
@@ -278,18 +278,11 @@ impl Ledger {
         // The journal first: a reply it drops meanwhile is in CouchDB
         // before it is dropped, so the view finds it.
         let journaled: Vec<Vec<Run>> = resources.iter().map(|r| self.journal.ran(r)).collect();
-        let keys: Vec<_> = resources
-            .iter()
-            .map(|resource| serde_json::json!([resource, self.site]))
-            .collect();
         loop {
             let stale = self.restart.is_stale();
-            let rows = self
-                .couch
-                .view_docs::<ReplyDocument>(DESIGN, REPLIES_VIEW, &keys, stale)
-                .await?;
+            let rows = queries::replies_of(&self.couch, &self.site, resources, stale).await?;
             let mut by_resource: HashMap<&str, Vec<Run>> = HashMap::new();
-            for (_, reply) in &rows {
+            for reply in &rows {
                 by_resource
                     .entry(reply.resource_id.as_str())
                     .or_default()

@@ -4,13 +4,12 @@
 use std::collections::{BTreeSet, HashMap};
 
 use cheops_model::{HistoryDocument, ResourceDocument};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use crate::consistency::{add_operation, prunable, prune_payloads, Seen, SeenReply};
+use crate::consistency::{add_operation, prunable, prune_payloads, Seen};
 use crate::db::couch::Written;
-use crate::db::design::{DESIGN, REQUESTS_VIEW};
+use crate::db::queries;
 use crate::node::Node;
 use crate::{ReplicatorError, Submission, Submitted};
 
@@ -225,43 +224,23 @@ impl Node {
             .filter(|op| !op.pruned && op.request_id != new && !seen.contains_key(&op.request_id))
             .map(|op| op.request_id.as_str())
             .collect();
-        let mut keys = Vec::new();
+        let mut lookups = Vec::new();
         for request in unknown {
             match self.ctx.ledger.known(&doc.id, request) {
                 Some(known) if known.complete || prunable(&doc.locations, &known.seen) => {
                     seen.insert(request.to_owned(), known.seen);
                 }
-                _ => keys.push(json!([doc.id, request])),
+                _ => lookups.push(request),
             }
         }
-        for chunk in keys.chunks(PRUNE_LOOKUP_KEYS) {
-            let rows = self
-                .ctx
-                .couch
-                .view_rows_by_keys::<(String, String), RequestRow>(DESIGN, REQUESTS_VIEW, chunk)
-                .await;
-            let rows = match rows {
-                Ok(rows) => rows,
+        for chunk in lookups.chunks(PRUNE_LOOKUP_KEYS) {
+            let found = match queries::requests(&self.ctx.couch, &doc.id, chunk).await {
+                Ok(found) => found,
                 Err(error) => {
                     warn!(resource = %doc.id, site = %self.ctx.site, %error, "cannot look up which operations ran everywhere; pruning nothing new");
                     return true;
                 }
             };
-            let mut found: HashMap<String, Seen> = chunk
-                .iter()
-                .filter_map(|key| key[1].as_str())
-                .map(|request| (request.to_owned(), Seen::default()))
-                .collect();
-            for ((_, request), row) in rows {
-                let entry = found.entry(request).or_default();
-                match row.site {
-                    Some(site) => entry.replies.push(SeenReply {
-                        site,
-                        reads_history: row.reads_history,
-                    }),
-                    None => entry.history |= row.history,
-                }
-            }
             for (request, view) in found {
                 self.ctx.ledger.learnt(&doc.id, &request, &view);
                 // With what the feed brought meanwhile.
@@ -269,7 +248,7 @@ impl Node {
                 seen.insert(request, known.map_or(view, |k| k.seen));
             }
         }
-        !keys.is_empty()
+        !lookups.is_empty()
     }
 
     /// Refuses sites that are not site names or that this node cannot
@@ -313,18 +292,6 @@ fn prune_seen(doc: &mut ResourceDocument, new: &str, seen: &HashMap<String, Seen
         debug!(resource = %doc.id, pruned = pruned.len(), "payloads pruned from the block");
     }
     pruned
-}
-
-/// A row of the requests view: a reply's site and capability, or the mark
-/// of a history document.
-#[derive(Debug, Deserialize)]
-struct RequestRow {
-    #[serde(rename = "Site")]
-    site: Option<String>,
-    #[serde(rename = "ReadsHistory", default)]
-    reads_history: bool,
-    #[serde(rename = "History", default)]
-    history: bool,
 }
 
 /// `doc`, when its locations are `sites` (in any order): locations never

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::consistency::Run;
 use crate::db::couch::CouchClient;
-use crate::db::design::{DESIGN, REPLIES_OF_FILTER, REPLIES_VIEW};
+use crate::db::queries;
 use crate::node::journal::Journal;
 use crate::ReplicatorError;
 
@@ -144,7 +144,7 @@ impl Restart {
         if self.started.get().is_none() {
             return;
         }
-        match couch.index_view(DESIGN, REPLIES_VIEW).await {
+        match queries::index_replies(couch).await {
             Ok(()) => {
                 if self.own().take().is_some() {
                     debug!("replies view indexed; reading it up to date");
@@ -162,11 +162,10 @@ async fn beyond_index(
     couch: &CouchClient,
     site: &str,
 ) -> Result<Vec<ReplyDocument>, ReplicatorError> {
-    let mut since = couch.view_indexed_seq(DESIGN, REPLIES_VIEW).await?;
-    let filter = [("filter", REPLIES_OF_FILTER), ("site", site)];
+    let mut since = queries::replies_indexed_seq(couch).await?;
     let mut ids = Vec::new();
     loop {
-        let (changed, last) = couch.changed_ids(&since, CHANGES_PAGE, &filter).await?;
+        let (changed, last) = queries::replies_changed(couch, site, &since, CHANGES_PAGE).await?;
         let done = changed.len() < CHANGES_PAGE;
         ids.extend(changed);
         if ids.len() > MAX_OWN {

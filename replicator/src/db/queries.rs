@@ -1,0 +1,97 @@
+//! What the node asks of the design document's views and filters, by what
+//! it means: the node never names a view or builds a key itself.
+
+use std::collections::HashMap;
+
+use cheops_model::ReplyDocument;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::consistency::{Seen, SeenReply};
+use crate::db::couch::CouchClient;
+use crate::db::design::{DESIGN, REPLIES_OF_FILTER, REPLIES_VIEW, REQUESTS_VIEW};
+use crate::ReplicatorError;
+
+/// `site`'s replies to each of `resources`, in one request; read from the
+/// replies view's index as it stands when `stale`.
+pub async fn replies_of(
+    couch: &CouchClient,
+    site: &str,
+    resources: &[String],
+    stale: bool,
+) -> Result<Vec<ReplyDocument>, ReplicatorError> {
+    let keys: Vec<Value> = resources
+        .iter()
+        .map(|resource| json!([resource, site]))
+        .collect();
+    let rows = couch
+        .view_docs::<ReplyDocument>(DESIGN, REPLIES_VIEW, &keys, stale)
+        .await?;
+    Ok(rows.into_iter().map(|(_, reply)| reply).collect())
+}
+
+/// The database sequence the replies view's index has reached.
+pub async fn replies_indexed_seq(couch: &CouchClient) -> Result<Value, ReplicatorError> {
+    couch.view_indexed_seq(DESIGN, REPLIES_VIEW).await
+}
+
+/// Brings the replies view's index up to date.
+pub async fn index_replies(couch: &CouchClient) -> Result<(), ReplicatorError> {
+    couch.index_view(DESIGN, REPLIES_VIEW).await
+}
+
+/// The ids of `site`'s replies among at most `limit` documents changed
+/// after `since` (whatever their ids), and the sequence to go on from.
+pub async fn replies_changed(
+    couch: &CouchClient,
+    site: &str,
+    since: &Value,
+    limit: usize,
+) -> Result<(Vec<String>, Value), ReplicatorError> {
+    let filter = [("filter", REPLIES_OF_FILTER), ("site", site)];
+    couch.changed_ids(since, limit, &filter).await
+}
+
+/// What the database holds about each of `requests` of `resource`: the
+/// sites that replied (with their `ReadsHistory`) and whether the history
+/// document is stored; a request of which nothing is stored gets an empty
+/// answer.
+pub async fn requests(
+    couch: &CouchClient,
+    resource: &str,
+    requests: &[&str],
+) -> Result<HashMap<String, Seen>, ReplicatorError> {
+    /// A row of the requests view: a reply's site and capability, or the
+    /// mark of a history document.
+    #[derive(Deserialize)]
+    struct Row {
+        #[serde(rename = "Site")]
+        site: Option<String>,
+        #[serde(rename = "ReadsHistory", default)]
+        reads_history: bool,
+        #[serde(rename = "History", default)]
+        history: bool,
+    }
+    let keys: Vec<Value> = requests
+        .iter()
+        .map(|request| json!([resource, request]))
+        .collect();
+    let rows = couch
+        .view_rows_by_keys::<(String, String), Row>(DESIGN, REQUESTS_VIEW, &keys)
+        .await?;
+    let mut found: HashMap<String, Seen> = requests
+        .iter()
+        .map(|request| ((*request).to_owned(), Seen::default()))
+        .collect();
+    for ((_, request), row) in rows {
+        let seen = found.entry(request).or_default();
+        match row.site {
+            Some(site) => seen.replies.push(SeenReply {
+                site,
+                reads_history: row.reads_history,
+            }),
+            None => seen.history |= row.history,
+        }
+    }
+    Ok(found)
+}
