@@ -61,8 +61,22 @@ fn own_parts() -> [(&'static str, &'static str, Value); 5] {
     ]
 }
 
+/// The `last-reply` reduce: the value with the greatest `Time`, compared as
+/// text (as the original's does), with the operators every JavaScript
+/// engine of CouchDB has.
+const LAST_REPLY_REDUCE: &str = "function (keys, values, rereduce) { var last = values[0]; for (var i = 1; i < values.length; i++) { if (values[i].Time >= last.Time) { last = values[i]; } } return last; }";
+
+/// Texts of the original's views that this node wrote and now writes
+/// otherwise: rewritten when found. This one calls `localeCompare`, which
+/// CouchDB's QuickJS engine lacks (the view then answers `null`).
+const REPLACED_TEXTS: [(&str, &str); 1] = [(
+    "last-reply",
+    "function (keys, values, rereduce) { var last = values[0]; for (var i = 1; i < values.length; i++) { if (values[i].Time.localeCompare(last.Time) >= 0) { last = values[i]; } } return last; }",
+)];
+
 /// The Go original's views, with the same keys, values and reductions: added
-/// when missing, never rewritten (a Go node may have written its own text).
+/// when missing, never rewritten (a Go node may have written its own text),
+/// but for texts this node wrote itself that it now writes otherwise.
 fn original_views() -> [(&'static str, Value); 2] {
     [
         (
@@ -80,7 +94,7 @@ fn original_views() -> [(&'static str, Value); 2] {
             "last-reply",
             json!({
                 "map": "function (doc) { if (doc.Type !== 'REPLY') { return; } emit([doc.Site, doc.Id], {Time: doc.ExecutionTime, RequestId: doc.RequestId, Sites: doc.Locations}); }",
-                "reduce": "function (keys, values, rereduce) { var last = values[0]; for (var i = 1; i < values.length; i++) { if (values[i].Time.localeCompare(last.Time) >= 0) { last = values[i]; } } return last; }"
+                "reduce": LAST_REPLY_REDUCE
             }),
         ),
     ]
@@ -104,7 +118,15 @@ pub fn merged_design(current: Option<&Value>) -> Option<Value> {
     }
     edit_section(&mut doc, "views", |views| {
         for (name, body) in original_views() {
-            views.entry(name).or_insert(body);
+            let replaced = REPLACED_TEXTS.iter().any(|(view, reduce)| {
+                *view == name
+                    && views.get(name).and_then(|v| v.get("reduce")) == Some(&json!(reduce))
+            });
+            if replaced {
+                views.insert(name.into(), body);
+            } else {
+                views.entry(name).or_insert(body);
+            }
         }
     });
     let doc = Value::Object(doc);
@@ -201,5 +223,71 @@ mod tests {
         let merged = merged_design(Some(&stored)).expect("the own view is fixed");
         assert_eq!(merged["views"][REPLIES_VIEW], own_parts()[0].2);
         assert_eq!(merged["views"]["last-reply"]["map"], "their text");
+    }
+
+    /// Every JavaScript function this node writes into the design document.
+    fn own_functions() -> Vec<String> {
+        let doc = merged_design(None).expect("written");
+        let mut texts = Vec::new();
+        for section in ["views", "filters"] {
+            for part in doc[section].as_object().unwrap().values() {
+                match part {
+                    Value::String(text) => texts.push(text.clone()),
+                    Value::Object(view) => texts.extend(
+                        view.values()
+                            .filter_map(Value::as_str)
+                            .filter(|text| text.starts_with("function"))
+                            .map(str::to_owned),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        texts
+    }
+
+    #[test]
+    fn every_function_runs_on_every_couchdb_javascript_engine() {
+        // ES5 methods that SpiderMonkey and QuickJS (without Intl) both
+        // have: a new one is added here only once checked on both.
+        const ALLOWED_METHODS: [&str; 7] = [
+            "exec",
+            "forEach",
+            "getTime",
+            "indexOf",
+            "setUTCFullYear",
+            "setUTCHours",
+            "slice",
+        ];
+        const FORBIDDEN_SYNTAX: [&str; 6] = ["=>", "`", "let ", "const ", "class ", "..."];
+        let texts = own_functions();
+        assert!(texts.len() >= 8, "{} functions found", texts.len());
+        for text in &texts {
+            let mut rest = text.as_str();
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                // A regular expression's `.(` calls nothing.
+                let called = !name.is_empty() && rest[name.len()..].trim_start().starts_with('(');
+                assert!(
+                    !called || ALLOWED_METHODS.contains(&name.as_str()),
+                    "`{name}` is not known to run on every engine, in {text}"
+                );
+            }
+            for syntax in FORBIDDEN_SYNTAX {
+                assert!(!text.contains(syntax), "`{syntax}` (beyond ES5) in {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_reply_text_this_node_wrote_before_is_rewritten() {
+        let mut stored = merged_design(None).unwrap();
+        stored["views"]["last-reply"]["reduce"] = json!(REPLACED_TEXTS[0].1);
+        let merged = merged_design(Some(&stored)).expect("rewritten");
+        assert_eq!(merged["views"]["last-reply"]["reduce"], LAST_REPLY_REDUCE);
     }
 }
