@@ -55,7 +55,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Node(ReplicatorError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
-            ApiError::Node(ReplicatorError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Node(
+                ReplicatorError::TooLarge { .. } | ReplicatorError::RefusedTooLarge { .. },
+            ) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Node(ReplicatorError::IdTaken(_)) => StatusCode::CONFLICT,
             ApiError::Node(e) if e.is_deferred() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Node(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,

@@ -10,16 +10,30 @@ pub enum ReplicatorError {
     /// was stored.
     #[error("{0}")]
     InvalidRequest(String),
-    /// The resource document would be larger than CouchDB stores (its
-    /// `max_document_size`). Nothing was stored.
+    /// The resource document would be larger than this node writes (its
+    /// `--max-document-size`, CouchDB's default `max_document_size`).
+    /// Nothing was stored.
     #[error(
-        "resource {resource} would be {size} bytes as a document, over the limit of {limit} bytes \
-         (CouchDB's max_document_size; the node's --max-document-size)"
+        "resource {resource} would be {size} bytes as a document, over this node's limit of \
+         {limit} bytes (--max-document-size)"
     )]
     TooLarge {
         resource: String,
         size: usize,
         limit: usize,
+    },
+    /// CouchDB refused the resource document as too large: its
+    /// `max_document_size` is below the node's. Nothing was stored.
+    #[error(
+        "CouchDB refused resource {resource} ({size} bytes as a document) as too large: \
+         {reason} (its max_document_size is below this node's --max-document-size, {limit} bytes)"
+    )]
+    RefusedTooLarge {
+        resource: String,
+        size: usize,
+        limit: usize,
+        /// CouchDB's own words.
+        reason: String,
     },
     /// The id is already that of another kind of document (a reply, whose
     /// ids CouchDB chooses). Nothing was stored.

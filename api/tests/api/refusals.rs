@@ -146,6 +146,23 @@ async fn a_resource_too_large_for_couchdb_answers_413_naming_the_limit() {
 }
 
 #[tokio::test]
+async fn a_resource_couchdb_refused_as_too_large_answers_413_in_couchdbs_words() {
+    let response = node_refusal(ReplicatorError::RefusedTooLarge {
+        resource: "r".into(),
+        size: 2_000_000,
+        limit: 8_000_000,
+        reason: "document_too_large: r".into(),
+    })
+    .await;
+    assert_error(
+        response,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["CouchDB refused", "document_too_large: r"],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn an_id_taken_by_a_reply_answers_409() {
     let response = node_refusal(ReplicatorError::IdTaken("r".into())).await;
     assert_error(response, StatusCode::CONFLICT, &["\"r\"", "reply"]).await;

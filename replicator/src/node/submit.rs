@@ -128,7 +128,16 @@ impl Node {
                 }
                 Ok((Written::Conflict, stored)) => history_stored |= stored,
                 // CouchDB configured with a lower limit than the node.
-                Err(ReplicatorError::Couch { status: 413, .. }) => return Err(too_large()),
+                Err(ReplicatorError::Couch {
+                    status: 413, body, ..
+                }) => {
+                    return Err(ReplicatorError::RefusedTooLarge {
+                        resource: resource_id,
+                        size,
+                        limit: self.config.max_document_size,
+                        reason: couch_reason(&body),
+                    })
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -171,6 +180,14 @@ impl Node {
         let written = match row(&doc.id) {
             Some(r) if r.error.as_deref() == Some("conflict") => Written::Conflict,
             Some(r) if r.error.is_none() => Written::Rev(r.rev.clone().unwrap_or_default()),
+            // A row CouchDB refused as over its max_document_size.
+            Some(r) if matches!(r.error.as_deref(), Some("too_large" | "document_too_large")) => {
+                return Err(ReplicatorError::Couch {
+                    status: 413,
+                    context: format!("POST _bulk_docs storing an operation of {}", doc.id),
+                    body: serde_json::json!({"error": r.error, "reason": r.reason}).to_string(),
+                })
+            }
             other => {
                 return Err(ReplicatorError::Couch {
                     status: 0,
@@ -292,6 +309,22 @@ fn prune_seen(doc: &mut ResourceDocument, new: &str, seen: &HashMap<String, Seen
         debug!(resource = %doc.id, pruned = pruned.len(), "payloads pruned from the block");
     }
     pruned
+}
+
+/// What CouchDB said in an error's body: its `reason` (with its `error`),
+/// or the body as it came.
+fn couch_reason(body: &str) -> String {
+    let said: Option<Value> = serde_json::from_str(body).ok();
+    let field = |name| {
+        said.as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+    };
+    match (field("error"), field("reason")) {
+        (Some(error), Some(reason)) => format!("{error}: {reason}"),
+        (None, Some(reason)) => reason.to_owned(),
+        _ => body.to_owned(),
+    }
 }
 
 /// `doc`, when its locations are `sites` (in any order): locations never
