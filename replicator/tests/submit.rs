@@ -280,24 +280,27 @@ async fn the_limit_applies_to_the_history_document_too() {
     assert_eq!(puts(&requests), 0);
 }
 
+/// How a node under CouchDB's 8 MB default refuses a small operation when
+/// CouchDB answers its write with `write`.
+async fn refused_by_couchdb(write: (u16, &'static str)) -> ReplicatorError {
+    let (url, _) = fake_couch(NOT_FOUND, write).await;
+    node(&url, 8_000_000)
+        .submit(submission(&["site1"], 10))
+        .await
+        .map(|_| ())
+        .expect_err("refused")
+}
+
 /// CouchDB 3 may refuse one document of a `_bulk_docs` and store the
 /// others: the resource's row says so.
 #[tokio::test]
 async fn a_row_couchdb_refused_as_too_large_names_couchdb() {
     // 202: the fake answers 201 with both documents stored.
-    let (url, _) = fake_couch(
-        NOT_FOUND,
-        (
-            202,
-            r#"[{"id":"r","error":"too_large","reason":"the request entity is too large"}]"#,
-        ),
-    )
+    let error = refused_by_couchdb((
+        202,
+        r#"[{"id":"r","error":"too_large","reason":"the request entity is too large"}]"#,
+    ))
     .await;
-    let error = node(&url, 8_000_000)
-        .submit(submission(&["site1"], 10))
-        .await
-        .map(|_| ())
-        .expect_err("refused");
     assert!(
         matches!(&error, ReplicatorError::RefusedTooLarge { reason, limit: 8_000_000, .. }
             if reason == "too_large: the request entity is too large"),
@@ -307,16 +310,7 @@ async fn a_row_couchdb_refused_as_too_large_names_couchdb() {
 
 #[tokio::test]
 async fn couchdbs_own_413_is_a_document_too_large() {
-    let (url, _) = fake_couch(
-        NOT_FOUND,
-        (413, r#"{"error":"document_too_large","reason":"r"}"#),
-    )
-    .await;
-    let error = node(&url, 8_000_000)
-        .submit(submission(&["site1"], 10))
-        .await
-        .map(|_| ())
-        .expect_err("refused");
+    let error = refused_by_couchdb((413, r#"{"error":"document_too_large","reason":"r"}"#)).await;
     assert!(
         matches!(&error, ReplicatorError::RefusedTooLarge { reason, .. } if reason == "document_too_large: r"),
         "{error:?}"
