@@ -92,6 +92,8 @@ async fn show_answers_every_site_and_ko_for_a_stopped_one() {
     assert_eq!(answer["site3"]["Status"], "KO", "{answer}");
 }
 
+/// A replication document asks for `nodelay`, and is recreated when
+/// deleted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_replication_is_recreated() {
     let cluster = Cluster::start(2).await;
@@ -112,6 +114,11 @@ async fn a_deleted_replication_is_recreated() {
         .json()
         .await
         .unwrap();
+    // CouchDB 3's replicator waits ~40 ms per request without nodelay.
+    assert_eq!(
+        doc["socket_options"], "[{keepalive, true}, {nodelay, true}]",
+        "{doc}"
+    );
     let deleted = http
         .delete(format!(
             "{replication}?rev={}",

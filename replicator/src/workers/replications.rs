@@ -19,6 +19,22 @@ use crate::db::design::SITE_FILTER;
 use crate::workers::worker::{Worker, WorkerState};
 use crate::{ReplicatorError, Sites};
 
+/// The replicator's TCP options (CouchDB 3 reads them per document; PouchDB
+/// Server ignores them): without `nodelay`, each request of a replication
+/// waits about 40 ms for Nagle's algorithm.
+const SOCKET_OPTIONS: &str = "[{keepalive, true}, {nodelay, true}]";
+
+/// The fields of a replication document this node sets: one that differs
+/// makes it recreate the replication.
+const FIELDS: [&str; 6] = [
+    "source",
+    "target",
+    "filter",
+    "query_params",
+    "continuous",
+    "socket_options",
+];
+
 #[derive(Clone)]
 pub struct Replications {
     inner: Arc<Inner>,
@@ -222,6 +238,7 @@ impl Inner {
             "continuous": true,
             "filter": SITE_FILTER,
             "query_params": { "site": peer },
+            "socket_options": SOCKET_OPTIONS,
         }))
     }
 
@@ -235,9 +252,7 @@ impl Inner {
         loop {
             if let Some(current) = self.couch.get_replication(&id).await? {
                 let state = current.get("_replication_state").and_then(Value::as_str);
-                let same = ["source", "target", "filter", "query_params", "continuous"]
-                    .iter()
-                    .all(|k| current.get(k) == wanted.get(k));
+                let same = FIELDS.iter().all(|k| current.get(k) == wanted.get(k));
                 if same && !restart && !matches!(state, Some("failed" | "error")) {
                     return Ok(());
                 }
