@@ -43,6 +43,7 @@ def main(argv=None):
         binary=os.path.abspath(args.binary),
         couchdb_password=args.couchdb_password or secrets.token_urlsafe(18),
         couchdb_cookie=secrets.token_urlsafe(18),
+        couchdb_secret=secrets.token_urlsafe(24),
         token=secrets.token_urlsafe(32),
         read_token=secrets.token_urlsafe(32),
         node_token=secrets.token_urlsafe(32),
@@ -50,6 +51,7 @@ def main(argv=None):
     secrets_to_mask = [
         settings.couchdb_password,
         settings.couchdb_cookie,
+        settings.couchdb_secret,
         settings.token,
         settings.read_token,
         settings.node_token,

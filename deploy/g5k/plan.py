@@ -66,6 +66,7 @@ class Settings:
     couchdb_password: str
     # The Erlang cookie the Debian package requires even for a single node.
     couchdb_cookie: str
+    couchdb_secret: str
     # The daemons' operator, read-only and node tokens.
     token: str
     read_token: str
@@ -154,6 +155,21 @@ def couchdb_steps(settings):
         "[couchdb]\n"
         "; A single node creates its system databases (_users, _replicator) itself.\n"
         "single_node = true\n"
+        "; As the daemon's --max-document-size: a resource it accepts is stored.\n"
+        "max_document_size = 8000000\n"
+        "\n"
+        "[cluster]\n"
+        "; One node: one copy of each shard (CouchDB warns of n=3 otherwise).\n"
+        "n = 1\n"
+        "\n"
+        "[replicator]\n"
+        "; Without nodelay each replication request waits ~40 ms (Nagle).\n"
+        "socket_options = [{keepalive, true}, {nodelay, true}]\n"
+        "\n"
+        "[chttpd_auth]\n"
+        "; Set before the first start: replication jobs logging in at once would\n"
+        "; each make one, and the first would be refused (401) for minutes.\n"
+        f"secret = {settings.couchdb_secret}\n"
         "\n"
         "[chttpd]\n"
         "bind_address = 0.0.0.0\n"
