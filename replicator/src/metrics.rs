@@ -130,11 +130,12 @@ impl RequestError {
     }
 }
 
-/// The states a replication's document may be in, as the `state` label:
-/// what CouchDB 3 and PouchDB Server write in `_replication_state`, `none`
-/// for a document without one yet (CouchDB 3 writes only final and error
-/// states), `missing` for no document, `other` for anything else.
-const REPLICATION_STATES: [&str; 10] = [
+/// The states a replication may be in, as the `state` label: what CouchDB
+/// 3's scheduler says of its job, or else what its document's
+/// `_replication_state` says (PouchDB Server), `none` for a document
+/// without one yet, `missing` for no document, `other` for anything else.
+const REPLICATION_STATES: [&str; 11] = [
+    "initializing",
     "triggered",
     "running",
     "pending",
@@ -147,17 +148,28 @@ const REPLICATION_STATES: [&str; 10] = [
     "other",
 ];
 
-/// The `state` label of a replication document (`None`: none exists).
-pub fn replication_state(doc: Option<&Value>) -> &'static str {
-    let Some(doc) = doc else { return "missing" };
-    match doc.get("_replication_state").and_then(Value::as_str) {
-        None => "none",
-        Some(state) => REPLICATION_STATES[..7]
+/// The `state` label of a replication: `exists` whether its document does,
+/// `state` what the scheduler or the document says.
+pub fn replication_state(exists: bool, state: Option<&str>) -> &'static str {
+    match (exists, state) {
+        (false, _) => "missing",
+        (true, None) => "none",
+        (true, Some(state)) => REPLICATION_STATES[..8]
             .iter()
             .find(|known| **known == state)
             .copied()
             .unwrap_or("other"),
     }
+}
+
+/// The replication to one peer, as `/metrics` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationGauge {
+    pub peer: String,
+    /// Its `state` label (see [`replication_state`]).
+    pub state: &'static str,
+    /// Documents the replication could not write to the peer.
+    pub write_failures: u64,
 }
 
 const TASK_STATES: [(TaskState, &str); 4] = [
@@ -175,8 +187,8 @@ type OwnedLabels<const N: usize> = [(&'static str, String); N];
 pub struct Snapshot {
     /// The database's `update_seq`, if it could be read.
     pub update_seq: Option<Value>,
-    /// The state label of the replication to each peer.
-    pub replications: Vec<(String, &'static str)>,
+    /// The replication to each peer.
+    pub replications: Vec<ReplicationGauge>,
     pub tasks: Vec<TaskStatus>,
     /// Resources scheduled in the runner (waiting or running).
     pub scheduled: usize,
@@ -234,6 +246,7 @@ struct Requests {
 struct Gauges {
     lag: Family<Labels<0>, Gauge>,
     replication: Family<OwnedLabels<2>, Gauge>,
+    write_failures: Family<OwnedLabels<1>, Gauge>,
     scheduled: Gauge,
     running: Gauge,
     unstored: Gauge,
@@ -324,6 +337,11 @@ impl Default for Inner {
                 "replication_state",
                 "1 for the state of the replication to each peer, 0 for the other states",
                 inner.gauges.replication.clone(),
+            );
+            r.register(
+                "replication_write_failures",
+                "Documents the replication to each peer could not write there (CouchDB 3's scheduler; 0 when unknown)",
+                inner.gauges.write_failures.clone(),
             );
             r.register(
                 "runner_scheduled",
@@ -467,15 +485,24 @@ impl Metrics {
                 .set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
         inner.gauges.replication.clear();
-        for (peer, current) in snapshot.replications {
+        inner.gauges.write_failures.clear();
+        for replication in snapshot.replications {
             for state in REPLICATION_STATES {
-                let labels = [("peer", peer.clone()), ("state", state.to_owned())];
+                let labels = [
+                    ("peer", replication.peer.clone()),
+                    ("state", state.to_owned()),
+                ];
                 inner
                     .gauges
                     .replication
                     .get_or_create(&labels)
-                    .set(i64::from(state == current));
+                    .set(i64::from(state == replication.state));
             }
+            inner
+                .gauges
+                .write_failures
+                .get_or_create(&[("peer", replication.peer)])
+                .set(i64::try_from(replication.write_failures).unwrap_or(i64::MAX));
         }
         inner.gauges.task_state.clear();
         inner.gauges.task_failures.clear();

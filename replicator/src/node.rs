@@ -32,7 +32,7 @@ use tokio::sync::broadcast;
 
 use crate::db::bootstrap::DatabaseAccess;
 use crate::db::couch::CouchClient;
-use crate::metrics::{replication_state, Metrics, Snapshot};
+use crate::metrics::{Metrics, Snapshot};
 use crate::node::context::Context;
 use crate::node::events::{NodeEvent, PeerLiveness};
 use crate::node::history::{read_history, HistoryQuery, HistoryStream};
@@ -212,12 +212,7 @@ impl Node {
     pub async fn metrics(&self) -> String {
         let read = async {
             let (update_seq, replications) =
-                tokio::join!(self.ctx.couch.update_seq(), self.replications.documents());
-            let replications = replications.map(|docs| {
-                docs.iter()
-                    .map(|(peer, doc)| (peer.clone(), replication_state(doc.as_ref())))
-                    .collect()
-            });
+                tokio::join!(self.ctx.couch.update_seq(), self.replications.gauges());
             (update_seq.ok(), replications.unwrap_or_default())
         };
         let (update_seq, replications) = tokio::time::timeout(HEALTH_PING_TIMEOUT, read)

@@ -71,7 +71,11 @@ fn gauges_show_the_snapshot_and_only_it() {
     };
     let text = metrics.render(Snapshot {
         update_seq: Some(json!("10-def")),
-        replications: vec![("site2".into(), "error")],
+        replications: vec![ReplicationGauge {
+            peer: "site2".into(),
+            state: "error",
+            write_failures: 2,
+        }],
         tasks: vec![task("follower", TaskState::Retrying, 3)],
         scheduled: 4,
         running: 2,
@@ -89,6 +93,7 @@ fn gauges_show_the_snapshot_and_only_it() {
                 r#"cheops_replication_state{peer="site2",state="triggered"}"#,
                 0.0,
             ),
+            (r#"cheops_replication_write_failures{peer="site2"}"#, 2.0),
             (
                 r#"cheops_task_state{task="follower",state="retrying"}"#,
                 1.0,
@@ -109,16 +114,10 @@ fn gauges_show_the_snapshot_and_only_it() {
 
 #[test]
 fn replication_states_come_from_a_fixed_set() {
-    assert_eq!(replication_state(None), "missing");
-    assert_eq!(replication_state(Some(&json!({}))), "none");
-    assert_eq!(
-        replication_state(Some(&json!({"_replication_state": "triggered"}))),
-        "triggered"
-    );
-    assert_eq!(
-        replication_state(Some(&json!({"_replication_state": "http://a:b@c/d"}))),
-        "other"
-    );
+    assert_eq!(replication_state(false, Some("running")), "missing");
+    assert_eq!(replication_state(true, None), "none");
+    assert_eq!(replication_state(true, Some("crashing")), "crashing");
+    assert_eq!(replication_state(true, Some("http://a:b@c/d")), "other");
 }
 
 #[test]

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::db::couch::{CouchClient, Written};
 use crate::db::design::SITE_FILTER;
+use crate::metrics::{replication_state, ReplicationGauge};
 use crate::workers::worker::{Worker, WorkerState};
 use crate::{ReplicatorError, Sites};
 
@@ -104,23 +105,19 @@ impl Replications {
         }
     }
 
-    /// The `_replicator` document of each peer replicated to or being set
-    /// up, by peer name (`None`: no document).
-    pub async fn documents(&self) -> Result<Vec<(String, Option<Value>)>, ReplicatorError> {
+    /// The replication to each peer replicated to or being set up, by peer
+    /// name, as the server that runs it sees it.
+    pub async fn gauges(&self) -> Result<Vec<ReplicationGauge>, ReplicatorError> {
         let mut peers: Vec<String> = lock(&self.inner.ensured).iter().cloned().collect();
         peers.extend(self.inner.queue().iter().map(|job| job.peer.clone()));
         peers.sort();
         peers.dedup();
-        let mut documents = Vec::with_capacity(peers.len());
+        let mut gauges = Vec::with_capacity(peers.len());
         for peer in peers {
-            let doc = self
-                .inner
-                .couch
-                .get_replication(&self.inner.doc_id(&peer))
-                .await?;
-            documents.push((peer, doc));
+            let (doc, job) = self.inner.read(&self.inner.doc_id(&peer)).await?;
+            gauges.push(gauge(peer, doc.as_ref(), job.as_ref()));
         }
-        Ok(documents)
+        Ok(gauges)
     }
 
     /// The worker that sets up the replications queued, and checks every
@@ -197,7 +194,40 @@ fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
     set.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The replication to `peer` as its `_replicator` document `doc` and, on
+/// CouchDB 3, its scheduler's `job` describe it: the scheduler knows states
+/// the document never shows (`error`, `crashing`) and the documents the
+/// replication could not write.
+fn gauge(peer: String, doc: Option<&Value>, job: Option<&Value>) -> ReplicationGauge {
+    ReplicationGauge {
+        peer,
+        state: replication_state(doc.is_some(), state_of(doc, job)),
+        write_failures: job
+            .and_then(|job| job.pointer("/info/doc_write_failures"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    }
+}
+
+/// What the scheduler says of a replication's job, or else its document.
+fn state_of<'a>(doc: Option<&'a Value>, job: Option<&'a Value>) -> Option<&'a str> {
+    job.and_then(|job| job.get("state"))
+        .or_else(|| doc.and_then(|doc| doc.get("_replication_state")))
+        .and_then(Value::as_str)
+}
+
 impl Inner {
+    /// The `_replicator` document `id`, and what the scheduler says of its
+    /// job when the server has one and the document exists.
+    async fn read(&self, id: &str) -> Result<(Option<Value>, Option<Value>), ReplicatorError> {
+        let doc = self.couch.get_replication(id).await?;
+        let job = match doc {
+            Some(_) => self.couch.scheduler_doc(id).await?,
+            None => None,
+        };
+        Ok((doc, job))
+    }
+
     fn queue(&self) -> MutexGuard<'_, VecDeque<Job>> {
         // Each critical section leaves the queue whole.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
@@ -250,10 +280,11 @@ impl Inner {
         let id = self.doc_id(peer);
         let wanted = self.wanted(&id, peer)?;
         loop {
-            if let Some(current) = self.couch.get_replication(&id).await? {
-                let state = current.get("_replication_state").and_then(Value::as_str);
+            if let (Some(current), job) = self.read(&id).await? {
+                let state = state_of(Some(&current), job.as_ref());
                 let same = FIELDS.iter().all(|k| current.get(k) == wanted.get(k));
-                if same && !restart && !matches!(state, Some("failed" | "error")) {
+                let broken = matches!(state, Some("failed" | "error" | "crashing"));
+                if same && !restart && !broken {
                     return Ok(());
                 }
                 restart = false;
@@ -279,6 +310,43 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replication document as PouchDB Server and CouchDB 3 write it.
+    fn doc(state: Option<&str>) -> Value {
+        let mut doc = json!({"_id": "cheops-site1-to-site2", "continuous": true});
+        if let Some(state) = state {
+            doc["_replication_state"] = json!(state);
+        }
+        doc
+    }
+
+    #[test]
+    fn pouchdb_shows_the_state_its_document_holds() {
+        let shown = gauge("site2".into(), Some(&doc(Some("triggered"))), None);
+        assert_eq!((shown.state, shown.write_failures), ("triggered", 0));
+        assert_eq!(gauge("site2".into(), None, None).state, "missing");
+    }
+
+    /// CouchDB 3 leaves `_replication_state` out of the document while a
+    /// job runs or errs: its scheduler says what the job is doing, and how
+    /// many documents it could not write.
+    #[test]
+    fn couchdbs_scheduler_tells_what_the_document_does_not() {
+        let job = json!({
+            "database": "_replicator",
+            "doc_id": "cheops-site1-to-site2",
+            "state": "crashing",
+            "info": {"doc_write_failures": 2, "docs_written": 40},
+            "error_count": 3
+        });
+        let shown = gauge("site2".into(), Some(&doc(None)), Some(&job));
+        assert_eq!((shown.state, shown.write_failures), ("crashing", 2));
+        assert_eq!(state_of(Some(&doc(None)), Some(&job)), Some("crashing"));
+        assert_eq!(
+            state_of(Some(&doc(Some("completed"))), None),
+            Some("completed")
+        );
+    }
 
     /// The byte-wise inverse of [`escape_site`].
     fn unescape(escaped: &str) -> Vec<u8> {

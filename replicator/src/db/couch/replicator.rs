@@ -26,6 +26,33 @@ impl CouchClient {
         }
     }
 
+    /// What CouchDB's replication scheduler says of the job of the
+    /// `_replicator` document `id` (`GET /_scheduler/docs/_replicator/{id}`:
+    /// its `state`, and its `info` with `doc_write_failures`); `None` when
+    /// the server has no scheduler (PouchDB Server) or no such job.
+    pub async fn scheduler_doc(&self, id: &str) -> Result<Option<Value>, ReplicatorError> {
+        let url = self.server_url(&["_scheduler", "docs", "_replicator", id]);
+        let builder = self.request(Method::GET, url);
+        let absent = [
+            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST,
+            StatusCode::METHOD_NOT_ALLOWED,
+            StatusCode::NOT_IMPLEMENTED,
+        ];
+        match self
+            .send(
+                RequestKind::Replicator,
+                builder,
+                "GET _scheduler doc",
+                &absent,
+            )
+            .await?
+        {
+            (status, _) if absent.contains(&status) => Ok(None),
+            (_, value) => Ok(Some(value)),
+        }
+    }
+
     /// Writes a `_replicator` document (with `_rev` to replace one).
     pub async fn put_replication(&self, id: &str, doc: &Value) -> Result<Written, ReplicatorError> {
         let builder = self
