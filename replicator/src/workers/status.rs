@@ -132,24 +132,15 @@ impl Task {
 mod tests {
     use super::*;
 
-    fn state(tasks: &Tasks, name: &str) -> TaskState {
-        tasks
-            .snapshot()
-            .into_iter()
-            .find(|s| s.name == name)
-            .map(|s| s.state)
-            .unwrap()
-    }
-
     #[test]
     fn the_backoff_grows_with_failures_and_resets_after_a_success() {
         let tasks = Tasks::default();
         let task = tasks.register("follower", true);
         let delays: Vec<Duration> = (0..3).map(|_| task.failed(&"down")).collect();
         assert!(delays[0] < delays[1] && delays[1] < delays[2], "{delays:?}");
-        assert_eq!(state(&tasks, "follower"), TaskState::Retrying);
+        assert_eq!(tasks.state("follower"), Some(TaskState::Retrying));
         task.succeeded();
-        assert_eq!(state(&tasks, "follower"), TaskState::Running);
+        assert_eq!(tasks.state("follower"), Some(TaskState::Running));
         assert_eq!(tasks.snapshot()[0].failures, 0);
         assert_eq!(task.failed(&"down again"), delays[0], "starts over");
         assert_eq!(

@@ -208,15 +208,6 @@ fn record_end(tasks: &Tasks, name: &str, ended: Ended, stopping: bool) -> bool {
 mod tests {
     use super::*;
 
-    fn state(tasks: &Tasks, name: &str) -> TaskState {
-        tasks
-            .snapshot()
-            .into_iter()
-            .find(|s| s.name == name)
-            .map(|s| s.state)
-            .unwrap()
-    }
-
     #[tokio::test]
     async fn a_vital_task_that_dies_stops_the_others() {
         let tasks = Tasks::default();
@@ -233,8 +224,8 @@ mod tests {
             .run(std::future::pending(), Duration::from_secs(10))
             .await;
         assert_eq!(ending, Ending::Died("fragile".into()));
-        assert_eq!(state(&tasks, "fragile"), TaskState::Failed);
-        assert_eq!(state(&tasks, "patient"), TaskState::Stopped);
+        assert_eq!(tasks.state("fragile"), Some(TaskState::Failed));
+        assert_eq!(tasks.state("patient"), Some(TaskState::Stopped));
     }
 
     #[tokio::test]
@@ -254,6 +245,6 @@ mod tests {
             .run(std::future::ready(()), Duration::from_millis(200))
             .await;
         assert_eq!(ending, Ending::Abandoned(vec!["stuck".into()]));
-        assert_eq!(state(&tasks, "quick"), TaskState::Stopped);
+        assert_eq!(tasks.state("quick"), Some(TaskState::Stopped));
     }
 }
