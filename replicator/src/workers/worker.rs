@@ -37,16 +37,22 @@ pub trait Worker: Send + 'static {
 /// `task`.
 pub async fn drive<W: Worker>(mut worker: W, task: Task, mut shutdown: watch::Receiver<bool>) {
     let mut state = WorkerState::Busy;
+    // Whether the last step failed: the status changes only then, not at
+    // every step (the follower's is a change of the feed).
+    let mut failing = false;
     loop {
         let current = state;
         let step = async {
             match current {
                 WorkerState::Busy => match worker.work().await {
                     Ok(next) => {
-                        task.succeeded();
+                        if std::mem::take(&mut failing) {
+                            task.succeeded();
+                        }
                         next
                     }
                     Err(error) => {
+                        failing = true;
                         let delay = task.failed(&error);
                         warn!(task = %task.name(), %error, ?delay, "background work failed; retrying");
                         tokio::time::sleep(delay).await;
