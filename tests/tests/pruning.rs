@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cheops_model::{history_id, HistoryDocument, ResourceDocument, Status};
-use cheops_testkit::{absent_peer, eventually, Cluster, ClusterOptions, Exec};
+use cheops_testkit::{absent_peer, eventually, until, Cluster, ClusterOptions, Exec};
 use serde_json::{json, Value};
 
 /// set restarts the block; adds keep their place after it, and a set after
@@ -260,12 +260,20 @@ async fn a_thousand_operations_run_once_everywhere_and_the_document_stays_small(
     let everywhere = |i: usize| {
         let cluster = &cluster;
         async move {
-            eventually(
-                "every reply and history document",
+            until(
+                &format!("every reply and history document on node {i}"),
                 Duration::from_secs(120),
                 || async {
                     let (replies, history) = tally(cluster, i).await;
-                    (replies.len() == 2 * OPERATIONS && history == OPERATIONS).then_some(replies)
+                    if replies.len() == 2 * OPERATIONS && history == OPERATIONS {
+                        return Ok(replies);
+                    }
+                    let from = |site: &str| replies.keys().filter(|(s, _)| s == site).count();
+                    Err(format!(
+                        "{} replies of site1, {} of site2, {history} history documents, of {OPERATIONS} each",
+                        from("site1"),
+                        from("site2")
+                    ))
                 },
             )
             .await

@@ -842,8 +842,47 @@ impl Drop for Cluster {
                 redis.kill();
             }
         }
-        if !self.keep_files && !std::thread::panicking() {
+        if std::thread::panicking() {
+            self.print_log_tails();
+        } else if !self.keep_files {
             let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+impl Cluster {
+    /// Prints, for a failed test, each daemon's warnings and last lines:
+    /// CI keeps the test's output, not its files.
+    fn print_log_tails(&self) {
+        const WARNINGS: usize = 30;
+        const LAST: usize = 15;
+        eprintln!("cluster files kept in {}", self.root.display());
+        for i in 0..self.nodes.len() {
+            for log in self.daemon_logs(i) {
+                let Ok(text) = std::fs::read_to_string(&log) else {
+                    continue;
+                };
+                let lines: Vec<&str> = text.lines().collect();
+                let warnings: Vec<&str> = lines
+                    .iter()
+                    .copied()
+                    .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                    .collect();
+                eprintln!(
+                    "--- {}: {} lines, {} warnings, the last {WARNINGS} of them:",
+                    log.display(),
+                    lines.len(),
+                    warnings.len()
+                );
+                let clip = |l: &str| l.chars().take(400).collect::<String>();
+                for line in &warnings[warnings.len().saturating_sub(WARNINGS)..] {
+                    eprintln!("{}", clip(line));
+                }
+                eprintln!("--- its last {LAST} lines:");
+                for line in &lines[lines.len().saturating_sub(LAST)..] {
+                    eprintln!("{}", clip(line));
+                }
+            }
         }
     }
 }

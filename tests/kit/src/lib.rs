@@ -23,4 +23,4 @@ pub use cluster::{
 pub use process::{
     cheops_binary, find_program, free_port, release_cheops_binary, workspace, REDIS_HINT,
 };
-pub use wait::eventually;
+pub use wait::{eventually, until};
