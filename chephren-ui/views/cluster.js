@@ -1,5 +1,5 @@
 // The cluster: every site this node knows, whether it answers and since
-// when, and how many resources live there.
+// when, how many resources live there, and how the replication to it fares.
 
 import { h, pill, when } from '../dom.js';
 
@@ -40,6 +40,16 @@ export const clusterView = {
           if (task.state === 'failed' || task.state === 'retrying') {
             const why = task.last_error ? `: ${task.last_error}` : '';
             problems.push(`${cluster.site}'s ${task.name} task is ${task.state} (${task.failures} failures)${why}.`);
+          }
+        }
+        for (const site of cluster.sites) {
+          const replication = site.replication;
+          if (!replication) continue;
+          if (['error', 'crashing', 'failed', 'missing'].includes(replication.state)) {
+            problems.push(`The replication from ${cluster.site} to ${site.site} is ${replication.state}: ${site.site} gets no new operation until it is repaired.`);
+          }
+          if (replication.resend !== 'none') {
+            problems.push(`The replication to ${site.site} could not write some documents (${replication.write_failures} counted); they are sent again until every one is written.`);
           }
         }
         warning.hidden = problems.length === 0;
@@ -83,6 +93,8 @@ function siteCard(site, address) {
       h('dd', {}, check(site.api)),
       h('dt', {}, 'Resources'),
       h('dd', { class: 'count' }, site.resources),
+      site.replication ? h('dt', {}, 'Replication') : null,
+      site.replication ? h('dd', {}, replicationText(site.replication)) : null,
     ),
   );
 }
@@ -90,4 +102,15 @@ function siteCard(site, address) {
 function check(answered) {
   if (answered === null || answered === undefined) return h('span', { class: 'muted' }, 'unknown');
   return answered ? h('span', { class: 'yes' }, 'answers') : h('span', { class: 'no' }, 'no answer');
+}
+
+// The replication to a peer in a few words: its state and, until they are
+// sent again, the documents it could not write (its count of failures
+// lasts as long as its job, past the resend).
+function replicationText(replication) {
+  const broken = ['error', 'crashing', 'failed', 'missing'].includes(replication.state);
+  const parts = [h('span', { class: broken ? 'no' : 'yes' }, replication.state)];
+  if (replication.resend === 'due') parts.push(`, ${replication.write_failures} not written, resend due`);
+  if (replication.resend === 'running') parts.push(`, ${replication.write_failures} not written, resending`);
+  return h('span', { data: { replication: replication.state } }, ...parts);
 }

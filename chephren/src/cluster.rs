@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use cheops_model::Timestamp;
-use cheops_replicator::{Health, PeerLiveness, TaskStatus};
+use cheops_replicator::{Health, PeerLiveness, ReplicationStatus, TaskStatus};
 use serde::Serialize;
 
 use crate::block;
@@ -64,6 +64,9 @@ pub struct SiteView {
     pub checked: Option<Timestamp>,
     /// Resources of this node's database that live on that site.
     pub resources: usize,
+    /// The replication from this node to that site, as last checked
+    /// (`None` for this node, and for a site no resource here names yet).
+    pub replication: Option<ReplicationStatus>,
 }
 
 /// The cluster view; `docs` is `None` when the database could not be read.
@@ -88,6 +91,11 @@ pub fn cluster(
         unconverged = summaries.iter().filter(|s| !s.converged).count();
     }
     let count = |name: &str| counts.get(name).copied().unwrap_or_default();
+    let mut replications: BTreeMap<String, ReplicationStatus> = health
+        .replications
+        .into_iter()
+        .map(|status| (status.peer.clone(), status))
+        .collect();
 
     let mut sites = vec![SiteView {
         site: site.to_owned(),
@@ -98,6 +106,7 @@ pub fn cluster(
         since: None,
         checked: Some(Timestamp::now()),
         resources: count(site),
+        replication: None,
     }];
     let mut others: BTreeMap<String, SiteView> = peers
         .into_iter()
@@ -115,6 +124,7 @@ pub fn cluster(
                 since: Some(peer.since),
                 checked: Some(peer.checked),
                 resources: count(&peer.site),
+                replication: replications.remove(&peer.site),
                 site: peer.site.clone(),
             };
             (peer.site, view)
@@ -132,6 +142,7 @@ pub fn cluster(
                 since: None,
                 checked: None,
                 resources: count(name),
+                replication: replications.remove(*name),
             });
     }
     sites.extend(others.into_values());
@@ -152,6 +163,7 @@ pub fn cluster(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cheops_replicator::Resend;
     use serde_json::json;
 
     fn peer(site: &str, online: bool) -> PeerLiveness {
@@ -178,6 +190,13 @@ mod tests {
             couchdb_reachable: true,
             follower_live: true,
             last_error: None,
+            replications: vec![ReplicationStatus {
+                peer: "s2".into(),
+                state: "crashing",
+                write_failures: 2,
+                resend: Resend::Running,
+                checked: "2024-01-01T00:00:05Z".parse().unwrap(),
+            }],
             ..Health::default()
         }
     }
@@ -209,7 +228,15 @@ mod tests {
         assert_eq!(
             s3,
             json!({"site": "s3", "local": false, "state": "OFFLINE", "couchdb": true, "api": false,
-                   "since": "2024-01-01T00:00:01Z", "checked": "2024-01-01T00:00:09Z", "resources": 0})
+                   "since": "2024-01-01T00:00:01Z", "checked": "2024-01-01T00:00:09Z", "resources": 0,
+                   "replication": null})
+        );
+        // Each peer's card tells how the replication to it fares.
+        let s2 = serde_json::to_value(&view.sites[1]).unwrap();
+        assert_eq!(
+            s2["replication"],
+            json!({"peer": "s2", "state": "crashing", "write_failures": 2, "resend": "running",
+                   "checked": "2024-01-01T00:00:05Z"})
         );
         assert_eq!(view.resources, 2);
         assert_eq!(view.unconverged, 1, "b waits for three replies");

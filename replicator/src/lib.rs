@@ -32,5 +32,6 @@ pub use node::hub::{ReplyHub, ReplyReceiver};
 pub use node::seam::{BoxFuture, NodeSeam};
 pub use node::submission::{Submission, Submitted};
 pub use node::{Node, NodeConfig, COUCHDB_MAX_DOCUMENT_SIZE, DEFAULT_MAX_REPLY_BYTES};
+pub use workers::replications::{ReplicationStatus, Resend};
 pub use workers::status::{Task, TaskState, TaskStatus, Tasks};
 pub use workers::supervisor::{Ending, Spawner, Supervisor};

@@ -23,6 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+use crate::workers::replications::{ReplicationStatus, Resend};
 use crate::workers::status::{TaskState, TaskStatus};
 use crate::ReplicatorError;
 
@@ -162,16 +163,6 @@ pub fn replication_state(exists: bool, state: Option<&str>) -> &'static str {
     }
 }
 
-/// The replication to one peer, as `/metrics` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicationGauge {
-    pub peer: String,
-    /// Its `state` label (see [`replication_state`]).
-    pub state: &'static str,
-    /// Documents the replication could not write to the peer.
-    pub write_failures: u64,
-}
-
 const TASK_STATES: [(TaskState, &str); 4] = [
     (TaskState::Running, "running"),
     (TaskState::Retrying, "retrying"),
@@ -187,8 +178,8 @@ type OwnedLabels<const N: usize> = [(&'static str, String); N];
 pub struct Snapshot {
     /// The database's `update_seq`, if it could be read.
     pub update_seq: Option<Value>,
-    /// The replication to each peer.
-    pub replications: Vec<ReplicationGauge>,
+    /// The replication to each peer, as last checked.
+    pub replications: Vec<ReplicationStatus>,
     pub tasks: Vec<TaskStatus>,
     /// Resources scheduled in the runner (waiting or running).
     pub scheduled: usize,
@@ -247,6 +238,7 @@ struct Gauges {
     lag: Family<Labels<0>, Gauge>,
     replication: Family<OwnedLabels<2>, Gauge>,
     write_failures: Family<OwnedLabels<1>, Gauge>,
+    resend: Family<OwnedLabels<1>, Gauge>,
     scheduled: Gauge,
     running: Gauge,
     unstored: Gauge,
@@ -342,6 +334,11 @@ impl Default for Inner {
                 "replication_write_failures",
                 "Documents the replication to each peer could not write there (CouchDB 3's scheduler; 0 when unknown)",
                 inner.gauges.write_failures.clone(),
+            );
+            r.register(
+                "replication_resend",
+                "1 while documents the replication to each peer could not write are to be sent again, or being sent",
+                inner.gauges.resend.clone(),
             );
             r.register(
                 "runner_scheduled",
@@ -486,6 +483,7 @@ impl Metrics {
         }
         inner.gauges.replication.clear();
         inner.gauges.write_failures.clear();
+        inner.gauges.resend.clear();
         for replication in snapshot.replications {
             for state in REPLICATION_STATES {
                 let labels = [
@@ -501,8 +499,13 @@ impl Metrics {
             inner
                 .gauges
                 .write_failures
-                .get_or_create(&[("peer", replication.peer)])
+                .get_or_create(&[("peer", replication.peer.clone())])
                 .set(i64::try_from(replication.write_failures).unwrap_or(i64::MAX));
+            inner
+                .gauges
+                .resend
+                .get_or_create(&[("peer", replication.peer)])
+                .set(i64::from(replication.resend != Resend::None));
         }
         inner.gauges.task_state.clear();
         inner.gauges.task_failures.clear();

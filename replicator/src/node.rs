@@ -122,6 +122,7 @@ impl Node {
             ctx.couch.clone(),
             config.couch_url.clone(),
             config.sites.clone(),
+            config.replication_check,
         );
         let liveness = Liveness::new(
             config.site.clone(),
@@ -173,6 +174,7 @@ impl Node {
     pub fn health(&self) -> Health {
         let mut health = self.ctx.health();
         health.tasks = self.tasks.snapshot();
+        health.replications = self.replications.statuses();
         health
     }
 
@@ -206,18 +208,15 @@ impl Node {
     }
 
     /// The node's metrics in Prometheus's text format: the counters, and
-    /// gauges read now (the database's sequence and the replications' states
-    /// from CouchDB, within [`HEALTH_PING_TIMEOUT`]; left out when CouchDB
-    /// does not answer in time).
+    /// gauges read now (the database's sequence, within
+    /// [`HEALTH_PING_TIMEOUT`], left out when CouchDB does not answer in
+    /// time) or as last checked (the replications).
     pub async fn metrics(&self) -> String {
-        let read = async {
-            let (update_seq, replications) =
-                tokio::join!(self.ctx.couch.update_seq(), self.replications.gauges());
-            (update_seq.ok(), replications.unwrap_or_default())
-        };
-        let (update_seq, replications) = tokio::time::timeout(HEALTH_PING_TIMEOUT, read)
+        let update_seq = tokio::time::timeout(HEALTH_PING_TIMEOUT, self.ctx.couch.update_seq())
             .await
-            .unwrap_or_default();
+            .ok()
+            .and_then(Result::ok);
+        let replications = self.replications.statuses();
         let (scheduled, running) = self.runner.load();
         self.ctx.metrics.render(Snapshot {
             update_seq,

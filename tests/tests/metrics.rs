@@ -13,19 +13,9 @@ use serde_json::Value;
 const RESOURCE: &str = "metered-resource";
 const SETTLE: Duration = Duration::from_secs(30);
 
+/// Node `i`'s metrics, none naming a resource or a credential.
 async fn scrape(cluster: &Cluster, i: usize) -> Scrape {
-    let url = format!("{}/metrics", cluster.node(i).api_url());
-    let response = authorized_client(cluster.read_token())
-        .get(url)
-        .send()
-        .await
-        .expect("/metrics answers");
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    let text = response.text().await.expect("a body");
+    let text = cluster.metrics_text(i).await;
     for secret in [
         RESOURCE,
         "password",

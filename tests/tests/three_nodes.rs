@@ -93,7 +93,7 @@ async fn show_answers_every_site_and_ko_for_a_stopped_one() {
 }
 
 /// A replication document asks for `nodelay`, and is recreated when
-/// deleted.
+/// deleted; a sidecar without a scheduler is asked once whether it has one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_replication_is_recreated() {
     let cluster = Cluster::start(2).await;
@@ -143,4 +143,26 @@ async fn a_deleted_replication_is_recreated() {
         .await;
     assert_eq!(status, 200);
     cluster.converged("second", &[0, 1]).await;
+
+    // PouchDB Server has no scheduler: the node asks once, then reads the
+    // document alone at each check.
+    let log = || std::fs::read_to_string(cluster.sidecar_log(0)).unwrap_or_default();
+    let count = |log: &str, request: &str| log.lines().filter(|l| l.contains(request)).count();
+    let checks_after_asking = || {
+        let log = log();
+        let asked = log.find("GET /_scheduler/jobs")?;
+        Some(count(
+            &log[asked..],
+            "GET /_replicator/cheops-site1-to-site2 ",
+        ))
+    };
+    eventually(
+        "three checks after asking",
+        Duration::from_secs(30),
+        || async { checks_after_asking().filter(|n| *n >= 3).map(|_| ()) },
+    )
+    .await;
+    let log = log();
+    assert_eq!(count(&log, "GET /_scheduler/jobs"), 1);
+    assert_eq!(count(&log, "GET /_scheduler/docs/"), 1);
 }

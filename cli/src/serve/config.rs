@@ -169,8 +169,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
 
-    /// Seconds between checks of the replications to peers (a deleted one,
-    /// or one crashing, in error or failed, is recreated).
+    /// Seconds between checks of the replications to peers (a deleted one
+    /// is recreated; one crashing, in error or failed, too, after a wait
+    /// that doubles; documents one could not write are sent again).
     #[arg(long, env = "CHEOPS_REPLICATION_CHECK", default_value_t = 30)]
     replication_check: u64,
 

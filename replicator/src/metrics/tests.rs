@@ -1,4 +1,5 @@
 use super::*;
+use cheops_model::Timestamp;
 use serde_json::json;
 
 /// The value of the series `name{labels}` in `text`.
@@ -71,10 +72,12 @@ fn gauges_show_the_snapshot_and_only_it() {
     };
     let text = metrics.render(Snapshot {
         update_seq: Some(json!("10-def")),
-        replications: vec![ReplicationGauge {
+        replications: vec![ReplicationStatus {
             peer: "site2".into(),
             state: "error",
             write_failures: 2,
+            resend: Resend::Due,
+            checked: Timestamp::now(),
         }],
         tasks: vec![task("follower", TaskState::Retrying, 3)],
         scheduled: 4,
@@ -94,6 +97,7 @@ fn gauges_show_the_snapshot_and_only_it() {
                 0.0,
             ),
             (r#"cheops_replication_write_failures{peer="site2"}"#, 2.0),
+            (r#"cheops_replication_resend{peer="site2"}"#, 1.0),
             (
                 r#"cheops_task_state{task="follower",state="retrying"}"#,
                 1.0,

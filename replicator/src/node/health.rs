@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::workers::replications::ReplicationStatus;
 use crate::workers::status::{TaskState, TaskStatus};
 
 /// A snapshot of what a node can and cannot do right now.
@@ -15,6 +16,10 @@ pub struct Health {
     pub last_error: Option<String>,
     /// Every background task of the node, by name.
     pub tasks: Vec<TaskStatus>,
+    /// The replication to each peer, as its last check saw it. One that
+    /// is broken leaves the node healthy: it still accepts operations, and
+    /// its peers get them once the replication is repaired.
+    pub replications: Vec<ReplicationStatus>,
 }
 
 impl Health {
@@ -55,6 +60,14 @@ mod tests {
                 task(false, TaskState::Failed),
                 task(true, TaskState::Retrying),
             ],
+            // A broken replication: the node still takes operations.
+            replications: vec![ReplicationStatus {
+                peer: "site2".into(),
+                state: "crashing",
+                write_failures: 1,
+                resend: crate::workers::replications::Resend::Due,
+                checked: cheops_model::Timestamp::now(),
+            }],
         };
         assert!(
             health.is_healthy(),

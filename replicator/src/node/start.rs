@@ -68,7 +68,7 @@ impl Node {
             ctx: self.ctx.clone(),
         };
         spawner.spawn_worker("journal", true, flusher);
-        let repair = self.replications.repair(self.config.replication_check);
+        let repair = self.replications.repair();
         spawner.spawn_worker("replications", true, repair);
         spawner.spawn_worker(
             "liveness",

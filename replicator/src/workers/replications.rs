@@ -1,40 +1,32 @@
 //! One continuous, filtered replication from the local database to each peer
 //! site, shared by all resources. Each lives in `_replicator` under a
-//! deterministic id, is created the first time a resource names its site,
-//! and is recreated when it has been deleted, has failed, or points to
-//! another URL.
+//! deterministic id and is created the first time a resource names its
+//! site. The repair worker checks each one every period: it recreates one
+//! deleted, pointing to another URL, or broken (`failed`, `error`,
+//! `crashing`: each time after a longer wait); and when one could not write
+//! documents, it sends them again with a one-shot replication from the
+//! start, until one writes them all.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+mod document;
+mod peer;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use cheops_model::Timestamp;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use self::document::FIELDS;
+use self::peer::{is_broken, Peer};
 use crate::db::couch::{CouchClient, Written};
-use crate::db::design::SITE_FILTER;
-use crate::metrics::{replication_state, ReplicationGauge};
 use crate::workers::worker::{Worker, WorkerState};
 use crate::{ReplicatorError, Sites};
 
-/// The replicator's TCP options (CouchDB 3 reads them per document; PouchDB
-/// Server ignores them): without `nodelay`, each request of a replication
-/// waits about 40 ms for Nagle's algorithm.
-const SOCKET_OPTIONS: &str = "[{keepalive, true}, {nodelay, true}]";
-
-/// The fields of a replication document this node sets: one that differs
-/// makes it recreate the replication.
-const FIELDS: [&str; 6] = [
-    "source",
-    "target",
-    "filter",
-    "query_params",
-    "continuous",
-    "socket_options",
-];
+pub use self::peer::{ReplicationStatus, Resend};
 
 #[derive(Clone)]
 pub struct Replications {
@@ -47,8 +39,12 @@ struct Inner {
     /// The local database URL with credentials, as the replication source.
     source: String,
     sites: Sites,
-    /// Peers whose replication is in place.
-    ensured: Mutex<HashSet<String>>,
+    /// The check period, and the unit of the waits between repairs.
+    every: Duration,
+    /// Each peer whose replication is in place, as last checked.
+    peers: Mutex<BTreeMap<String, Peer>>,
+    /// Whether the server has CouchDB 3's scheduler, once known.
+    scheduler: OnceLock<bool>,
     /// The repair worker's work: peers to set up, check or restart, in
     /// order, each once.
     queue: Mutex<VecDeque<Job>>,
@@ -63,14 +59,24 @@ struct Job {
 }
 
 impl Replications {
-    pub fn new(site: String, couch: CouchClient, source: String, sites: Sites) -> Self {
+    /// Replications from the local database (`source`, with credentials)
+    /// to the peers `sites` names, checked every `every`.
+    pub fn new(
+        site: String,
+        couch: CouchClient,
+        source: String,
+        sites: Sites,
+        every: Duration,
+    ) -> Self {
         Replications {
             inner: Arc::new(Inner {
                 site,
                 couch,
                 source,
                 sites,
-                ensured: Mutex::default(),
+                every,
+                peers: Mutex::default(),
+                scheduler: OnceLock::new(),
                 queue: Mutex::default(),
                 queued: Notify::new(),
             }),
@@ -82,7 +88,7 @@ impl Replications {
     /// repair worker.
     pub fn ensure(&self, locations: &[String]) {
         for peer in locations {
-            if *peer == self.inner.site || lock(&self.inner.ensured).contains(peer) {
+            if *peer == self.inner.site || self.inner.peers().contains_key(peer) {
                 continue;
             }
             if self.inner.sites.couch_url(peer).is_none() {
@@ -100,34 +106,26 @@ impl Replications {
     /// that was unreachable is retried with a backoff that may have grown
     /// to minutes; a new replication starts at once.
     pub fn restart(&self, peer: &str) {
-        if lock(&self.inner.ensured).contains(peer) {
+        if self.inner.peers().contains_key(peer) {
             self.inner.enqueue(peer, true);
         }
     }
 
-    /// The replication to each peer replicated to or being set up, by peer
-    /// name, as the server that runs it sees it.
-    pub async fn gauges(&self) -> Result<Vec<ReplicationGauge>, ReplicatorError> {
-        let mut peers: Vec<String> = lock(&self.inner.ensured).iter().cloned().collect();
-        peers.extend(self.inner.queue().iter().map(|job| job.peer.clone()));
-        peers.sort();
-        peers.dedup();
-        let mut gauges = Vec::with_capacity(peers.len());
-        for peer in peers {
-            let (doc, job) = self.inner.read(&self.inner.doc_id(&peer)).await?;
-            gauges.push(gauge(peer, doc.as_ref(), job.as_ref()));
-        }
-        Ok(gauges)
+    /// The replication to each peer in place, as its last check saw it.
+    pub fn statuses(&self) -> Vec<ReplicationStatus> {
+        self.inner
+            .peers()
+            .values()
+            .map(|peer| peer.status.clone())
+            .collect()
     }
 
     /// The worker that sets up the replications queued, and checks every
-    /// one in place each `every` period, to repair what was deleted or
-    /// failed.
-    pub fn repair(&self, every: Duration) -> Repair {
+    /// one in place each period.
+    pub fn repair(&self) -> Repair {
         Repair {
             replications: self.clone(),
-            every,
-            next_check: Instant::now() + every,
+            next_check: Instant::now() + self.inner.every,
         }
     }
 }
@@ -135,7 +133,6 @@ impl Replications {
 /// Sets up, checks and restarts replications, one queued job a step.
 pub struct Repair {
     replications: Replications,
-    every: Duration,
     next_check: Instant,
 }
 
@@ -145,7 +142,7 @@ impl Worker for Repair {
         let Some(job) = inner.queue().pop_front() else {
             return Ok(WorkerState::Idle);
         };
-        if let Err(error) = inner.ensure_one(&job.peer, job.restart).await {
+        if let Err(error) = inner.check(&job.peer, job.restart).await {
             // First again, with whatever was asked for its peer meanwhile.
             let mut queue = inner.queue();
             let restart = job.restart || queue.iter().any(|j| j.peer == job.peer && j.restart);
@@ -153,7 +150,6 @@ impl Worker for Repair {
             queue.push_front(Job { restart, ..job });
             return Err(error);
         }
-        lock(&inner.ensured).insert(job.peer);
         Ok(WorkerState::Busy)
     }
 
@@ -161,9 +157,9 @@ impl Worker for Repair {
         tokio::select! {
             () = self.replications.inner.queued.notified() => {}
             () = tokio::time::sleep_until(self.next_check) => {
-                self.next_check = Instant::now() + self.every;
                 let inner = &self.replications.inner;
-                let peers: Vec<String> = lock(&inner.ensured).iter().cloned().collect();
+                self.next_check = Instant::now() + inner.every;
+                let peers: Vec<String> = inner.peers().keys().cloned().collect();
                 for peer in peers {
                     inner.enqueue(&peer, false);
                 }
@@ -172,60 +168,10 @@ impl Worker for Repair {
     }
 }
 
-/// A site name as it appears in a `_replicator` id: letters, digits, `-`
-/// and `.` as they are, every other byte as `_` and two hex digits. The
-/// escape is reversible, so two sites never share an id (`site_2` is
-/// `site_5f2`, `site 2` is `site_202`), and the usual names (`site2`)
-/// appear as they are.
-fn escape_site(site: &str) -> String {
-    let mut out = String::with_capacity(site.len());
-    for byte in site.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("_{byte:02x}"));
-        }
-    }
-    out
-}
-
-fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
-    // Single insert/remove/contains per critical section: never inconsistent.
-    set.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The replication to `peer` as its `_replicator` document `doc` and, on
-/// CouchDB 3, its scheduler's `job` describe it: the scheduler knows states
-/// the document never shows (`error`, `crashing`) and the documents the
-/// replication could not write.
-fn gauge(peer: String, doc: Option<&Value>, job: Option<&Value>) -> ReplicationGauge {
-    ReplicationGauge {
-        peer,
-        state: replication_state(doc.is_some(), state_of(doc, job)),
-        write_failures: job
-            .and_then(|job| job.pointer("/info/doc_write_failures"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-    }
-}
-
-/// What the scheduler says of a replication's job, or else its document.
-fn state_of<'a>(doc: Option<&'a Value>, job: Option<&'a Value>) -> Option<&'a str> {
-    job.and_then(|job| job.get("state"))
-        .or_else(|| doc.and_then(|doc| doc.get("_replication_state")))
-        .and_then(Value::as_str)
-}
-
 impl Inner {
-    /// The `_replicator` document `id`, and what the scheduler says of its
-    /// job when the server has one and the document exists.
-    async fn read(&self, id: &str) -> Result<(Option<Value>, Option<Value>), ReplicatorError> {
-        let doc = self.couch.get_replication(id).await?;
-        let job = match doc {
-            Some(_) => self.couch.scheduler_doc(id).await?,
-            None => None,
-        };
-        Ok((doc, job))
+    fn peers(&self) -> MutexGuard<'_, BTreeMap<String, Peer>> {
+        // Each critical section reads or replaces one entry.
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn queue(&self) -> MutexGuard<'_, VecDeque<Job>> {
@@ -248,142 +194,143 @@ impl Inner {
         self.queued.notify_one();
     }
 
-    /// The `_replicator` document id for the replication to `peer`.
-    fn doc_id(&self, peer: &str) -> String {
-        format!(
-            "cheops-{}-to-{}",
-            escape_site(&self.site),
-            escape_site(peer)
-        )
+    /// Checks the replication to `name`, and its resend if one is owed;
+    /// what it saw is kept once the replication is in place.
+    async fn check(&self, name: &str, restart: bool) -> Result<(), ReplicatorError> {
+        let known = self.peers().get(name).cloned();
+        let first = known.is_none();
+        let mut peer = known.unwrap_or_else(|| Peer::new(name, Instant::now()));
+        let checked = async {
+            self.check_continuous(name, restart, &mut peer).await?;
+            self.check_resend(name, first, &mut peer).await
+        }
+        .await;
+        if checked.is_ok() || !first {
+            self.peers().insert(name.to_owned(), peer);
+        }
+        checked
     }
 
-    fn wanted(&self, id: &str, peer: &str) -> Result<Value, ReplicatorError> {
-        let target = self.sites.couch_url(peer).ok_or_else(|| {
-            ReplicatorError::InvalidRequest(format!("site {peer:?} is not a known peer"))
-        })?;
-        Ok(json!({
-            "_id": id,
-            "source": self.source,
-            "target": target,
-            "continuous": true,
-            "filter": SITE_FILTER,
-            "query_params": { "site": peer },
-            "socket_options": SOCKET_OPTIONS,
-        }))
-    }
-
-    /// Makes the replication to `peer` exist as wanted. One that is missing
-    /// is created; one that failed or differs, or any with `restart`, is
-    /// deleted and created again (PouchDB Server refuses to update a running
-    /// one).
-    async fn ensure_one(&self, peer: &str, mut restart: bool) -> Result<(), ReplicatorError> {
-        let id = self.doc_id(peer);
-        let wanted = self.wanted(&id, peer)?;
+    /// Makes the replication to `name` exist as wanted. One that is missing
+    /// is created; one that differs, or any with `restart`, is deleted and
+    /// created again (PouchDB Server refuses to update a running one), and
+    /// so is a broken one when its wait is over.
+    async fn check_continuous(
+        &self,
+        name: &str,
+        mut restart: bool,
+        peer: &mut Peer,
+    ) -> Result<(), ReplicatorError> {
+        let id = document::continuous_id(&self.site, name);
+        let wanted = document::continuous(&id, &self.source, &self.target(name)?, name);
+        let now = Instant::now();
         loop {
-            if let (Some(current), job) = self.read(&id).await? {
-                let state = state_of(Some(&current), job.as_ref());
+            let (current, job) = self.read(&id).await?;
+            let state = document::state(current.as_ref(), job.as_ref());
+            let failures = document::write_failures(current.as_ref(), job.as_ref());
+            if peer.saw(state, failures, now) {
+                warn!(site = %self.site, peer = name, state, failures, "replication could not write documents; they will be sent again");
+            }
+            if let Some(current) = current {
                 let same = FIELDS.iter().all(|k| current.get(k) == wanted.get(k));
-                let broken = matches!(state, Some("failed" | "error" | "crashing"));
-                if same && !restart && !broken {
+                let repair = is_broken(state) && peer.recreate_broken(self.every, now);
+                if same && !restart && !repair {
                     return Ok(());
                 }
                 restart = false;
-                info!(site = %self.site, peer, state, "recreating replication");
+                info!(site = %self.site, peer = name, state, "recreating replication");
                 self.couch.delete_replication(&id, &current).await?;
                 continue;
             }
-            info!(site = %self.site, peer, "creating replication");
-            // A creation time makes each document new to PouchDB Server,
-            // which otherwise may take it for one deleted earlier (by plain
-            // DELETE) and never start it. Not compared above.
-            let mut created = wanted.clone();
-            created["cheops_created"] = Value::from(Timestamp::now().to_string());
-            match self.couch.put_replication(&id, &created).await? {
-                Written::Rev(_) => return Ok(()),
-                // Created by another daemon on this database meanwhile: look again.
-                Written::Conflict => continue,
+            info!(site = %self.site, peer = name, "creating replication");
+            if self.create(&id, wanted.clone()).await? {
+                peer.saw("none", 0, now);
+                return Ok(());
             }
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A replication document as PouchDB Server and CouchDB 3 write it.
-    fn doc(state: Option<&str>) -> Value {
-        let mut doc = json!({"_id": "cheops-site1-to-site2", "continuous": true});
-        if let Some(state) = state {
-            doc["_replication_state"] = json!(state);
+    /// Moves a resend owed to `name` on: starts it when due, and ends it
+    /// when its replication did. On a peer's `first` check, a resend left
+    /// by an earlier run of the node is looked for too.
+    async fn check_resend(
+        &self,
+        name: &str,
+        first: bool,
+        peer: &mut Peer,
+    ) -> Result<(), ReplicatorError> {
+        let now = Instant::now();
+        let id = document::resend_id(&self.site, name);
+        if peer.resend_due(now) {
+            let (current, _) = self.read(&id).await?;
+            if let Some(current) = current {
+                self.couch.delete_replication(&id, &current).await?;
+            }
+            let stamp = Timestamp::now().to_string();
+            let doc = document::resend(&id, &self.source, &self.target(name)?, name, &stamp);
+            if self.create(&id, doc).await? {
+                info!(site = %self.site, peer = name, "sending again what the replication could not write");
+                peer.resend_started();
+            }
+            return Ok(());
         }
-        doc
-    }
-
-    #[test]
-    fn pouchdb_shows_the_state_its_document_holds() {
-        let shown = gauge("site2".into(), Some(&doc(Some("triggered"))), None);
-        assert_eq!((shown.state, shown.write_failures), ("triggered", 0));
-        assert_eq!(gauge("site2".into(), None, None).state, "missing");
-    }
-
-    /// CouchDB 3 leaves `_replication_state` out of the document while a
-    /// job runs or errs: its scheduler says what the job is doing, and how
-    /// many documents it could not write.
-    #[test]
-    fn couchdbs_scheduler_tells_what_the_document_does_not() {
-        let job = json!({
-            "database": "_replicator",
-            "doc_id": "cheops-site1-to-site2",
-            "state": "crashing",
-            "info": {"doc_write_failures": 2, "docs_written": 40},
-            "error_count": 3
-        });
-        let shown = gauge("site2".into(), Some(&doc(None)), Some(&job));
-        assert_eq!((shown.state, shown.write_failures), ("crashing", 2));
-        assert_eq!(state_of(Some(&doc(None)), Some(&job)), Some("crashing"));
-        assert_eq!(
-            state_of(Some(&doc(Some("completed"))), None),
-            Some("completed")
-        );
-    }
-
-    /// The byte-wise inverse of [`escape_site`].
-    fn unescape(escaped: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut bytes = escaped.bytes();
-        while let Some(byte) = bytes.next() {
-            if byte == b'_' {
-                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
-                out.push(u8::from_str_radix(&hex, 16).unwrap());
+        if peer.status.resend != Resend::Running && !first {
+            return Ok(());
+        }
+        let (current, job) = self.read(&id).await?;
+        let clean = match document::state(current.as_ref(), job.as_ref()) {
+            "completed" => document::write_failures(current.as_ref(), job.as_ref()) == 0,
+            "failed" => false,
+            // Deleted by someone else: what it would have sent is still owed.
+            "missing" if peer.status.resend == Resend::Running => false,
+            _ => return Ok(()),
+        };
+        if peer.status.resend == Resend::Running {
+            peer.resend_ended(clean, self.every, now);
+            if clean {
+                info!(site = %self.site, peer = name, "every document the replication could not write is sent");
             } else {
-                out.push(byte);
+                warn!(site = %self.site, peer = name, "a resend could not write every document; trying again later");
             }
         }
-        out
+        if let Some(current) = current {
+            self.couch.delete_replication(&id, &current).await?;
+        }
+        Ok(())
     }
 
-    #[test]
-    fn replication_ids_tell_every_site_apart() {
-        assert_eq!(escape_site("site-1.example"), "site-1.example");
-        assert_ne!(escape_site("site_2"), escape_site("site 2"));
-        // Seeded: the same names on every run; a failure names its input.
-        let alphabet = ['a', '_', ' ', '-', '.', '5', 'f', '%', 'é'];
-        let mut state: u64 = 0x5eed_cafe;
-        let mut seen = std::collections::HashMap::new();
-        for _ in 0..5000 {
-            let mut name = String::new();
-            for _ in 0..(state % 6 + 1) {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                name.push(alphabet[(state >> 33) as usize % alphabet.len()]);
-            }
-            let escaped = escape_site(&name);
-            assert_eq!(unescape(&escaped), name.as_bytes(), "{name:?}");
-            if let Some(other) = seen.insert(escaped.clone(), name.clone()) {
-                assert_eq!(other, name, "{other:?} and {name:?} share {escaped:?}");
-            }
+    /// The peer's CouchDB, as replications reach it.
+    fn target(&self, name: &str) -> Result<String, ReplicatorError> {
+        self.sites.couch_url(name).ok_or_else(|| {
+            ReplicatorError::InvalidRequest(format!("site {name:?} is not a known peer"))
+        })
+    }
+
+    /// Creates the `_replicator` document `doc` under `id`; `false` when
+    /// another daemon on this database created one meanwhile.
+    async fn create(&self, id: &str, mut doc: Value) -> Result<bool, ReplicatorError> {
+        // A creation time makes each document new to PouchDB Server, which
+        // otherwise may take it for one deleted earlier (by plain DELETE)
+        // and never start it. Not compared.
+        doc["cheops_created"] = Value::from(Timestamp::now().to_string());
+        Ok(match self.couch.put_replication(id, &doc).await? {
+            Written::Rev(_) => true,
+            Written::Conflict => false,
+        })
+    }
+
+    /// The `_replicator` document `id`, and what the scheduler says of its
+    /// job when the server has a scheduler and the document exists.
+    async fn read(&self, id: &str) -> Result<(Option<Value>, Option<Value>), ReplicatorError> {
+        let doc = self.couch.get_replication(id).await?;
+        if doc.is_none() || self.scheduler.get() == Some(&false) {
+            return Ok((doc, None));
         }
+        let job = self.couch.scheduler_doc(id).await?;
+        if job.is_none() && self.scheduler.get().is_none() {
+            let has = self.couch.has_scheduler().await?;
+            let _ = self.scheduler.set(has);
+        }
+        Ok((doc, job))
     }
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::convergence::{check, Snapshot};
 use crate::network::{counter, Gate, Network, Traffic};
 use crate::process::{cheops_binary, free_port, redis_server, sidecar_script, Owned};
+use crate::scheduler::SchedulerFront;
 use crate::tls::{TestCa, TlsFiles};
 use crate::wait::eventually;
 
@@ -42,6 +43,10 @@ pub struct NodeInfo {
     /// counts the bytes to and from its sidecar, which everyone reaches it
     /// through.
     pub counted_port: Option<u16>,
+    /// With [`ClusterOptions::fake_scheduler`]: the port of the fake
+    /// scheduler in front of its sidecar, which its daemon reaches it
+    /// through.
+    pub scheduler_port: Option<u16>,
 }
 
 impl NodeInfo {
@@ -64,6 +69,9 @@ impl NodeInfo {
     /// The node's database, credentials included (through its `https://`
     /// front with TLS, and its counting relay when traffic is counted).
     pub fn couch_url(&self) -> String {
+        if let Some(port) = self.scheduler_port {
+            return format!("http://{ADMIN}@127.0.0.1:{port}/cheops");
+        }
         let port = self.counted_port.unwrap_or_else(|| {
             self.tls
                 .as_ref()
@@ -119,6 +127,7 @@ struct Node {
     _gate: Gate,
     _front: Option<Gate>,
     counter: Option<(Gate, Arc<Traffic>)>,
+    scheduler: Option<SchedulerFront>,
     /// How many times its daemon was started (names its log files).
     starts: usize,
 }
@@ -151,6 +160,9 @@ pub struct ClusterOptions {
     /// Count the bytes every sidecar sends and receives (see
     /// [`Cluster::sidecar_bytes`]), through a relay in front of it.
     pub count_traffic: bool,
+    /// Put a fake CouchDB 3 scheduler (see [`SchedulerFront`]) between
+    /// each daemon and its sidecar (not with `tls`).
+    pub fake_scheduler: bool,
 }
 
 impl Default for ClusterOptions {
@@ -165,6 +177,7 @@ impl Default for ClusterOptions {
             daemon_args: Vec::new(),
             env: Vec::new(),
             count_traffic: false,
+            fake_scheduler: false,
         }
     }
 }
@@ -330,6 +343,14 @@ impl Cluster {
             if let Some((relay, _)) = &counter {
                 reached = relay.port;
             }
+            let scheduler = match options.fake_scheduler {
+                true => Some(
+                    SchedulerFront::start(([127, 0, 0, 1], couch_port).into())
+                        .await
+                        .expect("cannot open a fake scheduler"),
+                ),
+                false => None,
+            };
             let gate = cluster
                 .network
                 .gate(([127, 0, 0, 1], reached).into())
@@ -349,6 +370,7 @@ impl Cluster {
                     .zip(tls_files.clone())
                     .map(|(front, files)| (front.port, files)),
                 counted_port: counter.as_ref().map(|(relay, _)| relay.port),
+                scheduler_port: scheduler.as_ref().map(|front| front.port),
             };
             std::fs::create_dir_all(info.app_dir()).expect("cannot create a node directory");
             let sidecar = spawn_sidecar(&info);
@@ -361,6 +383,7 @@ impl Cluster {
                 _gate: gate,
                 _front: front,
                 counter,
+                scheduler,
                 starts: 0,
             });
         }
@@ -432,6 +455,15 @@ impl Cluster {
     /// The token nodes send each other (`/show_local`).
     pub fn node_token(&self) -> &str {
         &self.tokens.node
+    }
+
+    /// The fake scheduler in front of node `i`'s sidecar, with
+    /// [`ClusterOptions::fake_scheduler`].
+    pub fn scheduler(&self, i: usize) -> &SchedulerFront {
+        self.nodes[i]
+            .scheduler
+            .as_ref()
+            .expect("a cluster started with fake_scheduler")
     }
 
     /// Each log file node `i`'s daemon wrote, one per start.
@@ -564,6 +596,25 @@ impl Cluster {
     pub async fn health(&self, i: usize) -> Option<Value> {
         let url = format!("{}/health", self.node(i).api_url());
         self.http.get(url).send().await.ok()?.json().await.ok()
+    }
+
+    /// Node `i`'s `/metrics`, read with the read token as a scraper does
+    /// (200, Prometheus's text format 0.0.4), as text.
+    pub async fn metrics_text(&self, i: usize) -> String {
+        let url = format!("{}/metrics", self.node(i).api_url());
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(self.read_token())
+            .send()
+            .await
+            .expect("/metrics answers");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        response.text().await.expect("a body")
     }
 
     /// The process id of node `i`'s daemon, `None` while it is stopped:

@@ -12,6 +12,7 @@ pub mod convergence;
 pub mod network;
 mod process;
 pub mod python;
+pub mod scheduler;
 pub mod scrape;
 pub mod tls;
 mod wait;

@@ -8,6 +8,15 @@ use super::{rev_of, CouchClient, Written};
 use crate::metrics::RequestKind;
 use crate::ReplicatorError;
 
+/// What a server without what is asked for answers (PouchDB Server's 404
+/// for a path it does not know, or a proxy's refusal).
+const ABSENT: [StatusCode; 4] = [
+    StatusCode::NOT_FOUND,
+    StatusCode::BAD_REQUEST,
+    StatusCode::METHOD_NOT_ALLOWED,
+    StatusCode::NOT_IMPLEMENTED,
+];
+
 impl CouchClient {
     /// A document of the server's `_replicator` database.
     pub async fn get_replication(&self, id: &str) -> Result<Option<Value>, ReplicatorError> {
@@ -33,24 +42,37 @@ impl CouchClient {
     pub async fn scheduler_doc(&self, id: &str) -> Result<Option<Value>, ReplicatorError> {
         let url = self.server_url(&["_scheduler", "docs", "_replicator", id]);
         let builder = self.request(Method::GET, url);
-        let absent = [
-            StatusCode::NOT_FOUND,
-            StatusCode::BAD_REQUEST,
-            StatusCode::METHOD_NOT_ALLOWED,
-            StatusCode::NOT_IMPLEMENTED,
-        ];
         match self
             .send(
                 RequestKind::Replicator,
                 builder,
                 "GET _scheduler doc",
-                &absent,
+                &ABSENT,
             )
             .await?
         {
-            (status, _) if absent.contains(&status) => Ok(None),
+            (status, _) if ABSENT.contains(&status) => Ok(None),
             (_, value) => Ok(Some(value)),
         }
+    }
+
+    /// Whether the server has CouchDB 3's replication scheduler: `GET
+    /// /_scheduler/jobs` answers on CouchDB, and is unknown to PouchDB
+    /// Server (which answers a job's document as missing, like CouchDB for
+    /// a document it has no job for).
+    pub async fn has_scheduler(&self) -> Result<bool, ReplicatorError> {
+        let mut url = self.server_url(&["_scheduler", "jobs"]);
+        url.set_query(Some("limit=0"));
+        let builder = self.request(Method::GET, url);
+        let (status, _) = self
+            .send(
+                RequestKind::Replicator,
+                builder,
+                "GET _scheduler jobs",
+                &ABSENT,
+            )
+            .await?;
+        Ok(!ABSENT.contains(&status))
     }
 
     /// Writes a `_replicator` document (with `_rev` to replace one).
