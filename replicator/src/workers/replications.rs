@@ -278,20 +278,24 @@ impl Inner {
             return Ok(());
         }
         let (current, job) = self.read(&id).await?;
+        if first && current.is_some() && peer.status.resend == Resend::None {
+            // Left by an earlier run of the node: followed to its end.
+            peer.resend_started();
+        }
+        if peer.status.resend != Resend::Running {
+            return Ok(());
+        }
         let clean = match document::state(current.as_ref(), job.as_ref()) {
             "completed" => document::write_failures(current.as_ref(), job.as_ref()) == 0,
-            "failed" => false,
             // Deleted by someone else: what it would have sent is still owed.
-            "missing" if peer.status.resend == Resend::Running => false,
+            "failed" | "missing" => false,
             _ => return Ok(()),
         };
-        if peer.status.resend == Resend::Running {
-            peer.resend_ended(clean, self.every, now);
-            if clean {
-                info!(site = %self.site, peer = name, "every document the replication could not write is sent");
-            } else {
-                warn!(site = %self.site, peer = name, "a resend could not write every document; trying again later");
-            }
+        peer.resend_ended(clean, self.every, now);
+        if clean {
+            info!(site = %self.site, peer = name, "every document the replication could not write is sent");
+        } else {
+            warn!(site = %self.site, peer = name, "a resend could not write every document; trying again later");
         }
         if let Some(current) = current {
             self.couch.delete_replication(&id, &current).await?;
