@@ -173,16 +173,25 @@ async fn a_write_that_keeps_conflicting_gives_up_as_contended() {
         matches!(error, ReplicatorError::Contended { attempts: 50, .. }),
         "{error:?}"
     );
-    assert_eq!(puts(&requests), 50);
+    let requests = requests.lock().unwrap().clone();
     let bulk = requests
-        .lock()
-        .unwrap()
         .iter()
         .filter(|r| r.ends_with("/_bulk_docs"))
         .count();
     assert_eq!(
         bulk, 1,
         "the history document is written once, with the first attempt"
+    );
+    let writes: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.starts_with("PUT") || r.ends_with("/_bulk_docs"))
+        .collect();
+    assert_eq!(writes.len(), 51, "{writes:?}");
+    // The operation was refused: its history document, stored with the
+    // first attempt, is deleted so that no reader lists it.
+    assert!(
+        writes[50].starts_with("PUT /cheops/history:r:0123456789abcdef"),
+        "{writes:?}"
     );
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use cheops_model::{HistoryDocument, ResourceDocument};
+use cheops_model::{history_id, HistoryDocument, Operation, ResourceConfig, ResourceDocument};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -51,47 +51,90 @@ impl Node {
             .ledger
             .submitting(&resource_id, &operation.request_id);
 
-        // Written with the first attempt, and kept by the next ones.
-        let mut history_stored = false;
+        // Written with the first attempt, and kept by the next ones; taken
+        // back if the operation is not stored in the end.
+        let mut history = None;
+        match self
+            .store(
+                &resource_id,
+                &sites,
+                &operation,
+                config.as_ref(),
+                &mut history,
+            )
+            .await
+        {
+            Ok(locations) => Ok(Submitted {
+                resource_id,
+                request_id: operation.request_id.clone(),
+                locations,
+                input: operation.command.command.clone(),
+                replies,
+            }),
+            Err(error) => {
+                // Unless CouchDB went silent: the operation may then be
+                // stored, and its history document is its own.
+                if let Some(rev) = history.filter(|_| !error.is_unavailable()) {
+                    self.unstore_history(&resource_id, &operation.request_id, rev)
+                        .await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Stores `operation` in the block of `resource_id`, retrying writes
+    /// that lost a race; returns the resource's locations. `history` gets
+    /// the revision of the operation's history document once it is stored
+    /// (empty when an earlier attempt stored it unseen).
+    async fn store(
+        &self,
+        resource_id: &str,
+        sites: &[String],
+        operation: &Operation,
+        config: Option<&ResourceConfig>,
+        history: &mut Option<String>,
+    ) -> Result<Vec<String>, ReplicatorError> {
         // What the requests view said, kept across attempts.
         let mut seen = HashMap::new();
         let creates = !operation.command.command.trim().is_empty();
         for _ in 0..WRITE_ATTEMPTS {
-            let mut doc = match self.recent.take(&resource_id) {
+            let mut doc = match self.recent.take(resource_id) {
                 // This node's own last write, not read again: a lookup
                 // before writing on it loses a race only when another
                 // writer came meanwhile, and the next attempt reads afresh.
                 Some(doc) => {
                     self.look_up(&doc, &operation.request_id, &mut seen).await;
-                    same_locations(&resource_id, &sites, doc)?
+                    same_locations(resource_id, sites, doc)?
                 }
                 None => {
-                    let doc = self.current(&resource_id, &sites, creates).await?;
+                    let doc = self.current(resource_id, sites, creates).await?;
                     // The lookup happens between two reads, not between the
                     // read and the write, which would lose more races to
                     // other writers.
                     if self.look_up(&doc, &operation.request_id, &mut seen).await {
-                        self.current(&resource_id, &sites, creates).await?
+                        self.current(resource_id, sites, creates).await?
                     } else {
                         doc
                     }
                 }
             };
-            if let Some(config) = config.as_ref().filter(|c| !c.is_empty()) {
+            if let Some(config) = config.filter(|c| !c.is_empty()) {
                 doc.config = config.clone();
             }
             doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
             let pruned = prune_seen(&mut doc, &operation.request_id, &seen);
-            let history = (!history_stored)
-                .then(|| HistoryDocument::new(&resource_id, &doc.locations, &operation));
+            let new_history = history
+                .is_none()
+                .then(|| HistoryDocument::new(resource_id, &doc.locations, operation));
             // The limit applies to each document of the request.
             let size = serde_json::to_vec(&doc).map_or(0, |json| json.len()).max(
-                history
+                new_history
                     .as_ref()
                     .map_or(0, |h| serde_json::to_vec(h).map_or(0, |json| json.len())),
             );
             let too_large = || ReplicatorError::TooLarge {
-                resource: resource_id.clone(),
+                resource: resource_id.to_owned(),
                 size,
                 limit: self.config.max_document_size,
             };
@@ -99,14 +142,14 @@ impl Node {
                 return Err(too_large());
             }
 
-            let written = match &history {
-                Some(history) => self.put_with_history(&doc, history).await,
+            let written = match &new_history {
+                Some(new_history) => self.put_with_history(&doc, new_history).await,
                 None => self
                     .ctx
                     .couch
-                    .put(&[&resource_id], &doc)
+                    .put(&[resource_id], &doc)
                     .await
-                    .map(|w| (w, true)),
+                    .map(|w| (w, None)),
             };
             match written {
                 Ok((Written::Rev(rev), _)) => {
@@ -117,22 +160,20 @@ impl Node {
                     self.recent.stored(doc, size);
                     self.ctx
                         .ledger
-                        .pruned(&resource_id, pruned.iter().map(String::as_str));
-                    return Ok(Submitted {
-                        resource_id,
-                        request_id: operation.request_id.clone(),
-                        locations,
-                        input: operation.command.command.clone(),
-                        replies,
-                    });
+                        .pruned(resource_id, pruned.iter().map(String::as_str));
+                    return Ok(locations);
                 }
-                Ok((Written::Conflict, stored)) => history_stored |= stored,
+                Ok((Written::Conflict, stored)) => {
+                    if stored.is_some() {
+                        *history = stored;
+                    }
+                }
                 // CouchDB configured with a lower limit than the node.
                 Err(ReplicatorError::Couch {
                     status: 413, body, ..
                 }) => {
                     return Err(ReplicatorError::RefusedTooLarge {
-                        resource: resource_id,
+                        resource: resource_id.to_owned(),
                         size,
                         limit: self.config.max_document_size,
                         reason: couch_reason(&body),
@@ -142,22 +183,22 @@ impl Node {
             }
         }
         Err(ReplicatorError::Contended {
-            resource: resource_id,
+            resource: resource_id.to_owned(),
             attempts: WRITE_ATTEMPTS,
         })
     }
 
     /// Writes the resource document and the history document of the
     /// operation it newly holds in one request. Returns how the resource
-    /// was written, and whether the history document is stored (written
-    /// now, or by an earlier attempt). A history document CouchDB refuses
-    /// otherwise is only logged: its operation is stored all the same, and
-    /// stays unpruned, since pruning needs it.
+    /// was written, and the history document's revision once it is stored
+    /// (empty when an earlier attempt stored it). A history document
+    /// CouchDB refuses otherwise is only logged: its operation is stored
+    /// all the same, and stays unpruned, since pruning needs it.
     async fn put_with_history(
         &self,
         doc: &ResourceDocument,
         history: &HistoryDocument,
-    ) -> Result<(Written, bool), ReplicatorError> {
+    ) -> Result<(Written, Option<String>), ReplicatorError> {
         let encode = |value: Result<Value, serde_json::Error>| {
             value.map_err(|source| ReplicatorError::Decode {
                 context: "a document to write".into(),
@@ -171,10 +212,11 @@ impl Node {
         let results = self.ctx.couch.bulk_docs(&docs, true).await?;
         let row = |id: &str| results.iter().find(|r| r.id.as_deref() == Some(id));
         let history_stored = match row(&history.id) {
-            Some(r) if r.error.is_none() || r.error.as_deref() == Some("conflict") => true,
+            Some(r) if r.error.is_none() => Some(r.rev.clone().unwrap_or_default()),
+            Some(r) if r.error.as_deref() == Some("conflict") => Some(String::new()),
             other => {
                 warn!(resource = %doc.id, request = %history.operation.request_id, site = %self.ctx.site, answer = ?other.map(|r| (&r.error, &r.reason)), "history document not stored; its operation keeps its payload");
-                false
+                None
             }
         };
         let written = match row(&doc.id) {
@@ -197,6 +239,31 @@ impl Node {
             }
         };
         Ok((written, history_stored))
+    }
+
+    /// Deletes the history document of an operation that was not stored,
+    /// so that no reader lists it. At worst it stays: logged.
+    async fn unstore_history(&self, resource_id: &str, request: &str, rev: String) {
+        let id = history_id(resource_id, request);
+        let rev = match rev {
+            rev if !rev.is_empty() => Some(rev),
+            _ => match self.ctx.couch.get::<Value>(&[&id], &[]).await {
+                Ok(doc) => {
+                    doc.and_then(|d| d.get("_rev").and_then(Value::as_str).map(str::to_owned))
+                }
+                Err(_) => None,
+            },
+        };
+        let deleted = match rev {
+            Some(rev) => {
+                let tombstone = serde_json::json!({ "_rev": rev, "_deleted": true });
+                self.ctx.couch.put(&[&id], &tombstone).await.ok()
+            }
+            None => None,
+        };
+        if !matches!(deleted, Some(Written::Rev(_))) {
+            warn!(resource = %resource_id, request, site = %self.ctx.site, "the history document of an operation not stored could not be deleted");
+        }
     }
 
     /// The resource `resource_id` as stored, or a new one on `sites` when
