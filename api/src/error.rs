@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// What was asked for is no longer kept (a changes feed token too old).
+    #[error("{0}")]
+    Gone(String),
     /// The body is larger than the configured limit.
     #[error("the request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
@@ -53,6 +56,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Node(ReplicatorError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
             ApiError::Node(

@@ -1,4 +1,4 @@
-//! The Cheops HTTP API (`/exec`, `/show`, `/show_local`, `/history`,
+//! The Cheops HTTP API (`/exec`, `/show`, `/show_local`, `/history`, `/changes`,
 //! `/health`, `/metrics`, `/openapi.yml` and the dump listener), and what
 //! every listener of the node shares: the bearer-token guard ([`auth`]),
 //! the error answers ([`ApiError`]) and the fallbacks ([`not_found`],
@@ -7,6 +7,7 @@
 //! the routers.
 
 pub mod auth;
+mod changes;
 mod dump;
 mod error;
 mod exec;
@@ -73,7 +74,7 @@ pub(crate) struct AppState {
 
 /// The Cheops API, served on the API port (8079 by default). `/health`
 /// and `/openapi.yml` stay open (load balancers and peers probe the first,
-/// the second is public); `/metrics` and `/history` take the read or
+/// the second is public); `/metrics`, `/history` and `/changes` take the read or
 /// operator token, `/show_local` the node or operator token, `/exec` and
 /// `/show` the operator token.
 pub fn router(node: Arc<dyn NodeSeam>, config: ApiConfig) -> Router {
@@ -90,7 +91,9 @@ pub fn router(node: Arc<dyn NodeSeam>, config: ApiConfig) -> Router {
     let node_calls = Router::new().route("/show_local/{id}", post(show::show_local));
     let reads = Router::new()
         .route("/metrics", get(metrics::metrics))
-        .route("/history/{id}", get(history::history));
+        .route("/history/{id}", get(history::history))
+        .route("/changes", get(changes::all))
+        .route("/changes/{id}", get(changes::one));
     guarded(operator, Arc::clone(&tokens), Access::Operator)
         .merge(guarded(node_calls, Arc::clone(&tokens), Access::Node))
         .merge(guarded(reads, tokens, Access::Read))

@@ -10,8 +10,8 @@ use cheops_backends::CommandResult;
 use cheops_chephren::{router, ChephrenConfig};
 use cheops_model::{HistoryEntry, ShellCommand, Status};
 use cheops_replicator::{
-    BoxFuture, Documents, Health, HistoryQuery, HistoryStream, NodeEvent, NodeSeam, PeerLiveness,
-    ReplicatorError, Submission, Submitted,
+    BoxFuture, Documents, Feed, Health, HistoryQuery, HistoryStream, NodeEvent, NodeSeam,
+    PeerLiveness, ReplicatorError, Submission, Submitted,
 };
 use futures::StreamExt;
 use http_body_util::BodyExt;
@@ -125,6 +125,10 @@ impl NodeSeam for Fake {
 
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.events.subscribe()
+    }
+
+    fn feed(&self) -> Feed {
+        Feed::in_memory()
     }
 }
 

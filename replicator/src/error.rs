@@ -95,6 +95,13 @@ pub enum ReplicatorError {
         line: usize,
         reason: String,
     },
+    /// The changes feed's file could not be read or written.
+    #[error("changes feed {path}: {source}")]
+    Feed {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The request that would have answered this caller, made for several
     /// at once, was dropped before it answered: the node is stopping.
     #[error("{0} was interrupted")]

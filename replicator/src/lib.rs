@@ -26,6 +26,7 @@ pub use db::bootstrap::DatabaseAccess;
 pub use db::documents::Documents;
 pub use error::ReplicatorError;
 pub use node::events::{NodeEvent, PeerLiveness};
+pub use node::feed::{Event, EventType, Feed, Page as FeedPage, OUTPUT_CAP};
 pub use node::health::Health;
 pub use node::history::{HistoryQuery, HistoryStream, PAGE as HISTORY_PAGE};
 pub use node::hub::{ReplyHub, ReplyReceiver};

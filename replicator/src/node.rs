@@ -5,6 +5,7 @@ pub mod batch;
 pub mod by_use;
 pub mod context;
 pub mod events;
+pub mod feed;
 pub mod health;
 pub mod history;
 pub mod hub;
@@ -35,6 +36,7 @@ use crate::db::couch::CouchClient;
 use crate::metrics::{Metrics, Snapshot};
 use crate::node::context::Context;
 use crate::node::events::{NodeEvent, PeerLiveness};
+use crate::node::feed::Feed;
 use crate::node::history::{read_history, HistoryQuery, HistoryStream};
 use crate::node::journal::Journal;
 use crate::node::recent::Recent;
@@ -110,7 +112,8 @@ impl Node {
         let couch = CouchClient::with_options(&config.couch_url, &config.client)?
             .with_metrics(metrics.clone());
         let journal = Journal::open(&config.data_dir, &config.site)?;
-        let ctx = Context::new(config.site.clone(), couch, metrics, journal);
+        let feed = Feed::open(&config.data_dir, &config.site)?;
+        let ctx = Context::new(config.site.clone(), couch, metrics, journal, feed);
         let runner = Runner::new(
             ctx.clone(),
             Arc::clone(&backend),

@@ -10,7 +10,8 @@ generated site names never make the node reach out either.
 The module also adds the checks the built-in ones cannot do:
 `exec_reply_lines_conform` validates the JSON Lines of `/exec` line by line
 against the schema the node serves, `history_lines_conform` those of
-`/history`, and `every_operation_succeeds` fails the
+`/history`, `changes_lines_conform` those of `/changes`, and
+`every_operation_succeeds` fails the
 run if some operation never answered 2xx (a run that only ever hit 400s
 would prove little).
 
@@ -31,10 +32,14 @@ SITE = os.environ["CHEOPS_FUZZ_SITE"]
 RESOURCE = os.environ["CHEOPS_FUZZ_RESOURCE"]
 EXEC_PATH = "/exec/{id}"
 HISTORY_PATH = "/history/{id}"
+CHANGES_PATHS = ("/changes", "/changes/{id}")
+# The longest a generated long poll or continuous feed may wait (ms).
+CHANGES_WAIT = 200
 
 # Built from the schema the node serves, once it is loaded.
 REPLY_LINE = None
 HISTORY_LINE = None
+CHANGE_LINE = None
 
 
 def _harmless(value):
@@ -60,9 +65,28 @@ def _may_name_command(field):
     return "command" in unquote_plus(str(field)).lower()
 
 
+def _bound_wait(case):
+    """A long poll or a continuous feed waits CHANGES_WAIT at most: a
+    continuous one without `timeout` would never end. A `timeout` that is
+    not a number is left as generated (it may be the invalid part)."""
+    query = case.query
+    if not isinstance(query, dict) or query.get("feed") not in ("longpoll", "continuous"):
+        return
+    timeout = query.get("timeout")
+    if timeout is None:
+        query["timeout"] = CHANGES_WAIT
+    elif isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > CHANGES_WAIT:
+        query["timeout"] = CHANGES_WAIT
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     negative = _is_negative(case)
+    if case.operation.path in CHANGES_PATHS:
+        _bound_wait(case)
+        if not negative:
+            case._record_starting_state()
+        return
     if case.operation.path == HISTORY_PATH:
         # Three in four valid ids (chosen by their content, as sites below)
         # become the resource the test created: a generated id almost never
@@ -121,6 +145,11 @@ def after_load_schema(context, schema):
         {"$ref": "#/components/schemas/HistoryLine", "components": components},
         validate_formats=True,
     )
+    global CHANGE_LINE
+    CHANGE_LINE = jsonschema_rs.validator_for(
+        {"$ref": "#/components/schemas/ChangeLine", "components": components},
+        validate_formats=True,
+    )
 
 
 def _json_lines(text, validator, name):
@@ -151,6 +180,20 @@ def history_lines_conform(ctx, response, case):
     if response.status_code != 200:
         return case.operation.validate_response(response, case=case)
     _json_lines(response.text, HISTORY_LINE, "HistoryLine")
+    return True
+
+
+@schemathesis.check
+def changes_lines_conform(ctx, response, case):
+    """`/changes` 200: one ChangeLine per line, the last a bookmark (or,
+    for a continuous feed that fell behind, `gone`)."""
+    if case.operation.path not in CHANGES_PATHS:
+        return None
+    if response.status_code != 200:
+        return case.operation.validate_response(response, case=case)
+    lines = _json_lines(response.text, CHANGE_LINE, "ChangeLine")
+    if lines[-1]["type"] not in ("bookmark", "gone"):
+        raise AssertionError(f"the answer does not end with a bookmark: {lines[-1]!r}")
     return True
 
 

@@ -51,7 +51,7 @@ const EXEC: [Part; 3] = [
 const SHOW: [Part; 1] = [("command", None, b"cat __ID__")];
 
 /// The status each endpoint answers `token`.
-async fn statuses(token: Option<&str>) -> [StatusCode; 6] {
+async fn statuses(token: Option<&str>) -> [StatusCode; 7] {
     let node = FakeNode::new("site1");
     node.add_resource("r1", &["site1"]);
     let app = api(&node, tokens(Some(NODE)));
@@ -74,6 +74,10 @@ async fn statuses(token: Option<&str>) -> [StatusCode; 6] {
             token,
         ),
     );
+    let changes = send(
+        app.clone(),
+        with_token(Request::get("/changes").body(Body::empty()).unwrap(), token),
+    );
     let metrics = send(
         app,
         with_token(Request::get("/metrics").body(Body::empty()).unwrap(), token),
@@ -82,9 +86,9 @@ async fn statuses(token: Option<&str>) -> [StatusCode; 6] {
         dump_router(node.clone(), tokens(Some(NODE))),
         with_token(Request::get("/").body(Body::empty()).unwrap(), token),
     );
-    let (exec, show, show_local, history, dump, metrics) =
-        tokio::join!(exec, show, show_local, history, dump, metrics);
-    [exec, show, show_local, history, dump, metrics].map(|r| r.status())
+    let (exec, show, show_local, history, dump, metrics, changes) =
+        tokio::join!(exec, show, show_local, history, dump, metrics, changes);
+    [exec, show, show_local, history, dump, metrics, changes].map(|r| r.status())
 }
 
 #[tokio::test]
@@ -92,20 +96,20 @@ async fn each_token_opens_its_endpoints_only() {
     const OK: StatusCode = StatusCode::OK;
     const NO: StatusCode = StatusCode::UNAUTHORIZED;
     const FORBIDDEN: StatusCode = StatusCode::FORBIDDEN;
-    //                                          exec       show       show_local history dump       metrics
-    assert_eq!(statuses(None).await, [NO, NO, NO, NO, NO, NO]);
+    //                                          exec       show       show_local history dump       metrics changes
+    assert_eq!(statuses(None).await, [NO, NO, NO, NO, NO, NO, NO]);
     assert_eq!(
         statuses(Some("wrong-token-0123456789")).await,
-        [NO, NO, NO, NO, NO, NO]
+        [NO, NO, NO, NO, NO, NO, NO]
     );
-    assert_eq!(statuses(Some(OPERATOR)).await, [OK, OK, OK, OK, OK, OK]);
+    assert_eq!(statuses(Some(OPERATOR)).await, [OK, OK, OK, OK, OK, OK, OK]);
     assert_eq!(
         statuses(Some(READ)).await,
-        [FORBIDDEN, FORBIDDEN, FORBIDDEN, OK, OK, OK]
+        [FORBIDDEN, FORBIDDEN, FORBIDDEN, OK, OK, OK, OK]
     );
     assert_eq!(
         statuses(Some(NODE)).await,
-        [FORBIDDEN, FORBIDDEN, OK, FORBIDDEN, FORBIDDEN, FORBIDDEN]
+        [FORBIDDEN, FORBIDDEN, OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN]
     );
 }
 

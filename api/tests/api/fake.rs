@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use cheops_backends::{CommandResult, Outcome};
 use cheops_model::{HistoryEntry, ReplyDocument, ShellCommand, Status};
 use cheops_replicator::{
-    BoxFuture, Documents, Health, HistoryQuery, HistoryStream, NodeEvent, NodeSeam, PeerLiveness,
-    ReplicatorError, ReplyHub, Submission, Submitted,
+    BoxFuture, Documents, Feed, Health, HistoryQuery, HistoryStream, NodeEvent, NodeSeam,
+    PeerLiveness, ReplicatorError, ReplyHub, Submission, Submitted,
 };
 use futures::StreamExt;
 use tokio::sync::broadcast;
@@ -25,6 +25,8 @@ pub struct FakeNode {
     health: Mutex<Health>,
     /// Histories fail after their first entry.
     broken_history: Mutex<bool>,
+    /// The changes feed, which tests add events to.
+    pub feed: Feed,
 }
 
 impl FakeNode {
@@ -38,6 +40,7 @@ impl FakeNode {
             local_runs: Mutex::default(),
             api_urls: Mutex::default(),
             broken_history: Mutex::default(),
+            feed: Feed::in_memory(),
             health: Mutex::new(Health {
                 couchdb_reachable: true,
                 follower_live: true,
@@ -222,5 +225,9 @@ impl NodeSeam for FakeNode {
 
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         broadcast::channel(1).1
+    }
+
+    fn feed(&self) -> Feed {
+        self.feed.clone()
     }
 }

@@ -6,6 +6,7 @@ mod fake;
 mod http;
 
 mod auth;
+mod changes;
 mod exec;
 mod history;
 mod refusals;

@@ -194,7 +194,8 @@ pub struct ServeArgs {
 
     /// Directory of the node's own files: the journal of results, which
     /// keeps each operation's reply until CouchDB holds it, so that an
-    /// operation that completed never runs again after a crash. One per
+    /// operation that completed never runs again after a crash; and the
+    /// changes feed, whose tokens stay valid across restarts. One per
     /// node; keep it across restarts. Relative paths start at the working
     /// directory.
     #[arg(long, env = "CHEOPS_DATA_DIR", default_value = "cheops-data")]

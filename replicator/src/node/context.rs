@@ -1,5 +1,5 @@
 //! What every part of a node shares: its site, its database, its journal,
-//! its ledger, its metrics, its events and its health. The node, the
+//! its ledger, its metrics, its events, its changes feed and its health. The node, the
 //! runner and the workers each receive one.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use crate::db::couch::CouchClient;
 use crate::metrics::Metrics;
 use crate::node::events::Events;
+use crate::node::feed::Feed;
 use crate::node::journal::Journal;
 use crate::node::ledger::Ledger;
 use crate::Health;
@@ -25,13 +26,21 @@ pub struct Context {
     /// Who replied to what.
     pub ledger: Arc<Ledger>,
     pub events: Events,
+    /// What happened to the resources, numbered, kept across restarts.
+    pub feed: Feed,
     health: Arc<Mutex<Health>>,
     /// Woken when the journal holds replies CouchDB does not.
     pub unstored: Arc<Notify>,
 }
 
 impl Context {
-    pub fn new(site: String, couch: CouchClient, metrics: Metrics, journal: Journal) -> Self {
+    pub fn new(
+        site: String,
+        couch: CouchClient,
+        metrics: Metrics,
+        journal: Journal,
+        feed: Feed,
+    ) -> Self {
         let ledger = Ledger::new(site.clone(), couch.clone(), journal.clone());
         Context {
             site,
@@ -40,6 +49,7 @@ impl Context {
             journal,
             ledger: Arc::new(ledger),
             events: Events::default(),
+            feed,
             health: Arc::default(),
             unstored: Arc::new(Notify::new()),
         }

@@ -11,8 +11,8 @@ use tokio::sync::broadcast;
 pub use futures::future::BoxFuture;
 
 use crate::{
-    Documents, Health, HistoryQuery, HistoryStream, Node, NodeEvent, PeerLiveness, ReplicatorError,
-    Submission, Submitted,
+    Documents, Feed, Health, HistoryQuery, HistoryStream, Node, NodeEvent, PeerLiveness,
+    ReplicatorError, Submission, Submitted,
 };
 
 /// What the HTTP layers ask of a node: store operations, run show
@@ -73,6 +73,9 @@ pub trait NodeSeam: Send + Sync + 'static {
 
     /// What changes on this node from now on.
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent>;
+
+    /// The node's changes feed: what happened to its resources, numbered.
+    fn feed(&self) -> Feed;
 }
 
 impl NodeSeam for Node {
@@ -133,5 +136,9 @@ impl NodeSeam for Node {
 
     fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         Node::subscribe(self)
+    }
+
+    fn feed(&self) -> Feed {
+        self.ctx.feed.clone()
     }
 }

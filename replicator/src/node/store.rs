@@ -279,7 +279,13 @@ mod tests {
 
     fn context(couch: &CouchClient, journal: &Journal) -> Context {
         let metrics = crate::metrics::Metrics::default();
-        Context::new("site1".into(), couch.clone(), metrics, journal.clone())
+        Context::new(
+            "site1".into(),
+            couch.clone(),
+            metrics,
+            journal.clone(),
+            crate::node::feed::Feed::in_memory(),
+        )
     }
 
     async fn journaled(journal: &Journal, replies: &[ReplyDocument]) {

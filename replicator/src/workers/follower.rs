@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use crate::db::couch::{Change, ChangesFeed, Written};
 use crate::node::context::Context;
 use crate::node::events::NodeEvent;
+use crate::node::feed::{cap_output, Event, EventType};
 use crate::node::runner::Runner;
 use crate::workers::liveness::Liveness;
 use crate::workers::replications::Replications;
@@ -126,6 +127,17 @@ impl Follower {
                     reply.id = None;
                     reply.rev = None;
                     self.ctx.ledger.saw_reply(&reply);
+                    let mut event = Event::new(
+                        EventType::Reply,
+                        &reply.resource_id,
+                        &reply.request_id,
+                        &reply.locations,
+                    );
+                    event.site = Some(reply.site.clone());
+                    event.status = Some(reply.status);
+                    event.ran_at = Some(reply.execution_time);
+                    event.output = Some(cap_output(&reply.output));
+                    self.feed(event);
                     self.ctx.events.send(NodeEvent::Reply {
                         resource: reply.resource_id.clone(),
                         request_id: reply.request_id.clone(),
@@ -138,10 +150,18 @@ impl Follower {
             }
         } else if kind.is_history() {
             match HistoryKey::deserialize(doc) {
-                Ok(history) => self
-                    .ctx
-                    .ledger
-                    .saw_history(&history.resource_id, &history.operation.request_id),
+                Ok(history) => {
+                    let (resource, request) = (&history.resource_id, &history.operation.request_id);
+                    self.ctx.ledger.saw_history(resource, request);
+                    let mut event = Event::new(
+                        EventType::Operation,
+                        resource,
+                        request,
+                        history.locations.as_deref().unwrap_or_default(),
+                    );
+                    event.op_type = Some(history.operation.op_type);
+                    self.feed(event);
+                }
                 Err(error) => warn!(id = %change.id, %error, "unreadable history document"),
             }
         } else if kind.is_resource() && !change.deleted {
@@ -163,6 +183,14 @@ impl Follower {
         }
     }
 
+    /// Adds `event` to the changes feed. A feed that cannot be written is
+    /// logged, not fatal: replication and runs go on without it.
+    fn feed(&self, event: Event) {
+        if let Err(error) = self.ctx.feed.append(event) {
+            warn!(site = %self.ctx.site, %error, "changes feed event lost");
+        }
+    }
+
     /// Saves `seen` when the runner is idle (read in that order: see
     /// [`Follower::follow`]).
     async fn save_checkpoint(&mut self) -> Result<(), ReplicatorError> {
@@ -172,6 +200,9 @@ impl Follower {
         if seen.is_none() || seen == checkpoint.saved || !self.runner.is_idle() {
             return Ok(());
         }
+        // The events of the changes up to `seen` must outlive the
+        // checkpoint: they are not derived again past it.
+        self.ctx.feed.sync().await?;
         let mut doc = json!({ "seq": seen });
         if let Some(rev) = &checkpoint.rev {
             doc["_rev"] = Value::from(rev.as_str());
@@ -190,11 +221,15 @@ impl Follower {
     }
 }
 
-/// What identifies a history document's request, read without its payload.
+/// What the ledger and the changes feed read of a history document,
+/// without its payload.
 #[derive(Deserialize)]
 struct HistoryKey {
     #[serde(rename = "ResourceId")]
     resource_id: String,
+    /// `null` in documents the original wrote for no site.
+    #[serde(rename = "Locations", default)]
+    locations: Option<Vec<String>>,
     #[serde(rename = "Operation")]
     operation: RequestKey,
 }
@@ -203,6 +238,8 @@ struct HistoryKey {
 struct RequestKey {
     #[serde(rename = "RequestId")]
     request_id: String,
+    #[serde(rename = "Type", default)]
+    op_type: String,
 }
 
 /// Where the follower is in the feed.

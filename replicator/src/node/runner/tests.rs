@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::Runner;
 use crate::node::context::Context;
+use crate::node::feed::Feed;
 
 /// Runs each command at once, successfully, counting them.
 #[derive(Default)]
@@ -138,7 +139,7 @@ fn runner(url: &str, dir: &std::path::Path, backend: Arc<Succeeds>, concurrency:
     .unwrap();
     let journal = crate::node::journal::Journal::open(dir, "site1").unwrap();
     let metrics = crate::metrics::Metrics::default();
-    let ctx = Context::new("site1".into(), couch, metrics, journal);
+    let ctx = Context::new("site1".into(), couch, metrics, journal, Feed::in_memory());
     Runner::new(ctx, backend, 1 << 20, concurrency)
 }
 

@@ -1,0 +1,150 @@
+//! `GET /changes` and `GET /changes/{id}`: events after a token, filtered
+//! by resource, each answer ending with a bookmark; a long poll that waits
+//! for the next event; a continuous feed that streams; a token the node
+//! does not keep answered 410.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use cheops_api::{router, ApiConfig};
+use cheops_replicator::{Event, EventType};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::fake::FakeNode;
+use crate::http::{assert_error, body_bytes, send};
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn operation(resource: &str, request: &str) -> Event {
+    Event::new(EventType::Operation, resource, request, &["site1".into()])
+}
+
+fn lines(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// `(type, resource or bookmark seq)` of each line.
+fn shape(lines: &[Value]) -> Vec<(String, Value)> {
+    lines
+        .iter()
+        .map(|l| {
+            let kind = l["type"].as_str().unwrap().to_owned();
+            let what = if kind == "bookmark" {
+                l["seq"].clone()
+            } else {
+                l["resource"].clone()
+            };
+            (kind, what)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn events_after_a_token_then_a_bookmark() {
+    let node = FakeNode::new("site1");
+    for (resource, request) in [("a", "r1"), ("b", "r2"), ("a", "r3")] {
+        node.feed.append(operation(resource, request)).unwrap();
+    }
+    let app = router(node.clone(), ApiConfig::default());
+
+    let response = send(app.clone(), get("/changes")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let all = lines(&body_bytes(response).await);
+    assert_eq!(
+        shape(&all),
+        [
+            ("operation".into(), "a".into()),
+            ("operation".into(), "b".into()),
+            ("operation".into(), "a".into()),
+            ("bookmark".into(), 3.into()),
+        ]
+    );
+    assert_eq!(all[0]["seq"], 1);
+    assert_eq!(all[0]["request"], "r1");
+
+    let after = lines(&body_bytes(send(app.clone(), get("/changes?since=1")).await).await);
+    assert_eq!(after.len(), 3);
+    let of_a = lines(&body_bytes(send(app.clone(), get("/changes/a?since=1")).await).await);
+    assert_eq!(
+        shape(&of_a),
+        [
+            ("operation".into(), "a".into()),
+            ("bookmark".into(), 3.into())
+        ]
+    );
+    let page = lines(&body_bytes(send(app.clone(), get("/changes?limit=1")).await).await);
+    assert_eq!(shape(&page)[1], ("bookmark".into(), 1.into()));
+    let none = lines(&body_bytes(send(app, get("/changes/zzz")).await).await);
+    assert_eq!(shape(&none), [("bookmark".into(), 3.into())]);
+}
+
+#[tokio::test]
+async fn a_long_poll_waits_for_the_next_event() {
+    let node = FakeNode::new("site1");
+    node.feed.append(operation("a", "r1")).unwrap();
+    let app = router(node.clone(), ApiConfig::default());
+    let waiting = tokio::spawn(send(app.clone(), get("/changes?since=1&feed=longpoll")));
+    node.feed.append(operation("a", "r2")).unwrap();
+    let response = waiting.await.unwrap();
+    let got = lines(&body_bytes(response).await);
+    assert_eq!(got[0]["request"], "r2");
+    assert_eq!(got.last().unwrap()["seq"], 2);
+
+    // Nothing within its timeout: the bookmark alone.
+    let quiet = send(app, get("/changes?since=2&feed=longpoll&timeout=1")).await;
+    assert_eq!(
+        shape(&lines(&body_bytes(quiet).await)),
+        [("bookmark".into(), 2.into())]
+    );
+}
+
+#[tokio::test]
+async fn a_continuous_feed_streams_events_as_they_come() {
+    let node = FakeNode::new("site1");
+    let app = router(node.clone(), ApiConfig::default());
+    let response = send(app, get("/changes?feed=continuous&heartbeat=60000")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    for request in ["r1", "r2"] {
+        node.feed.append(operation("a", request)).unwrap();
+        let frame = body.frame().await.unwrap().unwrap();
+        let got = lines(frame.data_ref().unwrap());
+        assert_eq!(got[0]["request"], request);
+        assert_eq!(got.last().unwrap()["type"], "bookmark");
+    }
+}
+
+#[tokio::test]
+async fn a_token_the_node_does_not_keep_is_gone_and_bad_queries_are_refused() {
+    let node = FakeNode::new("site1");
+    node.feed.append(operation("a", "r1")).unwrap();
+    let app = router(node, ApiConfig::default());
+    assert_error(
+        send(app.clone(), get("/changes?since=7")).await,
+        StatusCode::GONE,
+        &["without since"],
+    )
+    .await;
+    for query in [
+        "since=x",
+        "feed=stream",
+        "limit=0",
+        "since=1&since=1",
+        "style=all",
+    ] {
+        let response = send(app.clone(), get(&format!("/changes?{query}"))).await;
+        assert_error(response, StatusCode::BAD_REQUEST, &[]).await;
+    }
+    assert_error(
+        send(app, get("/changes/_x")).await,
+        StatusCode::BAD_REQUEST,
+        &[],
+    )
+    .await;
+}

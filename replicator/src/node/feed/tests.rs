@@ -1,0 +1,169 @@
+use super::*;
+
+fn locations() -> Vec<String> {
+    vec!["site1".into(), "site2".into()]
+}
+
+fn reply(resource: &str, request: &str, site: &str, ran_at: &str) -> Event {
+    let mut event = Event::new(EventType::Reply, resource, request, &locations());
+    event.site = Some(site.into());
+    event.status = Some(Status::Ok);
+    event.ran_at = Some(ran_at.parse().unwrap());
+    event
+}
+
+fn operation(resource: &str, request: &str) -> Event {
+    Event::new(EventType::Operation, resource, request, &locations())
+}
+
+fn dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cheops-feed-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn seqs(page: &Page) -> Vec<u64> {
+    page.events.iter().map(|e| e.seq).collect()
+}
+
+#[test]
+fn events_are_numbered_in_order_and_added_once() {
+    let feed = Feed::in_memory();
+    assert_eq!(feed.append(operation("a", "r1")).unwrap(), 1);
+    assert_eq!(
+        feed.append(reply("a", "r1", "site1", "2026-01-01T00:00:01Z"))
+            .unwrap(),
+        1
+    );
+    // The same again: nothing added.
+    assert_eq!(feed.append(operation("a", "r1")).unwrap(), 0);
+    assert_eq!(
+        feed.append(reply("a", "r1", "site1", "2026-01-01T00:00:01Z"))
+            .unwrap(),
+        0
+    );
+    // A site that ran it again replies again: another event.
+    assert_eq!(
+        feed.append(reply("a", "r1", "site1", "2026-01-01T00:00:09Z"))
+            .unwrap(),
+        1
+    );
+    assert_eq!(feed.append(operation("b", "r2")).unwrap(), 1);
+
+    let all = feed.read(None, None, 100).unwrap();
+    assert_eq!((seqs(&all), all.last_seq), (vec![1, 2, 3, 4], 4));
+    let after = feed.read(Some(2), None, 100).unwrap();
+    assert_eq!(seqs(&after), [3, 4]);
+    let of_b = feed.read(Some(0), Some("b"), 100).unwrap();
+    assert_eq!((seqs(&of_b), of_b.last_seq), (vec![4], 4));
+    // A page ends at its last event: the next one starts after it.
+    let page = feed.read(Some(0), Some("a"), 2).unwrap();
+    assert_eq!((seqs(&page), page.last_seq), (vec![1, 2], 2));
+    let none = feed.read(Some(4), None, 100).unwrap();
+    assert_eq!((none.events.len(), none.last_seq), (0, 4));
+    // A token this feed never gave.
+    assert_eq!(feed.read(Some(5), None, 100), None);
+}
+
+/// The reply that completes the set of the resource's sites adds one
+/// `operation-complete` after it; a later reply (a site running it again)
+/// adds none.
+#[test]
+fn the_last_site_to_reply_completes_the_operation_once() {
+    let feed = Feed::in_memory();
+    feed.append(operation("a", "r1")).unwrap();
+    assert_eq!(
+        feed.append(reply("a", "r1", "site2", "2026-01-01T00:00:01Z"))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        feed.append(reply("a", "r1", "site1", "2026-01-01T00:00:02Z"))
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        feed.append(reply("a", "r1", "site1", "2026-01-01T00:00:03Z"))
+            .unwrap(),
+        1
+    );
+    let kinds: Vec<EventType> = feed
+        .read(None, None, 100)
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventType::Operation,
+            EventType::Reply,
+            EventType::Reply,
+            EventType::OperationComplete,
+            EventType::Reply
+        ]
+    );
+}
+
+#[test]
+fn a_reopened_feed_resumes_where_it_was_and_adds_nothing_twice() {
+    let dir = dir("reopen");
+    let feed = Feed::open(&dir, "site1").unwrap();
+    feed.append(operation("a", "r1")).unwrap();
+    feed.append(reply("a", "r1", "site2", "2026-01-01T00:00:01Z"))
+        .unwrap();
+    feed.sync_now().unwrap();
+    drop(feed);
+
+    let feed = Feed::open(&dir, "site1").unwrap();
+    assert_eq!(seqs(&feed.read(None, None, 100).unwrap()), [1, 2]);
+    // The changes after the follower's checkpoint, read again.
+    assert_eq!(feed.append(operation("a", "r1")).unwrap(), 0);
+    assert_eq!(feed.append(operation("a", "r2")).unwrap(), 1);
+    assert_eq!(seqs(&feed.read(Some(2), None, 100).unwrap()), [3]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_line_cut_short_is_skipped() {
+    let dir = dir("cut");
+    let feed = Feed::open(&dir, "site1").unwrap();
+    feed.append(operation("a", "r1")).unwrap();
+    feed.append(operation("a", "r2")).unwrap();
+    drop(feed);
+    let path = dir.join("changes-site1.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() - 10]).unwrap();
+
+    let feed = Feed::open(&dir, "site1").unwrap();
+    assert_eq!(seqs(&feed.read(None, None, 100).unwrap()), [1]);
+    // Derived again from the changes, under the same number.
+    assert_eq!(feed.append(operation("a", "r2")).unwrap(), 1);
+    drop(feed);
+    let feed = Feed::open(&dir, "site1").unwrap();
+    assert_eq!(seqs(&feed.read(None, None, 100).unwrap()), [1, 2]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_token_older_than_what_is_kept_is_gone() {
+    let feed = Feed::in_memory();
+    for i in 0..=2 * RETAIN {
+        feed.append(operation("a", &format!("r{i}"))).unwrap();
+    }
+    let kept = feed.read(None, None, usize::MAX).unwrap();
+    assert_eq!(kept.events.len(), RETAIN);
+    let first = kept.events[0].seq;
+    assert_eq!(feed.read(Some(first - 2), None, 10), None);
+    assert_eq!(seqs(&feed.read(Some(first - 1), None, 1).unwrap()), [first]);
+}
+
+#[test]
+fn outputs_are_cut_on_a_character_boundary() {
+    let long = "é".repeat(OUTPUT_CAP);
+    let cut = cap_output(&long);
+    assert!(cut.len() <= OUTPUT_CAP && cut.len() >= OUTPUT_CAP - 1);
+    assert_eq!(cap_output("short"), "short");
+}

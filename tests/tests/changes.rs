@@ -1,0 +1,150 @@
+//! The changes feed on real daemons: an operation on two sites shows as
+//! `operation`, one `reply` per site and one `operation-complete`; after a
+//! restart that reads every change again, the feed resumes from a token
+//! without missing or repeating an event.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cheops_testkit::{authorized_client, until, Cluster, Exec};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The lines of node `i`'s `/changes{path}`.
+async fn changes(cluster: &Cluster, i: usize, path: &str) -> Vec<Value> {
+    let url = format!("{}/changes{path}", cluster.node(i).api_url());
+    let response = authorized_client(cluster.read_token())
+        .get(url)
+        .send()
+        .await
+        .expect("/changes answers");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("a body");
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+/// `(type, request, site)` of each event (bookmarks left out).
+fn events(lines: &[Value]) -> Vec<(String, String, String)> {
+    lines
+        .iter()
+        .filter(|l| l["type"] != "bookmark")
+        .map(|l| {
+            (
+                l["type"].as_str().unwrap_or_default().to_owned(),
+                l["request"].as_str().unwrap_or_default().to_owned(),
+                l["site"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// What one operation on site1 and site2 adds to the feed, in an order
+/// the feed may show it: the completion last.
+fn expected(request: &str) -> BTreeSet<(String, String, String)> {
+    [
+        ("operation", ""),
+        ("reply", "site1"),
+        ("reply", "site2"),
+        ("operation-complete", ""),
+    ]
+    .into_iter()
+    .map(|(kind, site)| (kind.to_owned(), request.to_owned(), site.to_owned()))
+    .collect()
+}
+
+/// Deletes node `i`'s follower checkpoint.
+async fn forget_checkpoint(cluster: &Cluster, i: usize) {
+    let url = format!(
+        "{}/_local/cheops-follower-{}",
+        cluster.node(i).couch_url(),
+        cluster.node(i).site
+    );
+    let http = reqwest::Client::new();
+    let doc: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let rev = doc["_rev"].as_str().expect("a checkpoint");
+    let deleted = http
+        .delete(format!("{url}?rev={rev}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{deleted:?}");
+}
+
+async fn exec(cluster: &Cluster) -> String {
+    let (status, replies) = cluster
+        .exec(0, Exec::new("fed", "site1&site2", &["true"], "add"))
+        .await;
+    assert_eq!(status, 200);
+    replies.expect("replies")[0].request_id.clone()
+}
+
+/// Waits until node 0's feed after `since` holds `request`'s four events,
+/// and returns the events after `since` and the last bookmark.
+async fn complete(cluster: &Cluster, since: u64, request: &str) -> (Vec<Value>, u64) {
+    until("the operation's four events", WAIT, || async {
+        let lines = changes(cluster, 0, &format!("/fed?since={since}")).await;
+        let got: BTreeSet<_> = events(&lines).into_iter().collect();
+        if got.is_superset(&expected(request)) {
+            let bookmark = lines.last().and_then(|l| l["seq"].as_u64()).unwrap_or(0);
+            return Ok((lines, bookmark));
+        }
+        Err(format!("{got:?}"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feed_shows_each_event_once_and_resumes_after_a_restart() {
+    let mut cluster = Cluster::start(2).await;
+    let first = exec(&cluster).await;
+    let (lines, token) = complete(&cluster, 0, &first).await;
+    let got = events(&lines);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got.last().unwrap().0, "operation-complete", "{got:?}");
+    assert_eq!(got.first().unwrap().0, "operation", "{got:?}");
+
+    // Restarted without its follower's checkpoint: it reads every change
+    // again, which must add nothing to the feed.
+    cluster.stop_daemon(0);
+    forget_checkpoint(&cluster, 0).await;
+    cluster.start_daemon(0).await;
+    let second = exec(&cluster).await;
+    let (lines, _) = complete(&cluster, token, &second).await;
+    let got = events(&lines);
+    assert_eq!(
+        got.iter().cloned().collect::<BTreeSet<_>>(),
+        expected(&second),
+        "after the token: the second operation's events, each once: {got:?}"
+    );
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(lines
+        .iter()
+        .all(|l| l["type"] == "bookmark" || l["seq"].as_u64() > Some(token)));
+
+    // The whole feed: eight events, none twice, numbered in order.
+    let all = changes(&cluster, 0, "").await;
+    assert_eq!(events(&all).len(), 8, "{:?}", events(&all));
+    let seqs: Vec<u64> = all
+        .iter()
+        .filter(|l| l["type"] != "bookmark")
+        .filter_map(|l| l["seq"].as_u64())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // A long poll after the last token waits, and wakes for the next.
+    let last = all.last().and_then(|l| l["seq"].as_u64()).unwrap();
+    let waiting = {
+        let url = format!(
+            "{}/changes/fed?since={last}&feed=longpoll",
+            cluster.node(0).api_url()
+        );
+        let client = authorized_client(cluster.read_token());
+        tokio::spawn(async move { client.get(url).send().await?.text().await })
+    };
+    let third = exec(&cluster).await;
+    let text = waiting.await.expect("the poll").expect("an answer");
+    assert!(text.contains(&third), "{text}");
+}
