@@ -1,11 +1,12 @@
-//! `cheops exec`, `cheops show` and `cheops history`: the command-line
-//! client of a node's API.
+//! `cheops exec`, `cheops show`, `cheops history`, `cheops wait` and
+//! `cheops watch`: the command-line client of a node's API.
 //!
 //! Everything that can be checked locally (flags, files, the config, where
 //! the node is) is checked before a request is sent, so that a usage error
 //! never leaves half an operation behind.
 
 mod args;
+mod changes;
 mod exec;
 mod history;
 mod http;
@@ -19,7 +20,7 @@ mod uploads;
 use std::fmt;
 use std::process::ExitCode;
 
-pub use args::{ExecArgs, HistoryArgs, ShowArgs};
+pub use args::{ExecArgs, HistoryArgs, ShowArgs, WaitArgs, WatchArgs};
 
 /// Some site answered KO.
 pub(crate) const EXIT_KO: u8 = 1;
@@ -37,13 +38,15 @@ enum Failure {
     Usage(String),
     /// The node was unreachable, refused the request, or broke off.
     Refused(String),
+    /// The node no longer keeps the events after the token asked for.
+    Gone(String),
 }
 
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             Failure::Usage(_) => EXIT_USAGE,
-            Failure::Refused(_) => EXIT_REFUSED,
+            Failure::Refused(_) | Failure::Gone(_) => EXIT_REFUSED,
         })
     }
 }
@@ -51,7 +54,9 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Usage(message) | Failure::Refused(message) => f.write_str(message),
+            Failure::Usage(message) | Failure::Refused(message) | Failure::Gone(message) => {
+                f.write_str(message)
+            }
         }
     }
 }
@@ -69,6 +74,16 @@ pub fn show(args: ShowArgs) -> ExitCode {
 /// Runs `cheops history`; the exit status says whether all of it came.
 pub fn history(args: HistoryArgs) -> ExitCode {
     finish(history::prepare(args).and_then(|request| block_on(history::send(request))?))
+}
+
+/// Runs `cheops wait`; the exit status says how the sites fared.
+pub fn wait(args: WaitArgs) -> ExitCode {
+    finish(changes::prepare_wait(args).and_then(|wait| block_on(changes::wait(wait))?))
+}
+
+/// Runs `cheops watch` until interrupted or refused.
+pub fn watch(args: WatchArgs) -> ExitCode {
+    finish(changes::prepare_watch(args).and_then(|watch| block_on(changes::watch(watch))?))
 }
 
 /// The client does one request at a time: a single-threaded runtime is

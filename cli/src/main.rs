@@ -35,6 +35,12 @@ enum Command {
     /// Print every operation ever accepted for a resource, oldest first,
     /// with each site's reply status.
     History(Box<client::HistoryArgs>),
+    /// Wait until every site of a resource has replied to an operation
+    /// (after an exec whose sites did not all answer in time).
+    Wait(Box<client::WaitArgs>),
+    /// Print what happens to a resource, or to every resource of a node, as
+    /// it happens.
+    Watch(Box<client::WatchArgs>),
     /// Run this site's daemon: the API, Chephren (the web UI), the dump
     /// listener when enabled, and the loop that follows the local CouchDB
     /// and runs operations.
@@ -59,6 +65,8 @@ fn main() -> ExitCode {
         Command::Exec(args) => client::exec(*args),
         Command::Show(args) => client::show(*args),
         Command::History(args) => client::history(*args),
+        Command::Wait(args) => client::wait(*args),
+        Command::Watch(args) => client::watch(*args),
         Command::Serve(args) => serve::main(*args),
     }
 }

@@ -1,6 +1,7 @@
 //! The `cheops` client against live nodes: files and directories uploaded
 //! from `{path}`, replies printed as they come, `show`, the bare form of
-//! the original README, and the exit status of every outcome.
+//! the original README, the exit status of every outcome, and `wait` and
+//! `watch` after an exec's timeout.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -564,4 +565,118 @@ async fn errors_exit_with_their_status_and_say_why() {
 
     assert_eq!(run.stdout, "");
     assert!(cluster.doc(0, "err").await.is_none(), "nothing was stored");
+}
+
+/// `exec` during a partition: site2 is `TIMEOUT`, yet the line names the
+/// request; once healed, `wait` returns 0 with site2's reply. A request no
+/// site ran times out with 2, and `watch` prints the events it follows.
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_follows_an_operation_past_the_execs_timeout() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        nodes: 2,
+        reply_timeout: 2,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let work = WorkDir::new(&[]);
+    let api = cluster.node(0).api_url();
+    let env = [
+        ("CHEOPS_NODE", api.as_str()),
+        ("CHEOPS_TOKEN", cluster.token()),
+    ];
+    cluster.partition();
+    let exec = cheops(
+        work.path(),
+        &[
+            "exec",
+            "--id",
+            "waited",
+            "--sites",
+            "site1&site2",
+            "--type",
+            "set",
+            "--command",
+            "echo ran",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(exec.code, 2, "{exec:?}");
+    let lines: Vec<_> = exec.stdout.lines().map(reply_line).collect();
+    assert_eq!(lines.len(), 2, "{exec:?}");
+    let request = lines[0].1.clone();
+    assert!(lines.iter().all(|l| l.1 == request), "{exec:?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.0.ends_with("TIMEOUT") && l.2 == "site2"));
+
+    cluster.heal();
+    let wait = [
+        "wait",
+        "--id",
+        "waited",
+        "--request",
+        &request,
+        "--timeout",
+        "60",
+    ];
+    let waited = cheops(work.path(), &wait, &env).await;
+    assert_eq!(waited.code, 0, "{waited:?}");
+    let lines: Vec<_> = waited.stdout.lines().map(reply_line).collect();
+    let sites: Vec<&str> = lines.iter().map(|l| l.2.as_str()).collect();
+    assert!(
+        sites.contains(&"site1") && sites.contains(&"site2"),
+        "{waited:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.1 == request && l.3 == "ran"),
+        "{waited:?}"
+    );
+
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let never = [
+        "wait",
+        "--id",
+        "waited",
+        "--request",
+        unknown,
+        "--timeout",
+        "1",
+    ];
+    let timed_out = cheops(work.path(), &never, &env).await;
+    assert_eq!(timed_out.code, 2, "{timed_out:?}");
+    assert!(timed_out.stderr.contains("timed out"), "{timed_out:?}");
+
+    // `watch` runs until interrupted: a short-lived one, killed once it
+    // printed the operation's completion.
+    let mut watch = tokio::process::Command::new(cheops_binary())
+        .args(["watch", "--id", "waited", "--json"])
+        .env_remove("CHEOPS_PEERS_FILE")
+        .env_remove("CHEOPS_API_TEMPLATE")
+        .env_remove("CHEOPS_TOKEN_FILE")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cannot run cheops watch");
+    let stdout = watch.stdout.take().expect("its output");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut seen = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("a line") {
+            let event: Value = serde_json::from_str(&line).expect("JSON");
+            seen.push(event["type"].as_str().unwrap_or_default().to_owned());
+            if event["type"] == "operation-complete" {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("watch printed the completion");
+    assert_eq!(
+        seen,
+        ["operation", "reply", "reply", "operation-complete"],
+        "{seen:?}"
+    );
 }

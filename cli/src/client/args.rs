@@ -175,6 +175,96 @@ Examples:
   cheops history --id deployment-id --from site1
   cheops history --id counter --node http://10.0.0.1:8079 --json | jq .";
 
+#[derive(Args, Debug)]
+#[command(after_long_help = WAIT_EXAMPLES)]
+pub struct WaitArgs {
+    /// The resource's id.
+    ///
+    /// Example: --id deployment-id
+    #[arg(long)]
+    pub id: String,
+
+    /// The operation's request id, as `cheops exec` prints it on each
+    /// reply line (32 hexadecimal characters).
+    ///
+    /// Example: --request 3f1c9a0e5b7d4c2a8e6f1b3d5a7c9e0f
+    #[arg(long, value_name = "REQUESTID")]
+    pub request: String,
+
+    /// Seconds to wait at most for every site's reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+
+    /// The site whose API is asked (any site of the resource).
+    ///
+    /// Example: --from site2
+    #[arg(long, value_name = "SITE")]
+    pub from: Option<String>,
+
+    /// Print the node's events about the operation as they come, one JSON
+    /// object per line.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+const WAIT_EXAMPLES: &str = "\
+Waits until every site of the resource has replied to the operation, and
+prints each reply as it arrives: [i/N] STATUS REQUESTID SITE<TAB>OUTPUT
+(the output's first KiB). For an exec whose sites did not all answer in
+time. The read token is enough (--token-file).
+
+Exit status: 0 every site replied OK, 1 some site replied KO, 2 not every
+site replied within --timeout, 3 the node refused the request, could not be
+reached or broke off, 64 the command line is wrong.
+
+Example:
+  cheops wait --id deployment-id --request 3f1c9a0e5b7d4c2a8e6f1b3d5a7c9e0f --from site1 --timeout 600";
+
+#[derive(Args, Debug)]
+#[command(after_long_help = WATCH_EXAMPLES)]
+pub struct WatchArgs {
+    /// The resource's id; every resource of the node when left out.
+    ///
+    /// Example: --id deployment-id
+    #[arg(long)]
+    pub id: Option<String>,
+
+    /// Start after this token (an event's seq); from the oldest event the
+    /// node keeps when left out.
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+
+    /// The site whose API is asked.
+    ///
+    /// Example: --from site2
+    #[arg(long, value_name = "SITE")]
+    pub from: Option<String>,
+
+    /// Print events as the node sends them, one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+const WATCH_EXAMPLES: &str = "\
+Prints what happens to the resource as it happens, one line per event:
+SEQ  TIME  TYPE  RESOURCE  REQUESTID  [SITE STATUS]
+with TYPE one of operation, reply and operation-complete. Runs until
+interrupted; when the node goes away it reconnects from the last event
+printed. The read token is enough (--token-file).
+
+Exit status: 3 the node refused the request (a --since it no longer keeps
+is refused), 64 the command line is wrong.
+
+Examples:
+  cheops watch --id deployment-id --from site1
+  cheops watch --node http://10.0.0.1:8079 --json | jq -c 'select(.type == \"reply\")'";
+
 /// Where the node to talk to is: the same notions as `cheops serve`'s peer
 /// map, so that one peers file serves both.
 #[derive(Args, Debug)]

@@ -25,28 +25,10 @@ pub(crate) struct Request {
 
 pub(crate) fn prepare(args: HistoryArgs) -> Result<Request, Failure> {
     node_url::check_id(&args.id)?;
-    let from = args
-        .from
-        .as_deref()
-        .map(str::trim)
-        .filter(|f| !f.is_empty());
-    if let Some(from) = from {
-        cheops_model::check_site_name(from)
-            .map_err(|problem| Failure::Usage(format!("--from: {problem}")))?;
-    } else if args
-        .node
-        .node
-        .as_deref()
-        .is_none_or(|n| n.trim().is_empty())
-    {
-        return Err(Failure::Usage(
-            "say which node to ask: --node or --from".into(),
-        ));
-    }
     let client = http::client(&args.node)?;
     let mut url = format!(
         "{}/history/{}",
-        node_url::resolve(&args.node, from)?,
+        node_url::one_node(&args.node, args.from.as_deref())?,
         args.id
     );
     if args.files {

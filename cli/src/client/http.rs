@@ -99,10 +99,11 @@ async fn send(
         }
         _ => String::new(),
     };
-    Err(Failure::Refused(format!(
-        "{} answered {status}: {message}{hint}",
-        redacted(url)
-    )))
+    let message = format!("{} answered {status}: {message}{hint}", redacted(url));
+    Err(match status {
+        StatusCode::GONE => Failure::Gone(message),
+        _ => Failure::Refused(message),
+    })
 }
 
 #[cfg(test)]

@@ -56,6 +56,21 @@ pub(crate) fn resolve(args: &NodeArgs, site: Option<&str>) -> Result<String, Fai
     checked(&args.api_template.replace("{site}", site), "--api-template")
 }
 
+/// The API base URL of the one node a read asks: `--node`, or the site
+/// `--from` names.
+pub(crate) fn one_node(args: &NodeArgs, from: Option<&str>) -> Result<String, Failure> {
+    let from = from.map(str::trim).filter(|f| !f.is_empty());
+    if let Some(from) = from {
+        cheops_model::check_site_name(from)
+            .map_err(|problem| Failure::Usage(format!("--from: {problem}")))?;
+    } else if args.node.as_deref().is_none_or(|n| n.trim().is_empty()) {
+        return Err(Failure::Usage(
+            "say which node to ask: --node or --from".into(),
+        ));
+    }
+    resolve(args, from)
+}
+
 /// `url` without its trailing '/', once known to be an http(s) URL.
 fn checked(url: &str, what: &str) -> Result<String, Failure> {
     let valid = reqwest::Url::parse(url)
