@@ -218,7 +218,8 @@ time. The read token is enough (--token-file).
 
 Exit status: 0 every site replied OK, 1 some site replied KO, 2 not every
 site replied within --timeout, 3 the node refused the request, could not be
-reached or broke off, 64 the command line is wrong.
+reached or broke off, or the operation was refused when it was sent (it
+never runs), 64 the command line is wrong.
 
 Example:
   cheops wait --id deployment-id --request 3f1c9a0e5b7d4c2a8e6f1b3d5a7c9e0f --from site1 --timeout 600";
@@ -254,7 +255,8 @@ pub struct WatchArgs {
 const WATCH_EXAMPLES: &str = "\
 Prints what happens to the resource as it happens, one line per event:
 SEQ  TIME  TYPE  RESOURCE  REQUESTID  [SITE STATUS]
-with TYPE one of operation, reply and operation-complete. Runs until
+with TYPE one of operation, reply, operation-complete and
+operation-refused. Runs until
 interrupted; when the node goes away it reconnects from the last event
 printed. The read token is enough (--token-file).
 

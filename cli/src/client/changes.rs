@@ -155,6 +155,8 @@ struct Progress {
     /// Each site's latest status.
     replied: BTreeMap<String, Status>,
     complete: bool,
+    /// Its `/exec` was refused in the end: it never runs.
+    refused: bool,
 }
 
 pub(crate) async fn wait(wait: Wait) -> Result<ExitCode, Failure> {
@@ -202,12 +204,19 @@ pub(crate) async fn wait(wait: Wait) -> Result<ExitCode, Failure> {
                             let _ = writeln!(stdout, "{text}");
                         }
                     }
+                    ("operation-refused", _, _) => progress.refused = true,
                     _ => {}
                 }
                 let _ = stdout.flush();
             })
             .await?;
         since = last.or(since).or(Some(0));
+        if progress.refused {
+            return Err(Failure::Refused(format!(
+                "operation {} was refused when it was sent: it never runs",
+                wait.request
+            )));
+        }
         if progress.complete || Instant::now() >= deadline {
             break;
         }

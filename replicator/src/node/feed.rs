@@ -9,7 +9,8 @@
 //! it is about), and an event whose key is already in the feed is not
 //! added again: the changes a restarted follower reads again add nothing.
 //! A reply that completes the set of the resource's sites adds an
-//! `operation-complete` event after it, once.
+//! `operation-complete` event after it, once; an operation announced, then
+//! refused in the end, is followed by `operation-refused`.
 //!
 //! The file is synced before the follower saves its checkpoint, so a
 //! change is never skipped for good: events lost with the machine are
@@ -45,6 +46,9 @@ pub enum EventType {
     Reply,
     /// Every site of the resource has replied to the operation.
     OperationComplete,
+    /// The operation announced was refused in the end (its `/exec`
+    /// answered an error): it never runs.
+    OperationRefused,
 }
 
 /// One thing that happened to a resource.
@@ -108,6 +112,7 @@ impl Event {
         match kind {
             EventType::Operation => format!("operation\n{resource}\n{request}"),
             EventType::OperationComplete => format!("complete\n{resource}\n{request}"),
+            EventType::OperationRefused => format!("refused\n{resource}\n{request}"),
             EventType::Reply => format!(
                 "reply\n{resource}\n{request}\n{}\n{}",
                 self.site.as_deref().unwrap_or_default(),
@@ -257,6 +262,12 @@ impl Feed {
     /// returns how many events were added.
     pub fn append(&self, event: Event) -> Result<usize, ReplicatorError> {
         let mut state = self.state();
+        if event.kind == EventType::OperationRefused {
+            let announced = Event::new(EventType::Operation, &event.resource, &event.request, &[]);
+            if !state.keys.contains(&announced.key()) {
+                return Ok(0);
+            }
+        }
         let complete = (event.kind == EventType::Reply).then(|| {
             Event::new(
                 EventType::OperationComplete,

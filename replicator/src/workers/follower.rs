@@ -119,6 +119,16 @@ impl Follower {
             // Perhaps a reply or a history document: its tombstone no
             // longer says whose.
             self.ctx.ledger.forget_all();
+            // A history document is deleted only when its operation was
+            // refused in the end; its id says which.
+            if let Some((resource, request)) = history_of(&change.id) {
+                self.feed(Event::new(
+                    EventType::OperationRefused,
+                    resource,
+                    request,
+                    &[],
+                ));
+            }
         } else if kind.is_reply() {
             match ReplyDocument::deserialize(doc) {
                 Ok(mut reply) => {
@@ -219,6 +229,12 @@ impl Follower {
         }
         Ok(())
     }
+}
+
+/// The resource and request a history document's id names
+/// (`history:{resource}:{request}`; a resource id holds no `:`).
+fn history_of(id: &str) -> Option<(&str, &str)> {
+    id.strip_prefix("history:")?.split_once(':')
 }
 
 /// What the ledger and the changes feed read of a history document,

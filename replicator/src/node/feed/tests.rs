@@ -167,3 +167,15 @@ fn outputs_are_cut_on_a_character_boundary() {
     assert!(cut.len() <= OUTPUT_CAP && cut.len() >= OUTPUT_CAP - 1);
     assert_eq!(cap_output("short"), "short");
 }
+
+/// An operation whose history document was taken back (its `/exec` was
+/// refused) is followed by a refusal; one never announced is not.
+#[test]
+fn a_refused_operation_is_said_refused_once_announced() {
+    let feed = Feed::in_memory();
+    let refused = |request: &str| Event::new(EventType::OperationRefused, "a", request, &[]);
+    assert_eq!(feed.append(refused("r0")).unwrap(), 0);
+    feed.append(operation("a", "r1")).unwrap();
+    assert_eq!(feed.append(refused("r1")).unwrap(), 1);
+    assert_eq!(feed.append(refused("r1")).unwrap(), 0);
+}
