@@ -20,6 +20,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -211,9 +212,11 @@ impl Feed {
         if skipped > 0 {
             warn!(site, path = %path.display(), skipped, "unreadable lines of the changes feed skipped");
         }
+        // Outputs are in it: readable by the node's user only, as the journal.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(failed)?;
         let feed = Feed::with(Some(path), Some(file), events);
@@ -397,7 +400,12 @@ impl Feed {
             }
         }
         let write = || -> std::io::Result<File> {
-            let mut file = File::create(&fresh)?;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&fresh)?;
             file.write_all(&text)?;
             file.sync_data()?;
             std::fs::rename(&fresh, path)?;

@@ -119,6 +119,14 @@ fn a_reopened_feed_resumes_where_it_was_and_adds_nothing_twice() {
 
     let feed = Feed::open(&dir, "site1").unwrap();
     assert_eq!(seqs(&feed.read(None, None, 100).unwrap()), [1, 2]);
+    // Outputs are in it: the node's user alone reads it.
+    let mode = std::fs::metadata(dir.join("changes-site1.jsonl"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
     // The changes after the follower's checkpoint, read again.
     assert_eq!(feed.append(operation("a", "r1")).unwrap(), 0);
     assert_eq!(feed.append(operation("a", "r2")).unwrap(), 1);
