@@ -55,7 +55,9 @@ fn expected(request: &str) -> BTreeSet<(String, String, String)> {
     .collect()
 }
 
-/// Deletes node `i`'s follower checkpoint.
+/// Deletes node `i`'s follower checkpoint, if its daemon saved one (it
+/// saves it a second after the runner fell idle): without one, the next
+/// start reads every change again.
 async fn forget_checkpoint(cluster: &Cluster, i: usize) {
     let url = format!(
         "{}/_local/cheops-follower-{}",
@@ -64,7 +66,9 @@ async fn forget_checkpoint(cluster: &Cluster, i: usize) {
     );
     let http = reqwest::Client::new();
     let doc: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
-    let rev = doc["_rev"].as_str().expect("a checkpoint");
+    let Some(rev) = doc["_rev"].as_str() else {
+        return;
+    };
     let deleted = http
         .delete(format!("{url}?rev={rev}"))
         .send()
@@ -106,8 +110,8 @@ async fn the_feed_shows_each_event_once_and_resumes_after_a_restart() {
     assert_eq!(got.last().unwrap().0, "operation-complete", "{got:?}");
     assert_eq!(got.first().unwrap().0, "operation", "{got:?}");
 
-    // Restarted without its follower's checkpoint: it reads every change
-    // again, which must add nothing to the feed.
+    // Restarted without its follower's checkpoint (stopped first: it saves
+    // no other): it reads every change again, which must add nothing.
     cluster.stop_daemon(0);
     forget_checkpoint(&cluster, 0).await;
     cluster.start_daemon(0).await;
