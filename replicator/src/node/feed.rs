@@ -283,8 +283,9 @@ impl Feed {
         if let Some(complete) = complete {
             let key = (complete.resource.clone(), complete.request.clone());
             let sites = state.replied.get(&key);
-            let all =
-                sites.is_some_and(|sites| complete.locations.iter().all(|l| sites.contains(l)));
+            // A reply naming no site completes nothing.
+            let all = !complete.locations.is_empty()
+                && sites.is_some_and(|sites| complete.locations.iter().all(|l| sites.contains(l)));
             if all {
                 added += usize::from(self.add(&mut state, complete)?);
             }
@@ -292,7 +293,10 @@ impl Feed {
         let (seq, full) = (state.last, state.events.len() > 2 * RETAIN);
         drop(state);
         if full {
-            self.compact()?;
+            // The events are added all the same: the file only grows.
+            if let Err(error) = self.compact() {
+                warn!(%error, "the changes feed could not be compacted");
+            }
         }
         if added > 0 {
             self.inner.last.send_replace(seq);

@@ -88,6 +88,11 @@ fn the_last_site_to_reply_completes_the_operation_once() {
             .unwrap(),
         1
     );
+    // A reply that names no site (a document written so by hand)
+    // completes nothing.
+    let mut bare = reply("b", "r9", "site1", "2026-01-01T00:00:04Z");
+    bare.locations.clear();
+    assert_eq!(feed.append(bare).unwrap(), 1);
     let kinds: Vec<EventType> = feed
         .read(None, None, 100)
         .unwrap()
@@ -102,6 +107,7 @@ fn the_last_site_to_reply_completes_the_operation_once() {
             EventType::Reply,
             EventType::Reply,
             EventType::OperationComplete,
+            EventType::Reply,
             EventType::Reply
         ]
     );
