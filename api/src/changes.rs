@@ -147,7 +147,12 @@ impl Follow {
                     Mode::Longpoll | Mode::Continuous => true,
                 };
             if !waiting {
-                if self.query.mode != Mode::Continuous {
+                // A continuous feed ends at its timeout even while events
+                // keep coming.
+                let expired = self
+                    .deadline
+                    .is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
+                if self.query.mode != Mode::Continuous || expired {
                     self.done = true;
                 }
                 return Some((Ok(chunk(&page)), self));

@@ -120,6 +120,33 @@ async fn a_continuous_feed_streams_events_as_they_come() {
     }
 }
 
+/// `timeout` ends a continuous feed even while events keep coming: with
+/// one event a chunk and many waiting, it stops long before the last.
+#[tokio::test]
+async fn a_continuous_feed_ends_at_its_timeout_however_busy() {
+    const WAITING: usize = 20_000;
+    let node = FakeNode::new("site1");
+    for i in 0..WAITING {
+        node.feed.append(operation("a", &format!("r{i}"))).unwrap();
+    }
+    let app = router(node, ApiConfig::default());
+    let response = send(app, get("/changes?feed=continuous&timeout=1&limit=1")).await;
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        response.into_body().collect(),
+    )
+    .await
+    .expect("the feed ended")
+    .expect("a whole body");
+    let got = lines(&body.to_bytes());
+    let events = got.iter().filter(|l| l["type"] == "operation").count();
+    assert!(
+        events < WAITING,
+        "{events} events: the timeout did not end it"
+    );
+    assert_eq!(got.last().unwrap()["type"], "bookmark");
+}
+
 #[tokio::test]
 async fn a_token_the_node_does_not_keep_is_gone_and_bad_queries_are_refused() {
     let node = FakeNode::new("site1");
