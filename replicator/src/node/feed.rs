@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::node::journal::site_file;
 use crate::ReplicatorError;
 
 /// How many events the feed keeps.
@@ -175,17 +176,7 @@ impl Feed {
     /// skipped: the feed is derived from the database, never the only
     /// copy of anything.
     pub fn open(dir: &Path, site: &str) -> Result<Feed, ReplicatorError> {
-        let name: String = site
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = dir.join(format!("changes-{name}.jsonl"));
+        let path = site_file(dir, "changes", site);
         let failed = |source: std::io::Error| ReplicatorError::Feed {
             path: path.display().to_string(),
             source,

@@ -60,6 +60,23 @@ enum Line {
     Stored(String),
 }
 
+/// `DIR/{kind}-{site}.jsonl`, the site's name kept to letters, digits, `-`
+/// and `.` (anything else becomes `_`): the node's files in its data
+/// directory, one per site sharing it.
+pub fn site_file(dir: &Path, kind: &str, site: &str) -> PathBuf {
+    let name: String = site
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("{kind}-{name}.jsonl"))
+}
+
 /// The `_id` of the reply `site` made to `request` at `time`: the same
 /// each time the reply is written, so that writing it twice stores it once
 /// (the second write is a conflict).
@@ -71,17 +88,7 @@ impl Journal {
     /// Opens (or creates) the journal of `site` in `dir`, creating `dir` if
     /// needed, and reads back the replies a previous run left unstored.
     pub fn open(dir: &Path, site: &str) -> Result<Journal, ReplicatorError> {
-        let name: String = site
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = dir.join(format!("journal-{name}.jsonl"));
+        let path = site_file(dir, "journal", site);
         let failed = |source| ReplicatorError::Journal {
             path: path.clone(),
             source,
