@@ -7,8 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cheops_model::{error_chain, Secret, Status};
-use futures::StreamExt;
+use cheops_model::{Secret, Status};
 use serde::Deserialize;
 
 use super::args::{WaitArgs, WatchArgs};
@@ -59,42 +58,26 @@ impl Feed {
     ) -> Result<Option<u64>, Failure> {
         let url = format!("{}?{query}", self.url);
         let response = http::get(&self.client, &url, self.token.as_ref()).await?;
-        let broke_off = |reason: String| {
-            Failure::Refused(format!(
-                "the answer of {} broke off: {reason}",
-                redacted(&url)
-            ))
-        };
-        let mut body = response.bytes_stream();
-        let mut pending: Vec<u8> = Vec::new();
         let mut last = None;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| broke_off(error_chain(&e.without_url())))?;
-            pending.extend_from_slice(&chunk);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let raw: Vec<u8> = pending.drain(..=end).collect();
-                let text = String::from_utf8_lossy(&raw[..end]);
-                let parsed: Line =
-                    serde_json::from_str(&text).map_err(|e| broke_off(e.to_string()))?;
-                match parsed.kind.as_str() {
-                    "bookmark" => last = parsed.seq.or(last),
-                    "gone" => {
-                        return Err(Failure::Gone(format!(
-                            "{} no longer keeps the events after {}: read again without --since",
-                            redacted(&url),
-                            parsed.seq.unwrap_or_default()
-                        )))
-                    }
-                    _ => {
-                        last = parsed.seq.or(last);
-                        line(&parsed, &text);
-                    }
+        http::for_each_line(response, &url, |text| {
+            let parsed: Line = serde_json::from_str(text).map_err(|e| http::broke_off(&url, e))?;
+            match parsed.kind.as_str() {
+                "bookmark" => last = parsed.seq.or(last),
+                "gone" => {
+                    return Err(Failure::Gone(format!(
+                        "{} no longer keeps the events after {}: read again without --since",
+                        redacted(&url),
+                        parsed.seq.unwrap_or_default()
+                    )))
+                }
+                _ => {
+                    last = parsed.seq.or(last);
+                    line(&parsed, text);
                 }
             }
-        }
-        if !pending.is_empty() {
-            return Err(broke_off("its last line is incomplete".into()));
-        }
+            Ok(())
+        })
+        .await?;
         Ok(last)
     }
 }

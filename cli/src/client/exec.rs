@@ -11,7 +11,7 @@ use reqwest::multipart::{Form, Part};
 
 use super::args::ExecArgs;
 use super::http;
-use super::node_url::{self, redacted};
+use super::node_url;
 use super::outcome::Outcome;
 use super::progress::Progress;
 use super::{token, uploads, Failure};
@@ -129,12 +129,10 @@ pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
                 }
                 Some(Err(e)) => {
                     replies.progress.clear();
-                    return Err(Failure::Refused(format!(
-                        "the answer of {} broke off: {}{}",
-                        redacted(&request.url),
-                        error_chain(&e.without_url()),
-                        replies.unanswered(),
-                    )));
+                    return Err(http::broke_off(
+                        &request.url,
+                        format!("{}{}", error_chain(&e.without_url()), replies.unanswered()),
+                    ));
                 }
             },
             _ = tick.tick() => replies.progress.draw(),

@@ -4,12 +4,11 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use cheops_model::{error_chain, HistoryEntry, Secret};
-use futures::StreamExt;
+use cheops_model::{HistoryEntry, Secret};
 
 use super::args::HistoryArgs;
 use super::http;
-use super::node_url::{self, redacted};
+use super::node_url;
 use super::{token, Failure};
 
 /// The longest command shown on a human line, in characters.
@@ -44,36 +43,21 @@ pub(crate) fn prepare(args: HistoryArgs) -> Result<Request, Failure> {
 
 pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
     let response = http::get(&request.client, &request.url, request.token.as_ref()).await?;
-    let broke_off = |reason: String| {
-        Failure::Refused(format!(
-            "the answer of {} broke off: {reason}",
-            redacted(&request.url)
-        ))
-    };
-    let mut body = response.bytes_stream();
-    let mut pending: Vec<u8> = Vec::new();
     // A closed pipe is ignored: the history is read to the end all the same.
     let mut stdout = std::io::stdout().lock();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| broke_off(error_chain(&e.without_url())))?;
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line[..end]);
-            let text = if request.json {
-                line.into_owned()
-            } else {
-                let entry: HistoryEntry =
-                    serde_json::from_str(&line).map_err(|e| broke_off(e.to_string()))?;
-                render(&entry)
-            };
-            let _ = writeln!(stdout, "{text}");
-        }
+    http::for_each_line(response, &request.url, |line| {
+        let text = if request.json {
+            line.to_owned()
+        } else {
+            let entry: HistoryEntry =
+                serde_json::from_str(line).map_err(|e| http::broke_off(&request.url, e))?;
+            render(&entry)
+        };
+        let _ = writeln!(stdout, "{text}");
         let _ = stdout.flush();
-    }
-    if !pending.is_empty() {
-        return Err(broke_off("its last line is incomplete".into()));
-    }
+        Ok(())
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 

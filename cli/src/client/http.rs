@@ -1,9 +1,11 @@
-//! Talking to the node: one POST of a multipart form or one GET, and what
-//! the user is told when the node cannot be reached or refuses.
+//! Talking to the node: one POST of a multipart form or one GET, its
+//! answer read line by line, and what the user is told when the node
+//! cannot be reached, refuses or breaks off.
 
 use std::time::Duration;
 
 use cheops_model::{error_chain, ErrorBody, Secret};
+use futures::StreamExt;
 use reqwest::multipart::Form;
 use reqwest::StatusCode;
 
@@ -58,6 +60,38 @@ pub(crate) async fn get(
     token: Option<&Secret>,
 ) -> Result<reqwest::Response, Failure> {
     send(client.get(url), url, token, "read or operator").await
+}
+
+/// Reads the body of the answer of `url` as it comes, handing each line
+/// (without its newline) to `line`, which may stop the reading with a
+/// failure. A body cut short, or ending in half a line, is a failure.
+pub(crate) async fn for_each_line(
+    response: reqwest::Response,
+    url: &str,
+    mut line: impl FnMut(&str) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let mut body = response.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| broke_off(url, error_chain(&e.without_url())))?;
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let raw: Vec<u8> = pending.drain(..=end).collect();
+            line(&String::from_utf8_lossy(&raw[..end]))?;
+        }
+    }
+    if !pending.is_empty() {
+        return Err(broke_off(url, "its last line is incomplete"));
+    }
+    Ok(())
+}
+
+/// The answer of `url` stopped, or could not be read, for `reason`.
+pub(crate) fn broke_off(url: &str, reason: impl std::fmt::Display) -> Failure {
+    Failure::Refused(format!(
+        "the answer of {} broke off: {reason}",
+        redacted(url)
+    ))
 }
 
 /// Sends `request`; `needs` names the token the endpoint takes, for the
