@@ -55,14 +55,12 @@ pub(super) fn continuous(id: &str, source: &str, target: &str, peer: &str) -> Va
 /// checkpoint past the documents the continuous one skipped, and its
 /// `_revs_diff` sends only what the peer lacks.
 pub(super) fn resend(id: &str, source: &str, target: &str, peer: &str, stamp: &str) -> Value {
-    json!({
-        "_id": id,
-        "source": source,
-        "target": target,
-        "filter": SITE_FILTER,
-        "query_params": { "site": peer, "resend": stamp },
-        "socket_options": SOCKET_OPTIONS,
-    })
+    let mut doc = continuous(id, source, target, peer);
+    if let Some(fields) = doc.as_object_mut() {
+        fields.remove("continuous");
+    }
+    doc["query_params"]["resend"] = Value::from(stamp);
+    doc
 }
 
 /// The state label of a replication whose document is `doc` and whose
