@@ -65,6 +65,12 @@ pub fn history_id(resource: &str, request: &str) -> String {
     format!("history:{resource}:{request}")
 }
 
+/// The resource and request a history document's id names: the inverse of
+/// [`history_id`] (for a tombstone, which holds nothing else).
+pub fn history_of(id: &str) -> Option<(&str, &str)> {
+    id.strip_prefix("history:")?.split_once(':')
+}
+
 /// One line of `GET /history/{id}`: an operation ever accepted for a
 /// resource, with what every site replied to it. Its file contents are left
 /// out unless asked for: a history is read to understand what happened, and
@@ -188,6 +194,11 @@ mod tests {
         let id = history_id("counter", "3f1c9a0e5b7d4c2a8e6f1b3d5a7c9e0f");
         assert_eq!(id, "history:counter:3f1c9a0e5b7d4c2a8e6f1b3d5a7c9e0f");
         assert!(check_resource_id(&id).is_err());
+        assert_eq!(
+            history_of(&id),
+            Some(("counter", "3f1c9a0e5b7d4c2a8e6f1b3d5a7c9e0f"))
+        );
+        assert_eq!(history_of("reply-site1-x"), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use attachments::{
 pub use config::{Resolution, ResolutionResult, ResourceConfig};
 pub use error::{error_chain, ModelError};
 pub use history::{
-    history_id, history_order, HistoryDocument, HistoryEntry, HistoryFile, HistoryKind,
+    history_id, history_of, history_order, HistoryDocument, HistoryEntry, HistoryFile, HistoryKind,
     HistoryReply,
 };
 pub use names::{

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument};
+use cheops_model::{history_of, DocumentKind, ReplyDocument, ResourceDocument};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
@@ -229,12 +229,6 @@ impl Follower {
         }
         Ok(())
     }
-}
-
-/// The resource and request a history document's id names
-/// (`history:{resource}:{request}`; a resource id holds no `:`).
-fn history_of(id: &str) -> Option<(&str, &str)> {
-    id.strip_prefix("history:")?.split_once(':')
 }
 
 /// What the ledger and the changes feed read of a history document,
