@@ -633,6 +633,36 @@ async fn wait_follows_an_operation_past_the_execs_timeout() {
         "{waited:?}"
     );
 
+    // A KO on some site: 1.
+    let failed = cheops(
+        work.path(),
+        &[
+            "exec",
+            "--id",
+            "waited",
+            "--sites",
+            "site1&site2",
+            "--type",
+            "set",
+            "--command",
+            "false",
+        ],
+        &env,
+    )
+    .await;
+    let request = reply_line(failed.stdout.lines().next().expect("a reply")).1;
+    let wait = [
+        "wait",
+        "--id",
+        "waited",
+        "--request",
+        &request,
+        "--timeout",
+        "60",
+    ];
+    let waited = cheops(work.path(), &wait, &env).await;
+    assert_eq!(waited.code, 1, "{waited:?}");
+
     let unknown = "0123456789abcdef0123456789abcdef";
     let never = [
         "wait",
