@@ -19,27 +19,30 @@ use tokio::net::TcpListener;
 /// The requests a fake CouchDB received, as `METHOD path`.
 type Requests = Arc<Mutex<Vec<String>>>;
 
-/// What the fake answers the `n`th `GET` (from 0).
-type Gets = Arc<dyn Fn(usize) -> (u16, &'static str) + Send + Sync>;
+/// What the fake answers the `n`th request of a kind (from 0).
+type Answers = Arc<dyn Fn(usize) -> (u16, &'static str) + Send + Sync>;
 
 /// A CouchDB that answers `GET` of a document with `get` and `PUT` with
-/// `put` (status, body), and a `POST` of `_bulk_docs` (the resource and
+/// `put` (status, body; [`CLOSED`] closes the connection unanswered), and a `POST` of `_bulk_docs` (the resource and
 /// the history document of its operation) as `put` says for the resource,
 /// the history document being stored; returns its database URL.
 async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (String, Requests) {
-    fake_couch_with(Arc::new(move |_| get), put).await
+    fake_couch_with(Arc::new(move |_| get), Arc::new(move |_| put)).await
 }
 
-/// [`fake_couch`], answering each `GET` as `gets` says.
-async fn fake_couch_with(gets: Gets, put: (u16, &'static str)) -> (String, Requests) {
+/// [`fake_couch`], answering each `GET` as `gets` says and each write
+/// (`PUT` or `_bulk_docs`) as `puts` says.
+async fn fake_couch_with(gets: Answers, puts: Answers) -> (String, Requests) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://admin:pw@{}/cheops", listener.local_addr().unwrap());
     let requests: Requests = Arc::default();
     let log = Arc::clone(&requests);
     let got = Arc::new(AtomicUsize::new(0));
+    let wrote = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let (log, gets, got) = (Arc::clone(&log), Arc::clone(&gets), Arc::clone(&got));
+            let (puts, wrote) = (Arc::clone(&puts), Arc::clone(&wrote));
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0; 1];
@@ -63,11 +66,15 @@ async fn fake_couch_with(gets: Gets, put: (u16, &'static str)) -> (String, Reque
                 let line = head.lines().next().unwrap_or_default();
                 let request: Vec<&str> = line.split(' ').take(2).collect();
                 log.lock().unwrap().push(request.join(" "));
+                let write = || puts(wrote.fetch_add(1, Ordering::Relaxed));
                 let (status, answer) = match request[0] {
-                    "PUT" => put,
-                    "POST" if request[1].ends_with("/_bulk_docs") => bulk_answer(put),
+                    "PUT" => write(),
+                    "POST" if request[1].ends_with("/_bulk_docs") => bulk_answer(write()),
                     _ => gets(got.fetch_add(1, Ordering::Relaxed)),
                 };
+                if status == CLOSED.0 {
+                    return;
+                }
                 let response = format!(
                     "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
                     answer.len()
@@ -150,12 +157,18 @@ fn submission(sites: &[&str], file: usize) -> Submission {
 const NOT_FOUND: (u16, &str) = (404, r#"{"error":"not_found","reason":"missing"}"#);
 const DELETED: (u16, &str) = (404, r#"{"error":"not_found","reason":"deleted"}"#);
 const CREATED: (u16, &str) = (201, r#"{"ok":true,"id":"r","rev":"1-a"}"#);
+const CONFLICT: (u16, &str) = (409, r#"{"error":"conflict"}"#);
+/// Not an answer: the fake closes the connection without one.
+const CLOSED: (u16, &str) = (0, "");
 
 /// The writes received: `PUT`s and `_bulk_docs`.
 fn puts(requests: &Requests) -> usize {
+    puts_in(&requests.lock().unwrap())
+}
+
+/// The writes among `requests`.
+fn puts_in(requests: &[String]) -> usize {
     requests
-        .lock()
-        .unwrap()
         .iter()
         .filter(|r| r.starts_with("PUT") || r.ends_with("/_bulk_docs"))
         .count()
@@ -195,6 +208,68 @@ async fn a_write_that_keeps_conflicting_gives_up_as_contended() {
     );
 }
 
+/// A read whose connection the server closes before answering (as a
+/// server does with a kept-alive connection it drops) is sent again.
+#[tokio::test]
+async fn a_read_whose_connection_closed_unanswered_is_sent_again() {
+    let gets: Answers = Arc::new(|n| if n == 0 { CLOSED } else { NOT_FOUND });
+    let (url, requests) = fake_couch_with(gets, Arc::new(|_| CREATED)).await;
+    node(&url, 8_000_000)
+        .submit(submission(&["site1", "site2"], 10))
+        .await
+        .map(|_| ())
+        .expect("stored");
+    let requests = requests.lock().unwrap();
+    let reads = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /cheops/r"))
+        .count();
+    assert_eq!(reads, 2, "{requests:?}");
+    assert_eq!(puts_in(&requests), 1, "{requests:?}");
+}
+
+/// An exec that lost a race and then cannot read the resource again is
+/// refused, and its operation is surely not stored: the history document
+/// its first attempt wrote is deleted, so that no reader lists it.
+#[tokio::test]
+async fn a_refusal_after_a_lost_race_takes_back_the_history_document() {
+    let gets: Answers = Arc::new(|n| if n == 0 { NOT_FOUND } else { CLOSED });
+    let (url, requests) = fake_couch_with(gets, Arc::new(|_| CONFLICT)).await;
+    let error = node(&url, 8_000_000)
+        .submit(submission(&["site1", "site2"], 10))
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(error.is_unavailable(), "{error:?}");
+    let requests = requests.lock().unwrap();
+    let last = requests.last().map(String::as_str).unwrap_or_default();
+    assert!(
+        last.starts_with("PUT /cheops/history:r:0123456789abcdef"),
+        "{requests:?}"
+    );
+}
+
+/// An exec whose write went unanswered, after one that lost a race, may
+/// have stored its operation: the history document, the operation's own
+/// then, is left alone.
+#[tokio::test]
+async fn an_unanswered_write_leaves_the_history_document() {
+    let puts: Answers = Arc::new(|n| if n == 0 { CONFLICT } else { CLOSED });
+    let (url, requests) = fake_couch_with(Arc::new(|_| NOT_FOUND), puts).await;
+    let error = node(&url, 8_000_000)
+        .submit(submission(&["site1", "site2"], 10))
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(error.is_unavailable(), "{error:?}");
+    let requests = requests.lock().unwrap();
+    assert_eq!(puts_in(&requests), 2, "{requests:?}");
+    assert!(
+        !requests.iter().any(|r| r.contains("history:")),
+        "{requests:?}"
+    );
+}
+
 /// A resource whose every leaf is a deletion (replication brought the
 /// deletions of a merge before the merged revision) is not started again
 /// from nothing: the exec waits for the merge and writes on it.
@@ -204,8 +279,8 @@ async fn an_exec_on_a_resource_read_as_deleted_waits_for_its_merge() {
         "Operations":[{"Type":"add","RequestId":"ffffffffffffffffffffffffffffffff",
                        "Command":{"Command":"true","Files":null},"Time":"2026-01-01T00:00:00Z"}],
         "Config":{"ResolutionMatrix":null}}"#;
-    let gets: Gets = Arc::new(|n| if n < 3 { DELETED } else { (200, MERGED) });
-    let (url, requests) = fake_couch_with(gets, CREATED).await;
+    let gets: Answers = Arc::new(|n| if n < 3 { DELETED } else { (200, MERGED) });
+    let (url, requests) = fake_couch_with(gets, Arc::new(|_| CREATED)).await;
     node(&url, 8_000_000)
         .submit(submission(&["site1", "site2"], 10))
         .await

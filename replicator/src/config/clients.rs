@@ -12,6 +12,11 @@ use crate::ReplicatorError;
 /// The longest a connection attempt waits, whatever the request timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an idle connection is kept for reuse: less than the servers'
+/// own keep-alive (Node's, under PouchDB Server, is 5 s), so that a request
+/// is seldom sent on a connection the server is closing.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// What every HTTP client of a node shares.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -48,10 +53,12 @@ impl ClientOptions {
     }
 
     /// A client builder trusting the extra roots, with a connect timeout no
-    /// longer than the CouchDB timeout.
+    /// longer than the CouchDB timeout and idle connections dropped before
+    /// servers drop them.
     pub fn builder(&self) -> ClientBuilder {
         let builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(self.couch_timeout))
+            .pool_idle_timeout(POOL_IDLE)
             .use_rustls_tls();
         self.extra_roots
             .iter()

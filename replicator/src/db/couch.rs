@@ -182,12 +182,25 @@ impl CouchClient {
             .build()
             .map_err(ReplicatorError::Unavailable)?;
         let method = request.method().clone();
-        let started = Instant::now();
-        let answer = self.exchange(request, context, accept).await;
-        let error = answer.as_ref().err().map(RequestError::of);
-        self.metrics
-            .request(kind, &method, started.elapsed(), error);
-        answer
+        // A read is sent once more when the connection closed under it:
+        // the server dropped a kept-alive connection as the request went.
+        let mut again = (method == Method::GET)
+            .then(|| request.try_clone())
+            .flatten();
+        let mut request = request;
+        loop {
+            let started = Instant::now();
+            let answer = self.exchange(request, context, accept).await;
+            let error = answer.as_ref().err().map(RequestError::of);
+            self.metrics
+                .request(kind, &method, started.elapsed(), error);
+            match (answer, again.take()) {
+                (Err(ReplicatorError::Unavailable(e)), Some(next)) if closed_under(&e) => {
+                    request = next;
+                }
+                (answer, _) => return answer,
+            }
+        }
     }
 
     async fn exchange(
@@ -418,6 +431,12 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the request failed because the connection closed before an
+/// answer came, not because the server is unreachable or slow.
+fn closed_under(error: &reqwest::Error) -> bool {
+    error.is_request() && !error.is_connect() && !error.is_timeout()
 }
 
 #[cfg(test)]

@@ -51,17 +51,9 @@ impl Node {
             .ledger
             .submitting(&resource_id, &operation.request_id);
 
-        // Written with the first attempt, and kept by the next ones; taken
-        // back if the operation is not stored in the end.
-        let mut history = None;
+        let mut left = Left::default();
         match self
-            .store(
-                &resource_id,
-                &sites,
-                &operation,
-                config.as_ref(),
-                &mut history,
-            )
+            .store(&resource_id, &sites, &operation, config.as_ref(), &mut left)
             .await
         {
             Ok(locations) => Ok(Submitted {
@@ -72,9 +64,7 @@ impl Node {
                 replies,
             }),
             Err(error) => {
-                // Unless CouchDB went silent: the operation may then be
-                // stored, and its history document is its own.
-                if let Some(rev) = history.filter(|_| !error.is_unavailable()) {
+                if let Some(rev) = left.history.filter(|_| !left.maybe_stored) {
                     self.unstore_history(&resource_id, &operation.request_id, rev)
                         .await;
                 }
@@ -84,16 +74,15 @@ impl Node {
     }
 
     /// Stores `operation` in the block of `resource_id`, retrying writes
-    /// that lost a race; returns the resource's locations. `history` gets
-    /// the revision of the operation's history document once it is stored
-    /// (empty when an earlier attempt stored it unseen).
+    /// that lost a race; returns the resource's locations. `left` says
+    /// what its writes left in CouchDB, for a refusal to take back.
     async fn store(
         &self,
         resource_id: &str,
         sites: &[String],
         operation: &Operation,
         config: Option<&ResourceConfig>,
-        history: &mut Option<String>,
+        left: &mut Left,
     ) -> Result<Vec<String>, ReplicatorError> {
         // What the requests view said, kept across attempts.
         let mut seen = HashMap::new();
@@ -124,7 +113,8 @@ impl Node {
             }
             doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
             let pruned = prune_seen(&mut doc, &operation.request_id, &seen);
-            let new_history = history
+            let new_history = left
+                .history
                 .is_none()
                 .then(|| HistoryDocument::new(resource_id, &doc.locations, operation));
             // The limit applies to each document of the request.
@@ -165,7 +155,7 @@ impl Node {
                 }
                 Ok((Written::Conflict, stored)) => {
                     if stored.is_some() {
-                        *history = stored;
+                        left.history = stored;
                     }
                 }
                 // CouchDB configured with a lower limit than the node.
@@ -179,7 +169,12 @@ impl Node {
                         reason: couch_reason(&body),
                     })
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    // Unanswered, the write may have stored the operation,
+                    // and its history document is then its own.
+                    left.maybe_stored = error.is_unavailable();
+                    return Err(error);
+                }
             }
         }
         Err(ReplicatorError::Contended {
@@ -353,6 +348,17 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// What an exec's writes left in CouchDB.
+#[derive(Debug, Default)]
+struct Left {
+    /// The revision of the operation's history document once stored (empty
+    /// when an earlier attempt stored it unseen). Written with the first
+    /// attempt and kept by the next ones.
+    history: Option<String>,
+    /// A write of the resource went unanswered: the operation may be stored.
+    maybe_stored: bool,
 }
 
 /// Prunes the payload of every operation of `doc`'s block but `new` that
