@@ -119,6 +119,12 @@ async fn run(settings: config::Settings) -> Result<(), String> {
         });
     }
     spawner.spawn_worker("start", true, node.starter(spawner.clone()));
+    if let Some(path) = settings.hooks_file.clone() {
+        let (node, stop) = (node.clone(), spawner.shutdown());
+        spawner.spawn("hooks-file", false, |_| {
+            reload_hooks_on_hangup(node, path, stop)
+        });
+    }
     drop(spawner);
 
     match supervisor.run(wait_for_signal(), DRAIN_DEADLINE).await {
@@ -128,6 +134,36 @@ async fn run(settings: config::Settings) -> Result<(), String> {
             Ok(())
         }
         Ending::Died(task) => Err(format!("the {task} task died; exiting")),
+    }
+}
+
+/// Reads the hooks file again at each SIGHUP: a file that reads replaces
+/// the hooks; one that does not is logged and changes nothing.
+async fn reload_hooks_on_hangup(
+    node: Node,
+    path: std::path::PathBuf,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            warn!(%error, "cannot catch SIGHUP: the hooks file is read at start only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            got = hangups.recv() => if got.is_none() { return },
+        }
+        match cheops_replicator::load_hooks(&path) {
+            Ok(hooks) => {
+                info!(hooks = hooks.len(), "hooks file read again");
+                node.set_hooks(hooks);
+            }
+            Err(error) => error!(%error, "hooks file not read again; the hooks stay as they were"),
+        }
     }
 }
 

@@ -42,11 +42,20 @@ pub struct HistoryDocument {
     pub operation: Operation,
     #[serde(rename = "Type")]
     pub kind: HistoryKind,
+    /// The site that accepted the operation (absent from older documents).
+    #[serde(rename = "Site", skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 impl HistoryDocument {
-    /// The history document of `operation`, accepted for `resource`.
-    pub fn new(resource: &str, locations: &[String], operation: &Operation) -> HistoryDocument {
+    /// The history document of `operation`, accepted for `resource` by
+    /// `site`.
+    pub fn new(
+        resource: &str,
+        locations: &[String],
+        operation: &Operation,
+        site: &str,
+    ) -> HistoryDocument {
         HistoryDocument {
             id: history_id(resource, &operation.request_id),
             rev: None,
@@ -54,6 +63,7 @@ impl HistoryDocument {
             resource_id: resource.to_owned(),
             operation: operation.clone(),
             kind: HistoryKind::History,
+            site: Some(site.to_owned()),
         }
     }
 }
@@ -208,7 +218,7 @@ mod tests {
             request_id: "r1".into(),
             ..Operation::default()
         };
-        let doc = HistoryDocument::new("counter", &["site1".into()], &operation);
+        let doc = HistoryDocument::new("counter", &["site1".into()], &operation, "site1");
         let text = serde_json::to_string(&doc).expect("serializes");
         assert!(text.contains(r#""Type":"HISTORY""#), "{text}");
         let back: HistoryDocument = serde_json::from_str(&text).expect("reads back");

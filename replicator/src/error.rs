@@ -102,6 +102,10 @@ pub enum ReplicatorError {
         #[source]
         source: std::io::Error,
     },
+    /// The hooks file does not read, or the hooks' positions cannot be
+    /// written.
+    #[error("hooks {path}: {reason}")]
+    Hooks { path: String, reason: String },
     /// The request that would have answered this caller, made for several
     /// at once, was dropped before it answered: the node is stopping.
     #[error("{0} was interrupted")]

@@ -8,14 +8,17 @@
 //! - `node`: the node and what it holds: the ledger, the journal, the
 //!   runner, `/exec`'s submit path, the history reader, the seam the HTTP
 //!   layers use;
+//! - `hooks`: webhooks' configuration, signatures, duties and receipts;
 //! - `workers`: background work under one supervisor (the follower, the
-//!   flusher, replication repair, liveness, idle indexing);
+//!   flusher, replication repair, liveness, idle indexing, the hooks'
+//!   deliveries);
 //! - [`metrics`] and `config` (sites, HTTP clients), used by all.
 
 mod config;
 pub mod consistency;
 mod db;
 mod error;
+mod hooks;
 pub mod metrics;
 mod node;
 mod workers;
@@ -25,6 +28,8 @@ pub use config::sites::{SiteUrls, Sites, Templates};
 pub use db::bootstrap::DatabaseAccess;
 pub use db::documents::Documents;
 pub use error::ReplicatorError;
+pub use hooks::board::{Delivery as HookDelivery, HookStatus};
+pub use hooks::config::{load as load_hooks, parse as parse_hooks, Hook};
 pub use node::events::{NodeEvent, PeerLiveness};
 pub use node::feed::{Event, EventType, Feed, Page as FeedPage, OUTPUT_CAP};
 pub use node::health::Health;

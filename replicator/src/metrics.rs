@@ -23,6 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+use crate::hooks::board::HookStatus;
 use crate::workers::replications::{ReplicationStatus, Resend};
 use crate::workers::status::{TaskState, TaskStatus};
 use crate::ReplicatorError;
@@ -181,6 +182,8 @@ pub struct Snapshot {
     /// The replication to each peer, as last checked.
     pub replications: Vec<ReplicationStatus>,
     pub tasks: Vec<TaskStatus>,
+    /// Each hook's deliveries.
+    pub hooks: Vec<HookStatus>,
     /// Resources scheduled in the runner (waiting or running).
     pub scheduled: usize,
     /// Resources running operations right now.
@@ -223,6 +226,7 @@ struct Operations {
     deleted_reads: Counter,
     merges: Counter,
     replies_written: Counter,
+    hooks: Family<OwnedLabels<2>, Counter>,
 }
 
 /// The requests to the local CouchDB.
@@ -244,6 +248,7 @@ struct Gauges {
     unstored: Gauge,
     task_state: Family<OwnedLabels<2>, Gauge>,
     task_failures: Family<OwnedLabels<1>, Gauge>,
+    hook_backlog: Family<OwnedLabels<1>, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -306,6 +311,11 @@ impl Default for Inner {
                 inner.ops.replies_written.clone(),
             );
             r.register(
+                "hook_deliveries",
+                "Hook delivery outcomes, by hook and result (delivered, failed attempt, abandoned, delivered-elsewhere, lost)",
+                inner.ops.hooks.clone(),
+            );
+            r.register(
                 "couchdb_requests",
                 "Requests to the local CouchDB, by kind and method",
                 inner.couch.requests.clone(),
@@ -365,6 +375,11 @@ impl Default for Inner {
                 "Failures of each background task since its last success",
                 inner.gauges.task_failures.clone(),
             );
+            r.register(
+                "hook_backlog",
+                "Events of the changes feed each hook has not looked at yet",
+                inner.gauges.hook_backlog.clone(),
+            );
         }
         inner
     }
@@ -419,6 +434,15 @@ impl Metrics {
 
     pub fn merged(&self) {
         self.inner.ops.merges.inc();
+    }
+
+    /// A delivery to `hook` ended so, or an attempt failed.
+    pub fn hook(&self, hook: &str, result: &'static str) {
+        self.inner
+            .ops
+            .hooks
+            .get_or_create(&[("hook", hook.to_owned()), ("result", result.to_owned())])
+            .inc();
     }
 
     pub fn replies_written(&self, count: usize) {
@@ -523,6 +547,14 @@ impl Metrics {
                 .task_failures
                 .get_or_create(&[("task", task.name)])
                 .set(i64::from(task.failures));
+        }
+        inner.gauges.hook_backlog.clear();
+        for hook in snapshot.hooks {
+            inner
+                .gauges
+                .hook_backlog
+                .get_or_create(&[("hook", hook.name)])
+                .set(i64::try_from(hook.backlog).unwrap_or(i64::MAX));
         }
         inner.gauges.scheduled.set(gauge(snapshot.scheduled));
         inner.gauges.running.set(gauge(snapshot.running));

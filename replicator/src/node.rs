@@ -29,10 +29,12 @@ use std::time::Duration;
 use cheops_backends::{Backend, CommandResult};
 use cheops_model::ShellCommand;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::db::bootstrap::DatabaseAccess;
 use crate::db::couch::CouchClient;
+use crate::hooks::board::Board;
+use crate::hooks::config::Hook;
 use crate::metrics::{Metrics, Snapshot};
 use crate::node::context::Context;
 use crate::node::events::{NodeEvent, PeerLiveness};
@@ -77,6 +79,11 @@ pub struct NodeConfig {
     pub max_document_size: usize,
     /// The roots trusted and the CouchDB timeout of every HTTP client.
     pub client: ClientOptions,
+    /// The hooks, as the hooks file said at start.
+    pub hooks: Vec<Hook>,
+    /// How long each site standing by for an operation's completion waits,
+    /// per turn, for the sites before it to deliver it.
+    pub hook_standby: Duration,
 }
 
 /// CouchDB 3's default `max_document_size`, in bytes.
@@ -95,6 +102,10 @@ pub struct Node {
     tasks: Tasks,
     /// The resource documents this node stored lately.
     recent: Arc<Recent>,
+    /// The hooks, as the hooks file last said.
+    hooks: Arc<watch::Sender<Arc<Vec<Hook>>>>,
+    /// Each hook's deliveries.
+    board: Board,
 }
 
 /// The longest a liveness probe waits for a peer's answer.
@@ -137,6 +148,7 @@ impl Node {
             ctx.events.clone(),
             replications.clone(),
         );
+        let config_hooks = config.hooks.clone();
         Ok(Node {
             ctx,
             config: Arc::new(config),
@@ -147,7 +159,15 @@ impl Node {
             backend,
             tasks: Tasks::default(),
             recent: Arc::default(),
+            hooks: Arc::new(watch::channel(Arc::new(config_hooks)).0),
+            board: Board::default(),
         })
+    }
+
+    /// Replaces the hooks (the hooks file was read again); deliveries go
+    /// on from where each hook stood, a new one starting now.
+    pub fn set_hooks(&self, hooks: Vec<Hook>) {
+        self.hooks.send_replace(Arc::new(hooks));
     }
 
     /// The statuses of the node's background tasks, shared with the
@@ -178,6 +198,7 @@ impl Node {
         let mut health = self.ctx.health();
         health.tasks = self.tasks.snapshot();
         health.replications = self.replications.statuses();
+        health.hooks = self.board.snapshot();
         health
     }
 
@@ -225,6 +246,7 @@ impl Node {
             update_seq,
             replications,
             tasks: self.tasks.snapshot(),
+            hooks: self.board.snapshot(),
             scheduled,
             running,
             unstored: self.ctx.journal.unstored(),

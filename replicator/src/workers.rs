@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod flusher;
 pub mod follower;
+pub mod hooks;
 pub mod indexing;
 pub mod liveness;
 pub mod replications;

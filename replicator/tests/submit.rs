@@ -132,6 +132,8 @@ fn node(couch_url: &str, max_document_size: usize) -> Node {
         drain: Duration::from_secs(1),
         max_document_size,
         client: ClientOptions::default(),
+        hooks: Vec::new(),
+        hook_standby: Duration::from_secs(30),
     };
     Node::new(config, Arc::new(ShellBackend::new())).unwrap()
 }
@@ -345,7 +347,7 @@ async fn the_limit_applies_to_the_history_document_too() {
         operations: vec![submitted.operation.clone()],
         ..ResourceDocument::default()
     };
-    let history = HistoryDocument::new("r", &resource.locations, &submitted.operation);
+    let history = HistoryDocument::new("r", &resource.locations, &submitted.operation, "site1");
     let (resource_size, history_size) = (
         serde_json::to_vec(&resource).unwrap().len(),
         serde_json::to_vec(&history).unwrap().len(),

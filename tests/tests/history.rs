@@ -102,7 +102,9 @@ async fn write_ledger(cluster: &Cluster, http: &reqwest::Client) -> Vec<String> 
 
     let mut docs: Vec<Value> = history
         .iter()
-        .map(|op| serde_json::to_value(HistoryDocument::new(RESOURCE, &sites, op)).unwrap())
+        .map(|op| {
+            serde_json::to_value(HistoryDocument::new(RESOURCE, &sites, op, "site1")).unwrap()
+        })
         .collect();
     for (n, op) in history
         .iter()

@@ -207,6 +207,18 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_MAX_REPLY_BYTES", default_value_t = DEFAULT_MAX_REPLY_BYTES)]
     max_reply_bytes: usize,
 
+    /// A JSON file of webhooks: the changes feed's events POSTed, signed
+    /// (Standard Webhooks), to the URLs it names (README, "Hooks"). Read
+    /// again on SIGHUP; a file that does not read is refused at start with
+    /// the line at fault, and on SIGHUP leaves the hooks as they were.
+    #[arg(long, env = "CHEOPS_HOOKS", value_name = "FILE")]
+    hooks: Option<PathBuf>,
+
+    /// Seconds each site standing by for an operation's completion waits,
+    /// per turn, for the sites before it to deliver it to a hook.
+    #[arg(long, env = "CHEOPS_HOOK_STANDBY", default_value_t = 30)]
+    hook_standby: u64,
+
     /// Seconds any request to CouchDB may take. The changes feed is
     /// reopened (and /health answers 503) when it sends nothing, not even a
     /// heartbeat, for as long.
@@ -283,6 +295,8 @@ pub struct Settings {
     /// The tokens every listener checks.
     pub tokens: Arc<Tokens>,
     pub exposure: Exposure,
+    /// The hooks file, read again on SIGHUP.
+    pub hooks_file: Option<PathBuf>,
 }
 
 /// How the daemon runs commands.
@@ -349,6 +363,13 @@ impl ServeArgs {
         if self.max_document_size == 0 {
             return Err("--max-document-size must be at least 1 byte".into());
         }
+        if self.hook_standby == 0 {
+            return Err("--hook-standby must be at least 1 second".into());
+        }
+        let hooks = match &self.hooks {
+            Some(path) => cheops_replicator::load_hooks(path).map_err(|e| format!("--{e}"))?,
+            None => Vec::new(),
+        };
         cheops_model::check_site_name(&site).map_err(|e| format!("--site (or MYFQDN): {e}"))?;
         let command_env = self
             .command_env
@@ -511,6 +532,8 @@ impl ServeArgs {
                 drain: super::OPERATIONS_DRAIN,
                 max_document_size: self.max_document_size,
                 client,
+                hooks,
+                hook_standby: Duration::from_secs(self.hook_standby),
             },
             commands: CommandSettings {
                 env: cheops_backends::command_env(&command_env, std::env::vars_os()),
@@ -533,6 +556,7 @@ impl ServeArgs {
             },
             tokens,
             exposure,
+            hooks_file: self.hooks,
         })
     }
 }

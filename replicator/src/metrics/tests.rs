@@ -80,6 +80,11 @@ fn gauges_show_the_snapshot_and_only_it() {
             checked: Timestamp::now(),
         }],
         tasks: vec![task("follower", TaskState::Retrying, 3)],
+        hooks: vec![HookStatus {
+            name: "deploys".into(),
+            backlog: 5,
+            ..HookStatus::default()
+        }],
         scheduled: 4,
         running: 2,
         unstored: 1,
@@ -106,6 +111,7 @@ fn gauges_show_the_snapshot_and_only_it() {
             ("cheops_runner_scheduled", 4.0),
             ("cheops_runner_running", 2.0),
             ("cheops_journal_unstored", 1.0),
+            (r#"cheops_hook_backlog{hook="deploys"}"#, 5.0),
         ],
     );
 

@@ -17,7 +17,7 @@
 //! derived again from the changes after the checkpoint. The feed keeps the
 //! last [`RETAIN`] events; a token older than the oldest is refused as gone.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,7 +39,7 @@ pub const RETAIN: usize = 50_000;
 pub const OUTPUT_CAP: usize = 1024;
 
 /// What an event says happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventType {
     /// An operation was accepted (by any site) and reached this node.
@@ -51,6 +51,18 @@ pub enum EventType {
     /// The operation announced was refused in the end (its `/exec`
     /// answered an error): it never runs.
     OperationRefused,
+}
+
+impl EventType {
+    /// Its name, as the feed and the hooks write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Operation => "operation",
+            EventType::Reply => "reply",
+            EventType::OperationComplete => "operation-complete",
+            EventType::OperationRefused => "operation-refused",
+        }
+    }
 }
 
 /// One thing that happened to a resource.
@@ -66,7 +78,9 @@ pub struct Event {
     pub time: Timestamp,
     /// The sites of the resource.
     pub locations: Vec<String>,
-    /// The site that replied (`reply`).
+    /// The site that replied (`reply`), or that accepted the operation
+    /// (`operation`, `operation-refused`; absent when the operation's
+    /// history document does not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
     /// Its reply's status (`reply`).
@@ -83,6 +97,10 @@ pub struct Event {
     /// The operation's type (`operation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op_type: Option<String>,
+    /// What each site replied, its last reply for a site that ran it again
+    /// (`operation-complete`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub statuses: BTreeMap<String, Status>,
 }
 
 impl Event {
@@ -100,11 +118,13 @@ impl Event {
             ran_at: None,
             output: None,
             op_type: None,
+            statuses: BTreeMap::new(),
         }
     }
 
-    /// What it is about: two events with one key are one event.
-    fn key(&self) -> String {
+    /// What it is about: two events with one key are one event, in this
+    /// feed and in every other node's.
+    pub fn key(&self) -> String {
         let Event {
             kind,
             resource,
@@ -160,14 +180,16 @@ struct Inner {
 struct State {
     events: VecDeque<Event>,
     keys: HashSet<String>,
-    /// The sites whose reply to a request is in the feed, by resource and
-    /// request.
-    replied: HashMap<(String, String), BTreeSet<String>>,
+    /// What each site replied to a request, as the feed's replies say, by
+    /// resource and request.
+    replied: HashMap<(String, String), BTreeMap<String, Status>>,
     /// The number of the last event ever added (0 before any).
     last: u64,
     file: Option<File>,
     /// Lines appended since the file was last synced.
     unsynced: bool,
+    /// The number of the last event the file holds for sure.
+    durable: u64,
 }
 
 impl Feed {
@@ -237,6 +259,7 @@ impl Feed {
                     last,
                     file,
                     unsynced: false,
+                    durable: last,
                 }),
                 last: watch::channel(last).0,
             }),
@@ -254,13 +277,20 @@ impl Feed {
     /// Adds `event` under the next number, unless an event with its key is
     /// in the feed, and after a reply the `operation-complete` it makes;
     /// returns how many events were added.
-    pub fn append(&self, event: Event) -> Result<usize, ReplicatorError> {
+    pub fn append(&self, mut event: Event) -> Result<usize, ReplicatorError> {
         let mut state = self.state();
         if event.kind == EventType::OperationRefused {
             let announced = Event::new(EventType::Operation, &event.resource, &event.request, &[]);
             if !state.keys.contains(&announced.key()) {
                 return Ok(0);
             }
+            // Refused where it was accepted.
+            event.site = state
+                .events
+                .iter()
+                .rev()
+                .find(|e| e.kind == EventType::Operation && e.key() == announced.key())
+                .and_then(|e| e.site.clone());
         }
         let complete = (event.kind == EventType::Reply).then(|| {
             Event::new(
@@ -271,13 +301,15 @@ impl Feed {
             )
         });
         let mut added = usize::from(self.add(&mut state, event)?);
-        if let Some(complete) = complete {
+        if let Some(mut complete) = complete {
             let key = (complete.resource.clone(), complete.request.clone());
             let sites = state.replied.get(&key);
             // A reply naming no site completes nothing.
             let all = !complete.locations.is_empty()
-                && sites.is_some_and(|sites| complete.locations.iter().all(|l| sites.contains(l)));
+                && sites
+                    .is_some_and(|sites| complete.locations.iter().all(|l| sites.contains_key(l)));
             if all {
+                complete.statuses = sites.cloned().unwrap_or_default();
                 added += usize::from(self.add(&mut state, complete)?);
             }
         }
@@ -330,14 +362,21 @@ impl Feed {
 
     fn sync_now(&self) -> Result<(), ReplicatorError> {
         let mut state = self.state();
-        if !state.unsynced {
-            return Ok(());
+        if state.unsynced {
+            if let Some(file) = state.file.as_ref() {
+                file.sync_data().map_err(|source| self.failed(source))?;
+            }
+            state.unsynced = false;
         }
-        if let Some(file) = state.file.as_ref() {
-            file.sync_data().map_err(|source| self.failed(source))?;
-        }
-        state.unsynced = false;
+        state.durable = state.last;
         Ok(())
+    }
+
+    /// The number of the last event made durable by [`Feed::sync`]: the
+    /// events up to it keep their numbers across a crash, those after it
+    /// may be derived again under other numbers.
+    pub fn durable(&self) -> u64 {
+        self.state().durable
     }
 
     /// The events after `since` (every one kept when `None`), of
@@ -408,6 +447,7 @@ impl Feed {
         };
         state.file = Some(write().map_err(|source| self.failed(source))?);
         state.unsynced = false;
+        state.durable = state.last;
         Ok(())
     }
 
@@ -424,8 +464,8 @@ impl Feed {
     }
 }
 
-/// The sites that replied to each request, as `events` say.
-fn replied(events: &VecDeque<Event>) -> HashMap<(String, String), BTreeSet<String>> {
+/// What each site replied to each request, as `events` say.
+fn replied(events: &VecDeque<Event>) -> HashMap<(String, String), BTreeMap<String, Status>> {
     let mut replied = HashMap::new();
     for event in events {
         note_reply(&mut replied, event);
@@ -433,12 +473,12 @@ fn replied(events: &VecDeque<Event>) -> HashMap<(String, String), BTreeSet<Strin
     replied
 }
 
-fn note_reply(replied: &mut HashMap<(String, String), BTreeSet<String>>, event: &Event) {
-    if let (EventType::Reply, Some(site)) = (event.kind, &event.site) {
+fn note_reply(replied: &mut HashMap<(String, String), BTreeMap<String, Status>>, event: &Event) {
+    if let (EventType::Reply, Some(site), Some(status)) = (event.kind, &event.site, event.status) {
         replied
             .entry((event.resource.clone(), event.request.clone()))
             .or_default()
-            .insert(site.clone());
+            .insert(site.clone(), status);
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::hooks::board::HookStatus;
 use crate::workers::replications::ReplicationStatus;
 use crate::workers::status::{TaskState, TaskStatus};
 
@@ -20,6 +21,8 @@ pub struct Health {
     /// is broken leaves the node healthy: it still accepts operations, and
     /// its peers get them once the replication is repaired.
     pub replications: Vec<ReplicationStatus>,
+    /// Each hook's deliveries.
+    pub hooks: Vec<HookStatus>,
 }
 
 impl Health {
@@ -53,6 +56,7 @@ mod tests {
     #[test]
     fn a_failed_vital_task_makes_the_node_unhealthy() {
         let mut health = Health {
+            hooks: Vec::new(),
             couchdb_reachable: true,
             follower_live: true,
             last_error: None,

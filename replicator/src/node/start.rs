@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{error, info};
 
 use crate::db::bootstrap::bootstrap;
+use crate::hooks::delivery;
+use crate::hooks::positions::Positions;
 use crate::node::Node;
 use crate::workers::flusher::Flusher;
 use crate::workers::follower::{Checkpoint, Follower};
+use crate::workers::hooks::Deliveries;
 use crate::workers::indexing::IdleIndexing;
 use crate::workers::supervisor::Spawner;
 use crate::workers::worker::{Worker, WorkerState};
@@ -80,5 +83,21 @@ impl Node {
             ledger: Arc::clone(&self.ctx.ledger),
         };
         spawner.spawn_worker("indexing", false, indexing);
+        match delivery::client(&self.config.client) {
+            Ok(http) => {
+                let deliveries = Deliveries::new(
+                    self.ctx.clone(),
+                    http,
+                    self.hooks.subscribe(),
+                    Positions::open(&self.config.data_dir, &self.ctx.site),
+                    self.board.clone(),
+                    self.config.hook_standby,
+                );
+                spawner.spawn_worker("hooks", false, deliveries);
+            }
+            Err(error) => {
+                error!(site = %self.ctx.site, %error, "no client to deliver hooks with; hooks are off");
+            }
+        }
     }
 }

@@ -113,10 +113,9 @@ impl Node {
             }
             doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
             let pruned = prune_seen(&mut doc, &operation.request_id, &seen);
-            let new_history = left
-                .history
-                .is_none()
-                .then(|| HistoryDocument::new(resource_id, &doc.locations, operation));
+            let new_history = left.history.is_none().then(|| {
+                HistoryDocument::new(resource_id, &doc.locations, operation, &self.ctx.site)
+            });
             // The limit applies to each document of the request.
             let size = serde_json::to_vec(&doc).map_or(0, |json| json.len()).max(
                 new_history

@@ -170,6 +170,7 @@ impl Follower {
                         history.locations.as_deref().unwrap_or_default(),
                     );
                     event.op_type = Some(history.operation.op_type);
+                    event.site = history.site;
                     self.feed(event);
                 }
                 Err(error) => warn!(id = %change.id, %error, "unreadable history document"),
@@ -242,6 +243,8 @@ struct HistoryKey {
     locations: Option<Vec<String>>,
     #[serde(rename = "Operation")]
     operation: RequestKey,
+    #[serde(rename = "Site", default)]
+    site: Option<String>,
 }
 
 #[derive(Deserialize)]

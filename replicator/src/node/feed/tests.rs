@@ -111,6 +111,12 @@ fn the_last_site_to_reply_completes_the_operation_once() {
             EventType::Reply
         ]
     );
+    let complete = &feed.read(Some(3), None, 1).unwrap().events[0];
+    assert_eq!(
+        complete.statuses,
+        BTreeMap::from([("site1".into(), Status::Ok), ("site2".into(), Status::Ok)]),
+        "what each site replied"
+    );
 }
 
 #[test]
@@ -189,7 +195,15 @@ fn a_refused_operation_is_said_refused_once_announced() {
     let feed = Feed::in_memory();
     let refused = |request: &str| Event::new(EventType::OperationRefused, "a", request, &[]);
     assert_eq!(feed.append(refused("r0")).unwrap(), 0);
-    feed.append(operation("a", "r1")).unwrap();
+    let mut announced = operation("a", "r1");
+    announced.site = Some("site2".into());
+    feed.append(announced).unwrap();
     assert_eq!(feed.append(refused("r1")).unwrap(), 1);
     assert_eq!(feed.append(refused("r1")).unwrap(), 0);
+    let last = feed.read(Some(1), None, 1).unwrap().events.remove(0);
+    assert_eq!(
+        (last.kind, last.site.as_deref()),
+        (EventType::OperationRefused, Some("site2")),
+        "refused where it was accepted"
+    );
 }
