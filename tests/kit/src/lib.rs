@@ -16,6 +16,7 @@ pub mod scheduler;
 pub mod scrape;
 pub mod tls;
 mod wait;
+pub mod webhooks;
 
 pub use cluster::{
     absent_peer, authorized_client, Cluster, ClusterOptions, Exec, NodeInfo, Process, TOKEN_FILE,
