@@ -1,7 +1,9 @@
 //! The changes feed on real daemons: an operation on two sites shows as
 //! `operation`, one `reply` per site and one `operation-complete`; after a
 //! restart that reads every change again, the feed resumes from a token
-//! without missing or repeating an event.
+//! without missing or repeating an event. Concurrent operations that do not
+//! commute show a `merge`, and the site that ran the block again a
+//! `rerun`; an exec that prunes shows `pruned`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -45,7 +47,7 @@ fn events(lines: &[Value]) -> Vec<(String, String, String)> {
 /// the feed may show it: the completion last.
 fn expected(request: &str) -> BTreeSet<(String, String, String)> {
     [
-        ("operation", ""),
+        ("operation", "site1"),
         ("reply", "site1"),
         ("reply", "site2"),
         ("operation-complete", ""),
@@ -117,7 +119,13 @@ async fn the_feed_shows_each_event_once_and_resumes_after_a_restart() {
     cluster.start_daemon(0).await;
     let second = exec(&cluster).await;
     let (lines, _) = complete(&cluster, token, &second).await;
-    let got = events(&lines);
+    // The second exec also took the first operation's payload out of the
+    // block, every site having run it.
+    let (pruned, got): (Vec<_>, Vec<_>) = events(&lines).into_iter().partition(|e| e.0 == "pruned");
+    assert_eq!(
+        pruned,
+        [("pruned".to_owned(), first.clone(), "site1".to_owned())]
+    );
     assert_eq!(
         got.iter().cloned().collect::<BTreeSet<_>>(),
         expected(&second),
@@ -128,9 +136,9 @@ async fn the_feed_shows_each_event_once_and_resumes_after_a_restart() {
         .iter()
         .all(|l| l["type"] == "bookmark" || l["seq"].as_u64() > Some(token)));
 
-    // The whole feed: eight events, none twice, numbered in order.
+    // The whole feed: nine events, none twice, numbered in order.
     let all = changes(&cluster, 0, "").await;
-    assert_eq!(events(&all).len(), 8, "{:?}", events(&all));
+    assert_eq!(events(&all).len(), 9, "{:?}", events(&all));
     let seqs: Vec<u64> = all
         .iter()
         .filter(|l| l["type"] != "bookmark")
@@ -150,5 +158,96 @@ async fn the_feed_shows_each_event_once_and_resumes_after_a_restart() {
     };
     let third = exec(&cluster).await;
     let text = waiting.await.expect("the poll").expect("an answer");
-    assert!(text.contains(&third), "{text}");
+    // The third exec's first event: it pruned the second, or announced itself.
+    let first: Value =
+        serde_json::from_str(text.lines().next().unwrap_or_default()).expect("a line");
+    assert_eq!(first["seq"].as_u64(), Some(last + 1), "{text}");
+    assert!(
+        first["request"] == second.as_str() || first["request"] == third.as_str(),
+        "{text}"
+    );
+}
+
+/// Every pair of `a` and `b` keeps its order: concurrent ones do not
+/// commute, and a site that ran them in the other order runs the block
+/// again.
+const KEEP_ORDER: &str = r#"{"ResolutionMatrix": [
+    {"Before": "a", "After": "b", "Result": "take-both-keep-order"},
+    {"Before": "b", "After": "a", "Result": "take-both-keep-order"}]}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_a_rerun_and_a_prune_are_events() {
+    let cluster = Cluster::start_with_timeout(2, 1).await;
+    let send = |i: usize, command: &'static [&'static str; 1], op_type: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let exec = Exec {
+                config: Some(KEEP_ORDER),
+                ..Exec::new("m", "site1&site2", command, op_type)
+            };
+            let (status, replies) = cluster.exec(i, exec).await;
+            assert_eq!(status, 200, "{replies:?}");
+            replies.expect("replies")[0].request_id.clone()
+        }
+    };
+    send(0, &["true"], "a").await;
+    cluster.converged("m", &[0, 1]).await;
+    cluster.partition();
+    let one = send(0, &["echo one"], "a").await;
+    let two = send(1, &["echo two"], "b").await;
+    cluster.heal();
+
+    // Both feeds end up with the rerun (a reply, replicated); the merge is
+    // in the feed of the node that made it.
+    let (merges, reruns) = until("a merge and a rerun", WAIT, || async {
+        let mut all = Vec::new();
+        for i in 0..2 {
+            all.push(events(&changes(&cluster, i, "/m").await));
+        }
+        let of = |feed: &[(String, String, String)], kind: &str| {
+            feed.iter()
+                .filter(|e| e.0 == kind)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let merges: Vec<_> = all.iter().flat_map(|feed| of(feed, "merge")).collect();
+        let reruns: Vec<_> = all.iter().map(|feed| of(feed, "rerun")).collect();
+        let complete = all.iter().all(|feed| {
+            [&one, &two].iter().all(|request| {
+                feed.iter()
+                    .any(|e| e.0 == "operation-complete" && e.1 == **request)
+            })
+        });
+        if !merges.is_empty() && reruns.iter().all(|r| !r.is_empty()) && complete {
+            Ok((merges, reruns))
+        } else {
+            Err(format!("{all:?}"))
+        }
+    })
+    .await;
+    assert!(
+        merges.iter().all(|m| m.1.is_empty() && !m.2.is_empty()),
+        "{merges:?}"
+    );
+    assert_eq!(reruns[0], reruns[1], "one rerun, seen alike by both nodes");
+    assert_eq!(reruns[0].len(), 1, "{reruns:?}");
+
+    // Every site ran both: the next exec on site1 prunes them, and says so.
+    let three = send(0, &["true"], "a").await;
+    let feed = events(&changes(&cluster, 0, "/m").await);
+    let pruned: BTreeSet<&str> = feed
+        .iter()
+        .filter(|e| e.0 == "pruned")
+        .map(|e| e.1.as_str())
+        .collect();
+    assert!(
+        pruned.contains(one.as_str())
+            && pruned.contains(two.as_str())
+            && !pruned.contains(three.as_str()),
+        "{feed:?}"
+    );
+    assert!(feed
+        .iter()
+        .filter(|e| e.0 == "pruned")
+        .all(|e| e.2 == "site1"));
 }

@@ -1,6 +1,7 @@
 //! Which node delivers which event, so that a receiver hears of each event
-//! from one place: a reply from the site that ran it, an operation (and its
-//! refusal) from the site that accepted it, and an operation's completion
+//! from one place: a reply (or a rerun) from the site that ran it, an
+//! operation (and its refusal) from the site that accepted it, a merge or a
+//! prune from the node that made it, and an operation's completion
 //! from one site of the resource, the others standing by in turn
 //! (CONSISTENCY.md, "Hooks").
 
@@ -31,7 +32,10 @@ pub fn duty(event: &Event, site: &str) -> Duty {
         }
     };
     match event.kind {
-        EventType::Reply => own(event.site.as_deref()),
+        // What a site did, or what this node did itself.
+        EventType::Reply | EventType::Rerun | EventType::Merge | EventType::Pruned => {
+            own(event.site.as_deref())
+        }
         // An operation accepted before sites were recorded: the first site
         // in the completion's order says it, with no stand-by.
         EventType::Operation | EventType::OperationRefused if event.site.is_none() => {

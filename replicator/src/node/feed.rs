@@ -51,6 +51,14 @@ pub enum EventType {
     /// The operation announced was refused in the end (its `/exec`
     /// answered an error): it never runs.
     OperationRefused,
+    /// A site ran the block again from its start, from this operation on
+    /// (a rebuild, CONSISTENCY.md, Rule 3): its commands ran there again.
+    Rerun,
+    /// This node merged concurrent revisions of the resource into one.
+    Merge,
+    /// This node's `/exec` took the operation's payload out of the block:
+    /// every site ran it (CONSISTENCY.md, "Pruning").
+    Pruned,
 }
 
 impl EventType {
@@ -61,6 +69,9 @@ impl EventType {
             EventType::Reply => "reply",
             EventType::OperationComplete => "operation-complete",
             EventType::OperationRefused => "operation-refused",
+            EventType::Rerun => "rerun",
+            EventType::Merge => "merge",
+            EventType::Pruned => "pruned",
         }
     }
 }
@@ -73,21 +84,23 @@ pub struct Event {
     #[serde(rename = "type")]
     pub kind: EventType,
     pub resource: String,
+    /// The operation's request id (empty for `merge`).
     pub request: String,
     /// When this node added it.
     pub time: Timestamp,
     /// The sites of the resource.
     pub locations: Vec<String>,
-    /// The site that replied (`reply`), or that accepted the operation
-    /// (`operation`, `operation-refused`; absent when the operation's
-    /// history document does not say).
+    /// The site that replied (`reply`, `rerun`), that accepted the
+    /// operation (`operation`, `operation-refused`; absent when the
+    /// operation's history document does not say), or this node's
+    /// (`merge`, `pruned`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
-    /// Its reply's status (`reply`).
+    /// Its reply's status (`reply`, `rerun`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
-    /// When the site ran it (`reply`): a site that runs an operation again
-    /// replies again, at another time.
+    /// When the site ran it (`reply`, `rerun`): a site that runs an
+    /// operation again replies again, at another time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ran_at: Option<Timestamp>,
     /// The start of the reply's output, at most [`OUTPUT_CAP`] bytes
@@ -101,6 +114,12 @@ pub struct Event {
     /// (`operation-complete`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub statuses: BTreeMap<String, Status>,
+    /// The revision the merge wrote (`merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<String>,
+    /// How many concurrent revisions it merged into it (`merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<usize>,
 }
 
 impl Event {
@@ -119,6 +138,8 @@ impl Event {
             output: None,
             op_type: None,
             statuses: BTreeMap::new(),
+            rev: None,
+            merged: None,
         }
     }
 
@@ -135,8 +156,14 @@ impl Event {
             EventType::Operation => format!("operation\n{resource}\n{request}"),
             EventType::OperationComplete => format!("complete\n{resource}\n{request}"),
             EventType::OperationRefused => format!("refused\n{resource}\n{request}"),
-            EventType::Reply => format!(
-                "reply\n{resource}\n{request}\n{}\n{}",
+            EventType::Pruned => format!("pruned\n{resource}\n{request}"),
+            EventType::Merge => format!(
+                "merge\n{resource}\n{}",
+                self.rev.as_deref().unwrap_or_default()
+            ),
+            EventType::Reply | EventType::Rerun => format!(
+                "{}\n{resource}\n{request}\n{}\n{}",
+                kind.as_str(),
                 self.site.as_deref().unwrap_or_default(),
                 self.ran_at.map(|t| t.to_string()).unwrap_or_default()
             ),
@@ -325,6 +352,14 @@ impl Feed {
             self.inner.last.send_replace(seq);
         }
         Ok(added)
+    }
+
+    /// Appends `event`; a feed that cannot be written is logged, not
+    /// fatal: replication and runs go on without it.
+    pub fn note(&self, event: Event) {
+        if let Err(error) = self.append(event) {
+            warn!(%error, "changes feed event lost");
+        }
     }
 
     /// Adds `event` unless its key is in the feed; whether it did.

@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 use crate::consistency::{add_operation, prunable, prune_payloads, Seen};
 use crate::db::couch::Written;
 use crate::db::queries;
+use crate::node::feed::{Event, EventType};
 use crate::node::Node;
 use crate::{ReplicatorError, Submission, Submitted};
 
@@ -150,6 +151,12 @@ impl Node {
                     self.ctx
                         .ledger
                         .pruned(resource_id, pruned.iter().map(String::as_str));
+                    for request in &pruned {
+                        let mut event =
+                            Event::new(EventType::Pruned, resource_id, request, &locations);
+                        event.site = Some(self.ctx.site.clone());
+                        self.ctx.feed.note(event);
+                    }
                     return Ok(locations);
                 }
                 Ok((Written::Conflict, stored)) => {

@@ -122,7 +122,7 @@ impl Follower {
             // A history document is deleted only when its operation was
             // refused in the end; its id says which.
             if let Some((resource, request)) = history_of(&change.id) {
-                self.feed(Event::new(
+                self.ctx.feed.note(Event::new(
                     EventType::OperationRefused,
                     resource,
                     request,
@@ -147,7 +147,13 @@ impl Follower {
                     event.status = Some(reply.status);
                     event.ran_at = Some(reply.execution_time);
                     event.output = Some(cap_output(&reply.output));
-                    self.feed(event);
+                    if reply.rebuild {
+                        let mut rerun = event.clone();
+                        rerun.kind = EventType::Rerun;
+                        rerun.output = None;
+                        self.ctx.feed.note(rerun);
+                    }
+                    self.ctx.feed.note(event);
                     self.ctx.events.send(NodeEvent::Reply {
                         resource: reply.resource_id.clone(),
                         request_id: reply.request_id.clone(),
@@ -171,7 +177,7 @@ impl Follower {
                     );
                     event.op_type = Some(history.operation.op_type);
                     event.site = history.site;
-                    self.feed(event);
+                    self.ctx.feed.note(event);
                 }
                 Err(error) => warn!(id = %change.id, %error, "unreadable history document"),
             }
@@ -191,14 +197,6 @@ impl Follower {
             }
         } else {
             debug!(id = %change.id, "change ignored");
-        }
-    }
-
-    /// Adds `event` to the changes feed. A feed that cannot be written is
-    /// logged, not fatal: replication and runs go on without it.
-    fn feed(&self, event: Event) {
-        if let Err(error) = self.ctx.feed.append(event) {
-            warn!(site = %self.ctx.site, %error, "changes feed event lost");
         }
     }
 

@@ -207,3 +207,24 @@ fn a_refused_operation_is_said_refused_once_announced() {
         "refused where it was accepted"
     );
 }
+
+/// A rerun is an event of its own beside the reply it comes with; merges
+/// are told apart by the revision they wrote.
+#[test]
+fn reruns_and_merges_have_keys_of_their_own() {
+    let feed = Feed::in_memory();
+    let reply = reply("a", "r1", "site1", "2026-01-01T00:00:01Z");
+    let mut rerun = reply.clone();
+    rerun.kind = EventType::Rerun;
+    assert_eq!(feed.append(rerun.clone()).unwrap(), 1);
+    assert_eq!(feed.append(reply).unwrap(), 1);
+    assert_eq!(feed.append(rerun).unwrap(), 0);
+    let merge = |rev: &str| {
+        let mut event = Event::new(EventType::Merge, "a", "", &locations());
+        event.rev = Some(rev.into());
+        event
+    };
+    assert_eq!(feed.append(merge("3-x")).unwrap(), 1);
+    assert_eq!(feed.append(merge("3-x")).unwrap(), 0);
+    assert_eq!(feed.append(merge("4-y")).unwrap(), 1);
+}

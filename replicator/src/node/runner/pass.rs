@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::recorder::Recorder;
 use super::{Inner, MERGE_WAIT};
 use crate::consistency::{payloads, plan, plan_anyway, Run};
+use crate::node::feed::{Event, EventType};
 use crate::node::resolution::resolution_docs;
 use crate::node::store::store_replies;
 use crate::workers::backoff;
@@ -336,6 +337,14 @@ impl Inner {
             });
         }
         self.ctx.metrics.merged();
+        let mut merged = Event::new(EventType::Merge, &doc.id, "", &doc.locations);
+        merged.site = Some(self.ctx.site.clone());
+        merged.rev = results
+            .iter()
+            .find(|r| r.id.as_deref() == Some(doc.id.as_str()))
+            .and_then(|r| r.rev.clone());
+        merged.merged = Some(losers.len() + 1);
+        self.ctx.feed.note(merged);
         info!(resource = %doc.id, site = %self.ctx.site, losers = losers.len(), "conflict resolved");
         Ok(())
     }
