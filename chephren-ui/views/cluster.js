@@ -1,14 +1,19 @@
 // The cluster: every site this node knows, whether it answers and since
-// when, how many resources live there, and how the replication to it fares.
+// when, how many resources live there, and how the replication to it fares;
+// this node's hooks and their last deliveries; and its changes feed, live.
 
-import { h, pill, when } from '../dom.js';
+import { getJson } from '../api.js';
+import { h, pill, shortId, when } from '../dom.js';
+
+/** How many of the feed's last events the page shows. */
+const FEED_EVENTS = 30;
 
 export const clusterView = {
   nav: 'cluster',
 
-  // The app loads the cluster for every view; nothing more is needed.
+  // The app loads the cluster for every view; the feed is this view's.
   async load() {
-    return null;
+    return getJson(`feed?limit=${FEED_EVENTS}`);
   },
 
   wants() {
@@ -20,10 +25,12 @@ export const clusterView = {
     const warning = h('div', { class: 'banner warn', hidden: true });
     const grid = h('section', { class: 'sites', 'aria-label': 'Sites' });
     const note = h('p', { class: 'note' });
-    root.append(h('h1', {}, 'Cluster'), warning, summary, grid, note);
+    const hooks = h('section', { class: 'hooks', 'aria-label': 'Hooks' });
+    const feed = h('section', { class: 'feed', 'aria-label': 'Changes' });
+    root.append(h('h1', {}, 'Cluster'), warning, summary, grid, note, hooks, feed);
 
     return {
-      update(_data, cluster) {
+      update(events, cluster) {
         const online = cluster.sites.filter((site) => site.state === 'ONLINE').length;
         summary.replaceChildren(
           tile('Sites online', `${online} / ${cluster.sites.length}`, online === cluster.sites.length ? 'good' : 'bad'),
@@ -54,7 +61,16 @@ export const clusterView = {
         }
         warning.hidden = problems.length === 0;
         warning.replaceChildren(...problems.map((text) => h('div', {}, text)));
+        for (const hook of cluster.hooks || []) {
+          const last = hook.last[0];
+          if (last && !last.delivered) {
+            problems.push(`Hook ${hook.name} gave up a ${last.event} event of ${last.resource} after ${last.attempts} attempts (${last.result}).`);
+          }
+        }
         grid.replaceChildren(...cluster.sites.map((site) => siteCard(site, cluster.address)));
+        hooks.hidden = !(cluster.hooks || []).length;
+        hooks.replaceChildren(h('h2', {}, 'Hooks'), ...(cluster.hooks || []).map(hookCard));
+        feed.replaceChildren(h('h2', {}, `Changes on ${cluster.site}`), feedTable(events || []));
         note.textContent =
           `As seen from ${cluster.site}. A peer is online when both its CouchDB and its Cheops API answer a probe; ` +
           'unknown sites are named by a resource but not probed yet.';
@@ -95,6 +111,72 @@ function siteCard(site, address) {
       h('dd', { class: 'count' }, site.resources),
       site.replication ? h('dt', {}, 'Replication') : null,
       site.replication ? h('dd', {}, replicationText(site.replication)) : null,
+    ),
+  );
+}
+
+// A hook: what its deliveries came to, and the last ones.
+function hookCard(hook) {
+  const counts = [
+    ['delivered', hook.delivered],
+    ['failed attempts', hook.failed_attempts],
+    ['given up', hook.abandoned],
+    ['delivered elsewhere', hook.delivered_elsewhere],
+    ['not looked at yet', hook.backlog],
+  ];
+  return h(
+    'article',
+    { class: 'hook', data: { hook: hook.name } },
+    h('h3', {}, hook.name),
+    h('p', { class: 'counts' }, counts.map(([label, n]) => h('span', { class: 'count-pair' }, h('strong', {}, n), ` ${label}`))),
+    hook.last.length
+      ? h(
+          'table',
+          { class: 'list deliveries' },
+          h('thead', {}, h('tr', {}, ['Event', 'Resource', 'Request', 'Result', 'Attempts', 'When'].map((t) => h('th', {}, t)))),
+          h(
+            'tbody',
+            {},
+            hook.last.map((d) =>
+              h(
+                'tr',
+                { data: { event: d.event, delivered: String(d.delivered) } },
+                h('td', {}, d.event),
+                h('td', {}, h('a', { href: `#/resource/${encodeURIComponent(d.resource)}` }, d.resource)),
+                h('td', {}, shortId(d.request)),
+                h('td', {}, h('span', { class: d.delivered ? 'yes' : 'no' }, d.result)),
+                h('td', { class: 'num' }, d.attempts),
+                h('td', {}, when(d.at)),
+              ),
+            ),
+          ),
+        )
+      : h('p', { class: 'muted' }, 'No delivery yet.'),
+  );
+}
+
+// The feed's last events, newest first.
+function feedTable(events) {
+  if (!events.length) return h('p', { class: 'empty' }, 'Nothing has happened on this node yet.');
+  return h(
+    'table',
+    { class: 'list feed-events' },
+    h('thead', {}, h('tr', {}, ['#', 'Event', 'Resource', 'Request', 'Site', 'When'].map((t) => h('th', {}, t)))),
+    h(
+      'tbody',
+      {},
+      events.map((event) =>
+        h(
+          'tr',
+          { data: { type: event.type, of: event.resource, seq: String(event.seq) } },
+          h('td', { class: 'num' }, event.seq),
+          h('td', {}, event.type, event.status ? [' ', pill(event.status)] : null),
+          h('td', {}, h('a', { href: `#/resource/${encodeURIComponent(event.resource)}` }, event.resource)),
+          h('td', {}, event.request ? shortId(event.request) : '—'),
+          h('td', {}, event.site ?? ''),
+          h('td', {}, when(event.time)),
+        ),
+      ),
     ),
   );
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use cheops_model::Timestamp;
-use cheops_replicator::{Health, PeerLiveness, ReplicationStatus, TaskStatus};
+use cheops_replicator::{Health, HookStatus, PeerLiveness, ReplicationStatus, TaskStatus};
 use serde::Serialize;
 
 use crate::block;
@@ -45,6 +45,8 @@ pub struct ClusterView {
     /// This node's background tasks (follower, runner, replications, …),
     /// each with its state and last error.
     pub tasks: Vec<TaskStatus>,
+    /// This node's hooks and their last deliveries.
+    pub hooks: Vec<HookStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -157,6 +159,7 @@ pub fn cluster(
         last_error: health.last_error,
         database: docs.is_some(),
         tasks: health.tasks,
+        hooks: health.hooks,
     }
 }
 

@@ -16,6 +16,7 @@
 //!   reply status with its output, and its unresolved conflicts;
 //! - `GET /api/history/{id}`: a page of a resource's history, oldest first,
 //!   every operation ever accepted with every site's replies;
+//! - `GET /api/feed`: the last events of the node's changes feed;
 //! - `GET /api/events`: server-sent events as things change;
 //! - `GET /`: the UI itself.
 //!
@@ -25,6 +26,7 @@
 mod block;
 mod cluster;
 mod cors;
+mod feed;
 mod history;
 mod original;
 mod stream;
@@ -83,6 +85,7 @@ pub fn router(
         .route("/api/blocks", get(blocks))
         .route("/api/block/{id}", get(block))
         .route("/api/history/{id}", get(history::history))
+        .route("/api/feed", get(feed::feed))
         .route("/api/events", get(stream::events))
         .with_state(AppState {
             node,

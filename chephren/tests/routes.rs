@@ -10,8 +10,8 @@ use cheops_backends::CommandResult;
 use cheops_chephren::{router, ChephrenConfig};
 use cheops_model::{HistoryEntry, ShellCommand, Status};
 use cheops_replicator::{
-    BoxFuture, Documents, Feed, Health, HistoryQuery, HistoryStream, NodeEvent, NodeSeam,
-    PeerLiveness, ReplicatorError, Submission, Submitted,
+    BoxFuture, Documents, Event, EventType, Feed, Health, HistoryQuery, HistoryStream, NodeEvent,
+    NodeSeam, PeerLiveness, ReplicatorError, Submission, Submitted,
 };
 use futures::StreamExt;
 use http_body_util::BodyExt;
@@ -22,6 +22,7 @@ use tower::ServiceExt;
 struct Fake {
     docs: Mutex<Result<Value, ()>>,
     events: broadcast::Sender<NodeEvent>,
+    feed: Feed,
 }
 
 impl NodeSeam for Fake {
@@ -128,7 +129,7 @@ impl NodeSeam for Fake {
     }
 
     fn feed(&self) -> Feed {
-        Feed::in_memory()
+        self.feed.clone()
     }
 }
 
@@ -139,9 +140,21 @@ fn fake() -> Arc<Fake> {
         {"id": "x", "doc": {"_id": "x", "Type": "REPLY", "Site": "site1", "ResourceId": "r", "RequestId": "q1", "Status": "OK",
             "Input": "echo hi", "Output": "hi\n", "Locations": ["site1", "site2"], "ExecutionTime": "2024-01-01T00:00:02Z"}}
     ]});
+    let feed = Feed::in_memory();
+    let locations = ["site1".to_owned(), "site2".to_owned()];
+    for (resource, request) in [("r", "q1"), ("s", "q2"), ("r", "q3")] {
+        feed.append(Event::new(
+            EventType::Operation,
+            resource,
+            request,
+            &locations,
+        ))
+        .unwrap();
+    }
     Arc::new(Fake {
         docs: Mutex::new(Ok(docs)),
         events: broadcast::channel(16).0,
+        feed,
     })
 }
 
@@ -226,6 +239,31 @@ async fn the_history_comes_a_bounded_page_at_a_time() {
         "/api/history/r?limit=201",
         "/api/history/r?afterTime=2024-01-01T00:00:01Z",
         "/api/history/r?afterTime=yesterday&afterRequest=q1",
+    ] {
+        let (status, body) = get(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body["error"].is_string(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn the_feed_gives_its_last_events_newest_first() {
+    let requests = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["request"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, body) = get("/api/feed").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(requests(&body), ["q3", "q2", "q1"]);
+    let (_, body) = get("/api/feed?resource=r&limit=1").await;
+    assert_eq!(requests(&body), ["q3"]);
+    for bad in [
+        "/api/feed?limit=0",
+        "/api/feed?limit=501",
+        "/api/feed?limit=x",
     ] {
         let (status, body) = get(bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
@@ -376,6 +414,7 @@ async fn a_client_that_lags_is_told_to_resync() {
     let source = Arc::new(Fake {
         docs: Mutex::new(Ok(json!({"rows": []}))),
         events: broadcast::channel(1).0,
+        feed: Feed::in_memory(),
     });
     let (app, stop) = app(Arc::clone(&source), &[]);
     let response = app

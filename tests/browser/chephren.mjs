@@ -216,6 +216,11 @@ try {
   const stopped = sites[sites.length - 1];
   await page.getByRole('link', { name: 'Cluster', exact: true }).click();
   await page.locator(`article.site[data-site="${stopped}"][data-state="online"]`).waitFor();
+  // The node's changes feed, live: the last operation completed everywhere.
+  await page
+    .locator(`table.feed-events tr[data-type="operation-complete"][data-of="${RESOURCE}"]`)
+    .first()
+    .waitFor({ timeout: REPLIES });
   assert((await ask(`STOP ${stopped}`)) === 'stopped', `the test did not stop ${stopped}`);
   await page.locator(`article.site[data-site="${stopped}"][data-state="offline"]`).waitFor({ timeout: OFFLINE });
   const others = await page.locator('article.site[data-state="online"]').count();

@@ -443,6 +443,20 @@ impl Feed {
         Some(Page { events, last_seq })
     }
 
+    /// The last `limit` events (of `resource` alone when given), newest
+    /// first: what a page showing the feed live starts from.
+    pub fn latest(&self, resource: Option<&str>, limit: usize) -> Vec<Event> {
+        let state = self.state();
+        state
+            .events
+            .iter()
+            .rev()
+            .filter(|e| resource.is_none_or(|r| r == e.resource))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
     /// The number of the last event, as it changes.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.inner.last.subscribe()

@@ -228,3 +228,15 @@ fn reruns_and_merges_have_keys_of_their_own() {
     assert_eq!(feed.append(merge("3-x")).unwrap(), 0);
     assert_eq!(feed.append(merge("4-y")).unwrap(), 1);
 }
+
+#[test]
+fn the_latest_events_come_newest_first() {
+    let feed = Feed::in_memory();
+    for request in ["r1", "r2", "r3"] {
+        feed.append(operation("a", request)).unwrap();
+    }
+    feed.append(operation("b", "r4")).unwrap();
+    let requests = |events: Vec<Event>| events.into_iter().map(|e| e.request).collect::<Vec<_>>();
+    assert_eq!(requests(feed.latest(None, 2)), ["r4", "r3"]);
+    assert_eq!(requests(feed.latest(Some("a"), 5)), ["r3", "r2", "r1"]);
+}
