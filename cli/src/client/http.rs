@@ -25,6 +25,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn client(args: &NodeArgs) -> Result<reqwest::Client, Failure> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
+        // Below the node's keep-alive: no request on a closing connection.
+        .pool_idle_timeout(Duration::from_secs(4))
         .use_rustls_tls();
     if let Some(path) = &args.ca_file {
         let shown = path.display();

@@ -242,6 +242,11 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How long a test client keeps an idle connection: less than the
+/// daemons' keep-alive (`--header-timeout`, 10 s), so that no request goes
+/// out on a connection the daemon is closing.
+pub const POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// An HTTP client sending `token` as `Authorization: Bearer` on every
 /// request: for a node's API or Chephren, never for CouchDB (whose URLs
 /// carry their own credentials).
@@ -252,6 +257,7 @@ pub fn authorized_client(token: &str) -> reqwest::Client {
     let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
     reqwest::Client::builder()
         .default_headers(headers)
+        .pool_idle_timeout(POOL_IDLE)
         .build()
         .expect("cannot build an HTTP client")
 }
@@ -304,7 +310,7 @@ impl Cluster {
         let network = Network::default();
         let ca = options.tls.then(TestCa::new);
         let tls_files = ca.as_ref().map(|ca| ca.write(&root.join("tls")));
-        let mut http = reqwest::Client::builder();
+        let mut http = reqwest::Client::builder().pool_idle_timeout(POOL_IDLE);
         if let Some(ca) = &ca {
             http = http.add_root_certificate(ca.reqwest_root());
         }

@@ -108,6 +108,8 @@ pub async fn chaos(options: &ChaosOptions) -> Result<Report, Failure> {
 async fn drive(plan: &Plan, dir: &Path, cluster: &ClusterFile) -> Result<Report, Failure> {
     let http = reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
+        // Below the daemons' keep-alive: no request on a closing connection.
+        .pool_idle_timeout(Duration::from_secs(4))
         .build()
         .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
     let api = Arc::new(Api {
