@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use cheops_model::{Operation, ResourceConfig, ShellCommand, Timestamp};
+use cheops_model::{Command, HttpRequest, Kind, Operation, ResourceConfig, Timestamp};
 use cheops_replicator::Submission;
 
 use crate::form::{FormData, FormPart, MultipartForm};
@@ -13,17 +13,17 @@ use crate::replies;
 use crate::resource_id::ResourceId;
 use crate::{ApiError, AppState};
 
-/// The form fields of `/exec`; every other part is an attached file.
+/// The form fields of `/exec`; for a shell command every other part (but
+/// a `kind` field) is an attached file.
 const FIELDS: [&str; 4] = ["sites", "command", "type", "config"];
 
 /// A checked `/exec` form.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ExecForm {
     pub sites: Vec<String>,
-    pub command: String,
+    pub command: Command,
     pub op_type: String,
     pub config: Option<ResourceConfig>,
-    pub files: BTreeMap<String, Vec<u8>>,
 }
 
 impl ExecForm {
@@ -50,29 +50,164 @@ impl ExecForm {
                 ))
             })?,
         };
-        let mut files = BTreeMap::new();
-        for part in form
-            .parts
-            .iter()
-            .filter(|p| !FIELDS.contains(&p.name.as_str()))
-        {
-            let name = file_name(part)?;
-            if files.insert(name.clone(), part.content.to_vec()).is_some() {
-                return Err(ApiError::BadRequest(format!(
-                    "two attached files are named {name:?}"
-                )));
-            }
-        }
-        cheops_model::check_file_names(files.keys().map(String::as_str))
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let command = match kind(form)? {
+            Kind::Shell => Command {
+                files: files(form)?,
+                ..Command::shell(command)
+            },
+            Kind::Http => Command::http(http_request(form, &command)?),
+            Kind::Redis => Command::redis(redis_args(form, command)?),
+            Kind::Unknown => unreachable!("kind() reads only known kinds"),
+        };
         Ok(ExecForm {
             sites,
             command,
             op_type,
             config,
-            files,
         })
     }
+}
+
+/// Whether a part is the field `name` (a field carries no file name: a
+/// file of that name, as the original CLI sends it, stays a file).
+fn is_field(part: &FormPart, name: &str) -> bool {
+    part.name == name && part.file_name.is_none()
+}
+
+/// The `kind` field: `shell` (the default), `http` or `redis`.
+fn kind(form: &FormData) -> Result<Kind, ApiError> {
+    let mut kinds = form.parts.iter().filter(|p| is_field(p, "kind"));
+    let kind = match (kinds.next(), kinds.next()) {
+        (None, _) => return Ok(Kind::Shell),
+        (Some(part), None) => part.text()?.trim(),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "field `kind` is given more than once",
+            ))
+        }
+    };
+    match kind {
+        "" | "shell" => Ok(Kind::Shell),
+        "http" => Ok(Kind::Http),
+        "redis" => Ok(Kind::Redis),
+        other => Err(ApiError::BadRequest(format!(
+            "field `kind` is {other:?}: it is shell, http or redis"
+        ))),
+    }
+}
+
+/// A shell command's attached files: every part but the fields.
+fn files(form: &FormData) -> Result<BTreeMap<String, Vec<u8>>, ApiError> {
+    let mut files = BTreeMap::new();
+    for part in form
+        .parts
+        .iter()
+        .filter(|p| !FIELDS.contains(&p.name.as_str()) && !is_field(p, "kind"))
+    {
+        let name = file_name(part)?;
+        if files.insert(name.clone(), part.content.to_vec()).is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "two attached files are named {name:?}"
+            )));
+        }
+    }
+    cheops_model::check_file_names(files.keys().map(String::as_str))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(files)
+}
+
+/// The parts of a non-shell operation beside the common fields, refusing
+/// any other.
+fn extra_parts<'a>(
+    form: &'a FormData,
+    kind: &str,
+    allowed: &[&str],
+) -> Result<Vec<&'a FormPart>, ApiError> {
+    let mut extra = Vec::new();
+    for part in &form.parts {
+        if FIELDS.contains(&part.name.as_str()) || is_field(part, "kind") {
+            continue;
+        }
+        if !allowed.contains(&part.name.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "a {kind} operation takes no part named {:?} (it takes {})",
+                part.name,
+                allowed.join(", ")
+            )));
+        }
+        extra.push(part);
+    }
+    Ok(extra)
+}
+
+/// An HTTP operation: `command` is `METHOD PATH` (the path with its query
+/// string), each `header` field a `Name: value`, the `body` part (a field
+/// or a file) the body.
+fn http_request(form: &FormData, command: &str) -> Result<HttpRequest, ApiError> {
+    let (method, path) = command.split_once(' ').ok_or_else(|| {
+        ApiError::bad_request(
+            "an http operation's `command` is `METHOD PATH`, as `POST /api/items`",
+        )
+    })?;
+    let (method, path) = (method.trim(), path.trim());
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if method.is_empty() || !method.chars().all(token) {
+        return Err(ApiError::BadRequest(format!(
+            "{method:?} is not an HTTP method"
+        )));
+    }
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::BadRequest(format!(
+            "the path {path:?} must start with / and hold no space: it goes after the site's application URL"
+        )));
+    }
+    let mut request = HttpRequest {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        ..HttpRequest::default()
+    };
+    let mut bodies = 0;
+    for part in extra_parts(form, "http", &["header", "body"])? {
+        if part.name == "body" {
+            bodies += 1;
+            request.body = part.content.to_vec();
+            continue;
+        }
+        let text = part.text()?;
+        let (name, value) = text
+            .split_once(':')
+            .ok_or_else(|| ApiError::BadRequest(format!("header {text:?} is not `Name: value`")))?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(token) || value.contains(['\r', '\n']) {
+            return Err(ApiError::BadRequest(format!(
+                "header {text:?} is not `Name: value`"
+            )));
+        }
+        request
+            .headers
+            .push((name.to_owned(), value.trim().to_owned()));
+    }
+    if bodies > 1 {
+        return Err(ApiError::bad_request(
+            "field `body` is given more than once",
+        ));
+    }
+    Ok(request)
+}
+
+/// A Redis operation: `command` is the command's name, each `arg` field an
+/// argument, in order.
+fn redis_args(form: &FormData, command: String) -> Result<Vec<String>, ApiError> {
+    if command.is_empty() || command.contains(char::is_whitespace) {
+        return Err(ApiError::BadRequest(format!(
+            "a redis operation's `command` is the command's name alone, as `LSET`, not {command:?}: its arguments are `arg` fields"
+        )));
+    }
+    let mut args = vec![command];
+    for part in extra_parts(form, "redis", &["arg"])? {
+        args.push(part.text()?.to_owned());
+    }
+    Ok(args)
 }
 
 /// The name an attached file is stored under, which `{name}` in the command
@@ -116,10 +251,7 @@ pub(crate) async fn exec(
     let operation = Operation {
         op_type: form.op_type,
         request_id: uuid::Uuid::new_v4().simple().to_string(),
-        command: ShellCommand {
-            command: form.command,
-            files: form.files,
-        },
+        command: form.command,
         time: Timestamp::now(),
         pruned: false,
     };
@@ -189,12 +321,106 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(parsed.sites, ["s1", "s2"]);
-        assert_eq!(parsed.command, "cat {a.txt} {b}");
+        assert_eq!(parsed.command.command, "cat {a.txt} {b}");
+        assert_eq!(parsed.command.kind, Kind::Shell);
         assert_eq!(parsed.op_type, "set");
         assert_eq!(parsed.config, None);
-        let names: Vec<_> = parsed.files.keys().map(String::as_str).collect();
+        let names: Vec<_> = parsed.command.files.keys().map(String::as_str).collect();
         assert_eq!(names, ["a.txt", "b", "c.txt"]);
-        assert_eq!(parsed.files["a.txt"], b"A");
+        assert_eq!(parsed.command.files["a.txt"], b"A");
+    }
+
+    #[test]
+    fn an_http_operation_reads_its_request_and_refuses_files() {
+        let parsed = ExecForm::parse(&form(vec![
+            part("sites", None, "s1"),
+            part("kind", None, "http"),
+            part("command", None, "POST /api/items?x=1"),
+            part("type", None, "add"),
+            part("header", None, "Content-Type: application/json"),
+            part("body", Some("item.json"), "{\"n\": 1}"),
+        ]))
+        .unwrap();
+        let request = parsed.command.http.expect("a request");
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/api/items?x=1")
+        );
+        assert_eq!(
+            request.headers,
+            [("Content-Type".to_owned(), "application/json".to_owned())]
+        );
+        assert_eq!(request.body, b"{\"n\": 1}");
+        for (extra, why) in [
+            (part("a.txt", Some("a.txt"), "A"), "no part named"),
+            (part("header", None, "no colon"), "Name: value"),
+            (part("header", None, "X: a\r\nY: b"), "Name: value"),
+        ] {
+            let error = ExecForm::parse(&form(vec![
+                part("sites", None, "s1"),
+                part("kind", None, "http"),
+                part("command", None, "GET /"),
+                part("type", None, "t"),
+                extra,
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains(why), "{error}");
+        }
+        for command in ["GET", "GET http://elsewhere/", "G=T /", "GET /a b"] {
+            let refused = ExecForm::parse(&form(vec![
+                part("sites", None, "s1"),
+                part("kind", None, "http"),
+                part("command", None, command),
+                part("type", None, "t"),
+            ]));
+            assert!(refused.is_err(), "{command}");
+        }
+    }
+
+    #[test]
+    fn a_redis_operation_reads_its_arguments_in_order() {
+        let parsed = ExecForm::parse(&form(vec![
+            part("sites", None, "s1"),
+            part("kind", None, "redis"),
+            part("command", None, "LSET"),
+            part("arg", None, "my list"),
+            part("type", None, "set"),
+            part("arg", None, "23"),
+            part("arg", None, "new-val"),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.command.redis, ["LSET", "my list", "23", "new-val"]);
+        assert_eq!(parsed.command.kind, Kind::Redis);
+        let refused = ExecForm::parse(&form(vec![
+            part("sites", None, "s1"),
+            part("kind", None, "redis"),
+            part("command", None, "SET k v"),
+            part("type", None, "set"),
+        ]));
+        assert!(refused.is_err());
+        let unknown = ExecForm::parse(&form(vec![
+            part("sites", None, "s1"),
+            part("kind", None, "grpc"),
+            part("command", None, "x"),
+            part("type", None, "t"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("shell, http or redis"), "{unknown}");
+    }
+
+    #[test]
+    fn a_file_named_kind_stays_a_file() {
+        let parsed = ExecForm::parse(&form(vec![
+            part("sites", None, "s1"),
+            part("command", None, "cat {kind}"),
+            part("type", None, "t"),
+            part("kind", Some("kind"), "not a field"),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.command.kind, Kind::Shell);
+        assert_eq!(parsed.command.files["kind"], b"not a field");
     }
 
     #[test]

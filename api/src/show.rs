@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::Json;
-use cheops_model::{error_chain, ShellCommand, SiteOutput, Status};
+use cheops_model::{error_chain, Command, SiteOutput, Status};
 use tokio::time::Instant;
 
 use crate::form::AnyForm;
@@ -116,10 +116,7 @@ pub(crate) async fn show_local(
 async fn run_here(state: &AppState, id: &str, command: &str) -> SiteOutput {
     let result = state
         .node
-        .run_local(ShellCommand {
-            command: command.replace(ID_PLACEHOLDER, id),
-            files: BTreeMap::new(),
-        })
+        .run_local(Command::shell(command.replace(ID_PLACEHOLDER, id)))
         .await;
     SiteOutput {
         status: result.status(),

@@ -42,6 +42,11 @@ pub enum BackendError {
     #[error("could not read the command's output: {0}")]
     ReadOutput(io::Error),
 
+    /// The operation cannot be sent as it is (an HTTP method or path that
+    /// is not one, a Redis operation without its command).
+    #[error("{0}")]
+    Refused(String),
+
     #[error("could not wait for the command to end: {0}")]
     Wait(io::Error),
 }
@@ -52,7 +57,9 @@ impl BackendError {
     pub fn is_internal(&self) -> bool {
         !matches!(
             self,
-            BackendError::RefusedFileName(_) | BackendError::NestedFileNames(_)
+            BackendError::RefusedFileName(_)
+                | BackendError::NestedFileNames(_)
+                | BackendError::Refused(_)
         )
     }
 }

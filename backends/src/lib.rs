@@ -1,21 +1,33 @@
 //! Backends run a resource's operations against the application: an ordered
 //! batch of commands in, one result per command out.
 //!
-//! The only backend today is [`ShellBackend`]. A batch stops at its first
-//! failure: the commands after it are reported as [`Outcome::Skipped`], so a
-//! caller always gets exactly one result per command, in order. Each result
-//! is also handed to a [`Progress`] as soon as its command ends, before the
+//! Each kind of operation has its backend, one implementation of [`Run`]:
+//! [`ShellBackend`] (shell commands), [`HttpBackend`] (a request to the
+//! site's application) and [`RedisBackend`] (a command to the site's
+//! Redis). [`Backends`] holds those a site serves and runs a batch, each
+//! command by the backend of its kind. A batch stops at its first failure:
+//! the commands after it are reported as [`Outcome::Skipped`], so a caller
+//! always gets exactly one result per command, in order. Each result is
+//! also handed to a [`Progress`] as soon as its command ends, before the
 //! next one starts: a caller can make it durable at once.
 
+mod batch;
 mod error;
+mod http;
+mod kinds;
+mod output;
+mod redis;
 mod shell;
 
 use std::future::Future;
 use std::pin::Pin;
 
-use cheops_model::{ShellCommand, Status};
+use cheops_model::{Command, Kind, Status};
 
 pub use error::BackendError;
+pub use http::HttpBackend;
+pub use kinds::Backends;
+pub use redis::{render as render_redis, RedisBackend};
 pub use shell::{
     command_env, ShellBackend, DEFAULT_COMMAND_ENV, DEFAULT_COMMAND_TIMEOUT, DEFAULT_OUTPUT_LIMIT,
 };
@@ -23,6 +35,9 @@ pub use shell::{
 /// The future returned by [`Backend::run`]: boxed so that backends can be
 /// held as `Arc<dyn Backend>` and the batch run on any task.
 pub type BatchFuture<'a> = Pin<Box<dyn Future<Output = Vec<CommandResult>> + Send + 'a>>;
+
+/// The future returned by [`Run::run_one`].
+pub type CommandFuture<'a> = Pin<Box<dyn Future<Output = CommandResult> + Send + 'a>>;
 
 /// The future returned by [`Progress::finished`].
 pub type ProgressFuture<'a> = Pin<Box<dyn Future<Output = Next> + Send + 'a>>;
@@ -55,8 +70,23 @@ impl Progress for Ignore {
     }
 }
 
+/// One kind of backend: runs one command against the application.
+///
+/// Cancellation: dropping the future stops the command (a shell command's
+/// processes are killed; a request or a Redis command may have reached the
+/// application).
+pub trait Run: Send + Sync {
+    fn run_one<'a>(&'a self, command: &'a Command) -> CommandFuture<'a>;
+}
+
 /// Something that runs batches of operations' commands.
 pub trait Backend: Send + Sync {
+    /// Whether it runs operations of `kind` (a site refuses at `/exec` an
+    /// operation of a kind it does not serve).
+    fn serves(&self, kind: Kind) -> bool {
+        kind == Kind::Shell
+    }
+
     /// Runs `batch` in order and returns one result per command, in the same
     /// order. After a command fails, or when `progress` says stop, the rest
     /// are not run and come back as [`Outcome::Skipped`]. Each command's
@@ -66,14 +96,10 @@ pub trait Backend: Send + Sync {
     /// (and every process it started) and removes what the backend wrote for
     /// it; commands that already ran keep their effects on the application,
     /// and `progress` has been told of each of them.
-    fn run_with<'a>(
-        &'a self,
-        batch: &'a [ShellCommand],
-        progress: &'a dyn Progress,
-    ) -> BatchFuture<'a>;
+    fn run_with<'a>(&'a self, batch: &'a [Command], progress: &'a dyn Progress) -> BatchFuture<'a>;
 
     /// [`Backend::run_with`], telling no one.
-    fn run<'a>(&'a self, batch: &'a [ShellCommand]) -> BatchFuture<'a> {
+    fn run<'a>(&'a self, batch: &'a [Command]) -> BatchFuture<'a> {
         self.run_with(batch, &Ignore)
     }
 }

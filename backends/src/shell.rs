@@ -14,13 +14,17 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use cheops_model::ShellCommand;
+use cheops_model::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::process::Command;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tokio::process::Command as Process;
+use tracing::{debug, info, warn};
 
-use crate::{Backend, BackendError, BatchFuture, CommandResult, Next, Outcome, Progress};
+use crate::batch::run_batch;
+use crate::output::end_line;
+use crate::{
+    Backend, BackendError, BatchFuture, CommandFuture, CommandResult, Outcome, Progress, Run,
+};
 use process_group::GroupKiller;
 use temp_dir::TempDir;
 
@@ -108,56 +112,12 @@ impl ShellBackend {
         self
     }
 
-    async fn run_batch(
-        &self,
-        batch: &[ShellCommand],
-        progress: &dyn Progress,
-    ) -> Vec<CommandResult> {
-        let mut results = Vec::with_capacity(batch.len());
-        for (index, command) in batch.iter().enumerate() {
-            let span = info_span!("command", index, of = batch.len());
-            let result = match self.run_command(command).instrument(span.clone()).await {
-                Ok(result) => result,
-                Err(error) => {
-                    span.in_scope(|| {
-                        if error.is_internal() {
-                            warn!(%error, "command could not be run");
-                        } else {
-                            info!(%error, "command refused");
-                        }
-                    });
-                    CommandResult::not_run(&error)
-                }
-            };
-            let failed = result.outcome != Outcome::Ok;
-            let next = progress.finished(index, &result).await;
-            results.push(result);
-            if next == Next::Stop && !failed {
-                info!(index, "batch stopped");
-                results.resize_with(batch.len(), CommandResult::stopped);
-                break;
-            }
-            if failed {
-                let skipped = batch.len() - index - 1;
-                if skipped > 0 {
-                    info!(
-                        index,
-                        skipped, "command failed, skipping the rest of its batch"
-                    );
-                }
-                results.resize_with(batch.len(), CommandResult::skipped);
-                break;
-            }
-        }
-        results
-    }
-
     /// Runs one command in its own temporary directory, removed afterwards.
     ///
     /// Cancellation: dropping the future kills the shell and everything it
     /// started, and removes the directory (right away, or when the task
     /// writing the attached files finishes).
-    async fn run_command(&self, command: &ShellCommand) -> Result<CommandResult, BackendError> {
+    async fn run_command(&self, command: &Command) -> Result<CommandResult, BackendError> {
         for name in command.files.keys() {
             cheops_model::check_file_name(name)?;
         }
@@ -212,7 +172,7 @@ impl ShellBackend {
 
     /// Creates the command's directory with its files, on a blocking thread.
     /// The files are copied so that the blocking task owns what it writes.
-    async fn prepare_dir(&self, command: &ShellCommand) -> Result<TempDir, BackendError> {
+    async fn prepare_dir(&self, command: &Command) -> Result<TempDir, BackendError> {
         let root = self.temp_root.clone();
         let files = command.files.clone();
         tokio::task::spawn_blocking(move || {
@@ -241,7 +201,7 @@ impl ShellBackend {
         // The `Command` holds our copies of the pipe's write end: it must be
         // gone once the child has spawned, or reading never sees the end.
         let mut child = {
-            let mut shell = Command::new(&self.shell);
+            let mut shell = Process::new(&self.shell);
             shell
                 .current_dir(dir)
                 .env_clear()
@@ -342,13 +302,6 @@ impl Output {
     }
 }
 
-/// Ends `output` with a newline, if it has text, before a line of ours.
-fn end_line(output: &mut String) {
-    if !output.is_empty() && !output.ends_with('\n') {
-        output.push('\n');
-    }
-}
-
 /// The variables of `vars` (the daemon's environment) that commands see:
 /// those named by [`DEFAULT_COMMAND_ENV`] or `extra`, where a name ending
 /// with `*` stands for every name starting with what precedes it. Variables
@@ -380,12 +333,23 @@ pub const DEFAULT_COMMAND_ENV: &[&str] = &[
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR",
 ];
 
+impl Run for ShellBackend {
+    fn run_one<'a>(&'a self, command: &'a Command) -> CommandFuture<'a> {
+        Box::pin(async move {
+            self.run_command(command).await.unwrap_or_else(|error| {
+                if error.is_internal() {
+                    warn!(%error, "command could not be run");
+                } else {
+                    info!(%error, "command refused");
+                }
+                CommandResult::not_run(&error)
+            })
+        })
+    }
+}
+
 impl Backend for ShellBackend {
-    fn run_with<'a>(
-        &'a self,
-        batch: &'a [ShellCommand],
-        progress: &'a dyn Progress,
-    ) -> BatchFuture<'a> {
-        Box::pin(self.run_batch(batch, progress))
+    fn run_with<'a>(&'a self, batch: &'a [Command], progress: &'a dyn Progress) -> BatchFuture<'a> {
+        Box::pin(run_batch(self, batch, progress))
     }
 }

@@ -186,7 +186,7 @@ fn operation(op: &Operation, locations: &[String], replies: &[ReplyDocument]) ->
     OperationView {
         request_id: op.request_id.clone(),
         op_type: op.op_type.clone(),
-        command: op.command.command.clone(),
+        command: op.command.describe(),
         files: op.command.files.keys().cloned().collect(),
         time: op.time,
         replies: cells,

@@ -8,7 +8,7 @@ use axum::Router;
 use cheops_api::auth::{guarded, Access, Secret, Tokens};
 use cheops_backends::CommandResult;
 use cheops_chephren::{router, ChephrenConfig};
-use cheops_model::{HistoryEntry, ShellCommand, Status};
+use cheops_model::{Command, HistoryEntry, Status};
 use cheops_replicator::{
     BoxFuture, Documents, Event, EventType, Feed, Health, HistoryQuery, HistoryStream, NodeEvent,
     NodeSeam, PeerLiveness, ReplicatorError, Submission, Submitted,
@@ -44,7 +44,7 @@ impl NodeSeam for Fake {
         Box::pin(async { Ok(None) })
     }
 
-    fn run_local(&self, _: ShellCommand) -> BoxFuture<'_, CommandResult> {
+    fn run_local(&self, _: Command) -> BoxFuture<'_, CommandResult> {
         Box::pin(async { CommandResult::skipped() })
     }
 

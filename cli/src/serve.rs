@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cheops_api::auth::{guarded, Access};
-use cheops_backends::ShellBackend;
-use cheops_replicator::{Ending, Node, NodeSeam, Supervisor};
+use cheops_backends::{Backends, HttpBackend, RedisBackend, ShellBackend};
+use cheops_replicator::{ClientOptions, Ending, Node, NodeSeam, Supervisor};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
@@ -55,14 +55,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(settings: config::Settings) -> Result<(), String> {
-    let commands = &settings.commands;
-    let mut backend = ShellBackend::new()
-        .with_timeout(commands.timeout)
-        .with_output_limit(commands.output_limit);
-    for (name, value) in &commands.env {
-        backend = backend.with_env(name, value);
-    }
-    let backend = Arc::new(backend);
+    let backend = Arc::new(backends(&settings.commands, &settings.node.client)?);
     let node = Node::new(settings.node.clone(), backend).map_err(|e| e.to_string())?;
     let api_listener = bind(settings.api_addr, "API").await?;
     let dump_listener = match settings.dump_addr {
@@ -165,6 +158,49 @@ async fn reload_hooks_on_hangup(
             Err(error) => error!(%error, "hooks file not read again; the hooks stay as they were"),
         }
     }
+}
+
+/// The backends this site serves, as the operator configured them.
+fn backends(
+    commands: &config::CommandSettings,
+    client: &ClientOptions,
+) -> Result<Backends, String> {
+    let shell = commands.shell.then(|| {
+        let mut shell = ShellBackend::new()
+            .with_timeout(commands.timeout)
+            .with_output_limit(commands.output_limit);
+        for (name, value) in &commands.env {
+            shell = shell.with_env(name, value);
+        }
+        Arc::new(shell)
+    });
+    let http = match &commands.http {
+        Some(url) => {
+            let client = client
+                .builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("cannot set up HTTP: {e}"))?;
+            let backend = HttpBackend::new(url, client, commands.timeout, commands.output_limit)
+                .map_err(|e| format!("--http-backend: {e}"))?;
+            Some(backend)
+        }
+        None => None,
+    };
+    let redis = match &commands.redis {
+        Some(url) => Some(
+            RedisBackend::new(url, commands.timeout, commands.output_limit)
+                .map_err(|e| format!("--redis-backend: {e}"))?,
+        ),
+        None => None,
+    };
+    info!(
+        shell = shell.is_some(),
+        http = http.is_some(),
+        redis = redis.is_some(),
+        "backends"
+    );
+    Ok(Backends { shell, http, redis })
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {

@@ -170,7 +170,7 @@ impl HistoryEntry {
             op_type: operation.op_type.clone(),
             request_id: operation.request_id.clone(),
             time: operation.time,
-            command: operation.command.command.clone(),
+            command: operation.command.describe(),
             files: operation
                 .command
                 .files

@@ -35,7 +35,7 @@ pub use names::{
     check_resource_id, check_site_name, split_sites, SiteList, MAX_RESOURCE_ID_LEN, MAX_SITES,
     MAX_SITE_NAME_LEN,
 };
-pub use operation::{Operation, ShellCommand};
+pub use operation::{Command, HttpRequest, Kind, Operation, FOREIGN_SHELL};
 pub use reply::{ReplyDocument, ReplyKind, Status};
 pub use resource::{DocumentKind, ResourceDocument, ResourceKind};
 pub use secret::{Secret, MIN_TOKEN_LEN};

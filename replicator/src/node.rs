@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult};
-use cheops_model::ShellCommand;
+use cheops_model::Command;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
@@ -203,7 +203,7 @@ impl Node {
     }
 
     /// Runs one command here, outside any resource (for `/show_local`).
-    pub async fn run_local(&self, command: ShellCommand) -> CommandResult {
+    pub async fn run_local(&self, command: Command) -> CommandResult {
         let mut results = self.backend.run(std::slice::from_ref(&command)).await;
         results.pop().unwrap_or_else(CommandResult::skipped)
     }

@@ -65,8 +65,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cheops_model::{
-    Operation, Resolution, ResolutionResult, ResourceConfig, ResourceDocument, ShellCommand,
-    Timestamp,
+    Command, Operation, Resolution, ResolutionResult, ResourceConfig, ResourceDocument, Timestamp,
 };
 use cheops_replicator::consistency::{
     add_operation, payloads, plan, prunable, prune_payloads, resolve_conflicts, Run, Seen,
@@ -657,9 +656,9 @@ impl<'s> Sim<'s> {
         let request = format!("r{}", self.requests);
         let op = Operation {
             op_type: op_type.to_owned(),
-            command: ShellCommand {
+            command: Command {
                 command: format!("{} {request}", if failing { "false" } else { "true" }),
-                ..ShellCommand::default()
+                ..Command::default()
             },
             request_id: request,
             ..Operation::default()

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cheops_backends::ShellBackend;
-use cheops_model::{HistoryDocument, Operation, ResourceDocument, ShellCommand, Timestamp};
+use cheops_model::{Command, HistoryDocument, Operation, ResourceDocument, Timestamp};
 use cheops_replicator::{
     ClientOptions, DatabaseAccess, Node, NodeConfig, NodeSeam, ReplicatorError, SiteUrls, Sites,
     Submission, DEFAULT_MAX_REPLY_BYTES,
@@ -145,9 +145,10 @@ fn submission(sites: &[&str], file: usize) -> Submission {
         operation: Operation {
             op_type: "set".into(),
             request_id: "0123456789abcdef0123456789abcdef".into(),
-            command: ShellCommand {
+            command: Command {
                 command: "true".into(),
                 files: BTreeMap::from([("f".to_owned(), vec![b'x'; file])]),
+                ..Command::default()
             },
             time: Timestamp::now(),
             pruned: false,

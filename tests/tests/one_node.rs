@@ -18,6 +18,7 @@ async fn exec_creates_the_resource_and_streams_one_ok_reply() {
                 op_type: Some("set"),
                 config: Some(config),
                 files: &[("hello.txt", b"hello")],
+                fields: &[],
             },
         )
         .await;

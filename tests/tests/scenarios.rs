@@ -255,7 +255,7 @@ mod redis {
         value
     }
 
-    fn get(cluster: &Cluster, i: usize) -> String {
+    pub(super) fn get(cluster: &Cluster, i: usize) -> String {
         let port = cluster.node(i).redis_port.expect("redis runs");
         let output = std::process::Command::new("redis-cli")
             .args(["-p", &port.to_string(), "get", "r"])
@@ -307,6 +307,73 @@ mod redis {
                 statuses.iter().all(|(_, s)| *s == statuses[0].1),
                 "{statuses:?}"
             );
+        }
+    }
+}
+
+/// The Redis scenario again, through each site's Redis backend: the
+/// operations are Redis commands, no shell and no `redis-cli` on the nodes.
+mod redis_backend {
+    use super::*;
+
+    /// Sends the Redis command `args` through node `i`.
+    async fn send(cluster: &Cluster, i: usize, args: &[&str], op_type: &str) {
+        let (name, rest) = args.split_first().expect("a command");
+        let mut fields = vec![("kind", "redis")];
+        fields.extend(rest.iter().map(|arg| ("arg", *arg)));
+        let commands = [*name];
+        let request = Exec {
+            config: (op_type == "init").then_some(MATRIX),
+            op_type: Some(if op_type == "init" { "set" } else { op_type }),
+            fields: &fields,
+            ..Exec::new("r", SITES, &commands, op_type)
+        };
+        let (status, answer) = cluster.exec(i, request).await;
+        assert_eq!(status, 200, "{args:?} through site{}: {answer:?}", i + 1);
+    }
+
+    /// The value after the block, replayed from its Redis commands.
+    fn replay(doc: &Value) -> i64 {
+        let mut value = 0;
+        for op in doc["Operations"].as_array().expect("operations") {
+            let args: Vec<&str> = op["Command"]["Redis"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let number = args.get(2).and_then(|n| n.parse::<i64>().ok());
+            match (args.first().copied(), number) {
+                (Some("SET"), Some(n)) => value = n,
+                (Some("INCRBY"), Some(n)) => value += n,
+                _ => {}
+            }
+        }
+        value
+    }
+
+    #[tokio::test]
+    async fn during_a_partition() {
+        let cluster = cluster(3, true).await;
+        send(&cluster, 0, &["SET", "r", "23"], "init").await;
+        converged(&cluster, "r", &ALL).await;
+        assert_eq!(super::redis::get(&cluster, 2), "23");
+
+        cluster.partition();
+        send(&cluster, 0, &["SET", "r", "29"], "set").await;
+        send(&cluster, 1, &["INCRBY", "r", "13"], "add").await;
+        send(&cluster, 2, &["INCRBY", "r", "-12"], "add").await;
+        cluster.heal();
+
+        let doc = converged(&cluster, "r", &ALL).await;
+        let values = ALL
+            .iter()
+            .map(|&i| super::redis::get(&cluster, i))
+            .collect();
+        let value = same_everywhere(values, "GET r");
+        assert_eq!(value, replay(&doc).to_string(), "{doc}");
+        for i in ALL {
+            for (site, status) in statuses(&cluster, i, &doc, 1).await {
+                assert_eq!(status, "OK", "{site}");
+            }
         }
     }
 }

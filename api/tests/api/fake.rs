@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use cheops_backends::{CommandResult, Outcome};
-use cheops_model::{HistoryEntry, ReplyDocument, ShellCommand, Status};
+use cheops_model::{Command, HistoryEntry, ReplyDocument, Status};
 use cheops_replicator::{
     BoxFuture, Documents, Feed, Health, HistoryQuery, HistoryStream, NodeEvent, NodeSeam,
     PeerLiveness, ReplicatorError, ReplyHub, Submission, Submitted,
@@ -20,7 +20,7 @@ pub struct FakeNode {
     refusal: Mutex<Option<ReplicatorError>>,
     /// Resource id → locations.
     resources: Mutex<HashMap<String, Vec<String>>>,
-    local_runs: Mutex<Vec<ShellCommand>>,
+    local_runs: Mutex<Vec<Command>>,
     api_urls: Mutex<BTreeMap<String, String>>,
     health: Mutex<Health>,
     /// Histories fail after their first entry.
@@ -54,7 +54,7 @@ impl FakeNode {
         self.submissions.lock().unwrap().clone()
     }
 
-    pub fn local_runs(&self) -> Vec<ShellCommand> {
+    pub fn local_runs(&self) -> Vec<Command> {
         self.local_runs.lock().unwrap().clone()
     }
 
@@ -167,7 +167,7 @@ impl NodeSeam for FakeNode {
     }
 
     /// "Runs" a command by echoing it; a command containing `false` fails.
-    fn run_local(&self, command: ShellCommand) -> BoxFuture<'_, CommandResult> {
+    fn run_local(&self, command: Command) -> BoxFuture<'_, CommandResult> {
         Box::pin(async move {
             let outcome = if command.command.contains("false") {
                 Outcome::Failed

@@ -1,6 +1,5 @@
 //! Behaviour of the shell backend, run against the real `sh`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,22 +9,20 @@ use tokio::time::Instant;
 use super::temp_dir::TempDir;
 use super::ShellBackend;
 use crate::{Backend, CommandResult, Outcome};
-use cheops_model::{ShellCommand, Status};
+use cheops_model::{Command, Status};
 
-fn command(script: &str) -> ShellCommand {
-    ShellCommand {
-        command: script.to_owned(),
-        files: BTreeMap::new(),
-    }
+fn command(script: &str) -> Command {
+    Command::shell(script)
 }
 
-fn with_files(script: &str, files: &[(&str, &[u8])]) -> ShellCommand {
-    ShellCommand {
+fn with_files(script: &str, files: &[(&str, &[u8])]) -> Command {
+    Command {
         command: script.to_owned(),
         files: files
             .iter()
             .map(|(name, content)| (name.to_string(), content.to_vec()))
             .collect(),
+        ..Command::default()
     }
 }
 

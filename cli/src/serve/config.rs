@@ -164,6 +164,29 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_COMMAND_OUTPUT_LIMIT", default_value_t = 1024 * 1024)]
     command_output_limit: usize,
 
+    /// This site's application: HTTP operations are sent to this base URL,
+    /// their path after it (http://127.0.0.1:8000). Without it, this site
+    /// refuses HTTP operations at /exec and answers KO to those it is sent.
+    #[arg(long, env = "CHEOPS_HTTP_BACKEND", value_name = "URL")]
+    http_backend: Option<String>,
+
+    /// This site's Redis: Redis operations are sent to it
+    /// (redis://127.0.0.1:6379; redis://:PASSWORD@host:6379/0). Without
+    /// it, this site refuses Redis operations at /exec and answers KO to
+    /// those it is sent.
+    #[arg(
+        long,
+        env = "CHEOPS_REDIS_BACKEND",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    redis_backend: Option<String>,
+
+    /// Run no shell command: this site refuses shell operations at /exec,
+    /// answers KO to those it is sent, and /show runs nothing here.
+    #[arg(long, env = "CHEOPS_NO_SHELL")]
+    no_shell: bool,
+
     /// How many resources may run operations at once (writing their
     /// replies to CouchDB afterwards does not count).
     #[arg(long, env = "CHEOPS_CONCURRENCY", default_value_t = 8)]
@@ -307,6 +330,13 @@ pub struct CommandSettings {
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
     pub output_limit: usize,
+    /// Shell commands are run.
+    pub shell: bool,
+    /// The application's base URL, for HTTP operations.
+    pub http: Option<String>,
+    /// The Redis URL, for Redis operations (may hold a password: never
+    /// shown).
+    pub redis: Option<String>,
 }
 
 /// Names the variables passed to commands, never their values.
@@ -317,6 +347,9 @@ impl std::fmt::Debug for CommandSettings {
             .field("env", &names)
             .field("timeout", &self.timeout)
             .field("output_limit", &self.output_limit)
+            .field("shell", &self.shell)
+            .field("http", &self.http)
+            .field("redis", &self.redis.as_ref().map(|_| "…"))
             .finish()
     }
 }
@@ -362,6 +395,22 @@ impl ServeArgs {
         }
         if self.max_document_size == 0 {
             return Err("--max-document-size must be at least 1 byte".into());
+        }
+        if let Some(url) = &self.http_backend {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| format!("--http-backend {url:?} is not a URL: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!(
+                    "--http-backend {url:?} is not an http:// or https:// URL"
+                ));
+            }
+        }
+        if let Some(url) = &self.redis_backend {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|_| "--redis-backend is not a URL (redis://host:6379)".to_owned())?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err("--redis-backend is not a redis:// or rediss:// URL".into());
+            }
         }
         if self.hook_standby == 0 {
             return Err("--hook-standby must be at least 1 second".into());
@@ -539,6 +588,9 @@ impl ServeArgs {
                 env: cheops_backends::command_env(&command_env, std::env::vars_os()),
                 timeout: Duration::from_secs(self.command_timeout),
                 output_limit: self.command_output_limit,
+                shell: !self.no_shell,
+                http: self.http_backend,
+                redis: self.redis_backend,
             },
             api: ApiConfig {
                 reply_timeout: Duration::from_secs(self.reply_timeout),

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cheops_model::{Operation, ShellCommand};
+use cheops_model::{Command, Operation};
 
 /// What a site's database holds about one request of a resource: the
 /// replies to it, and whether its history document is there.
@@ -51,7 +51,7 @@ pub fn prune_payloads(block: &mut [Operation], mut prune: impl FnMut(&Operation)
     for op in block.iter_mut().filter(|op| !op.pruned) {
         if prune(op) {
             op.pruned = true;
-            op.command = ShellCommand::default();
+            op.command = Command::default();
             pruned += 1;
         }
     }
@@ -85,7 +85,7 @@ pub fn prune_as_any<'a>(
 pub fn payloads(
     ops: &[&Operation],
     history: &HashMap<String, Operation>,
-) -> Result<Vec<ShellCommand>, String> {
+) -> Result<Vec<Command>, String> {
     ops.iter()
         .map(|op| {
             if !op.pruned {
@@ -118,9 +118,9 @@ mod tests {
         Operation {
             op_type: "add".into(),
             request_id: request.into(),
-            command: ShellCommand {
+            command: Command {
                 command: command.into(),
-                ..ShellCommand::default()
+                ..Command::default()
             },
             ..Operation::default()
         }
@@ -158,7 +158,7 @@ mod tests {
     fn pruning_empties_the_payload_and_keeps_what_the_rules_read() {
         let mut block = vec![with_command("a", "echo a"), with_command("b", "echo b")];
         assert_eq!(prune_payloads(&mut block, |op| op.request_id == "a"), 1);
-        assert!(block[0].pruned && block[0].command == ShellCommand::default());
+        assert!(block[0].pruned && block[0].command == Command::default());
         assert_eq!(
             (block[0].op_type.as_str(), block[0].request_id.as_str()),
             ("add", "a")

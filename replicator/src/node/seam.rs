@@ -4,7 +4,7 @@
 //! it with fakes.
 
 use cheops_backends::CommandResult;
-use cheops_model::ShellCommand;
+use cheops_model::Command;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -45,7 +45,7 @@ pub trait NodeSeam: Send + Sync + 'static {
 
     /// Runs one command locally through the backend (for `/show_local`); it
     /// is neither stored nor replicated.
-    fn run_local(&self, command: ShellCommand) -> BoxFuture<'_, CommandResult>;
+    fn run_local(&self, command: Command) -> BoxFuture<'_, CommandResult>;
 
     /// The API base URL of a site (for `/show` fan-out), such as
     /// `http://127.0.0.1:7001`; or, for a site that is not a site name or
@@ -102,7 +102,7 @@ impl NodeSeam for Node {
         Box::pin(Node::history(self, resource_id, query))
     }
 
-    fn run_local(&self, command: ShellCommand) -> BoxFuture<'_, CommandResult> {
+    fn run_local(&self, command: Command) -> BoxFuture<'_, CommandResult> {
         Box::pin(Node::run_local(self, command))
     }
 

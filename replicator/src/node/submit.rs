@@ -44,6 +44,13 @@ impl Node {
             )));
         }
         self.check_sites(&sites)?;
+        let kind = operation.command.kind;
+        if !self.backend.serves(kind) {
+            return Err(ReplicatorError::InvalidRequest(format!(
+                "this node ({}) does not serve {kind} operations: an operation is sent through a site that runs its kind",
+                self.ctx.site
+            )));
+        }
         // Subscribed before writing: no reply can come before we listen.
         let replies = self.hub.subscribe(&operation.request_id);
         // Before writing too: whatever is stored about it from now on, the
@@ -61,7 +68,7 @@ impl Node {
                 resource_id,
                 request_id: operation.request_id.clone(),
                 locations,
-                input: operation.command.command.clone(),
+                input: operation.command.describe(),
                 replies,
             }),
             Err(error) => {
@@ -87,7 +94,7 @@ impl Node {
     ) -> Result<Vec<String>, ReplicatorError> {
         // What the requests view said, kept across attempts.
         let mut seen = HashMap::new();
-        let creates = !operation.command.command.trim().is_empty();
+        let creates = !operation.command.is_empty();
         for _ in 0..WRITE_ATTEMPTS {
             let mut doc = match self.recent.take(resource_id) {
                 // This node's own last write, not read again: a lookup

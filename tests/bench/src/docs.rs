@@ -3,7 +3,7 @@
 //! theirs a `Type` of their own, which the daemons ignore, so that the same
 //! bytes travel without Cheops acting on them.
 
-use cheops_model::{Operation, ReplyDocument, ResourceDocument, ShellCommand, Status, Timestamp};
+use cheops_model::{Command, Operation, ReplyDocument, ResourceDocument, Status, Timestamp};
 use serde_json::Value;
 
 /// The `Type` of the floors' resource documents.
@@ -16,9 +16,9 @@ pub fn operation(request_id: &str, command: &str) -> Operation {
     Operation {
         op_type: "add".into(),
         request_id: request_id.to_owned(),
-        command: ShellCommand {
+        command: Command {
             command: command.to_owned(),
-            ..ShellCommand::default()
+            ..Command::default()
         },
         time: Timestamp::now(),
         ..Operation::default()

@@ -563,7 +563,9 @@ impl Cluster {
             .env("NODE_DIR", info.app_dir())
             .env("CHEOPS_COMMAND_ENV", command_env());
         if let Some(port) = info.redis_port {
-            command.env("REDIS_PORT", port.to_string());
+            command
+                .env("REDIS_PORT", port.to_string())
+                .env("CHEOPS_REDIS_BACKEND", format!("redis://127.0.0.1:{port}"));
         }
         if let Some((_, files)) = &info.tls {
             command
@@ -751,6 +753,9 @@ impl Cluster {
                 name.to_string(),
                 Part::bytes(bytes.to_vec()).file_name(name.to_string()),
             );
+        }
+        for (name, value) in request.fields {
+            form = form.text(name.to_string(), value.to_string());
         }
         let response = self.post(i, &format!("exec/{}", request.id), form).await;
         let status = response.status().as_u16();
@@ -953,6 +958,8 @@ pub struct Exec<'a> {
     pub op_type: Option<&'a str>,
     pub config: Option<&'a str>,
     pub files: &'a [(&'a str, &'a [u8])],
+    /// Other fields, in order (`kind`, `arg`, `header`, `body`).
+    pub fields: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> Exec<'a> {

@@ -4,7 +4,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use cheops_backends::{CommandResult, Next, Progress, ProgressFuture};
-use cheops_model::{Operation, ReplyDocument, ResourceDocument, ShellCommand, Timestamp};
+use cheops_model::{Command, Operation, ReplyDocument, ResourceDocument, Timestamp};
 use tracing::{error, info};
 
 use super::Inner;
@@ -20,7 +20,7 @@ pub struct Recorder<'a> {
     pub doc: &'a ResourceDocument,
     pub to_run: &'a [&'a Operation],
     /// Their commands: a pruned operation's from its history document.
-    pub commands: &'a [ShellCommand],
+    pub commands: &'a [Command],
     /// What this site ran before the batch.
     pub ran: &'a [Run],
     /// The batch rebuilds the block: its first reply says so.
@@ -52,7 +52,7 @@ impl Recorder<'_> {
             input: self
                 .commands
                 .get(index)
-                .map(|c| c.command.clone())
+                .map(Command::describe)
                 .unwrap_or_default(),
             output: result.output.clone(),
             execution_time,

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult, Next, Outcome, Progress};
-use cheops_model::{Operation, ResourceDocument, ShellCommand, Timestamp};
+use cheops_model::{Command, Operation, ResourceDocument, Timestamp};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -21,7 +21,7 @@ struct Succeeds {
 impl Backend for Succeeds {
     fn run_with<'a>(
         &'a self,
-        batch: &'a [ShellCommand],
+        batch: &'a [Command],
         progress: &'a dyn Progress,
     ) -> cheops_backends::BatchFuture<'a> {
         Box::pin(async move {
