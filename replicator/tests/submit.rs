@@ -65,7 +65,12 @@ async fn fake_couch_with(gets: Answers, puts: Answers) -> (String, Requests) {
                 socket.read_exact(&mut body).await.unwrap();
                 let line = head.lines().next().unwrap_or_default();
                 let request: Vec<&str> = line.split(' ').take(2).collect();
-                log.lock().unwrap().push(request.join(" "));
+                // A PUT is logged with its body.
+                let logged = match request[0] {
+                    "PUT" => format!("{} {}", request.join(" "), String::from_utf8_lossy(&body)),
+                    _ => request.join(" "),
+                };
+                log.lock().unwrap().push(logged);
                 let write = || puts(wrote.fetch_add(1, Ordering::Relaxed));
                 let (status, answer) = match request[0] {
                     "PUT" => write(),
@@ -204,10 +209,24 @@ async fn a_write_that_keeps_conflicting_gives_up_as_contended() {
         .collect();
     assert_eq!(writes.len(), 51, "{writes:?}");
     // The operation was refused: its history document, stored with the
-    // first attempt, is deleted so that no reader lists it.
+    // first attempt, is deleted so that no reader lists it; the deletion
+    // keeps the locations, which the replication filter reads, so that it
+    // reaches the other sites too.
     assert!(
         writes[50].starts_with("PUT /cheops/history:r:0123456789abcdef"),
         "{writes:?}"
+    );
+    let tombstone: serde_json::Value = serde_json::from_str(
+        writes[50]
+            .split_once(' ')
+            .and_then(|(_, rest)| rest.split_once(' '))
+            .map_or("", |(_, body)| body),
+    )
+    .expect("a JSON body");
+    assert_eq!(tombstone["_deleted"], true);
+    assert_eq!(
+        tombstone["Locations"],
+        serde_json::json!(["site1", "site2"])
     );
 }
 

@@ -73,7 +73,7 @@ impl Node {
             }),
             Err(error) => {
                 if let Some(rev) = left.history.filter(|_| !left.maybe_stored) {
-                    self.unstore_history(&resource_id, &operation.request_id, rev)
+                    self.unstore_history(&resource_id, &sites, &operation.request_id, rev)
                         .await;
                 }
                 Err(error)
@@ -250,8 +250,15 @@ impl Node {
     }
 
     /// Deletes the history document of an operation that was not stored,
-    /// so that no reader lists it. At worst it stays: logged.
-    async fn unstore_history(&self, resource_id: &str, request: &str, rev: String) {
+    /// so that no reader lists it, here or on the other `sites`. At worst it
+    /// stays: logged.
+    async fn unstore_history(
+        &self,
+        resource_id: &str,
+        sites: &[String],
+        request: &str,
+        rev: String,
+    ) {
         let id = history_id(resource_id, request);
         let rev = match rev {
             rev if !rev.is_empty() => Some(rev),
@@ -264,7 +271,14 @@ impl Node {
         };
         let deleted = match rev {
             Some(rev) => {
-                let tombstone = serde_json::json!({ "_rev": rev, "_deleted": true });
+                let tombstone = serde_json::json!({
+                    "_rev": rev,
+                    "_deleted": true,
+                    // Kept so that the replication filter lets the deletion through.
+                    "Locations": sites,
+                    "ResourceId": resource_id,
+                    "Type": "HISTORY",
+                });
                 self.ctx.couch.put(&[&id], &tombstone).await.ok()
             }
             None => None,
