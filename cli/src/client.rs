@@ -1,5 +1,5 @@
-//! `cheops exec`, `cheops show`, `cheops history`, `cheops wait` and
-//! `cheops watch`: the command-line client of a node's API.
+//! `cheops exec`, `http`, `redis`, `show`, `history`, `wait` and `watch`:
+//! the command-line client of a node's API.
 //!
 //! Everything that can be checked locally (flags, files, the config, where
 //! the node is) is checked before a request is sent, so that a usage error
@@ -10,6 +10,7 @@ mod changes;
 mod exec;
 mod history;
 mod http;
+mod items;
 mod node_url;
 mod outcome;
 mod progress;
@@ -20,7 +21,7 @@ mod uploads;
 use std::fmt;
 use std::process::ExitCode;
 
-pub use args::{ExecArgs, HistoryArgs, ShowArgs, WaitArgs, WatchArgs};
+pub use args::{ExecArgs, HistoryArgs, HttpArgs, RedisArgs, ShowArgs, WaitArgs, WatchArgs};
 
 /// Some site answered KO.
 pub(crate) const EXIT_KO: u8 = 1;
@@ -64,6 +65,16 @@ impl fmt::Display for Failure {
 /// Runs `cheops exec`; the exit status says how the sites fared.
 pub fn exec(args: ExecArgs) -> ExitCode {
     finish(exec::prepare(args).and_then(|request| block_on(exec::send(request))?))
+}
+
+/// Runs `cheops http`; the exit status is `exec`'s.
+pub fn http_operation(args: HttpArgs) -> ExitCode {
+    finish(exec::prepare_http(args).and_then(|request| block_on(exec::send(request))?))
+}
+
+/// Runs `cheops redis`; the exit status is `exec`'s.
+pub fn redis_operation(args: RedisArgs) -> ExitCode {
+    finish(exec::prepare_redis(args).and_then(|request| block_on(exec::send(request))?))
 }
 
 /// Runs `cheops show`; the exit status says how the sites fared.

@@ -29,6 +29,13 @@ enum Command {
     /// Send an operation for a resource to its sites and print each site's
     /// reply as it arrives.
     Exec(Box<client::ExecArgs>),
+    /// Send an HTTP request as an operation: each site sends it to its own
+    /// application (httpie's items: field=value, field:=json, Header:value,
+    /// name==value, @file).
+    Http(Box<client::HttpArgs>),
+    /// Send a Redis command as an operation: each site sends it to its own
+    /// Redis.
+    Redis(Box<client::RedisArgs>),
     /// Run a read-only command on the sites of a resource and print what each
     /// one answered (nothing is stored).
     Show(Box<client::ShowArgs>),
@@ -63,6 +70,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Exec(args) => client::exec(*args),
+        Command::Http(args) => client::http_operation(*args),
+        Command::Redis(args) => client::redis_operation(*args),
         Command::Show(args) => client::show(*args),
         Command::History(args) => client::history(*args),
         Command::Wait(args) => client::wait(*args),

@@ -710,3 +710,49 @@ async fn wait_follows_an_operation_past_the_execs_timeout() {
         "{seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_and_http_send_operations_of_their_kind() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        nodes: 2,
+        redis: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let work = WorkDir::new(&[]);
+    let api = cluster.node(0).api_url();
+    let env = [
+        ("CHEOPS_NODE", api.as_str()),
+        ("CHEOPS_TOKEN", cluster.token()),
+    ];
+    let common = ["--sites", "site1&site2", "--type", "inc"];
+    let mut args = vec!["redis", "--id", "count"];
+    args.extend(common);
+    args.extend(["INCRBY", "n", "5"]);
+    let run = cheops(work.path(), &args, &env).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<_> = run.stdout.lines().map(reply_line).collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.0.ends_with("OK") && l.3 == "(integer) 5"),
+        "{run:?}"
+    );
+
+    // No site here serves HTTP: the node refuses, and nothing is stored.
+    let mut args = vec!["http", "--id", "web"];
+    args.extend(common);
+    args.extend(["POST", "/api/items", "sku=A-42", "qty:=2"]);
+    let run = cheops(work.path(), &args, &env).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("does not serve http"), "{run:?}");
+    assert_eq!(cluster.doc(0, "web").await, None);
+
+    // A bad item never leaves the client.
+    let mut args = vec!["http", "--id", "web"];
+    args.extend(common);
+    args.extend(["POST", "/api/items", "plain"]);
+    let run = cheops(work.path(), &args, &env).await;
+    assert_eq!(run.code, 64, "{run:?}");
+}

@@ -1,4 +1,4 @@
-//! The flags of `cheops exec`, `cheops show` and `cheops history`, each
+//! The flags of `cheops exec`, `http`, `redis`, `show` and `history`, each
 //! with the example `--help` shows.
 
 use std::path::PathBuf;
@@ -78,6 +78,91 @@ Examples:
     --command \"kubectl apply -f {recipe.yml}\" --config config.json --type create
   cheops exec --id web --sites 'site1&site2' --type set \\
     --command 'cp -r {./site} /srv/www' --node http://127.0.0.1:8079";
+
+/// What every operation sent needs besides what it runs.
+#[derive(Args, Debug)]
+pub struct OperationArgs {
+    /// The resource's id.
+    ///
+    /// Example: --id cart
+    #[arg(long)]
+    pub id: String,
+
+    /// The resource's sites, separated by '&'; the request goes to the first.
+    ///
+    /// Example: --sites 'site1&site2&site3'
+    #[arg(long)]
+    pub sites: String,
+
+    /// The operation's type, which the resource's resolution matrix matches.
+    ///
+    /// Example: --type add
+    #[arg(long = "type", value_name = "TYPE")]
+    pub op_type: String,
+
+    /// A JSON file with the resource's config (its resolution matrix).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the node's answer as it comes: one JSON reply document per line.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(after_long_help = HTTP_EXAMPLES)]
+pub struct HttpArgs {
+    #[command(flatten)]
+    pub operation: OperationArgs,
+
+    /// The request's method.
+    pub method: String,
+
+    /// The path below each site's application URL (--http-backend).
+    pub path: String,
+
+    /// What the request carries, as httpie writes it: `field=value` (a
+    /// JSON string field), `field:=json` (a JSON value), `name==value` (a
+    /// query parameter), `Header:value` (a header), `@file` (the body, a
+    /// file's bytes).
+    #[arg(allow_hyphen_values = true)]
+    pub items: Vec<String>,
+}
+
+const HTTP_EXAMPLES: &str = "\
+Each site sends the request to its own application (its --http-backend URL
+followed by PATH); a 2xx answer is OK. Replies print as for exec, and the
+exit status is exec's.
+
+Examples:
+  cheops http --id cart --sites 'site1&site2' --type add POST /api/cart/items sku=A-42 qty:=2
+  cheops http --id site --sites 'site1&site2' --type set PUT /pages/home @home.html Content-Type:text/html";
+
+#[derive(Args, Debug)]
+#[command(after_long_help = REDIS_EXAMPLES)]
+pub struct RedisArgs {
+    #[command(flatten)]
+    pub operation: OperationArgs,
+
+    /// The Redis command's name.
+    pub command: String,
+
+    /// Its arguments.
+    #[arg(allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+const REDIS_EXAMPLES: &str = "\
+Each site sends the command to its own Redis (its --redis-backend); it is OK
+unless Redis answers an error, and the reply holds the answer as redis-cli
+shows it. Replies print as for exec, and the exit status is exec's.
+
+Examples:
+  cheops redis --id counter --sites 'site1&site2' --type inc INCRBY counter 2
+  cheops redis --id list --sites 'site1&site2' --type set LSET my-list 23 new-val";
 
 #[derive(Args, Debug)]
 #[command(after_long_help = SHOW_EXAMPLES)]

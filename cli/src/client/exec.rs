@@ -1,5 +1,6 @@
-//! `cheops exec`: builds the `/exec` form (files included), sends it to the
-//! first site's node and prints each site's reply as it arrives.
+//! `cheops exec`, `http` and `redis`: builds the `/exec` form (files
+//! included), sends it to the first site's node and prints each site's
+//! reply as it arrives.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,8 +10,9 @@ use cheops_model::{error_chain, ReplyDocument, ResourceConfig, Secret};
 use futures::StreamExt;
 use reqwest::multipart::{Form, Part};
 
-use super::args::ExecArgs;
+use super::args::{ExecArgs, HttpArgs, OperationArgs, RedisArgs};
 use super::http;
+use super::items;
 use super::node_url;
 use super::outcome::Outcome;
 use super::progress::Progress;
@@ -80,6 +82,96 @@ pub(crate) fn prepare(args: ExecArgs) -> Result<Request, Failure> {
         sites,
         json: args.json,
     })
+}
+
+/// `cheops http` and `cheops redis`: an operation of another kind, its
+/// form built by `fields` after the common ones.
+pub(crate) fn prepare_operation(
+    args: OperationArgs,
+    kind: &str,
+    command: String,
+    fields: Vec<(&'static str, Vec<u8>)>,
+) -> Result<Request, Failure> {
+    node_url::check_id(&args.id)?;
+    let sites = node_url::sites(&args.sites)?;
+    let Some(first) = sites.first() else {
+        return Err(Failure::Usage(
+            "--sites names no site: give sites separated by '&'".into(),
+        ));
+    };
+    if args.op_type.trim().is_empty() {
+        return Err(Failure::Usage("--type is empty".into()));
+    }
+    let config = args.config.as_deref().map(read_config).transpose()?;
+    let client = http::client(&args.node)?;
+    let url = format!(
+        "{}/exec/{}",
+        node_url::resolve(&args.node, Some(first))?,
+        args.id
+    );
+    let token = token::token(&args.node)?;
+    let mut form = Form::new()
+        .text("sites", args.sites)
+        .text("type", args.op_type)
+        .text("kind", kind.to_owned())
+        .text("command", command);
+    if let Some(config) = config {
+        form = form.text("config", config);
+    }
+    for (name, value) in fields {
+        form = form.part(name, Part::bytes(value));
+    }
+    Ok(Request {
+        client,
+        url,
+        form,
+        token,
+        sites,
+        json: args.json,
+    })
+}
+
+/// `cheops http METHOD PATH ITEMS…`.
+pub(crate) fn prepare_http(args: HttpArgs) -> Result<Request, Failure> {
+    let method = args.method.trim().to_ascii_uppercase();
+    if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(Failure::Usage(format!(
+            "{:?} is not an HTTP method",
+            args.method
+        )));
+    }
+    let read = |name: &str| std::fs::read(name).map_err(|e| format!("cannot read @{name}: {e}"));
+    let built = items::build(&args.path, &args.items, read).map_err(Failure::Usage)?;
+    let mut fields: Vec<(&'static str, Vec<u8>)> = built
+        .headers
+        .into_iter()
+        .map(|h| ("header", h.into_bytes()))
+        .collect();
+    if let Some(body) = built.body {
+        fields.push(("body", body));
+    }
+    prepare_operation(
+        args.operation,
+        "http",
+        format!("{method} {}", built.path),
+        fields,
+    )
+}
+
+/// `cheops redis CMD ARG…`.
+pub(crate) fn prepare_redis(args: RedisArgs) -> Result<Request, Failure> {
+    if args.command.is_empty() || args.command.contains(char::is_whitespace) {
+        return Err(Failure::Usage(format!(
+            "{:?} is not a Redis command's name; its arguments follow it",
+            args.command
+        )));
+    }
+    let fields = args
+        .args
+        .into_iter()
+        .map(|arg| ("arg", arg.into_bytes()))
+        .collect();
+    prepare_operation(args.operation, "redis", args.command, fields)
 }
 
 /// The config file's text, sent as written once known to be a valid
