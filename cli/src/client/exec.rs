@@ -10,7 +10,7 @@ use cheops_model::{error_chain, ReplyDocument, ResourceConfig, Secret};
 use futures::StreamExt;
 use reqwest::multipart::{Form, Part};
 
-use super::args::{ExecArgs, HttpArgs, OperationArgs, RedisArgs};
+use super::args::{ExecArgs, HttpArgs, NodeArgs, OperationArgs, RedisArgs};
 use super::http;
 use super::items;
 use super::node_url;
@@ -32,30 +32,76 @@ pub(crate) struct Request {
     json: bool,
 }
 
+/// Where an operation goes and what comes with every kind: checked here.
+struct Target {
+    client: reqwest::Client,
+    url: String,
+    token: Option<Secret>,
+    sites: Vec<String>,
+    /// The config file's text, checked.
+    config: Option<String>,
+}
+
+impl Target {
+    fn new(
+        id: &str,
+        sites: &str,
+        op_type: &str,
+        config: Option<&std::path::Path>,
+        node: &NodeArgs,
+    ) -> Result<Target, Failure> {
+        node_url::check_id(id)?;
+        let sites = node_url::sites(sites)?;
+        let Some(first) = sites.first() else {
+            return Err(Failure::Usage(
+                "--sites names no site: give sites separated by '&'".into(),
+            ));
+        };
+        if op_type.trim().is_empty() {
+            return Err(Failure::Usage("--type is empty".into()));
+        }
+        let config = config.map(read_config).transpose()?;
+        let client = http::client(node)?;
+        let url = format!("{}/exec/{id}", node_url::resolve(node, Some(first))?);
+        let token = token::token(node)?;
+        Ok(Target {
+            client,
+            url,
+            token,
+            sites,
+            config,
+        })
+    }
+
+    fn request(self, form: Form, json: bool) -> Request {
+        let form = match self.config {
+            Some(config) => form.text("config", config),
+            None => form,
+        };
+        Request {
+            client: self.client,
+            url: self.url,
+            form,
+            token: self.token,
+            sites: self.sites,
+            json,
+        }
+    }
+}
+
 /// Checks everything that can be checked here and reads the files; nothing
 /// is sent yet.
 pub(crate) fn prepare(args: ExecArgs) -> Result<Request, Failure> {
-    node_url::check_id(&args.id)?;
-    let sites = node_url::sites(&args.sites)?;
-    let Some(first) = sites.first() else {
-        return Err(Failure::Usage(
-            "--sites names no site: give sites separated by '&'".into(),
-        ));
-    };
-    if args.op_type.trim().is_empty() {
-        return Err(Failure::Usage("--type is empty".into()));
-    }
-    let config = args.config.as_deref().map(read_config).transpose()?;
+    let target = Target::new(
+        &args.id,
+        &args.sites,
+        &args.op_type,
+        args.config.as_deref(),
+        &args.node,
+    )?;
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Usage(format!("cannot read the current directory: {e}")))?;
     let prepared = uploads::prepare(&args.command, &cwd)?;
-    let client = http::client(&args.node)?;
-    let url = format!(
-        "{}/exec/{}",
-        node_url::resolve(&args.node, Some(first))?,
-        args.id
-    );
-    let token = token::token(&args.node)?;
 
     // Names are sent as written (`mydir/sub/f`): the node's form reader
     // does not decode the RFC 2231 form reqwest uses by default for names
@@ -65,23 +111,13 @@ pub(crate) fn prepare(args: ExecArgs) -> Result<Request, Failure> {
         .text("sites", args.sites)
         .text("type", args.op_type)
         .text("command", prepared.command);
-    if let Some(config) = config {
-        form = form.text("config", config);
-    }
     for (name, content) in prepared.files {
         // The node keys files by field name; the filename is for humans
         // reading the request.
         let file_name = name.rsplit('/').next().unwrap_or(&name).to_owned();
         form = form.part(name, Part::bytes(content).file_name(file_name));
     }
-    Ok(Request {
-        client,
-        url,
-        form,
-        token,
-        sites,
-        json: args.json,
-    })
+    Ok(target.request(form, args.json))
 }
 
 /// `cheops http` and `cheops redis`: an operation of another kind, its
@@ -92,43 +128,22 @@ pub(crate) fn prepare_operation(
     command: String,
     fields: Vec<(&'static str, Vec<u8>)>,
 ) -> Result<Request, Failure> {
-    node_url::check_id(&args.id)?;
-    let sites = node_url::sites(&args.sites)?;
-    let Some(first) = sites.first() else {
-        return Err(Failure::Usage(
-            "--sites names no site: give sites separated by '&'".into(),
-        ));
-    };
-    if args.op_type.trim().is_empty() {
-        return Err(Failure::Usage("--type is empty".into()));
-    }
-    let config = args.config.as_deref().map(read_config).transpose()?;
-    let client = http::client(&args.node)?;
-    let url = format!(
-        "{}/exec/{}",
-        node_url::resolve(&args.node, Some(first))?,
-        args.id
-    );
-    let token = token::token(&args.node)?;
+    let target = Target::new(
+        &args.id,
+        &args.sites,
+        &args.op_type,
+        args.config.as_deref(),
+        &args.node,
+    )?;
     let mut form = Form::new()
         .text("sites", args.sites)
         .text("type", args.op_type)
         .text("kind", kind.to_owned())
         .text("command", command);
-    if let Some(config) = config {
-        form = form.text("config", config);
-    }
     for (name, value) in fields {
         form = form.part(name, Part::bytes(value));
     }
-    Ok(Request {
-        client,
-        url,
-        form,
-        token,
-        sites,
-        json: args.json,
-    })
+    Ok(target.request(form, args.json))
 }
 
 /// `cheops http METHOD PATH ITEMS…`.
