@@ -378,6 +378,67 @@ mod redis_backend {
     }
 }
 
+/// The counter again, as HTTP operations against a small application on
+/// each site (its `--http-backend`): set and add during a partition.
+mod http_backend {
+    use super::*;
+
+    async fn send(cluster: &Cluster, i: usize, request: &str, op_type: &str) {
+        let commands = [request];
+        let fields = [("kind", "http")];
+        let request = Exec {
+            config: (op_type == "init").then_some(MATRIX),
+            op_type: Some(if op_type == "init" { "set" } else { op_type }),
+            fields: &fields,
+            ..Exec::new("c", SITES, &commands, op_type)
+        };
+        let (status, answer) = cluster.exec(i, request).await;
+        assert_eq!(status, 200, "through site{}: {answer:?}", i + 1);
+    }
+
+    /// The value after the block, replayed from its requests.
+    fn replay(doc: &Value) -> i64 {
+        let mut value = 0;
+        for op in doc["Operations"].as_array().expect("operations") {
+            let http = &op["Command"]["Http"];
+            let path = http["Path"].as_str().unwrap_or_default();
+            let number = path.rsplit('=').next().and_then(|n| n.parse::<i64>().ok());
+            match (http["Method"].as_str(), number) {
+                (Some("PUT"), Some(n)) => value = n,
+                (Some("POST"), Some(n)) => value += n,
+                _ => {}
+            }
+        }
+        value
+    }
+
+    #[tokio::test]
+    async fn during_a_partition() {
+        let cluster = Cluster::start_with(ClusterOptions {
+            nodes: 3,
+            reply_timeout: 3,
+            http_app: true,
+            ..ClusterOptions::default()
+        })
+        .await;
+        let value = |i: usize| cluster.app(i).expect("an application").value();
+        send(&cluster, 0, "PUT /counter?value=23", "init").await;
+        converged(&cluster, "c", &ALL).await;
+        assert_eq!(value(2), 23);
+
+        cluster.partition();
+        send(&cluster, 0, "PUT /counter?value=29", "set").await;
+        send(&cluster, 1, "POST /counter?by=13", "add").await;
+        send(&cluster, 2, "POST /counter?by=-12", "add").await;
+        cluster.heal();
+
+        let doc = converged(&cluster, "c", &ALL).await;
+        let values: Vec<String> = ALL.iter().map(|&i| value(i).to_string()).collect();
+        let value = same_everywhere(values, "the counter");
+        assert_eq!(value, replay(&doc).to_string(), "{doc}");
+    }
+}
+
 /// The original's test_different_sites: two resources on overlapping sets of
 /// sites; every site holds exactly the resources it belongs to.
 #[tokio::test]

@@ -12,6 +12,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use crate::convergence::{check, Snapshot};
+use crate::counter_app::CounterApp;
 use crate::network::{counter, Gate, Network, Traffic};
 use crate::process::{cheops_binary, free_port, redis_server, sidecar_script, Owned};
 use crate::scheduler::SchedulerFront;
@@ -128,6 +129,7 @@ struct Node {
     _front: Option<Gate>,
     counter: Option<(Gate, Arc<Traffic>)>,
     scheduler: Option<SchedulerFront>,
+    app: Option<CounterApp>,
     /// How many times its daemon was started (names its log files).
     starts: usize,
 }
@@ -163,6 +165,9 @@ pub struct ClusterOptions {
     /// Put a fake CouchDB 3 scheduler (see [`SchedulerFront`]) between
     /// each daemon and its sidecar (not with `tls`).
     pub fake_scheduler: bool,
+    /// Start one [`CounterApp`] per node, as its daemon's
+    /// `--http-backend`.
+    pub http_app: bool,
 }
 
 impl Default for ClusterOptions {
@@ -171,6 +176,7 @@ impl Default for ClusterOptions {
             nodes: 3,
             reply_timeout: 30,
             redis: false,
+            http_app: false,
             dir: None,
             binary: None,
             tls: false,
@@ -390,6 +396,14 @@ impl Cluster {
                 _front: front,
                 counter,
                 scheduler,
+                app: match options.http_app {
+                    true => Some(
+                        CounterApp::start()
+                            .await
+                            .expect("cannot start an application"),
+                    ),
+                    false => None,
+                },
                 starts: 0,
             });
         }
@@ -562,6 +576,9 @@ impl Cluster {
             .args(&self.daemon_args)
             .env("NODE_DIR", info.app_dir())
             .env("CHEOPS_COMMAND_ENV", command_env());
+        if let Some(app) = &self.nodes[i].app {
+            command.env("CHEOPS_HTTP_BACKEND", app.url());
+        }
         if let Some(port) = info.redis_port {
             command
                 .env("REDIS_PORT", port.to_string())
@@ -644,6 +661,12 @@ impl Cluster {
     /// answered.
     pub fn sidecar_log(&self, i: usize) -> PathBuf {
         self.node(i).dir.join("couchdb").join("log.txt")
+    }
+
+    /// Node `i`'s application, when the cluster was started with
+    /// `http_app`.
+    pub fn app(&self, i: usize) -> Option<&CounterApp> {
+        self.nodes[i].app.as_ref()
     }
 
     /// The process id of node `i`'s sidecar (its start script execs the

@@ -9,6 +9,7 @@
 
 mod cluster;
 pub mod convergence;
+pub mod counter_app;
 pub mod network;
 mod process;
 pub mod python;
