@@ -57,7 +57,7 @@ impl ExecForm {
             },
             Kind::Http => Command::http(http_request(form, &command)?),
             Kind::Redis => Command::redis(redis_args(form, command)?),
-            Kind::Unknown => unreachable!("kind() reads only known kinds"),
+            Kind::Unknown => return Err(ApiError::bad_request("field `kind` is unknown")),
         };
         Ok(ExecForm {
             sites,
