@@ -19,14 +19,7 @@ pub(crate) async fn feed(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = crate::limit(&params, DEFAULT_LIMIT, MAX_LIMIT)?;
     let resource = params.get("resource").map(String::as_str);
     Ok(Json(state.node.feed().latest(resource, limit)))
 }

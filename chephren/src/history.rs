@@ -38,14 +38,7 @@ pub(crate) async fn history(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<HistoryPage>, ApiError> {
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = crate::limit(&params, DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = match (params.get("afterTime"), params.get("afterRequest")) {
         (None, None) => None,
         (Some(time), Some(request)) => {

@@ -126,6 +126,22 @@ async fn resource(
         .ok_or(ApiError::NotOnThisSite(id))
 }
 
+/// The `limit` query parameter: `default` when absent, else 1 to `max`.
+pub(crate) fn limit(
+    params: &std::collections::HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {max}"))),
+    }
+}
+
 /// Answers even when the database cannot be read: peers' liveness is most
 /// wanted precisely when something is down.
 async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
