@@ -19,13 +19,31 @@ Environment: CHEOPS_FUZZ_SITE, the site name of the node under test;
 CHEOPS_FUZZ_RESOURCE, a resource the test created on it.
 """
 
+import ast
 import json
 import os
+import threading
 import zlib
 from urllib.parse import unquote_plus
 
 import jsonschema_rs
 import schemathesis
+
+# Some CPython versions (3.11.7 among them) keep ast.parse's recursion depth
+# in state threads share: two threads parsing at once fail with
+# "SystemError: AST constructor recursion depth mismatch". Hypothesis parses
+# sources to describe lambdas, which schemathesis's workers may do at once;
+# one parse at a time keeps a run from failing on it.
+_AST_LOCK = threading.Lock()
+_ast_parse = ast.parse
+
+
+def _parse_alone(*args, **kwargs):
+    with _AST_LOCK:
+        return _ast_parse(*args, **kwargs)
+
+
+ast.parse = _parse_alone
 
 HARMLESS_COMMAND = "echo fuzz"
 SITE = os.environ["CHEOPS_FUZZ_SITE"]
