@@ -1,21 +1,16 @@
 //! `POST /exec/{id}`: reads the form, submits the operation to the node and
 //! streams the sites' replies back as they come.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::response::Response;
-use cheops_model::{Command, HttpRequest, Kind, Operation, ResourceConfig, Timestamp};
+use cheops_model::{Command, Operation, ResourceConfig, Timestamp};
 use cheops_replicator::Submission;
 
-use crate::form::{FormData, FormPart, MultipartForm};
+use crate::command_form::{self, Files};
+use crate::form::{FormData, MultipartForm};
 use crate::replies;
 use crate::resource_id::ResourceId;
 use crate::{ApiError, AppState};
-
-/// The form fields of `/exec`; for a shell command every other part (but
-/// a `kind` field) is an attached file.
-const FIELDS: [&str; 4] = ["sites", "command", "type", "config"];
 
 /// A checked `/exec` form.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +31,6 @@ impl ExecForm {
                 "field `sites` names no site: give sites separated by '&'",
             ));
         }
-        // Trimmed as the original does; an empty command is the node's call.
-        let command = form.required("command")?.trim().to_owned();
         let op_type = form.required("type")?.trim().to_owned();
         if op_type.is_empty() {
             return Err(ApiError::bad_request("field `type` is empty"));
@@ -50,15 +43,7 @@ impl ExecForm {
                 ))
             })?,
         };
-        let command = match kind(form)? {
-            Kind::Shell => Command {
-                files: files(form)?,
-                ..Command::shell(command)
-            },
-            Kind::Http => Command::http(http_request(form, &command)?),
-            Kind::Redis => Command::redis(redis_args(form, command)?),
-            Kind::Unknown => return Err(ApiError::bad_request("field `kind` is unknown")),
-        };
+        let command = command_form::parse(form, Files::Attached)?;
         Ok(ExecForm {
             sites,
             command,
@@ -66,173 +51,6 @@ impl ExecForm {
             config,
         })
     }
-}
-
-/// Whether a part is the field `name` (a field carries no file name: a
-/// file of that name, as the original CLI sends it, stays a file).
-fn is_field(part: &FormPart, name: &str) -> bool {
-    part.name == name && part.file_name.is_none()
-}
-
-/// The `kind` field: `shell` (the default), `http` or `redis`.
-fn kind(form: &FormData) -> Result<Kind, ApiError> {
-    let mut kinds = form.parts.iter().filter(|p| is_field(p, "kind"));
-    let kind = match (kinds.next(), kinds.next()) {
-        (None, _) => return Ok(Kind::Shell),
-        (Some(part), None) => part.text()?.trim(),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "field `kind` is given more than once",
-            ))
-        }
-    };
-    match kind {
-        "" | "shell" => Ok(Kind::Shell),
-        "http" => Ok(Kind::Http),
-        "redis" => Ok(Kind::Redis),
-        other => Err(ApiError::BadRequest(format!(
-            "field `kind` is {other:?}: it is shell, http or redis"
-        ))),
-    }
-}
-
-/// A shell command's attached files: every part but the fields.
-fn files(form: &FormData) -> Result<BTreeMap<String, Vec<u8>>, ApiError> {
-    let mut files = BTreeMap::new();
-    for part in form
-        .parts
-        .iter()
-        .filter(|p| !FIELDS.contains(&p.name.as_str()) && !is_field(p, "kind"))
-    {
-        let name = file_name(part)?;
-        if files.insert(name.clone(), part.content.to_vec()).is_some() {
-            return Err(ApiError::BadRequest(format!(
-                "two attached files are named {name:?}"
-            )));
-        }
-    }
-    cheops_model::check_file_names(files.keys().map(String::as_str))
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(files)
-}
-
-/// The parts of a non-shell operation beside the common fields, refusing
-/// any other.
-fn extra_parts<'a>(
-    form: &'a FormData,
-    kind: &str,
-    allowed: &[&str],
-) -> Result<Vec<&'a FormPart>, ApiError> {
-    let mut extra = Vec::new();
-    for part in &form.parts {
-        if FIELDS.contains(&part.name.as_str()) || is_field(part, "kind") {
-            continue;
-        }
-        if !allowed.contains(&part.name.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "a {kind} operation takes no part named {:?} (it takes {})",
-                part.name,
-                allowed.join(", ")
-            )));
-        }
-        extra.push(part);
-    }
-    Ok(extra)
-}
-
-/// An HTTP operation: `command` is `METHOD PATH` (the path with its query
-/// string), each `header` field a `Name: value`, the `body` part (a field
-/// or a file) the body.
-fn http_request(form: &FormData, command: &str) -> Result<HttpRequest, ApiError> {
-    let (method, path) = command.split_once(' ').ok_or_else(|| {
-        ApiError::bad_request(
-            "an http operation's `command` is `METHOD PATH`, as `POST /api/items`",
-        )
-    })?;
-    let (method, path) = (method.trim(), path.trim());
-    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if method.is_empty() || !method.chars().all(token) {
-        return Err(ApiError::BadRequest(format!(
-            "{method:?} is not an HTTP method"
-        )));
-    }
-    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ApiError::BadRequest(format!(
-            "the path {path:?} must start with / and hold no space: it goes after the site's application URL"
-        )));
-    }
-    let mut request = HttpRequest {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        ..HttpRequest::default()
-    };
-    let mut bodies = 0;
-    for part in extra_parts(form, "http", &["header", "body"])? {
-        if part.name == "body" {
-            bodies += 1;
-            request.body = part.content.to_vec();
-            continue;
-        }
-        let text = part.text()?;
-        let (name, value) = text
-            .split_once(':')
-            .ok_or_else(|| ApiError::BadRequest(format!("header {text:?} is not `Name: value`")))?;
-        let name = name.trim();
-        if name.is_empty() || !name.chars().all(token) || value.contains(['\r', '\n']) {
-            return Err(ApiError::BadRequest(format!(
-                "header {text:?} is not `Name: value`"
-            )));
-        }
-        request
-            .headers
-            .push((name.to_owned(), value.trim().to_owned()));
-    }
-    if bodies > 1 {
-        return Err(ApiError::bad_request(
-            "field `body` is given more than once",
-        ));
-    }
-    Ok(request)
-}
-
-/// A Redis operation: `command` is the command's name, each `arg` field an
-/// argument, in order.
-fn redis_args(form: &FormData, command: String) -> Result<Vec<String>, ApiError> {
-    if command.is_empty() || command.contains(char::is_whitespace) {
-        return Err(ApiError::BadRequest(format!(
-            "a redis operation's `command` is the command's name alone, as `LSET`, not {command:?}: its arguments are `arg` fields"
-        )));
-    }
-    let mut args = vec![command];
-    for part in extra_parts(form, "redis", &["arg"])? {
-        args.push(part.text()?.to_owned());
-    }
-    Ok(args)
-}
-
-/// The name an attached file is stored under, which `{name}` in the command
-/// refers to. The original CLI sends each file as a part whose field name
-/// and filename are both that name, and the original server keys files by
-/// field name; so do we, except for the generic field names `file` and
-/// `files` (as `curl -F file=@a.txt` sends), where the filename is the name.
-fn file_name(part: &FormPart) -> Result<String, ApiError> {
-    let base = part
-        .file_name
-        .as_deref()
-        .and_then(|f| f.rsplit(['/', '\\']).next())
-        .filter(|f| !f.is_empty());
-    let name = match (part.name.as_str(), base) {
-        ("file" | "files", Some(base)) => base,
-        (name, _) => name,
-    };
-    check_file_name(name)?;
-    Ok(name.to_owned())
-}
-
-/// The shell backend's rule for file names, checked here so that a name it
-/// would refuse is never stored.
-fn check_file_name(name: &str) -> Result<(), ApiError> {
-    cheops_model::check_file_name(name).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 pub(crate) async fn exec(
@@ -295,7 +113,9 @@ fn parse_config(json: &str) -> Result<Option<ResourceConfig>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::form::FormPart;
     use axum::body::Bytes;
+    use cheops_model::Kind;
 
     fn part(name: &str, file_name: Option<&str>, value: &str) -> FormPart {
         FormPart {

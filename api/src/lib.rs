@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod changes;
+mod command_form;
 mod dump;
 mod error;
 mod exec;
@@ -46,9 +47,18 @@ pub struct ApiConfig {
     /// The client `/show` asks the sites' `/show_local` with (pooled, and
     /// trusting the roots of the node's CA file).
     pub peer_client: reqwest::Client,
+    /// The largest answer read from a peer's `/show_local`, in bytes: a
+    /// peer that sends more is reported KO, never read whole.
+    pub peer_answer_limit: usize,
     /// The tokens requests must carry (none by default: open), and the one
     /// `/show` sends to the other sites.
     pub tokens: Arc<Tokens>,
+}
+
+/// The largest `/show_local` answer a site sends when its commands' output
+/// is cut at `output_limit` bytes: JSON writes a byte as six at most.
+pub fn peer_answer_limit(output_limit: usize) -> usize {
+    output_limit.saturating_mul(6).saturating_add(64 * 1024)
 }
 
 impl Default for ApiConfig {
@@ -58,6 +68,7 @@ impl Default for ApiConfig {
             show_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024 * 1024,
             peer_client: reqwest::Client::new(),
+            peer_answer_limit: peer_answer_limit(1024 * 1024),
             tokens: Arc::new(Tokens::open()),
         }
     }

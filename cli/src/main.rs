@@ -132,6 +132,36 @@ mod tests {
     }
 
     #[test]
+    fn show_takes_a_shell_command_or_a_kind_and_its_words() {
+        let parse = |list: &[&str]| Cli::try_parse_from(list).map(|cli| cli.command);
+        let Ok(Command::Show(show)) = parse(&[
+            "cheops", "show", "--id", "x", "--kind", "redis", "LRANGE", "l", "-1",
+        ]) else {
+            panic!("a Redis show parses");
+        };
+        assert_eq!(format!("{:?}", show.kind), "Some(Redis)");
+        assert_eq!(show.words, ["LRANGE", "l", "-1"]);
+        for refused in [
+            &["cheops", "show", "--id", "x"][..],
+            &["cheops", "show", "--id", "x", "--kind", "http"],
+            &["cheops", "show", "--id", "x", "--command", "ls", "extra"],
+            &[
+                "cheops",
+                "show",
+                "--id",
+                "x",
+                "--command",
+                "ls",
+                "--kind",
+                "redis",
+                "GET",
+            ],
+        ] {
+            assert!(parse(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
     }

@@ -740,6 +740,20 @@ async fn redis_and_http_send_operations_of_their_kind() {
         "{run:?}"
     );
 
+    // show runs a Redis command on every site; history lists the operation.
+    let show = ["show", "--id", "count", "--kind", "redis", "GET", "n"];
+    let run = cheops(work.path(), &show, &env).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.matches("  \"5\"").count(), 2, "{run:?}");
+    let run = cheops(
+        work.path(),
+        &["history", "--id", "count", "--from", "site2"],
+        &env,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("INCRBY n 5"), "{run:?}");
+
     // No site here serves HTTP: the node refuses, and nothing is stored.
     let mut args = vec!["http", "--id", "web"];
     args.extend(common);

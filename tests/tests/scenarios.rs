@@ -370,6 +370,14 @@ mod redis_backend {
             .collect();
         let value = same_everywhere(values, "GET r");
         assert_eq!(value, replay(&doc).to_string(), "{doc}");
+        // A show reads each site's Redis the same way.
+        let fields = [("kind", "redis"), ("command", "GET"), ("arg", "__ID__")];
+        let (status, shown) = cluster.show_with(2, "r", &fields).await;
+        assert_eq!(status, 200, "{shown}");
+        for site in ["site1", "site2", "site3"] {
+            assert_eq!(shown[site]["Status"], "OK", "{shown}");
+            assert_eq!(shown[site]["Output"], format!("\"{value}\"\n"), "{shown}");
+        }
         for i in ALL {
             for (site, status) in statuses(&cluster, i, &doc, 1).await {
                 assert_eq!(status, "OK", "{site}");
@@ -436,6 +444,17 @@ mod http_backend {
         let values: Vec<String> = ALL.iter().map(|&i| value(i).to_string()).collect();
         let value = same_everywhere(values, "the counter");
         assert_eq!(value, replay(&doc).to_string(), "{doc}");
+
+        // A show reads each site's application the same way.
+        let fields = [("kind", "http"), ("command", "GET /counter")];
+        let (status, shown) = cluster.show_with(1, "c", &fields).await;
+        assert_eq!(status, 200, "{shown}");
+        for site in ["site1", "site2", "site3"] {
+            assert_eq!(shown[site]["Status"], "OK", "{shown}");
+            let output = shown[site]["Output"].as_str().unwrap_or_default();
+            assert!(output.starts_with("HTTP/1.1 200"), "{shown}");
+            assert!(output.trim_end().ends_with(&value), "{shown}");
+        }
     }
 }
 

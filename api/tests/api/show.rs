@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use cheops_api::{router, ApiConfig};
+use cheops_model::{Command, FOREIGN_SHELL};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -163,4 +164,124 @@ async fn show_local_with_a_form_over_the_limit_answers_413() {
     .await;
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, &["64 bytes"]).await;
     assert!(node.local_runs().is_empty());
+}
+
+/// A peer that records the fields of every `/show_local` form it gets (as
+/// a node reading only `command`, the Go original, would see them) and
+/// answers `answer`.
+async fn recording_peer(answer: String) -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use axum::extract::Multipart;
+    let fields = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = fields.clone();
+    let app = axum::Router::new().route(
+        "/show_local/{id}",
+        axum::routing::post(move |mut form: Multipart| {
+            let (seen, answer) = (seen.clone(), answer.clone());
+            async move {
+                while let Ok(Some(field)) = form.next_field().await {
+                    let name = field.name().unwrap_or_default().to_owned();
+                    let text = field.text().await.unwrap_or_default();
+                    seen.lock().unwrap().push((name, text));
+                }
+                answer
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, fields)
+}
+
+#[tokio::test]
+async fn show_runs_http_and_redis_commands_on_every_site_whole() {
+    let site1 = FakeNode::new("site1");
+    let site2 = FakeNode::new("site2");
+    site1.set_api_url("site1", &serve(&site1).await);
+    site1.set_api_url("site2", &serve(&site2).await);
+    let (go_url, go_saw) = recording_peer(r#"{"Status":"KO","Output":"no"}"#.into()).await;
+    site1.set_api_url("site3", &go_url);
+    let app = router(site1.clone(), ApiConfig::default());
+
+    let redis: [Part; 5] = [
+        ("kind", None, b"redis"),
+        ("command", None, b"LRANGE"),
+        ("arg", None, b"list-__ID__"),
+        ("arg", None, b"0"),
+        ("sites", None, b"site1&site2&site3"),
+    ];
+    let response = send(app.clone(), post_multipart("/show/r1", &redis)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(response).await;
+    assert_eq!(body["site2"]["Status"], "OK", "{body}");
+    assert_eq!(body["site3"]["Status"], "KO", "{body}");
+    let expected = Command::redis(vec!["LRANGE".into(), "list-r1".into(), "0".into()]);
+    assert_eq!(site1.local_runs(), std::slice::from_ref(&expected));
+    assert_eq!(site2.local_runs(), [expected]);
+    // A node reading `command` alone runs the line that answers KO.
+    let saw = go_saw.lock().unwrap().clone();
+    assert_eq!(saw[0], ("command".to_owned(), FOREIGN_SHELL.to_owned()));
+
+    let http: [Part; 4] = [
+        ("kind", None, b"http"),
+        ("command", None, b"GET /items/__ID__"),
+        ("header", None, b"Accept: text/plain"),
+        ("sites", None, b"site2"),
+    ];
+    let response = send(app, post_multipart("/show/r1", &http)).await;
+    assert_eq!(json(response).await["site2"]["Status"], "OK");
+    let runs = site2.local_runs();
+    let request = runs[1].http.as_ref().expect("an HTTP request");
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("GET", "/items/r1")
+    );
+    assert_eq!(
+        request.headers,
+        [("Accept".to_owned(), "text/plain".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn show_refuses_files_and_bad_commands_of_any_kind() {
+    let node = FakeNode::new("site1");
+    let app = router(node.clone(), ApiConfig::default());
+    let refused: [(&str, &[Part]); 3] = [
+        (
+            "no files",
+            &[("command", None, b"cat {a}"), ("a", Some("a"), b"A")],
+        ),
+        (
+            "METHOD PATH",
+            &[("kind", None, b"http"), ("command", None, b"/items")],
+        ),
+        (
+            "shell, http or redis",
+            &[("kind", None, b"grpc"), ("command", None, b"x")],
+        ),
+    ];
+    for (why, parts) in refused {
+        for path in ["/show/r1", "/show_local/r1"] {
+            let response = send(app.clone(), post_multipart(path, parts)).await;
+            assert_error(response, StatusCode::BAD_REQUEST, &[why]).await;
+        }
+    }
+    assert!(node.local_runs().is_empty());
+}
+
+#[tokio::test]
+async fn a_peer_answer_over_the_limit_is_ko_and_never_read_whole() {
+    let site1 = FakeNode::new("site1");
+    let huge = format!(r#"{{"Status":"OK","Output":"{}"}}"#, "x".repeat(100_000));
+    let (url, _) = recording_peer(huge).await;
+    site1.set_api_url("site2", &url);
+    let config = ApiConfig {
+        peer_answer_limit: 10_000,
+        ..ApiConfig::default()
+    };
+    let parts: [Part; 2] = [("command", None, b"ls"), ("sites", None, b"site2")];
+    let body = json(send(router(site1, config), post_multipart("/show/r1", &parts)).await).await;
+    assert_eq!(body["site2"]["Status"], "KO", "{body}");
+    let reason = body["site2"]["Output"].as_str().unwrap();
+    assert!(reason.contains("more than 10000 bytes"), "{reason}");
 }

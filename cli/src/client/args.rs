@@ -173,12 +173,31 @@ pub struct ShowArgs {
     #[arg(long)]
     pub id: String,
 
-    /// The read-only command every site runs; `__ID__` stands for the id.
+    /// The read-only shell command every site runs; `__ID__` stands for
+    /// the id.
     ///
     /// It is not stored, not replicated and takes no files.
     /// Example: --command 'kubectl get deployment __ID__'
-    #[arg(long)]
-    pub command: String,
+    #[arg(long, required_unless_present = "kind", conflicts_with = "kind")]
+    pub command: Option<String>,
+
+    /// Show with an HTTP request or a Redis command instead: the words
+    /// after the flags are then `METHOD PATH ITEMS…` (as `cheops http`
+    /// takes them) or `CMD ARG…` (as `cheops redis`), `__ID__` standing
+    /// for the id in the path, header values and arguments.
+    ///
+    /// Example: --kind redis LRANGE __ID__ 0 -1
+    #[arg(long, value_enum, requires = "words")]
+    pub kind: Option<ShowKind>,
+
+    /// With --kind: the request, or the Redis command and its arguments.
+    #[arg(
+        allow_hyphen_values = true,
+        requires = "kind",
+        conflicts_with = "command",
+        value_name = "WORDS"
+    )]
+    pub words: Vec<String>,
 
     /// The sites to ask, separated by '&' (default: the resource's locations).
     ///
@@ -210,8 +229,17 @@ Exit status: 0 every site answered OK, 1 some answered KO (or could not be
 reached by the node), 2 some did not answer in time (and none KO), 3 the node
 refused the request or could not be reached, 64 the command line is wrong.
 
-Example:
-  cheops show --id deployment-id --from site1 --command 'kubectl get deployment __ID__'";
+Examples:
+  cheops show --id deployment-id --from site1 --command 'kubectl get deployment __ID__'
+  cheops show --id cart --kind http GET /api/carts/__ID__ Accept:application/json
+  cheops show --id counter --kind redis GET __ID__";
+
+/// The kinds of command `cheops show` runs besides shell commands.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShowKind {
+    Http,
+    Redis,
+}
 
 #[derive(Args, Debug)]
 #[command(after_long_help = HISTORY_EXAMPLES)]

@@ -148,15 +148,28 @@ pub(crate) fn prepare_operation(
 
 /// `cheops http METHOD PATH ITEMS…`.
 pub(crate) fn prepare_http(args: HttpArgs) -> Result<Request, Failure> {
-    let method = args.method.trim().to_ascii_uppercase();
-    if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
-        return Err(Failure::Usage(format!(
-            "{:?} is not an HTTP method",
-            args.method
-        )));
+    let (command, fields) = http_form(&args.method, &args.path, &args.items)?;
+    prepare_operation(args.operation, "http", command, fields)
+}
+
+/// `cheops redis CMD ARG…`.
+pub(crate) fn prepare_redis(args: RedisArgs) -> Result<Request, Failure> {
+    let (command, fields) = redis_form(args.command, args.args)?;
+    prepare_operation(args.operation, "redis", command, fields)
+}
+
+/// A command of another kind as a form takes it: its `command` field,
+/// then its other fields in order.
+pub(crate) type KindForm = (String, Vec<(&'static str, Vec<u8>)>);
+
+/// An HTTP request's form from its method, path and httpie items.
+pub(crate) fn http_form(method: &str, path: &str, items: &[String]) -> Result<KindForm, Failure> {
+    let upper = method.trim().to_ascii_uppercase();
+    if upper.is_empty() || !upper.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(Failure::Usage(format!("{method:?} is not an HTTP method")));
     }
     let read = |name: &str| std::fs::read(name).map_err(|e| format!("cannot read @{name}: {e}"));
-    let built = items::build(&args.path, &args.items, read).map_err(Failure::Usage)?;
+    let built = items::build(path, items, read).map_err(Failure::Usage)?;
     let mut fields: Vec<(&'static str, Vec<u8>)> = built
         .headers
         .into_iter()
@@ -165,28 +178,21 @@ pub(crate) fn prepare_http(args: HttpArgs) -> Result<Request, Failure> {
     if let Some(body) = built.body {
         fields.push(("body", body));
     }
-    prepare_operation(
-        args.operation,
-        "http",
-        format!("{method} {}", built.path),
-        fields,
-    )
+    Ok((format!("{upper} {}", built.path), fields))
 }
 
-/// `cheops redis CMD ARG…`.
-pub(crate) fn prepare_redis(args: RedisArgs) -> Result<Request, Failure> {
-    if args.command.is_empty() || args.command.contains(char::is_whitespace) {
+/// A Redis command's form from its name and arguments.
+pub(crate) fn redis_form(command: String, args: Vec<String>) -> Result<KindForm, Failure> {
+    if command.is_empty() || command.contains(char::is_whitespace) {
         return Err(Failure::Usage(format!(
-            "{:?} is not a Redis command's name; its arguments follow it",
-            args.command
+            "{command:?} is not a Redis command's name; its arguments follow it"
         )));
     }
     let fields = args
-        .args
         .into_iter()
         .map(|arg| ("arg", arg.into_bytes()))
         .collect();
-    prepare_operation(args.operation, "redis", args.command, fields)
+    Ok((command, fields))
 }
 
 /// The config file's text, sent as written once known to be a valid

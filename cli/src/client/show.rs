@@ -6,9 +6,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use cheops_model::{error_chain, Secret, SiteOutput};
-use reqwest::multipart::Form;
+use reqwest::multipart::{Form, Part};
 
-use super::args::ShowArgs;
+use super::args::{ShowArgs, ShowKind};
+use super::exec;
 use super::http;
 use super::node_url::{self, redacted};
 use super::outcome::Outcome;
@@ -46,7 +47,15 @@ pub(crate) fn prepare(args: ShowArgs) -> Result<Request, Failure> {
     let client = http::client(&args.node)?;
     let url = format!("{}/show/{}", node_url::resolve(&args.node, from)?, args.id);
     let token = token::token(&args.node)?;
-    let mut form = Form::new().text("command", args.command);
+    let mut form = match (args.kind, args.command) {
+        (Some(kind), _) => kind_form(kind, args.words)?,
+        (None, Some(command)) => Form::new().text("command", command),
+        (None, None) => {
+            return Err(Failure::Usage(
+                "give --command, or --kind and its words".into(),
+            ))
+        }
+    };
     if let Some(sites) = args.sites {
         form = form.text("sites", sites);
     }
@@ -57,6 +66,36 @@ pub(crate) fn prepare(args: ShowArgs) -> Result<Request, Failure> {
         token,
         json: args.json,
     })
+}
+
+/// The form of an HTTP request (`METHOD PATH ITEMS…`) or a Redis command
+/// (`CMD ARG…`).
+fn kind_form(kind: ShowKind, words: Vec<String>) -> Result<Form, Failure> {
+    let mut words = words.into_iter();
+    let (name, (command, fields)) = match kind {
+        ShowKind::Http => {
+            let (Some(method), Some(path)) = (words.next(), words.next()) else {
+                return Err(Failure::Usage(
+                    "--kind http takes METHOD PATH, then request items".into(),
+                ));
+            };
+            let items: Vec<String> = words.collect();
+            ("http", exec::http_form(&method, &path, &items)?)
+        }
+        ShowKind::Redis => {
+            let Some(command) = words.next() else {
+                return Err(Failure::Usage(
+                    "--kind redis takes CMD, then its arguments".into(),
+                ));
+            };
+            ("redis", exec::redis_form(command, words.collect())?)
+        }
+    };
+    let mut form = Form::new().text("kind", name).text("command", command);
+    for (field, value) in fields {
+        form = form.part(field, Part::bytes(value));
+    }
+    Ok(form)
 }
 
 pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {

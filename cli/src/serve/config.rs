@@ -596,6 +596,7 @@ impl ServeArgs {
                 reply_timeout: Duration::from_secs(self.reply_timeout),
                 body_limit: self.body_limit,
                 peer_client,
+                peer_answer_limit: cheops_api::peer_answer_limit(self.command_output_limit),
                 tokens: Arc::clone(&tokens),
                 ..ApiConfig::default()
             },

@@ -817,9 +817,16 @@ impl Cluster {
         command: &str,
         sites: Option<&str>,
     ) -> (u16, Value) {
-        let mut form = Form::new().text("command", command.to_owned());
-        if let Some(sites) = sites {
-            form = form.text("sites", sites.to_owned());
+        let mut fields = vec![("command", command)];
+        fields.extend(sites.map(|sites| ("sites", sites)));
+        self.show_with(i, id, &fields).await
+    }
+
+    /// `POST /show/{id}` on node `i` with the form `fields`, in order.
+    pub async fn show_with(&self, i: usize, id: &str, fields: &[(&str, &str)]) -> (u16, Value) {
+        let mut form = Form::new();
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
         }
         let response = self.post(i, &format!("show/{id}"), form).await;
         let status = response.status().as_u16();
