@@ -378,6 +378,23 @@ mod redis_backend {
             assert_eq!(shown[site]["Status"], "OK", "{shown}");
             assert_eq!(shown[site]["Output"], format!("\"{value}\"\n"), "{shown}");
         }
+
+        // The next operation prunes those every site ran: their commands
+        // live on in history documents, and every site still agrees.
+        send(&cluster, 1, &["INCRBY", "r", "1"], "add").await;
+        let doc = converged(&cluster, "r", &ALL).await;
+        let stored = cluster.doc(1, "r").await.expect("the resource");
+        let pruned = stored["Operations"]
+            .as_array()
+            .map(|ops| ops.iter().filter(|op| op["Pruned"] == true).count())
+            .unwrap_or_default();
+        assert!(pruned > 0, "nothing pruned: {stored}");
+        let values = ALL
+            .iter()
+            .map(|&i| super::redis::get(&cluster, i))
+            .collect();
+        let value = same_everywhere(values, "GET r");
+        assert_eq!(value, replay(&doc).to_string(), "{doc}");
         for i in ALL {
             for (site, status) in statuses(&cluster, i, &doc, 1).await {
                 assert_eq!(status, "OK", "{site}");

@@ -191,4 +191,43 @@ mod tests {
         assert_eq!(commands[0].command, "echo a");
         assert_eq!(commands[1].command, "echo b");
     }
+
+    #[test]
+    fn a_pruned_http_or_redis_operation_runs_whole_from_its_stored_history() {
+        use cheops_model::{HistoryDocument, HttpRequest, Kind};
+        let whole = [
+            Command::redis(vec!["LSET".into(), "my list".into(), "0".into()]),
+            Command::http(HttpRequest {
+                method: "PUT".into(),
+                path: "/items/a?x=1".into(),
+                headers: vec![("Content-Type".into(), "text/plain".into())],
+                body: vec![0, 159, 146, 150],
+            }),
+        ];
+        let mut block: Vec<Operation> = whole
+            .iter()
+            .enumerate()
+            .map(|(i, command)| Operation {
+                request_id: format!("r{i}"),
+                command: command.clone(),
+                ..Operation::default()
+            })
+            .collect();
+        // Each history document as the database gives it back.
+        let history: HashMap<String, Operation> = block
+            .iter()
+            .map(|op| {
+                let doc = HistoryDocument::new("res", &locations(), op, "s1");
+                let stored = serde_json::to_value(&doc).expect("a document");
+                let read: HistoryDocument = serde_json::from_value(stored).expect("readable");
+                (op.request_id.clone(), read.operation)
+            })
+            .collect();
+        assert_eq!(prune_payloads(&mut block, |_| true), 2);
+        assert!(block
+            .iter()
+            .all(|op| op.command.kind == Kind::Shell && op.command.is_empty()));
+        let ops: Vec<&Operation> = block.iter().collect();
+        assert_eq!(payloads(&ops, &history).expect("all at hand"), whole);
+    }
 }
