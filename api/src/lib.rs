@@ -33,6 +33,7 @@ use auth::{guarded, Access, Tokens};
 use cheops_replicator::NodeSeam;
 pub use error::ApiError;
 pub use fallback::{method_not_allowed, not_found};
+pub use resource_id::ResourceId;
 
 /// Limits of the API, and how it reaches its peers.
 #[derive(Debug, Clone)]

@@ -1,5 +1,7 @@
-//! The `{id}` of `/exec`, `/show` and `/show_local`: a resource id that can
-//! travel in a URL and be a CouchDB document id unchanged.
+//! The `{id}` of every route that names a resource (the API's and
+//! Chephren's): a resource id that can travel in a URL and be a CouchDB
+//! document id unchanged, so that no path reaches another of CouchDB's
+//! (`_changes`, `_all_docs`) or a document that is not a resource.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -10,7 +12,7 @@ use crate::ApiError;
 /// any percent-decoding: an id is accepted only if decoding would not change
 /// it, so the id the caller typed is the id stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ResourceId(pub String);
+pub struct ResourceId(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ResourceId {
     type Rejection = ApiError;

@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use cheops_model::{HistoryEntry, Timestamp};
 use cheops_replicator::HistoryQuery;
 use futures::StreamExt;
 use serde::Serialize;
 
-use cheops_api::ApiError;
+use cheops_api::{ApiError, ResourceId};
 
 use crate::AppState;
 
@@ -35,7 +35,7 @@ pub struct HistoryPage {
 
 pub(crate) async fn history(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ResourceId(id): ResourceId,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let limit = crate::limit(&params, DEFAULT_LIMIT, MAX_LIMIT)?;

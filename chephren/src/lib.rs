@@ -34,10 +34,10 @@ mod ui;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use cheops_api::{method_not_allowed, not_found, ApiError};
+use cheops_api::{method_not_allowed, not_found, ApiError, ResourceId};
 use cheops_replicator::NodeSeam;
 use tokio::sync::watch;
 use tracing::warn;
@@ -118,7 +118,7 @@ async fn resources(State(state): State<AppState>) -> Result<Json<Vec<ResourceSum
 
 async fn resource(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ResourceId(id): ResourceId,
 ) -> Result<Json<ResourceView>, ApiError> {
     let docs = state.node.documents().await?;
     original::resource(state.node.site(), &docs, &id)
@@ -168,7 +168,7 @@ async fn blocks(State(state): State<AppState>) -> Result<Json<Vec<BlockSummary>>
 
 async fn block(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ResourceId(id): ResourceId,
 ) -> Result<Json<BlockView>, ApiError> {
     let docs = state.node.documents().await?;
     block::block(state.node.site(), &docs, &id)

@@ -281,6 +281,18 @@ async fn an_unknown_resource_is_a_404_json_error() {
 }
 
 #[tokio::test]
+async fn an_id_that_is_no_resource_id_is_refused_before_any_read() {
+    for id in ["_changes", "_all_docs", "history:r:q1", "a%2Fb"] {
+        for route in ["resource", "block", "history"] {
+            let path = format!("/api/{route}/{id}");
+            let (status, body) = get(&path).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+            assert!(body["error"].is_string(), "{path}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods_answer_json_errors() {
     let (status, body) = get("/api/nothing").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -202,10 +202,10 @@ impl Node {
         health
     }
 
-    /// Runs one command here, outside any resource (for `/show_local`).
+    /// Runs one command here, outside any resource (for `/show_local`),
+    /// within `--concurrency` with the resources' passes.
     pub async fn run_local(&self, command: Command) -> CommandResult {
-        let mut results = self.backend.run(std::slice::from_ref(&command)).await;
-        results.pop().unwrap_or_else(CommandResult::skipped)
+        self.runner.run_alone(command).await
     }
 
     /// The history of a resource, oldest first (see [`crate::node::history`]);

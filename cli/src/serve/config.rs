@@ -187,8 +187,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_NO_SHELL")]
     no_shell: bool,
 
-    /// How many resources may run operations at once (writing their
-    /// replies to CouchDB afterwards does not count).
+    /// How many resources may run operations at once, /show_local commands
+    /// included (writing replies to CouchDB afterwards does not count).
     #[arg(long, env = "CHEOPS_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
 

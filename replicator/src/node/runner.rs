@@ -15,8 +15,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use cheops_backends::Backend;
-use cheops_model::{ReplyDocument, ResourceDocument};
+use cheops_backends::{Backend, CommandResult};
+use cheops_model::{Command, ReplyDocument, ResourceDocument};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
@@ -162,7 +162,18 @@ impl Runner {
         });
     }
 
-    /// Resources scheduled (waiting or running), and resources running.
+    /// Runs one command outside any resource (`/show_local`) under the
+    /// limit of the passes, so that `--concurrency` bounds every command
+    /// this node runs at once. Once the node stops, nothing runs.
+    pub async fn run_alone(&self, command: Command) -> CommandResult {
+        let Ok(_turn) = self.inner.permits.acquire().await else {
+            return CommandResult::skipped();
+        };
+        let mut results = self.inner.backend.run(std::slice::from_ref(&command)).await;
+        results.pop().unwrap_or_else(CommandResult::skipped)
+    }
+
+    /// Resources scheduled (waiting or running), and commands running.
     pub fn load(&self) -> (usize, usize) {
         let scheduled = self.inner.lock().len();
         let running = self

@@ -126,7 +126,12 @@ async fn fake_couch(seen: Arc<Mutex<Seen>>, writes: watch::Receiver<bool>) -> St
 }
 
 /// A runner of site1 on the fake CouchDB at `url`, its journal in `dir`.
-fn runner(url: &str, dir: &std::path::Path, backend: Arc<Succeeds>, concurrency: usize) -> Runner {
+fn runner(
+    url: &str,
+    dir: &std::path::Path,
+    backend: Arc<dyn Backend>,
+    concurrency: usize,
+) -> Runner {
     // Longer than any wait of these tests: a request held by the fake
     // never fails.
     let couch = crate::db::couch::CouchClient::with_options(
@@ -177,7 +182,7 @@ async fn resources_caught_up_together_share_their_requests() {
     let (_open, writes) = watch::channel(true);
     let url = fake_couch(Arc::clone(&seen), writes).await;
     let dir = std::env::temp_dir().join(format!("cheops-runner-batch-{}", std::process::id()));
-    let runner = runner(&url, &dir, Arc::default(), 8);
+    let runner = runner(&url, &dir, Arc::new(Succeeds::default()), 8);
     for n in 0..RESOURCES {
         runner.schedule(resource(n)).await;
     }
@@ -209,7 +214,7 @@ async fn a_resource_runs_while_the_replies_of_another_are_written() {
     let url = fake_couch(Arc::clone(&seen), writes).await;
     let dir = std::env::temp_dir().join(format!("cheops-runner-turn-{}", std::process::id()));
     let backend = Arc::new(Succeeds::default());
-    let runner = runner(&url, &dir, Arc::clone(&backend), 1);
+    let runner = runner(&url, &dir, backend.clone(), 1);
     runner.schedule(resource(0)).await;
     runner.schedule(resource(1)).await;
     // One turn, and CouchDB holds the first reply's write: the second
@@ -222,4 +227,68 @@ async fn a_resource_runs_while_the_replies_of_another_are_written() {
     until("every reply written", || runner.is_idle()).await;
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(seen.lock().unwrap().replies.len(), 2);
+}
+
+/// Holds every command until `open` says so, counting those started.
+struct Held {
+    started: std::sync::atomic::AtomicUsize,
+    open: watch::Receiver<bool>,
+}
+
+impl Backend for Held {
+    fn run_with<'a>(
+        &'a self,
+        batch: &'a [Command],
+        _progress: &'a dyn Progress,
+    ) -> cheops_backends::BatchFuture<'a> {
+        Box::pin(async move {
+            self.started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|open| *open).await;
+            batch
+                .iter()
+                .map(|_| CommandResult {
+                    outcome: Outcome::Ok,
+                    output: String::new(),
+                })
+                .collect()
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_command_run_alone_takes_a_turn_of_the_passes() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (_writes_open, writes) = watch::channel(true);
+    let url = fake_couch(Arc::clone(&seen), writes).await;
+    let dir = std::env::temp_dir().join(format!("cheops-runner-alone-{}", std::process::id()));
+    let (release, open) = watch::channel(false);
+    let backend = Arc::new(Held {
+        started: Default::default(),
+        open,
+    });
+    let runner = Arc::new(runner(
+        &url,
+        &dir,
+        Arc::clone(&backend) as Arc<dyn Backend>,
+        1,
+    ));
+    let alone = tokio::spawn({
+        let runner = Arc::clone(&runner);
+        async move { runner.run_alone(Command::shell("show")).await }
+    });
+    until("the show started", || {
+        backend.started.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    // The one turn is the show's: a resource scheduled now waits for it.
+    assert_eq!(runner.load().1, 1);
+    runner.schedule(resource(0)).await;
+    assert_eq!(backend.started.load(std::sync::atomic::Ordering::SeqCst), 1);
+    release.send_replace(true);
+    assert_eq!(alone.await.expect("ran").outcome, Outcome::Ok);
+    until("the resource ran", || runner.is_idle()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(backend.started.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
