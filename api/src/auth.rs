@@ -21,7 +21,9 @@
 //! carries no bearer token). With no operator token configured every
 //! request passes (the daemon then listens on loopback only, or was told
 //! `--insecure`), except one that a browser sends on a web page's behalf to
-//! an endpoint that runs commands.
+//! an endpoint that runs commands, and, on loopback, one addressed to a
+//! name that is not loopback's: a page whose name an attacker's DNS points
+//! at 127.0.0.1 (DNS rebinding) is refused before anything is read.
 
 use std::fmt;
 use std::sync::Arc;
@@ -75,6 +77,9 @@ pub struct Tokens {
     node: Option<Secret>,
     /// Digests of the accepted tokens, by role, compared in constant time.
     digests: Vec<(Role, [u8; 64])>,
+    /// Without tokens, whether any `Host` is answered (`--insecure`), or
+    /// only loopback names.
+    any_host: bool,
 }
 
 impl Tokens {
@@ -117,7 +122,28 @@ impl Tokens {
             read,
             node,
             digests,
+            any_host: false,
         })
+    }
+
+    /// Without tokens, answers requests addressed to any name, not only
+    /// loopback's: the node was told `--insecure`.
+    pub fn answering_any_host(self) -> Tokens {
+        Tokens {
+            any_host: true,
+            ..self
+        }
+    }
+
+    /// Whether a request addressed to `host` (its `Host`, or the
+    /// authority of an HTTP/2 request) may be answered.
+    pub fn check_host(&self, host: Option<&str>) -> Result<(), Refusal> {
+        match host {
+            Some(host) if !self.enabled() && !self.any_host && !is_loopback_name(host) => {
+                Err(Refusal::ForeignHost)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether requests are checked at all.
@@ -152,6 +178,12 @@ impl Tokens {
             }
         }
         found
+    }
+
+    /// Whether `request` grants `access`: `Err` is the answer to send.
+    pub fn check_request(&self, request: &Request, access: Access) -> Result<(), Refusal> {
+        self.check_host(host_of(request))?;
+        self.check(request.headers(), access)
     }
 
     /// Whether `headers` grant `access`: `Err` is the answer to send.
@@ -206,6 +238,34 @@ fn from_a_browser(headers: &HeaderMap) -> bool {
             .is_some_and(|site| site != "none")
 }
 
+/// The name a request is addressed to: its `Host`, else the authority of
+/// its URI (HTTP/2 carries it there).
+pub fn host_of(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+}
+
+/// Whether `host` (with or without its port) names this machine's loopback:
+/// `localhost` and its subdomains, `127.0.0.0/8`, `[::1]`.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    lower == "localhost"
+        || lower.ends_with(".localhost")
+        || lower
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn digest(token: &str) -> [u8; 64] {
     Blake2b512::digest(token.as_bytes()).into()
 }
@@ -221,6 +281,9 @@ pub enum Refusal {
     Forbidden(Access),
     /// A page in a browser calling a node that has no token.
     FromBrowser,
+    /// A request to a node without tokens addressed to a name that is not
+    /// loopback's.
+    ForeignHost,
 }
 
 impl IntoResponse for Refusal {
@@ -249,6 +312,12 @@ impl IntoResponse for Refusal {
                 StatusCode::FORBIDDEN,
                 r#"Bearer realm="cheops""#,
                 "a node without tokens refuses requests from web pages: configure a token",
+            ),
+            Refusal::ForeignHost => (
+                StatusCode::FORBIDDEN,
+                r#"Bearer realm="cheops""#,
+                "a node without tokens answers requests to localhost, 127.0.0.1 or [::1] only: \
+                 configure a token",
             ),
         };
         // The presented token is never logged, only the verdict.
@@ -280,7 +349,7 @@ where
 }
 
 async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
-    match guard.tokens.check(request.headers(), guard.access) {
+    match guard.tokens.check_request(&request, guard.access) {
         Ok(()) => next.run(request).await,
         Err(refusal) => refusal.into_response(),
     }
@@ -290,6 +359,41 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn without_tokens_only_loopback_names_are_answered() {
+        let open = Tokens::open();
+        for host in [
+            "localhost",
+            "LOCALHOST:8079",
+            "app.localhost:80",
+            "127.0.0.1:8079",
+            "127.1.2.3",
+            "[::1]:8079",
+            "localhost.",
+        ] {
+            assert_eq!(open.check_host(Some(host)), Ok(()), "{host}");
+        }
+        for host in [
+            "attacker.example:8079",
+            "localhost.attacker.example",
+            "10.0.0.1:8079",
+            "[::2]",
+            "127.0.0.1.nip.io",
+        ] {
+            assert_eq!(
+                open.check_host(Some(host)),
+                Err(Refusal::ForeignHost),
+                "{host}"
+            );
+            assert_eq!(
+                open.clone().answering_any_host().check_host(Some(host)),
+                Ok(())
+            );
+            assert_eq!(tokens().check_host(Some(host)), Ok(()), "tokens decide");
+        }
+        assert_eq!(open.check_host(None), Ok(()));
+    }
 
     fn secret(s: &str) -> Secret {
         Secret::new(s).unwrap()

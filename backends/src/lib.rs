@@ -29,7 +29,8 @@ pub use http::HttpBackend;
 pub use kinds::Backends;
 pub use redis::{render as render_redis, RedisBackend};
 pub use shell::{
-    command_env, ShellBackend, DEFAULT_COMMAND_ENV, DEFAULT_COMMAND_TIMEOUT, DEFAULT_OUTPUT_LIMIT,
+    command_env, may_hold_credential, ShellBackend, DEFAULT_COMMAND_ENV, DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_OUTPUT_LIMIT,
 };
 
 /// The future returned by [`Backend::run`]: boxed so that backends can be

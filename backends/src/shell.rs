@@ -304,7 +304,8 @@ impl Output {
 
 /// The variables of `vars` (the daemon's environment) that commands see:
 /// those named by [`DEFAULT_COMMAND_ENV`] or `extra`, where a name ending
-/// with `*` stands for every name starting with what precedes it. Variables
+/// with `*` stands for every name starting with what precedes it, but never
+/// one that may hold a credential ([`may_hold_credential`]). Variables
 /// whose name or value is not UTF-8 are left out.
 pub fn command_env(
     extra: &[String],
@@ -322,8 +323,47 @@ pub fn command_env(
     };
     vars.into_iter()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-        .filter(|(name, _)| allowed(name))
+        .filter(|(name, value)| allowed(name) && !may_hold_credential(name, value))
         .collect()
+}
+
+/// Words that, in a variable's name, say it may hold a secret.
+const SECRET_WORDS: &[&str] = &[
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "CREDENTIAL",
+    "AUTH",
+    "API_KEY",
+    "APIKEY",
+    "ACCESS_KEY",
+    "PRIVATE_KEY",
+    "COOKIE",
+    "SESSION",
+];
+
+/// Whether a variable may hold a credential, so that no command ever sees
+/// it whatever `--command-env` says: the daemon's own settings
+/// (`CHEOPS_*`), a name holding a secret's word (`GITHUB_TOKEN`,
+/// `PGPASSWORD`, `AWS_SECRET_ACCESS_KEY`), or a URL with a password in it
+/// (`DATABASE_URL=postgres://app:pw@db/app`).
+pub fn may_hold_credential(name: &str, value: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("CHEOPS_")
+        || SECRET_WORDS.iter().any(|word| upper.contains(word))
+        || url_with_password(value)
+}
+
+/// Whether `value` holds a URL whose authority carries `user:password@`.
+fn url_with_password(value: &str) -> bool {
+    value.split("://").skip(1).any(|rest| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
 }
 
 /// The variables of the daemon's environment every command sees: what

@@ -8,6 +8,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use cheops_api::auth::{Secret, Tokens};
 use cheops_api::{dump_router, router, ApiConfig};
+use cheops_replicator::{Health, TaskState, TaskStatus};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -252,4 +253,63 @@ async fn a_site_that_refuses_the_token_is_ko_with_its_reason() {
         "{body}"
     );
     assert!(site2.local_runs().is_empty());
+}
+
+#[tokio::test]
+async fn health_shows_its_error_texts_to_a_reader_only() {
+    let node = FakeNode::new("site1");
+    node.set_health(Health {
+        couchdb_reachable: true,
+        follower_live: false,
+        last_error: Some("connection refused by http://db.internal:5984".into()),
+        tasks: vec![TaskStatus {
+            name: "follower".into(),
+            vital: true,
+            state: TaskState::Retrying,
+            failures: 3,
+            last_error: Some("http://db.internal:5984/cheops/_changes".into()),
+            last_error_at: None,
+        }],
+        ..Health::default()
+    });
+    let app = api(&node, tokens(Some(NODE)));
+    for (token, detailed) in [(None, false), (Some(NODE), false), (Some(READ), true)] {
+        let request = with_token(Request::get("/health").body(Body::empty()).unwrap(), token);
+        let response = send(app.clone(), request).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = json(response).await;
+        assert_eq!(body["tasks"][0]["state"], "retrying", "{body}");
+        let text = body.to_string();
+        assert_eq!(text.contains("db.internal"), detailed, "{token:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_node_without_tokens_answers_loopback_names_only() {
+    let node = FakeNode::new("site1");
+    node.add_resource("r1", &["site1"]);
+    let open = |tokens: Tokens| api(&node, Arc::new(tokens));
+    let to = |path: &str, host: &str| {
+        Request::get(path)
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // A page of attacker.example, whose DNS now says 127.0.0.1.
+    for path in ["/metrics", "/history/r1", "/changes"] {
+        let response = send(open(Tokens::open()), to(path, "attacker.example:8079")).await;
+        assert_error(response, StatusCode::FORBIDDEN, &["localhost"]).await;
+        let response = send(open(Tokens::open()), to(path, "127.0.0.1:8079")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let insecure = Tokens::open().answering_any_host();
+        let response = send(open(insecure), to(path, "attacker.example:8079")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path} with --insecure");
+    }
+    let mut show_local = post_multipart("/show_local/r1", &SHOW);
+    show_local
+        .headers_mut()
+        .insert(header::HOST, "attacker.example".parse().unwrap());
+    let response = send(open(Tokens::open()), show_local).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(node.local_runs().is_empty());
 }

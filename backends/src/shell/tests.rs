@@ -238,6 +238,27 @@ fn the_daemons_variables_pass_only_when_allowed() {
     assert_eq!(names, ["PATH", "LC_ALL", "NODE_DIR", "APP_ONE"]);
 }
 
+#[test]
+fn no_variable_that_may_hold_a_credential_passes_whatever_is_allowed() {
+    let vars = [
+        ("APP_NAME", "shop"),
+        ("APP_TOKEN", "t"),
+        ("APP_DB_PASSWORD", "p"),
+        ("APP_SECRET_KEY", "s"),
+        ("APP_AWS_ACCESS_KEY_ID", "k"),
+        ("APP_DATABASE_URL", "postgres://app:pw@db:5432/app"),
+        ("APP_PUBLIC_URL", "https://shop.example/app"),
+        ("APP_MIRROR", "http://user@mirror/"),
+        ("CHEOPS_SITE", "site1"),
+        ("APP_SSH_AUTH_SOCK", "/run/agent"),
+    ]
+    .map(|(name, value)| (name.into(), value.into()));
+    let extra = ["APP_*".to_owned(), "CHEOPS_SITE".to_owned()];
+    let passed = super::command_env(&extra, vars);
+    let names: Vec<&str> = passed.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["APP_NAME", "APP_PUBLIC_URL", "APP_MIRROR"]);
+}
+
 #[tokio::test]
 async fn output_past_the_limit_is_dropped_and_counted() {
     // 3 MB of output: the default limit keeps 1 MiB.

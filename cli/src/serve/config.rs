@@ -144,8 +144,10 @@ pub struct ServeArgs {
     /// A variable of the daemon's environment that commands see (repeatable,
     /// or comma-separated; NAME* for every name starting with NAME), on top
     /// of PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ and
-    /// TMPDIR. Commands see no other variable of the daemon's, so no
-    /// credential of its reaches them. Example: --command-env KUBECONFIG
+    /// TMPDIR. Commands see no other variable of the daemon's, and never a
+    /// CHEOPS_* one, one whose name says it holds a secret (TOKEN, SECRET,
+    /// PASSWORD, AUTH, API_KEY…) or a URL with a password: no credential of
+    /// the daemon's reaches them. Example: --command-env KUBECONFIG
     #[arg(
         long = "command-env",
         env = "CHEOPS_COMMAND_ENV",
@@ -549,7 +551,10 @@ impl ServeArgs {
             );
         }
 
-        let tokens = Arc::new(tokens);
+        let tokens = Arc::new(match exposure {
+            Exposure::Insecure => tokens.answering_any_host(),
+            _ => tokens,
+        });
         Ok(Settings {
             api_addr: SocketAddr::new(listen, self.api_port),
             dump_addr: self.dump_port.map(|port| SocketAddr::new(listen, port)),
@@ -627,6 +632,13 @@ fn check_env_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "--command-env {name:?}: expected a variable name (letters, digits, '_'), or a prefix \
              ending with '*'"
+        ));
+    }
+    if cheops_backends::may_hold_credential(stem, "") {
+        return Err(format!(
+            "--command-env {name:?}: commands never see CHEOPS_* variables, nor any whose name \
+             says it holds a secret (TOKEN, SECRET, PASSWORD, AUTH, API_KEY…): give the command \
+             a file to read instead"
         ));
     }
     Ok(())
@@ -774,6 +786,9 @@ mod tests {
         for args in [
             &["--command-env", "A=B"][..],
             &["--command-env", "*"][..],
+            &["--command-env", "CHEOPS_*"][..],
+            &["--command-env", "GITHUB_TOKEN"][..],
+            &["--command-env", "APP_PASSWORD*"][..],
             &["--command-timeout", "0"][..],
             &["--command-output-limit", "0"][..],
             &["--max-document-size", "0"][..],

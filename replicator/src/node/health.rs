@@ -26,6 +26,19 @@ pub struct Health {
 }
 
 impl Health {
+    /// The states alone, for a caller without a token: no error text and
+    /// no delivery, which can name hosts, paths and resources.
+    pub fn states_only(mut self) -> Health {
+        self.last_error = None;
+        for task in &mut self.tasks {
+            task.last_error = None;
+        }
+        for hook in &mut self.hooks {
+            hook.last.clear();
+        }
+        self
+    }
+
     /// Healthy means able to accept and replicate operations: no vital
     /// task has died.
     pub fn is_healthy(&self) -> bool {
