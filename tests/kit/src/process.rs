@@ -7,14 +7,42 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-/// The workspace root (this crate lives in `tests/kit/`).
+/// The checkout whose files (the sidecar's scripts, the Python tools) the
+/// harness runs: the first holding them among the running executable's
+/// directories (`target/…` lies inside its checkout), the current
+/// directory's, and the one this crate was compiled in. A checkout moved
+/// after its build is thus still found.
 pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let compiled = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let starts = [std::env::current_exe(), std::env::current_dir()];
+        let found = starts
+            .into_iter()
+            .flatten()
+            .chain([compiled.clone()])
+            .find_map(|start| {
+                start
+                    .ancestors()
+                    .find(|dir| is_checkout(dir))
+                    .map(Path::to_path_buf)
+            });
+        found.unwrap_or(compiled)
+    })
+    .clone()
 }
+
+/// Whether `dir` is a checkout of this repository.
+fn is_checkout(dir: &Path) -> bool {
+    dir.join("Cargo.toml").is_file() && dir.join(SIDECAR_INSTALL).is_file()
+}
+
+/// The sidecar's install script, from the checkout's root.
+const SIDECAR_INSTALL: &str = "deploy/sidecar/install";
 
 /// A port nobody listens on right now, never the same twice in a process.
 ///
@@ -87,11 +115,21 @@ fn target_dir() -> PathBuf {
 pub fn sidecar_script() -> &'static Path {
     static SCRIPT: OnceLock<PathBuf> = OnceLock::new();
     SCRIPT.get_or_init(|| {
-        let dir = workspace().join("deploy/sidecar");
+        let root = workspace();
+        if !is_checkout(&root) {
+            panic!(
+                "no checkout of Cheops holds {SIDECAR_INSTALL} around {} or the current directory: \
+                 run the tool from its checkout",
+                std::env::current_exe().unwrap_or_default().display()
+            );
+        }
+        let dir = root.join("deploy/sidecar");
         if !dir.join("node_modules/.bin/pouchdb-server").exists() {
-            let status = Command::new(dir.join("install"))
+            let status = Command::new(root.join(SIDECAR_INSTALL))
                 .status()
-                .expect("cannot run deploy/sidecar/install");
+                .unwrap_or_else(|e| {
+                    panic!("cannot run {}: {e}", root.join(SIDECAR_INSTALL).display())
+                });
             assert!(status.success(), "installing the sidecar failed");
         }
         dir.join("start")

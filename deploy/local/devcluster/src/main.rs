@@ -111,6 +111,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The harness reports what it cannot do by panicking: one line here,
+    // not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("an unexpected failure");
+        eprintln!("cluster: {message}");
+    }));
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,

@@ -332,3 +332,46 @@ async fn kill_restart_freeze_thaw_one_process() {
     assert!(down.status.success(), "{}", text(&down));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A checkout moved after its build: the tools use the files of the
+/// checkout they run from, not of the path they were compiled in, and say
+/// what failed in one line.
+#[test]
+fn a_moved_checkout_runs_its_own_files_and_fails_in_one_line() {
+    let root = std::env::temp_dir().join(format!("cheops-moved-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let moved = root.join("moved");
+    let release = moved.join("target/release");
+    std::fs::create_dir_all(moved.join("deploy/sidecar")).expect("a directory");
+    std::fs::create_dir_all(&release).expect("a directory");
+    std::fs::create_dir_all(root.join("elsewhere")).expect("a directory");
+    std::fs::write(moved.join("Cargo.toml"), "").expect("a file");
+    // This checkout's sidecar cannot be installed, and says it ran.
+    let install = moved.join("deploy/sidecar/install");
+    std::fs::write(&install, "#!/bin/sh\ntouch \"$0.ran\"\nexit 1\n").expect("a file");
+    std::fs::set_permissions(
+        &install,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("executable");
+    let tool = release.join("cheops-cluster");
+    std::fs::copy(env!("CARGO_BIN_EXE_cheops-cluster"), &tool).expect("a copy");
+    std::fs::copy(cheops_binary(), release.join("cheops")).expect("a copy");
+
+    let output = Command::new(&tool)
+        .args(["up", "--nodes", "1", "--dir"])
+        .arg(root.join("cluster"))
+        .current_dir(root.join("elsewhere"))
+        .output()
+        .expect("cannot run cheops-cluster");
+    let shown = text(&output);
+    assert!(!output.status.success(), "{shown}");
+    assert!(moved.join("deploy/sidecar/install.ran").exists(), "{shown}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("installing the sidecar failed"), "{shown}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
