@@ -11,6 +11,7 @@ mod exec;
 mod history;
 mod http;
 mod items;
+mod local;
 mod node_url;
 mod outcome;
 mod progress;
@@ -39,6 +40,9 @@ enum Failure {
     Usage(String),
     /// The node was unreachable, refused the request, or broke off.
     Refused(String),
+    /// The node could not be reached, or holds no such resource: another
+    /// site may answer.
+    NotHere(String),
     /// The node no longer keeps the events after the token asked for.
     Gone(String),
 }
@@ -47,7 +51,7 @@ impl Failure {
     fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             Failure::Usage(_) => EXIT_USAGE,
-            Failure::Refused(_) | Failure::Gone(_) => EXIT_REFUSED,
+            Failure::Refused(_) | Failure::NotHere(_) | Failure::Gone(_) => EXIT_REFUSED,
         })
     }
 }
@@ -55,45 +59,53 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Usage(message) | Failure::Refused(message) | Failure::Gone(message) => {
-                f.write_str(message)
-            }
+            Failure::Usage(message)
+            | Failure::Refused(message)
+            | Failure::NotHere(message)
+            | Failure::Gone(message) => f.write_str(message),
         }
     }
 }
 
 /// Runs `cheops exec`; the exit status says how the sites fared.
-pub fn exec(args: ExecArgs) -> ExitCode {
+pub fn exec(mut args: ExecArgs) -> ExitCode {
+    local::fill(&mut args.node);
     finish(exec::prepare(args).and_then(|request| block_on(exec::send(request))?))
 }
 
 /// Runs `cheops http`; the exit status is `exec`'s.
-pub fn http_operation(args: HttpArgs) -> ExitCode {
+pub fn http_operation(mut args: HttpArgs) -> ExitCode {
+    local::fill(&mut args.operation.node);
     finish(exec::prepare_http(args).and_then(|request| block_on(exec::send(request))?))
 }
 
 /// Runs `cheops redis`; the exit status is `exec`'s.
-pub fn redis_operation(args: RedisArgs) -> ExitCode {
+pub fn redis_operation(mut args: RedisArgs) -> ExitCode {
+    local::fill(&mut args.operation.node);
     finish(exec::prepare_redis(args).and_then(|request| block_on(exec::send(request))?))
 }
 
 /// Runs `cheops show`; the exit status says how the sites fared.
-pub fn show(args: ShowArgs) -> ExitCode {
+pub fn show(mut args: ShowArgs) -> ExitCode {
+    local::fill(&mut args.node);
     finish(show::prepare(args).and_then(|request| block_on(show::send(request))?))
 }
 
 /// Runs `cheops history`; the exit status says whether all of it came.
-pub fn history(args: HistoryArgs) -> ExitCode {
+pub fn history(mut args: HistoryArgs) -> ExitCode {
+    local::fill(&mut args.node);
     finish(history::prepare(args).and_then(|request| block_on(history::send(request))?))
 }
 
 /// Runs `cheops wait`; the exit status says how the sites fared.
-pub fn wait(args: WaitArgs) -> ExitCode {
+pub fn wait(mut args: WaitArgs) -> ExitCode {
+    local::fill(&mut args.node);
     finish(changes::prepare_wait(args).and_then(|wait| block_on(changes::wait(wait))?))
 }
 
 /// Runs `cheops watch` until interrupted or refused.
-pub fn watch(args: WatchArgs) -> ExitCode {
+pub fn watch(mut args: WatchArgs) -> ExitCode {
+    local::fill(&mut args.node);
     finish(changes::prepare_watch(args).and_then(|watch| block_on(changes::watch(watch))?))
 }
 

@@ -754,6 +754,48 @@ async fn redis_and_http_send_operations_of_their_kind() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("INCRBY n 5"), "{run:?}");
 
+    // From a directory holding the local cluster's files, nothing else is
+    // needed: the client says it uses them, and history finds a site that
+    // holds the resource (site2 alone, site1 being asked first).
+    let peers = serde_json::json!({
+        "site1": {"api": cluster.node(0).api_url()},
+        "site2": {"api": cluster.node(1).api_url()},
+    });
+    let local = WorkDir::new(&[
+        (".cheops-local/peers.json", &peers.to_string()),
+        (".cheops-local/token", cluster.token()),
+    ]);
+    let only2 = [
+        "exec",
+        "--id",
+        "only2",
+        "--sites",
+        "site2",
+        "--type",
+        "set",
+        "--command",
+        "echo two",
+    ];
+    let run = cheops(local.path(), &only2, &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stderr.matches("using the local cluster").count(),
+        1,
+        "{run:?}"
+    );
+    let run = cheops(local.path(), &["history", "--id", "only2"], &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("echo two") && run.stdout.contains("site2=OK"),
+        "{run:?}"
+    );
+    let run = cheops(local.path(), &["history", "--id", "nowhere"], &[]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.contains("no site asked holds nowhere"),
+        "{run:?}"
+    );
+
     // No site here serves HTTP: the node refuses, and nothing is stored.
     let mut args = vec!["http", "--id", "web"];
     args.extend(common);

@@ -380,6 +380,9 @@ Examples:
   cheops watch --id deployment-id --from site1
   cheops watch --node http://10.0.0.1:8079 --json | jq -c 'select(.type == \"reply\")'";
 
+/// Where a site's API is when nothing else says: `{site}` is its name.
+pub const DEFAULT_API_TEMPLATE: &str = "http://{site}:8079";
+
 /// Where the node to talk to is: the same notions as `cheops serve`'s peer
 /// map, so that one peers file serves both.
 #[derive(Args, Debug)]
@@ -413,7 +416,7 @@ pub struct NodeArgs {
     #[arg(
         long,
         env = "CHEOPS_API_TEMPLATE",
-        default_value = "http://{site}:8079",
+        default_value = DEFAULT_API_TEMPLATE,
         value_name = "URL"
     )]
     pub api_template: String,

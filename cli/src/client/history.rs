@@ -17,40 +17,88 @@ const COMMAND_WIDTH: usize = 60;
 /// A checked request, ready to send.
 pub(crate) struct Request {
     client: reqwest::Client,
-    url: String,
+    /// The history's URL on each site to ask, in turn.
+    urls: Vec<String>,
+    id: String,
     token: Option<Secret>,
     json: bool,
 }
 
+/// Asks `--node`, or the site `--from` names; without either, each site
+/// that `--peer` and `--peers-file` name in turn, until one holds the
+/// resource.
 pub(crate) fn prepare(args: HistoryArgs) -> Result<Request, Failure> {
     node_url::check_id(&args.id)?;
     let client = http::client(&args.node)?;
-    let mut url = format!(
-        "{}/history/{}",
-        node_url::one_node(&args.node, args.from.as_deref())?,
-        args.id
-    );
-    if args.files {
-        url.push_str("?files=true");
-    }
+    let from = args
+        .from
+        .as_deref()
+        .map(str::trim)
+        .filter(|f| !f.is_empty());
+    let named = from.is_some()
+        || args
+            .node
+            .node
+            .as_deref()
+            .is_some_and(|n| !n.trim().is_empty());
+    let bases = if named {
+        vec![node_url::one_node(&args.node, from)?]
+    } else {
+        let sites = node_url::known_sites(&args.node)?;
+        if sites.is_empty() {
+            return Err(Failure::Usage(
+                "say which node to ask: --node or --from (or name the sites with --peer or \
+                 --peers-file, asked in turn)"
+                    .into(),
+            ));
+        }
+        sites
+            .iter()
+            .map(|site| node_url::resolve(&args.node, Some(site)))
+            .collect::<Result<_, _>>()?
+    };
+    let query = if args.files { "?files=true" } else { "" };
+    let urls = bases
+        .iter()
+        .map(|base| format!("{base}/history/{}{query}", args.id))
+        .collect();
     Ok(Request {
         client,
-        url,
+        urls,
+        id: args.id,
         token: token::token(&args.node)?,
         json: args.json,
     })
 }
 
 pub(crate) async fn send(request: Request) -> Result<ExitCode, Failure> {
-    let response = http::get(&request.client, &request.url, request.token.as_ref()).await?;
+    let mut missed = Vec::new();
+    let mut answered = None;
+    for url in &request.urls {
+        match http::get(&request.client, url, request.token.as_ref()).await {
+            Ok(response) => {
+                answered = Some((url, response));
+                break;
+            }
+            Err(Failure::NotHere(why)) if request.urls.len() > 1 => missed.push(why),
+            Err(failure) => return Err(failure),
+        }
+    }
+    let Some((url, response)) = answered else {
+        return Err(Failure::NotHere(format!(
+            "no site asked holds {}: {}",
+            request.id,
+            missed.join("; ")
+        )));
+    };
     // A closed pipe is ignored: the history is read to the end all the same.
     let mut stdout = std::io::stdout().lock();
-    http::for_each_line(response, &request.url, |line| {
+    http::for_each_line(response, url, |line| {
         let text = if request.json {
             line.to_owned()
         } else {
             let entry: HistoryEntry =
-                serde_json::from_str(line).map_err(|e| http::broke_off(&request.url, e))?;
+                serde_json::from_str(line).map_err(|e| http::broke_off(url, e))?;
             render(&entry)
         };
         let _ = writeln!(stdout, "{text}");

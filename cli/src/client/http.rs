@@ -110,7 +110,7 @@ async fn send(
     let response = request.send().await.map_err(|e| {
         // The message names the URL once, without credentials.
         let e = e.without_url();
-        Failure::Refused(format!(
+        Failure::NotHere(format!(
             "cannot reach {}: {}",
             redacted(url),
             error_chain(&e)
@@ -138,6 +138,7 @@ async fn send(
     let message = format!("{} answered {status}: {message}{hint}", redacted(url));
     Err(match status {
         StatusCode::GONE => Failure::Gone(message),
+        StatusCode::NOT_FOUND => Failure::NotHere(message),
         _ => Failure::Refused(message),
     })
 }

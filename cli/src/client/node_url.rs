@@ -56,6 +56,27 @@ pub(crate) fn resolve(args: &NodeArgs, site: Option<&str>) -> Result<String, Fai
     checked(&args.api_template.replace("{site}", site), "--api-template")
 }
 
+/// The sites `--peer` and `--peers-file` name, in order of name.
+pub(crate) fn known_sites(args: &NodeArgs) -> Result<Vec<String>, Failure> {
+    let mut sites: Vec<String> = args
+        .peers
+        .iter()
+        .filter_map(|peer| peer.split_once('='))
+        .map(|(name, _)| name.trim().to_owned())
+        .collect();
+    if let Some(path) = &args.peers_file {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::Usage(format!("cannot read --peers-file {shown}: {e}")))?;
+        let entries: BTreeMap<String, PeerEntry> = serde_json::from_str(&text)
+            .map_err(|e| Failure::Usage(format!("--peers-file {shown}: {e}")))?;
+        sites.extend(entries.into_keys());
+    }
+    sites.sort();
+    sites.dedup();
+    Ok(sites)
+}
+
 /// The API base URL of the one node a read asks: `--node`, or the site
 /// `--from` names.
 pub(crate) fn one_node(args: &NodeArgs, from: Option<&str>) -> Result<String, Failure> {
