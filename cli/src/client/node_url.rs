@@ -44,12 +44,8 @@ pub(crate) fn resolve(args: &NodeArgs, site: Option<&str>) -> Result<String, Fai
         return checked(api, &format!("--peer {site}'s API URL"));
     }
     if let Some(path) = &args.peers_file {
-        let shown = path.display();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::Usage(format!("cannot read --peers-file {shown}: {e}")))?;
-        let entries: BTreeMap<String, PeerEntry> = serde_json::from_str(&text)
-            .map_err(|e| Failure::Usage(format!("--peers-file {shown}: {e}")))?;
-        if let Some(entry) = entries.get(site) {
+        if let Some(entry) = read_peers_file(path)?.get(site) {
+            let shown = path.display();
             return checked(entry.api.trim(), &format!("{site}'s API URL in {shown}"));
         }
     }
@@ -65,16 +61,19 @@ pub(crate) fn known_sites(args: &NodeArgs) -> Result<Vec<String>, Failure> {
         .map(|(name, _)| name.trim().to_owned())
         .collect();
     if let Some(path) = &args.peers_file {
-        let shown = path.display();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::Usage(format!("cannot read --peers-file {shown}: {e}")))?;
-        let entries: BTreeMap<String, PeerEntry> = serde_json::from_str(&text)
-            .map_err(|e| Failure::Usage(format!("--peers-file {shown}: {e}")))?;
-        sites.extend(entries.into_keys());
+        sites.extend(read_peers_file(path)?.into_keys());
     }
     sites.sort();
     sites.dedup();
     Ok(sites)
+}
+
+/// The entries of a peers file, by site.
+fn read_peers_file(path: &std::path::Path) -> Result<BTreeMap<String, PeerEntry>, Failure> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("cannot read --peers-file {shown}: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Failure::Usage(format!("--peers-file {shown}: {e}")))
 }
 
 /// The API base URL of the one node a read asks: `--node`, or the site
