@@ -9,7 +9,10 @@
 //! replies alone (past [`COMPACT_AT`]): it stays about as small as the
 //! backlog. A last line cut short by a crash is dropped (its reply was never
 //! acknowledged); any other unreadable line stops the node rather than run
-//! again what it recorded.
+//! again what it recorded. A write that fails midway is cut back to the
+//! last whole line, so the node never leaves such a line behind itself.
+//! Syncing needs no new file descriptor: a node out of them still makes
+//! what it recorded durable.
 //!
 //! Group commit: replies recorded while a sync runs share the next one, and
 //! [`Journal::record`] returns only once a sync that began after its line
@@ -43,7 +46,7 @@ pub struct Journal {
 
 struct Inner {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Open>,
     /// Replies not yet stored, by `_id`.
     pending: Mutex<BTreeMap<String, ReplyDocument>>,
     /// `ran` lines appended since the journal was opened; changed with
@@ -51,6 +54,75 @@ struct Inner {
     appended: AtomicU64,
     /// How many of them a sync made durable; held while syncing.
     synced: Mutex<u64>,
+}
+
+/// The journal's open file.
+struct Open {
+    lines: Lines<File>,
+    /// The same file, opened when it was, to sync it with.
+    sync: Arc<File>,
+}
+
+impl Open {
+    /// `file`, whose first `good` bytes are whole lines (all of it).
+    fn new(file: File, good: u64) -> std::io::Result<Open> {
+        let sync = Arc::new(file.try_clone()?);
+        Ok(Open {
+            lines: Lines {
+                file,
+                good,
+                torn: false,
+            },
+            sync,
+        })
+    }
+}
+
+/// A file of lines and the length of its whole lines.
+struct Lines<F> {
+    file: F,
+    good: u64,
+    /// A line was cut midway and could not be cut back yet.
+    torn: bool,
+}
+
+/// What a journal file must do besides being written.
+trait Truncate {
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl Truncate for File {
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+}
+
+impl<F: Write + Truncate> Lines<F> {
+    /// Writes `line` whole, or not at all: a write that fails midway is cut
+    /// back to the last whole line, at once or, when that fails too,
+    /// before the next line is written.
+    fn append(&mut self, line: &Line) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec(line)?;
+        bytes.push(b'\n');
+        if self.torn {
+            self.file.truncate(self.good)?;
+            self.torn = false;
+        }
+        if let Err(error) = self.file.write_all(&bytes) {
+            self.torn = self.file.truncate(self.good).is_err();
+            return Err(error);
+        }
+        self.good += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Empties the file.
+    fn clear(&mut self) -> std::io::Result<()> {
+        self.file.truncate(0)?;
+        self.good = 0;
+        self.torn = false;
+        Ok(())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -122,10 +194,11 @@ impl Journal {
         if !pending.is_empty() {
             info!(path = %path.display(), replies = pending.len(), "replies not yet in CouchDB found in the journal");
         }
+        let open = Open::new(file, good as u64).map_err(failed)?;
         Ok(Journal {
             inner: Arc::new(Inner {
                 path,
-                file: Mutex::new(file),
+                file: Mutex::new(open),
                 pending: Mutex::new(pending),
                 appended: AtomicU64::new(0),
                 synced: Mutex::new(0),
@@ -186,7 +259,7 @@ impl Journal {
 }
 
 impl Inner {
-    fn file(&self) -> MutexGuard<'_, File> {
+    fn file(&self) -> MutexGuard<'_, Open> {
         self.file.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -206,8 +279,10 @@ impl Inner {
         let id = reply.id.clone().unwrap_or_default();
         let line = Line::Ran(Box::new(reply));
         let line_number = {
-            let mut file = self.file();
-            append(&mut file, &line).map_err(|e| self.failed(e))?;
+            self.file()
+                .lines
+                .append(&line)
+                .map_err(|e| self.failed(e))?;
             let Line::Ran(reply) = line else {
                 return Ok(());
             };
@@ -235,36 +310,35 @@ impl Inner {
         // Read together: every line up to `upto` is in this file, or was
         // in one a rewrite copied, synced, before it took its place.
         let (file, upto) = {
-            let file = self.file();
-            (file.try_clone(), self.appended.load(Ordering::SeqCst))
+            let open = self.file();
+            (Arc::clone(&open.sync), self.appended.load(Ordering::SeqCst))
         };
-        file.and_then(|file| file.sync_data())
-            .map_err(|e| self.failed(e))?;
+        file.sync_data().map_err(|e| self.failed(e))?;
         *synced = upto;
         Ok(())
     }
 
     fn stored(&self, ids: &[String]) -> Result<(), ReplicatorError> {
-        let mut file = self.file();
+        let mut open = self.file();
         let mut pending = self.pending();
         for id in ids {
             pending.remove(id);
         }
-        let size = file.metadata().map_err(|e| self.failed(e))?.len();
-        if pending.is_empty() && size > EMPTY_AT {
+        if pending.is_empty() && open.lines.good > EMPTY_AT {
             // Nothing left to store: start afresh. Synced so that a crash
             // cannot bring back lines whose `stored` notes are gone.
-            file.set_len(0).map_err(|e| self.failed(e))?;
-            file.sync_data().map_err(|e| self.failed(e))?;
+            open.lines.clear().map_err(|e| self.failed(e))?;
+            open.sync.sync_data().map_err(|e| self.failed(e))?;
             return Ok(());
         }
         drop(pending);
         for id in ids {
-            append(&mut file, &Line::Stored(id.clone())).map_err(|e| self.failed(e))?;
+            open.lines
+                .append(&Line::Stored(id.clone()))
+                .map_err(|e| self.failed(e))?;
         }
-        let size = file.metadata().map_err(|e| self.failed(e))?.len();
-        if size > COMPACT_AT {
-            *file = self.rewrite(&self.pending())?;
+        if open.lines.good > COMPACT_AT {
+            *open = self.rewrite(&self.pending())?;
         }
         Ok(())
     }
@@ -272,23 +346,24 @@ impl Inner {
     /// Writes the `pending` replies to a new file, synced, that then takes
     /// the journal's place by a rename: a crash leaves either the old file,
     /// whole, or the new one.
-    fn rewrite(&self, pending: &BTreeMap<String, ReplyDocument>) -> Result<File, ReplicatorError> {
+    fn rewrite(&self, pending: &BTreeMap<String, ReplyDocument>) -> Result<Open, ReplicatorError> {
         let fresh_path = self.path.with_extension("jsonl.new");
-        let write = || -> std::io::Result<File> {
+        let write = || -> std::io::Result<Open> {
             match std::fs::remove_file(&fresh_path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
-            let mut fresh = OpenOptions::new()
+            let file = OpenOptions::new()
                 .read(true)
                 .append(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&fresh_path)?;
+            let mut fresh = Open::new(file, 0)?;
             for reply in pending.values() {
-                append(&mut fresh, &Line::Ran(Box::new(reply.clone())))?;
+                fresh.lines.append(&Line::Ran(Box::new(reply.clone())))?;
             }
-            fresh.sync_data()?;
+            fresh.sync.sync_data()?;
             std::fs::rename(&fresh_path, &self.path)?;
             if let Some(dir) = self.path.parent() {
                 File::open(dir)?.sync_all()?;
@@ -299,13 +374,6 @@ impl Inner {
         info!(path = %self.path.display(), replies = pending.len(), "journal rewritten with its unstored replies");
         Ok(fresh)
     }
-}
-
-/// One line, written with a single call so that only a crash can cut it.
-fn append(file: &mut File, line: &Line) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(line)?;
-    bytes.push(b'\n');
-    file.write_all(&bytes)
 }
 
 /// The unstored replies `text` records, and how many of its bytes are whole

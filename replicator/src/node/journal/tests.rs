@@ -285,3 +285,72 @@ proptest::proptest! {
         proptest::prop_assert_eq!(held, expected);
     }
 }
+
+/// A journal file whose writes fail once `budget` bytes are written (the
+/// bytes before the limit reach the file, as a full disk does), and whose
+/// truncations fail while `truncations_fail` says so.
+struct Failing {
+    file: File,
+    budget: usize,
+    truncations_fail: bool,
+}
+
+impl Write for Failing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.budget == 0 {
+            return Err(std::io::Error::other("no space left"));
+        }
+        let written = self.file.write(&buf[..buf.len().min(self.budget)])?;
+        self.budget -= written;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Truncate for Failing {
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        if self.truncations_fail {
+            return Err(std::io::Error::other("cannot truncate"));
+        }
+        self.file.set_len(len)
+    }
+}
+
+#[tokio::test]
+async fn a_write_that_fails_midway_leaves_no_torn_line_behind() {
+    for truncations_fail in [false, true] {
+        let scratch = Scratch::new(&format!("torn-{truncations_fail}"));
+        let journal = Journal::open(&scratch.0, "site1").unwrap();
+        journal.record(&reply("res", "a", 1)).await.unwrap();
+        let path = journal.path().to_path_buf();
+        drop(journal);
+
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        let good = file.metadata().unwrap().len();
+        let mut lines = Lines {
+            file: Failing {
+                file,
+                budget: 20,
+                truncations_fail,
+            },
+            good,
+            torn: false,
+        };
+        let cut = Line::Ran(Box::new(reply("res", "b", 2)));
+        assert!(lines.append(&cut).is_err(), "the write fails midway");
+        assert_eq!(lines.torn, truncations_fail);
+        lines.file.budget = usize::MAX;
+        lines.file.truncations_fail = false;
+        lines
+            .append(&Line::Ran(Box::new(reply("res", "c", 3))))
+            .unwrap();
+        drop(lines);
+
+        let reopened = Journal::open(&scratch.0, "site1")
+            .unwrap_or_else(|e| panic!("truncations fail: {truncations_fail}: {e}"));
+        assert_eq!(requests(reopened.ran("res")), ["a", "c"]);
+    }
+}
