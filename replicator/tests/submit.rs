@@ -271,6 +271,37 @@ async fn a_refusal_after_a_lost_race_takes_back_the_history_document() {
     );
 }
 
+/// A retry that CouchDB refuses as too large (its own limit below the
+/// node's) after a lost race stored the history document: the refused
+/// exec stores nothing, the history document is taken back.
+#[tokio::test]
+async fn a_retry_refused_as_too_large_takes_back_the_history_document() {
+    const TOO_LARGE: (u16, &str) = (413, r#"{"error":"document_too_large","reason":"r"}"#);
+    let puts: Answers = Arc::new(|n| match n {
+        0 => CONFLICT,
+        1 => TOO_LARGE,
+        _ => CREATED,
+    });
+    let (url, requests) = fake_couch_with(Arc::new(|_| NOT_FOUND), puts).await;
+    let error = node(&url, 8_000_000)
+        .submit(submission(&["site1", "site2"], 10))
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(
+        matches!(error, ReplicatorError::RefusedTooLarge { .. }),
+        "{error:?}"
+    );
+    let requests = requests.lock().unwrap();
+    let last = requests.last().map(String::as_str).unwrap_or_default();
+    assert!(
+        last.starts_with("PUT /cheops/history:r:0123456789abcdef")
+            && last.contains(r#""_rev":"1-h""#)
+            && last.contains(r#""_deleted":true"#),
+        "{requests:?}"
+    );
+}
+
 /// An exec whose write went unanswered, after one that lost a race, may
 /// have stored its operation: the history document, the operation's own
 /// then, is left alone.
