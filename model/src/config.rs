@@ -18,6 +18,15 @@ impl ResourceConfig {
         self.resolution_matrix.is_empty()
     }
 
+    /// Whether `other` combines every pair of types as this one does (the
+    /// same rules, however written).
+    pub fn same_rules(&self, other: &ResourceConfig) -> bool {
+        self.resolution_matrix
+            .iter()
+            .chain(&other.resolution_matrix)
+            .all(|r| self.lookup(&r.before, &r.after) == other.lookup(&r.before, &r.after))
+    }
+
     /// The result configured for an operation of type `before` followed by
     /// one of type `after`; the first matching entry wins, as in the original.
     pub fn lookup(&self, before: &str, after: &str) -> Option<ResolutionResult> {

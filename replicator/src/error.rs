@@ -39,6 +39,16 @@ pub enum ReplicatorError {
     /// ids CouchDB chooses). Nothing was stored.
     #[error("id {0:?} is taken by a document that is not a resource (a reply); choose another id")]
     IdTaken(String),
+    /// The operation came with a config other than the stored resource's:
+    /// a resource's config is set once, when it is created, since another
+    /// would change how every site reads what it already ran. Nothing was
+    /// stored.
+    #[error(
+        "resource {0} has another config: a resource's resolution matrix is set by the exec that \
+         creates it, since another would change how the sites read the operations they ran; \
+         send the same config, or none"
+    )]
+    ConfigChanged(String),
     /// Other writers to the resource won every attempt to store the
     /// operation: try again shortly. Nothing was stored.
     #[error(

@@ -472,6 +472,47 @@ async fn an_id_taken_by_a_reply_is_refused_and_the_reply_kept() {
     assert_eq!(puts(&requests), 0);
 }
 
+/// A resource stored with a matrix; an exec with another is refused and
+/// writes nothing; the same rules, written in another order, are no change.
+#[tokio::test]
+async fn a_config_other_than_the_stored_one_is_refused_and_nothing_written() {
+    const STORED: &str = r#"{"_id":"r","_rev":"1-a","Type":"RESOURCE","Locations":["site1"],
+        "Operations":[],"Config":{"ResolutionMatrix":[
+        {"Before":"set","After":"set","Result":"take-one"},
+        {"Before":"add","After":"set","Result":"take-both-reverse-order"}]}}"#;
+    let config = |json: &str| Some(serde_json::from_str(json).expect("a config"));
+    let other = config(
+        r#"{"ResolutionMatrix":[{"Before":"set","After":"set","Result":"take-both-keep-order"}]}"#,
+    );
+    let (url, requests) = fake_couch((200, STORED), CREATED).await;
+    let node = node(&url, 8_000_000);
+    let error = node
+        .submit(Submission {
+            config: other,
+            ..submission(&["site1"], 10)
+        })
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(
+        matches!(&error, ReplicatorError::ConfigChanged(id) if id == "r"),
+        "{error:?}"
+    );
+    assert_eq!(puts(&requests), 0);
+    let same = config(
+        r#"{"ResolutionMatrix":[{"Before":"add","After":"set","Result":"take-both-reverse-order"},
+        {"Before":"set","After":"set","Result":"take-one"}]}"#,
+    );
+    node.submit(Submission {
+        config: same,
+        ..submission(&["site1"], 10)
+    })
+    .await
+    .map(|_| ())
+    .expect("the same rules");
+    assert_eq!(puts(&requests), 1);
+}
+
 #[tokio::test]
 async fn a_site_that_is_not_a_known_peer_is_refused_before_any_request() {
     let (url, requests) = fake_couch(NOT_FOUND, CREATED).await;

@@ -117,6 +117,9 @@ impl Node {
                 }
             };
             if let Some(config) = config.filter(|c| !c.is_empty()) {
+                if doc.rev.is_some() && !doc.config.same_rules(config) {
+                    return Err(ReplicatorError::ConfigChanged(resource_id.to_owned()));
+                }
                 doc.config = config.clone();
             }
             doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
