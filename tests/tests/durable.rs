@@ -174,3 +174,55 @@ async fn an_output_too_large_to_store_is_stored_cut_and_runs_once() {
     assert_eq!(cluster.replies(0, "big").await.len(), 1);
     assert_eq!(log_of(&cluster, 0), [1], "ran once");
 }
+
+/// Operations that reach a daemon while it drains at SIGTERM are dropped
+/// by its runner, and its checkpoint never passes them: once restarted,
+/// it runs each of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn operations_arriving_while_a_daemon_stops_all_run_after_its_restart() {
+    const LATE: usize = 8;
+    let mut cluster = Cluster::start_with_timeout(2, 1).await;
+    std::fs::write(cluster.node(1).app_dir().join("slow"), "").unwrap();
+    let first = command(0);
+    let (status, _) = cluster
+        .exec(0, Exec::new("first", SITES, &[first.as_str()], "add"))
+        .await;
+    assert_eq!(status, 200);
+    wait_for_lines(&cluster, 1, 1).await;
+    // site2 runs a 2 s command: it drains that long, following changes.
+    cluster
+        .signal(1, cheops_testkit::Process::Daemon, "TERM")
+        .expect("a signal");
+    let late: Vec<String> = (1..=LATE).map(command).collect();
+    let sends = late.iter().enumerate().map(|(n, command)| {
+        let cluster = &cluster;
+        async move {
+            let id = format!("late{n}");
+            let (status, _) = cluster
+                .exec(0, Exec::new(&id, SITES, &[command.as_str()], "add"))
+                .await;
+            assert_eq!(status, 200, "{id}");
+        }
+    });
+    futures::future::join_all(sends).await;
+    let status = cluster.terminate_daemon(1);
+    assert!(status.success(), "the daemon exited with {status}");
+
+    std::fs::remove_file(cluster.node(1).app_dir().join("slow")).unwrap();
+    cluster.start_daemon(1).await;
+    eventually(
+        "site2 to run every late operation",
+        Duration::from_secs(60),
+        || async {
+            let mut ran = 0;
+            for n in 0..LATE {
+                let replies = cluster.replies(1, &format!("late{n}")).await;
+                ran += usize::from(replies.iter().any(|r| r.site == "site2"));
+            }
+            (ran == LATE).then_some(())
+        },
+    )
+    .await;
+    let log = log_of(&cluster, 1);
+    assert_eq!(counts(&log).values().max(), Some(&1), "{log:?}");
+}

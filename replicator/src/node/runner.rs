@@ -222,9 +222,11 @@ impl Runner {
     }
 
     /// True when no resource is scheduled or running: every change handed
-    /// to [`Runner::schedule`] so far has been fully handled.
+    /// to [`Runner::schedule`] so far has been fully handled. Never again
+    /// once the runner stops, since it drops what it is handed then: no
+    /// checkpoint may pass a change it dropped.
     pub fn is_idle(&self) -> bool {
-        self.inner.lock().is_empty()
+        !self.inner.is_stopping() && self.inner.lock().is_empty()
     }
 }
 

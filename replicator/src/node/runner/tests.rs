@@ -292,3 +292,23 @@ async fn a_command_run_alone_takes_a_turn_of_the_passes() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(backend.started.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_stopping_runner_drops_what_it_is_handed_and_is_never_idle_again() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (_open, writes) = watch::channel(true);
+    let url = fake_couch(Arc::clone(&seen), writes).await;
+    let dir = std::env::temp_dir().join(format!("cheops-runner-stop-{}", std::process::id()));
+    let backend = Arc::new(Succeeds::default());
+    let runner = runner(&url, &dir, backend.clone(), 2);
+    runner.schedule(resource(0)).await;
+    until("the first resource handled", || runner.is_idle()).await;
+    runner.inner.stopping.send_replace(true);
+    runner.schedule(resource(1)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(backend.ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        !runner.is_idle(),
+        "a checkpoint would pass the dropped change"
+    );
+}
