@@ -1,6 +1,7 @@
 //! The batch loop every backend shares: commands in order, each result to
 //! the progress before the next starts, the rest skipped after a failure
-//! or stopped when the progress says so.
+//! or stopped when the progress says so. A command the node could not
+//! start goes to no progress (it gets no reply): the batch stops there.
 
 use cheops_model::Command;
 use tracing::{info, info_span, Instrument};
@@ -17,6 +18,11 @@ pub async fn run_batch(
     for (index, command) in batch.iter().enumerate() {
         let span = info_span!("command", index, of = batch.len(), kind = %command.kind);
         let result = runner.run_one(command).instrument(span).await;
+        if result.outcome == Outcome::NotStarted {
+            results.push(result);
+            results.resize_with(batch.len(), CommandResult::stopped);
+            break;
+        }
         let failed = result.outcome != Outcome::Ok;
         let next = progress.finished(index, &result).await;
         results.push(result);

@@ -52,6 +52,21 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// True when the command never started: the node could not give it a
+    /// temporary directory, its files, a pipe or a process (out of file
+    /// descriptors, memory or disk). Nothing of it ran, so it is run
+    /// again later rather than answered.
+    pub fn before_start(&self) -> bool {
+        matches!(
+            self,
+            BackendError::TempDir { .. }
+                | BackendError::WriteFile { .. }
+                | BackendError::Prepare(_)
+                | BackendError::OutputPipe(_)
+                | BackendError::Spawn { .. }
+        )
+    }
+
     /// True when the daemon's environment, not the operation, is to blame:
     /// those are logged as warnings, the others are the user's to fix.
     pub fn is_internal(&self) -> bool {

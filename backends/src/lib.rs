@@ -114,6 +114,10 @@ pub enum Outcome {
     Failed,
     /// The command was not run because an earlier one of its batch failed.
     Skipped,
+    /// The node could not start the command (see
+    /// [`BackendError::before_start`]): nothing of it ran, it gets no
+    /// reply, and it is run again later.
+    NotStarted,
 }
 
 impl Outcome {
@@ -122,7 +126,7 @@ impl Outcome {
     pub fn status(self) -> Status {
         match self {
             Outcome::Ok => Status::Ok,
-            Outcome::Failed | Outcome::Skipped => Status::Ko,
+            Outcome::Failed | Outcome::Skipped | Outcome::NotStarted => Status::Ko,
         }
     }
 }
@@ -147,7 +151,11 @@ impl CommandResult {
     /// The result of a command that could not be run.
     pub fn not_run(error: &BackendError) -> Self {
         CommandResult {
-            outcome: Outcome::Failed,
+            outcome: if error.before_start() {
+                Outcome::NotStarted
+            } else {
+                Outcome::Failed
+            },
             output: error.to_string(),
         }
     }

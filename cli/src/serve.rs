@@ -1,6 +1,7 @@
 //! `cheops serve`: configuration, start-up and shutdown of a node.
 
 mod config;
+mod descriptors;
 mod listener;
 mod logging;
 
@@ -54,7 +55,27 @@ pub fn main(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(settings: config::Settings) -> Result<(), String> {
+async fn run(mut settings: config::Settings) -> Result<(), String> {
+    let open_files = descriptors::raise_limit().unwrap_or_else(|message| {
+        warn!("{message}");
+        None
+    });
+    let listeners = 2 + usize::from(settings.dump_addr.is_some());
+    let reserved = descriptors::reserved(settings.node.concurrency);
+    let per_listener = descriptors::connections_per_listener(
+        settings.limits.max_connections,
+        listeners,
+        open_files,
+        reserved,
+    );
+    if per_listener < settings.limits.max_connections {
+        warn!(
+            open_files = ?open_files,
+            max_connections = per_listener,
+            "the open files limit leaves room for fewer connections than --max-connections: raise LimitNOFILE"
+        );
+        settings.limits.max_connections = per_listener;
+    }
     let backend = Arc::new(backends(&settings.commands, &settings.node.client)?);
     let node = Node::new(settings.node.clone(), backend).map_err(|e| e.to_string())?;
     let api_listener = bind(settings.api_addr, "API").await?;

@@ -49,6 +49,11 @@ pub enum ReplicatorError {
          send the same config, or none"
     )]
     ConfigChanged(String),
+    /// This node could not start a command of the resource (out of file
+    /// descriptors, memory or disk): nothing of it ran, and it runs at a
+    /// later pass.
+    #[error("could not start a command of resource {resource}: {reason}")]
+    CommandNotStarted { resource: String, reason: String },
     /// Other writers to the resource won every attempt to store the
     /// operation: try again shortly. Nothing was stored.
     #[error(

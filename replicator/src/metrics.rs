@@ -223,6 +223,7 @@ struct Operations {
     rerun: Counter,
     rebuilds: Counter,
     incomplete: Counter,
+    not_started: Counter,
     deleted_reads: Counter,
     merges: Counter,
     replies_written: Counter,
@@ -294,6 +295,11 @@ impl Default for Inner {
                 "incomplete_blocks",
                 "Passes that found a resource's block lacking operations this site ran, and waited for the rest",
                 inner.ops.incomplete.clone(),
+            );
+            r.register(
+                "commands_not_started",
+                "Commands this node could not start (out of file descriptors, memory or disk): run again later, never answered",
+                inner.ops.not_started.clone(),
             );
             r.register(
                 "deleted_reads",
@@ -426,6 +432,10 @@ impl Metrics {
 
     pub fn found_incomplete(&self) {
         self.inner.ops.incomplete.inc();
+    }
+
+    pub fn not_started(&self) {
+        self.inner.ops.not_started.inc();
     }
 
     pub fn read_deleted(&self) {

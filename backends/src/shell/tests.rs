@@ -178,12 +178,12 @@ async fn a_failing_command_stops_the_batch() {
 }
 
 #[tokio::test]
-async fn a_command_that_cannot_start_fails_and_stops_the_batch() {
+async fn a_command_whose_process_cannot_start_is_not_started_and_stops_the_batch() {
     let results = ShellBackend::new()
         .with_shell("/nonexistent/cheops-shell")
         .run(&[command("echo hi"), command("echo again")])
         .await;
-    assert_eq!(results[0].outcome, Outcome::Failed);
+    assert_eq!(results[0].outcome, Outcome::NotStarted);
     assert!(
         results[0]
             .output
@@ -191,7 +191,7 @@ async fn a_command_that_cannot_start_fails_and_stops_the_batch() {
         "{}",
         results[0].output
     );
-    assert_eq!(results[1], CommandResult::skipped());
+    assert_eq!(results[1], CommandResult::stopped());
 }
 
 #[tokio::test]
@@ -510,4 +510,30 @@ async fn each_result_is_reported_before_the_next_command_starts() {
         "1\n2\n",
         "stopped: 3 and 4 never ran"
     );
+}
+
+#[tokio::test]
+async fn a_command_the_node_cannot_start_gets_no_report_and_stops_the_batch() {
+    let scratch = scratch();
+    let file = scratch.path().join("log");
+    // Its temporary directory cannot be made: nothing of it starts.
+    let backend = ShellBackend::new().with_temp_root(scratch.path().join("missing/root"));
+    let recorder = Recorder {
+        file: file.clone(),
+        stop_after: usize::MAX,
+        seen: Default::default(),
+    };
+    let batch = [
+        command(&format!("echo 1 >> {}", file.display())),
+        command("true"),
+    ];
+    let results = backend.run_with(&batch, &recorder).await;
+    assert_eq!(results[0].outcome, Outcome::NotStarted, "{results:?}");
+    assert!(
+        results[0].output.contains("temporary directory"),
+        "{results:?}"
+    );
+    assert_eq!(results[1], CommandResult::stopped());
+    assert!(recorder.seen.into_inner().unwrap().is_empty(), "no reply");
+    assert!(!file.exists(), "nothing ran");
 }

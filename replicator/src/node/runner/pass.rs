@@ -201,6 +201,18 @@ impl Inner {
         } else {
             Pass::Settled
         };
+        // A command the node could not start has no reply: the pass fails,
+        // and is retried with backoff, once the replies made are stored.
+        let not_started = results
+            .iter()
+            .find(|r| r.outcome == Outcome::NotStarted)
+            .map(|r| ReplicatorError::CommandNotStarted {
+                resource: resource.to_owned(),
+                reason: r.output.clone(),
+            });
+        if not_started.is_some() {
+            self.ctx.metrics.not_started();
+        }
         let replies = recorder
             .replies
             .into_inner()
@@ -223,7 +235,7 @@ impl Inner {
                 return Err(error);
             }
         }
-        match journal_error {
+        match journal_error.or(not_started) {
             Some(error) => Err(error),
             None => Ok(pass),
         }
