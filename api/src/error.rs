@@ -62,9 +62,11 @@ impl ApiError {
             ApiError::Node(
                 ReplicatorError::TooLarge { .. } | ReplicatorError::RefusedTooLarge { .. },
             ) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Node(ReplicatorError::IdTaken(_) | ReplicatorError::ConfigChanged(_)) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Node(
+                ReplicatorError::IdTaken(_)
+                | ReplicatorError::ConfigChanged(_)
+                | ReplicatorError::OverSize { .. },
+            ) => StatusCode::CONFLICT,
             ApiError::Node(e) if e.is_deferred() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Node(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Node(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -59,14 +59,17 @@ export const clusterView = {
             problems.push(`The replication to ${site.site} could not write some documents (${replication.write_failures} counted); they are sent again until every one is written.`);
           }
         }
-        warning.hidden = problems.length === 0;
-        warning.replaceChildren(...problems.map((text) => h('div', {}, text)));
         for (const hook of cluster.hooks || []) {
           const last = hook.last[0];
           if (last && !last.delivered) {
             problems.push(`Hook ${hook.name} gave up a ${last.event} event of ${last.resource} after ${last.attempts} attempts (${last.result}).`);
           }
         }
+        for (const over of cluster.oversize || []) {
+          problems.push(`Resource ${over.resource} cannot be merged: its concurrent blocks together take ${over.bytes} bytes, over the ${over.limit}-byte document limit. It refuses new operations.`);
+        }
+        warning.hidden = problems.length === 0;
+        warning.replaceChildren(...problems.map((text) => h('div', {}, text)));
         grid.replaceChildren(...cluster.sites.map((site) => siteCard(site, cluster.address)));
         hooks.hidden = !(cluster.hooks || []).length;
         hooks.replaceChildren(h('h2', {}, 'Hooks'), ...(cluster.hooks || []).map(hookCard));

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use cheops_model::Timestamp;
-use cheops_replicator::{Health, HookStatus, PeerLiveness, ReplicationStatus, TaskStatus};
+use cheops_replicator::{
+    Health, HookStatus, OversizeResource, PeerLiveness, ReplicationStatus, TaskStatus,
+};
 use serde::Serialize;
 
 use crate::block;
@@ -47,6 +49,9 @@ pub struct ClusterView {
     pub tasks: Vec<TaskStatus>,
     /// This node's hooks and their last deliveries.
     pub hooks: Vec<HookStatus>,
+    /// Resources left unmerged here, their merge over the document size
+    /// limit: they refuse operations.
+    pub oversize: Vec<OversizeResource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -160,6 +165,7 @@ pub fn cluster(
         database: docs.is_some(),
         tasks: health.tasks,
         hooks: health.hooks,
+        oversize: health.oversize,
     }
 }
 

@@ -49,6 +49,19 @@ pub enum ReplicatorError {
          send the same config, or none"
     )]
     ConfigChanged(String),
+    /// The resource's concurrent blocks merge into a document over the
+    /// limit: its sites cannot merge it, and it accepts no operation.
+    /// Nothing was stored.
+    #[error(
+        "resource {resource} cannot take operations: its concurrent blocks merge into {bytes} \
+         bytes, over this node's --max-document-size ({limit} bytes), so its sites cannot merge \
+         them (see /health); the operations already stored stay as they are"
+    )]
+    OverSize {
+        resource: String,
+        bytes: usize,
+        limit: usize,
+    },
     /// This node could not start a command of the resource (out of file
     /// descriptors, memory or disk): nothing of it ran, and it runs at a
     /// later pass.

@@ -32,7 +32,7 @@ pub use hooks::board::{Delivery as HookDelivery, HookStatus};
 pub use hooks::config::{load as load_hooks, parse as parse_hooks, Hook};
 pub use node::events::{NodeEvent, PeerLiveness};
 pub use node::feed::{Event, EventType, Feed, Page as FeedPage, OUTPUT_CAP};
-pub use node::health::Health;
+pub use node::health::{Health, OversizeResource};
 pub use node::history::{HistoryQuery, HistoryStream, PAGE as HISTORY_PAGE};
 pub use node::hub::{ReplyHub, ReplyReceiver};
 pub use node::seam::{BoxFuture, NodeSeam};

@@ -190,6 +190,8 @@ pub struct Snapshot {
     pub running: usize,
     /// Replies in the journal that CouchDB does not hold yet.
     pub unstored: usize,
+    /// Resources left unmerged, their merge over the document size limit.
+    pub oversize: usize,
 }
 
 /// The node's metrics; clones share them.
@@ -247,6 +249,7 @@ struct Gauges {
     scheduled: Gauge,
     running: Gauge,
     unstored: Gauge,
+    oversize: Gauge,
     task_state: Family<OwnedLabels<2>, Gauge>,
     task_failures: Family<OwnedLabels<1>, Gauge>,
     hook_backlog: Family<OwnedLabels<1>, Gauge>,
@@ -370,6 +373,11 @@ impl Default for Inner {
                 "journal_unstored",
                 "Replies in the journal that CouchDB does not hold yet",
                 inner.gauges.unstored.clone(),
+            );
+            r.register(
+                "oversize_resources",
+                "Resources left unmerged because their merge is over --max-document-size; they refuse operations",
+                inner.gauges.oversize.clone(),
             );
             r.register(
                 "task_state",
@@ -569,6 +577,7 @@ impl Metrics {
         inner.gauges.scheduled.set(gauge(snapshot.scheduled));
         inner.gauges.running.set(gauge(snapshot.running));
         inner.gauges.unstored.set(gauge(snapshot.unstored));
+        inner.gauges.oversize.set(gauge(snapshot.oversize));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_text::encode(&mut text, &registry);

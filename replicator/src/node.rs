@@ -129,6 +129,7 @@ impl Node {
             ctx.clone(),
             Arc::clone(&backend),
             config.max_reply_bytes,
+            config.max_document_size,
             config.concurrency,
         );
         let replications = Replications::new(
@@ -250,6 +251,7 @@ impl Node {
             scheduled,
             running,
             unstored: self.ctx.journal.unstored(),
+            oversize: self.ctx.health().oversize.len(),
         })
     }
 

@@ -71,6 +71,7 @@ fn gauges_show_the_snapshot_and_only_it() {
         last_error_at: None,
     };
     let text = metrics.render(Snapshot {
+        oversize: 1,
         update_seq: Some(json!("10-def")),
         replications: vec![ReplicationStatus {
             peer: "site2".into(),
@@ -111,6 +112,7 @@ fn gauges_show_the_snapshot_and_only_it() {
             ("cheops_runner_scheduled", 4.0),
             ("cheops_runner_running", 2.0),
             ("cheops_journal_unstored", 1.0),
+            ("cheops_oversize_resources", 1.0),
             (r#"cheops_hook_backlog{hook="deploys"}"#, 5.0),
         ],
     );

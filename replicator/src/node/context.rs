@@ -10,6 +10,7 @@ use crate::db::couch::CouchClient;
 use crate::metrics::Metrics;
 use crate::node::events::Events;
 use crate::node::feed::Feed;
+use crate::node::health::OversizeResource;
 use crate::node::journal::Journal;
 use crate::node::ledger::Ledger;
 use crate::Health;
@@ -66,5 +67,22 @@ impl Context {
 
     pub fn health(&self) -> Health {
         self.lock_health().clone()
+    }
+
+    /// Whether `resource` is over size: its merge does not fit a document.
+    pub fn over_size(&self, resource: &str) -> Option<OversizeResource> {
+        let health = self.lock_health();
+        health
+            .oversize
+            .iter()
+            .find(|o| o.resource == resource)
+            .cloned()
+    }
+
+    /// Marks a resource over size (`Some`), or no longer (`None`).
+    pub fn set_over_size(&self, resource: &str, marked: Option<OversizeResource>) {
+        let mut health = self.lock_health();
+        health.oversize.retain(|o| o.resource != resource);
+        health.oversize.extend(marked);
     }
 }

@@ -23,6 +23,19 @@ pub struct Health {
     pub replications: Vec<ReplicationStatus>,
     /// Each hook's deliveries.
     pub hooks: Vec<HookStatus>,
+    /// Resources whose concurrent blocks merge into a document over
+    /// `--max-document-size`: left unmerged, they accept no operation.
+    pub oversize: Vec<OversizeResource>,
+}
+
+/// A resource whose merge would be over the document size limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OversizeResource {
+    pub resource: String,
+    /// The merged document's size, as JSON.
+    pub bytes: usize,
+    /// `--max-document-size`.
+    pub limit: usize,
 }
 
 impl Health {
@@ -70,6 +83,7 @@ mod tests {
     fn a_failed_vital_task_makes_the_node_unhealthy() {
         let mut health = Health {
             hooks: Vec::new(),
+            oversize: Vec::new(),
             couchdb_reachable: true,
             follower_live: true,
             last_error: None,

@@ -67,6 +67,8 @@ struct Inner {
     backend: Arc<dyn Backend>,
     /// Replies larger than this, as JSON, have their output cut.
     max_reply_bytes: usize,
+    /// The largest resource document a merge may write.
+    max_document_size: usize,
     /// Set once the node shuts down: no new pass, no new command.
     stopping: watch::Sender<bool>,
     /// The passes running, and a wake-up when one ends.
@@ -97,6 +99,7 @@ impl Runner {
         ctx: Context,
         backend: Arc<dyn Backend>,
         max_reply_bytes: usize,
+        max_document_size: usize,
         concurrency: usize,
     ) -> Self {
         let concurrency = concurrency.max(1);
@@ -105,6 +108,7 @@ impl Runner {
                 ctx,
                 backend,
                 max_reply_bytes,
+                max_document_size,
                 stopping: watch::Sender::new(false),
                 passes: Mutex::new(JoinSet::new()),
                 pass_ended: Notify::new(),

@@ -44,6 +44,13 @@ impl Node {
             )));
         }
         self.check_sites(&sites)?;
+        if let Some(over) = self.ctx.over_size(&resource_id) {
+            return Err(ReplicatorError::OverSize {
+                resource: resource_id,
+                bytes: over.bytes,
+                limit: over.limit,
+            });
+        }
         let kind = operation.command.kind;
         if !self.backend.serves(kind) {
             return Err(ReplicatorError::InvalidRequest(format!(

@@ -12,6 +12,7 @@ use super::recorder::Recorder;
 use super::{Inner, MERGE_WAIT};
 use crate::consistency::{payloads, plan, plan_anyway, Run};
 use crate::node::feed::{Event, EventType};
+use crate::node::health::OversizeResource;
 use crate::node::resolution::resolution_docs;
 use crate::node::store::store_replies;
 use crate::workers::backoff;
@@ -340,6 +341,24 @@ impl Inner {
             }
         }
         let docs = resolution_docs(doc, &losers)?;
+        // Every site merges alike, so none can write a merge that does not
+        // fit: the resource is left as it is, and refuses operations.
+        let bytes = docs.first().map_or(0, |merged| merged.to_string().len());
+        if bytes > self.max_document_size {
+            if self.ctx.over_size(&doc.id).is_none() {
+                warn!(resource = %doc.id, site = %self.ctx.site, bytes, limit = self.max_document_size, "the merge of concurrent blocks is over the document size limit; the resource is left unmerged and refuses operations");
+            }
+            self.ctx.set_over_size(
+                &doc.id,
+                Some(OversizeResource {
+                    resource: doc.id.clone(),
+                    bytes,
+                    limit: self.max_document_size,
+                }),
+            );
+            return Ok(());
+        }
+        self.ctx.set_over_size(&doc.id, None);
         let results = self.ctx.couch.bulk_docs(&docs, false).await?;
         if let Some(failed) = results.iter().find(|r| r.error.is_some()) {
             return Err(ReplicatorError::Couch {

@@ -145,7 +145,7 @@ fn runner(
     let journal = crate::node::journal::Journal::open(dir, "site1").unwrap();
     let metrics = crate::metrics::Metrics::default();
     let ctx = Context::new("site1".into(), couch, metrics, journal, Feed::in_memory());
-    Runner::new(ctx, backend, 1 << 20, concurrency)
+    Runner::new(ctx, backend, 1 << 20, 8_000_000, concurrency)
 }
 
 /// Resource `res{n}` of site1, with one operation to run.
