@@ -124,7 +124,7 @@ pub struct Change {
 /// An open continuous feed.
 pub struct ChangesFeed {
     response: Response,
-    buffer: Vec<u8>,
+    buffer: LineBuffer,
     /// The longest the server may stay silent.
     silence: Duration,
     /// When the server last sent something.
@@ -135,7 +135,7 @@ impl ChangesFeed {
     pub(super) fn new(response: Response, silence: Duration) -> Self {
         ChangesFeed {
             response,
-            buffer: Vec::new(),
+            buffer: LineBuffer::default(),
             silence,
             heard: Instant::now(),
         }
@@ -148,9 +148,8 @@ impl ChangesFeed {
     /// silence is counted from the last bytes received, not from the call.
     pub async fn next(&mut self) -> Result<Option<Change>, ReplicatorError> {
         loop {
-            while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                if let Some(change) = parse_line(&line)? {
+            while let Some(line) = self.buffer.next_line() {
+                if let Some(change) = parse_line(line)? {
                     return Ok(Some(change));
                 }
             }
@@ -164,8 +163,46 @@ impl ChangesFeed {
                 .map_err(ReplicatorError::Unavailable)?;
             self.heard = Instant::now();
             match chunk {
-                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                Some(chunk) => self.buffer.push(&chunk),
                 None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Bytes received and not yet taken as lines. Each byte is looked at once
+/// for a newline, however many chunks a long line (a document of several
+/// megabytes) comes in, and the bytes taken are dropped once per chunk.
+#[derive(Debug, Default)]
+struct LineBuffer {
+    bytes: Vec<u8>,
+    /// Where the next line starts.
+    start: usize,
+    /// Up to where no newline follows `start`.
+    scanned: usize,
+}
+
+impl LineBuffer {
+    fn push(&mut self, chunk: &[u8]) {
+        if self.start > 0 {
+            self.bytes.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        self.bytes.extend_from_slice(chunk);
+    }
+
+    /// The next whole line, its newline included, if one is buffered.
+    fn next_line(&mut self) -> Option<&[u8]> {
+        match self.bytes[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(offset) => {
+                let (start, end) = (self.start, self.scanned + offset + 1);
+                (self.start, self.scanned) = (end, end);
+                Some(&self.bytes[start..end])
+            }
+            None => {
+                self.scanned = self.bytes.len();
+                None
             }
         }
     }
@@ -258,6 +295,43 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(change.id, "r");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lines_come_whole_however_the_bytes_are_cut(
+            lines in proptest::collection::vec("[a-z]{0,40}", 1..20),
+            cuts in proptest::collection::vec(1usize..64, 1..200),
+        ) {
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let bytes = text.as_bytes();
+            let mut buffer = LineBuffer::default();
+            let mut got = Vec::new();
+            let (mut at, mut cut) = (0, cuts.iter().cycle());
+            while at < bytes.len() {
+                let end = (at + cut.next().copied().unwrap_or(1)).min(bytes.len());
+                buffer.push(&bytes[at..end]);
+                at = end;
+                while let Some(line) = buffer.next_line() {
+                    got.push(String::from_utf8_lossy(line).trim_end().to_owned());
+                }
+            }
+            proptest::prop_assert_eq!(got, lines);
+        }
+    }
+
+    #[test]
+    fn a_long_line_in_many_chunks_is_looked_at_once() {
+        let mut buffer = LineBuffer::default();
+        let line = vec![b'x'; 1 << 20];
+        for chunk in line.chunks(1024) {
+            buffer.push(chunk);
+            assert!(buffer.next_line().is_none());
+            // Nothing before the chunk's end is looked at again.
+            assert_eq!(buffer.scanned, buffer.bytes.len());
+        }
+        buffer.push(b"\n");
+        assert_eq!(buffer.next_line().map(<[u8]>::len), Some((1 << 20) + 1));
     }
 
     #[test]
