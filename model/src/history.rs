@@ -68,17 +68,20 @@ impl HistoryDocument {
     }
 }
 
+/// What every history document's `_id` starts with.
+pub const HISTORY_PREFIX: &str = "history:";
+
 /// The `_id` of the history document of `request` in `resource`. Resource
 /// ids never hold a `:` (see `check_resource_id`), so no history id is ever
 /// a resource's, and the first `:` after the prefix ends the resource id.
 pub fn history_id(resource: &str, request: &str) -> String {
-    format!("history:{resource}:{request}")
+    format!("{HISTORY_PREFIX}{resource}:{request}")
 }
 
 /// The resource and request a history document's id names: the inverse of
 /// [`history_id`] (for a tombstone, which holds nothing else).
 pub fn history_of(id: &str) -> Option<(&str, &str)> {
-    id.strip_prefix("history:")?.split_once(':')
+    id.strip_prefix(HISTORY_PREFIX)?.split_once(':')
 }
 
 /// One line of `GET /history/{id}`: an operation ever accepted for a

@@ -29,7 +29,7 @@ pub use config::{Resolution, ResolutionResult, ResourceConfig};
 pub use error::{error_chain, ModelError};
 pub use history::{
     history_id, history_of, history_order, HistoryDocument, HistoryEntry, HistoryFile, HistoryKind,
-    HistoryReply,
+    HistoryReply, HISTORY_PREFIX,
 };
 pub use names::{
     check_resource_id, check_site_name, split_sites, SiteList, MAX_RESOURCE_ID_LEN, MAX_SITES,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult};
-use cheops_model::Command;
+use cheops_model::{Command, HISTORY_PREFIX};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
@@ -227,9 +227,12 @@ impl Node {
         self.ctx.couch.all_docs().await
     }
 
-    /// Every resource and reply of the local database, read in one request.
+    /// Every resource and reply of the local database, read in two
+    /// requests that leave out the history documents (and the payloads
+    /// they keep forever).
     pub async fn documents(&self) -> Result<Documents, ReplicatorError> {
-        Ok(Documents::from_all_docs(&self.ctx.couch.all_docs().await?))
+        let all = self.ctx.couch.all_docs_but(HISTORY_PREFIX).await?;
+        Ok(Documents::from_all_docs(&all))
     }
 
     /// The node's metrics in Prometheus's text format: the counters, and
