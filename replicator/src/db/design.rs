@@ -12,7 +12,8 @@ use serde_json::{json, Map, Value};
 
 /// The design document's name: `_design/cheops`.
 pub const DESIGN: &str = "cheops";
-/// View of REPLY documents by `[ResourceId, Site]`.
+/// View of REPLY documents by `[ResourceId, Site]`, their value what a run
+/// is: `{"RequestId", "ExecutionTime", "Rebuild"}`.
 pub const REPLIES_VIEW: &str = "replies-by-resource-site";
 /// View of REPLY and HISTORY documents by `[ResourceId, RequestId]`: a
 /// reply's value is `{"Site", "ReadsHistory"}`, a history document's
@@ -35,7 +36,7 @@ fn own_parts() -> [(&'static str, &'static str, Value); 5] {
             "views",
             REPLIES_VIEW,
             json!({
-                "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.Site], null); } }"
+                "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.Site], {RequestId: doc.RequestId, ExecutionTime: doc.ExecutionTime, Rebuild: doc.Rebuild === true}); } }"
             }),
         ),
         (

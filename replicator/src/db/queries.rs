@@ -3,31 +3,53 @@
 
 use std::collections::HashMap;
 
-use cheops_model::ReplyDocument;
+use cheops_model::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::consistency::{Seen, SeenReply};
+use crate::consistency::{Run, Seen, SeenReply};
 use crate::db::couch::CouchClient;
 use crate::db::design::{DESIGN, REPLIES_OF_FILTER, REPLIES_VIEW, REQUESTS_VIEW};
 use crate::ReplicatorError;
 
-/// `site`'s replies to each of `resources`, in one request; read from the
-/// replies view's index as it stands when `stale`.
-pub async fn replies_of(
+/// `site`'s runs of each of `resources` (the resource of each), in one
+/// request that reads what the replies view emits, never the replies
+/// themselves (their outputs may take megabytes); from the view's index as
+/// it stands when `stale`.
+pub async fn runs_of(
     couch: &CouchClient,
     site: &str,
     resources: &[String],
     stale: bool,
-) -> Result<Vec<ReplyDocument>, ReplicatorError> {
+) -> Result<Vec<(String, Run)>, ReplicatorError> {
+    /// What the replies view emits of a reply.
+    #[derive(Deserialize)]
+    struct Emitted {
+        #[serde(rename = "RequestId")]
+        request: String,
+        #[serde(rename = "ExecutionTime")]
+        time: Timestamp,
+        #[serde(rename = "Rebuild", default)]
+        rebuild: bool,
+    }
     let keys: Vec<Value> = resources
         .iter()
         .map(|resource| json!([resource, site]))
         .collect();
     let rows = couch
-        .view_docs::<ReplyDocument>(DESIGN, REPLIES_VIEW, &keys, stale)
+        .view_rows_by_keys::<(String, String), Emitted>(DESIGN, REPLIES_VIEW, &keys, stale)
         .await?;
-    Ok(rows.into_iter().map(|(_, reply)| reply).collect())
+    Ok(rows
+        .into_iter()
+        .map(|((resource, _), run)| {
+            let run = Run {
+                request: run.request,
+                time: run.time,
+                rebuild: run.rebuild,
+            };
+            (resource, run)
+        })
+        .collect())
 }
 
 /// The database sequence the replies view's index has reached.
@@ -77,7 +99,7 @@ pub async fn requests(
         .map(|request| json!([resource, request]))
         .collect();
     let rows = couch
-        .view_rows_by_keys::<(String, String), Row>(DESIGN, REQUESTS_VIEW, &keys)
+        .view_rows_by_keys::<(String, String), Row>(DESIGN, REQUESTS_VIEW, &keys, false)
         .await?;
     let mut found: HashMap<String, Seen> = requests
         .iter()

@@ -280,13 +280,13 @@ impl Ledger {
         let journaled: Vec<Vec<Run>> = resources.iter().map(|r| self.journal.ran(r)).collect();
         loop {
             let stale = self.restart.is_stale();
-            let rows = queries::replies_of(&self.couch, &self.site, resources, stale).await?;
+            let rows = queries::runs_of(&self.couch, &self.site, resources, stale).await?;
             let mut by_resource: HashMap<&str, Vec<Run>> = HashMap::new();
-            for reply in &rows {
+            for (resource, run) in &rows {
                 by_resource
-                    .entry(reply.resource_id.as_str())
+                    .entry(resource.as_str())
                     .or_default()
-                    .push(Run::of(reply));
+                    .push(run.clone());
             }
             let mut read = Vec::with_capacity(resources.len());
             for (resource, journaled) in resources.iter().zip(&journaled) {

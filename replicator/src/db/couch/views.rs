@@ -10,45 +10,6 @@ use crate::metrics::RequestKind;
 use crate::ReplicatorError;
 
 impl CouchClient {
-    /// Rows of a view for each of `keys`, with the documents they point
-    /// to: one request (a POST, so that any number of keys fits), each
-    /// document with the key of its row. With `stale`, the index is read as
-    /// it stands, without indexing what was stored since it was last
-    /// updated (`stale=ok`, which PouchDB Server 4.2 and CouchDB 3 take).
-    pub async fn view_docs<T: DeserializeOwned>(
-        &self,
-        design: &str,
-        view: &str,
-        keys: &[Value],
-        stale: bool,
-    ) -> Result<Vec<(Value, T)>, ReplicatorError> {
-        #[derive(Deserialize)]
-        struct Rows<T> {
-            rows: Vec<Row<T>>,
-        }
-        #[derive(Deserialize)]
-        struct Row<T> {
-            key: Value,
-            doc: Option<T>,
-        }
-        let url = self.url(&["_design", design, "_view", view]);
-        let mut builder = self
-            .request(Method::POST, url)
-            .query(&[("include_docs", "true"), ("reduce", "false")])
-            .json(&serde_json::json!({ "keys": keys }));
-        if stale {
-            builder = builder.query(&[("stale", "ok")]);
-        }
-        let context = format!("POST view {design}/{view}");
-        let (_, value) = self.send(RequestKind::View, builder, &context, &[]).await?;
-        let rows: Rows<T> = Self::decode(value, &context)?;
-        Ok(rows
-            .rows
-            .into_iter()
-            .filter_map(|r| Some((r.key, r.doc?)))
-            .collect())
-    }
-
     /// The database sequence up to which a view's index is built, read
     /// without building it further.
     pub async fn view_indexed_seq(
@@ -89,12 +50,16 @@ impl CouchClient {
     /// The rows of a view whose key is one of `keys`, as `(key, value)`, in
     /// the order of `keys` (a key with several rows gives them all). The
     /// keys go in the body of a POST, so that their number is not bounded
-    /// by the length of a URL; PouchDB Server 4.2 takes it too.
+    /// by the length of a URL; PouchDB Server 4.2 takes it too. With
+    /// `stale`, the index is read as it stands, without indexing what was
+    /// stored since (`stale=ok`, which PouchDB Server 4.2 and CouchDB 3
+    /// take).
     pub async fn view_rows_by_keys<K: DeserializeOwned, V: DeserializeOwned>(
         &self,
         design: &str,
         view: &str,
         keys: &[Value],
+        stale: bool,
     ) -> Result<Vec<(K, V)>, ReplicatorError> {
         #[derive(Deserialize)]
         struct Rows<K, V> {
@@ -106,9 +71,12 @@ impl CouchClient {
             value: V,
         }
         let url = self.url(&["_design", design, "_view", view]);
-        let builder = self
+        let mut builder = self
             .request(Method::POST, url)
             .json(&serde_json::json!({ "keys": keys }));
+        if stale {
+            builder = builder.query(&[("stale", "ok")]);
+        }
         let context = format!("POST view {design}/{view}");
         let (_, value) = self.send(RequestKind::View, builder, &context, &[]).await?;
         let rows: Rows<K, V> = Self::decode(value, &context)?;

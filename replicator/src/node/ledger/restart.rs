@@ -77,7 +77,10 @@ impl Restart {
                 match beyond_index(couch, site).await {
                     Ok(found) => {
                         let mut own = Own::default();
-                        for reply in found.iter().chain(&journaled) {
+                        for (resource, run) in found {
+                            own.add(&resource, run);
+                        }
+                        for reply in &journaled {
                             own.add(&reply.resource_id, Run::of(reply));
                         }
                         info!(site, beyond_index = own.held, "reading the replies view as it stands until caught up");
@@ -155,13 +158,14 @@ impl Restart {
     }
 }
 
-/// The replies of `site` stored after the sequence the replies view's index
-/// has reached: the documents changed since that the `replies-of` filter
-/// passes, whatever their ids.
+/// The runs, by resource, of the replies of `site` stored after the
+/// sequence the replies view's index has reached: the documents changed
+/// since that the `replies-of` filter passes, whatever their ids. Each page
+/// of replies read is kept as runs alone, never whole.
 async fn beyond_index(
     couch: &CouchClient,
     site: &str,
-) -> Result<Vec<ReplyDocument>, ReplicatorError> {
+) -> Result<Vec<(String, Run)>, ReplicatorError> {
     let mut since = queries::replies_indexed_seq(couch).await?;
     let mut ids = Vec::new();
     loop {
@@ -185,7 +189,8 @@ async fn beyond_index(
             docs.into_iter()
                 .flatten()
                 .filter_map(|doc| serde_json::from_value::<ReplyDocument>(doc).ok())
-                .filter(|reply| reply.site == site),
+                .filter(|reply| reply.site == site)
+                .map(|reply| (reply.resource_id.clone(), Run::of(&reply))),
         );
     }
     Ok(found)
