@@ -542,7 +542,16 @@ async fn the_node_serves_the_http_layers_through_its_seam() {
                             "Config": {"ResolutionMatrix": null}, "_conflicts": ["2-b"]}},
         {"id": "x", "doc": {"_id": "x", "Type": "REPLY", "Site": "site1", "ResourceId": "r",
                             "RequestId": "q", "Status": "OK", "Output": "hi"}}]}"#;
-    let (url, requests) = fake_couch((200, ALL_DOCS), CREATED).await;
+    const PAST_HISTORY: &str = r#"{"total_rows": 3, "offset": 2, "rows": [
+        {"id": "receipt:r:q:h", "doc": {"_id": "receipt:r:q:h", "Type": "HOOK_RECEIPT"}}]}"#;
+    let gets: Answers = Arc::new(|n| {
+        if n == 0 {
+            (200, ALL_DOCS)
+        } else {
+            (200, PAST_HISTORY)
+        }
+    });
+    let (url, requests) = fake_couch_with(gets, Arc::new(|_| CREATED)).await;
     let node = Arc::new(node(&url, 8_000_000));
     let seam: Arc<dyn NodeSeam> = node;
     let docs = seam.documents().await.unwrap();
@@ -552,8 +561,11 @@ async fn the_node_serves_the_http_layers_through_its_seam() {
     assert_eq!(docs.replies_of("r")[0].output, "hi");
     assert_eq!(
         requests.lock().unwrap().as_slice(),
-        ["GET /cheops/_all_docs?include_docs=true&conflicts=true"],
-        "one request reads everything"
+        [
+            "GET /cheops/_all_docs?include_docs=true&conflicts=true&endkey=%22history%3A%22&inclusive_end=false",
+            "GET /cheops/_all_docs?include_docs=true&conflicts=true&startkey=%22history%3B%22",
+        ],
+        "two ranges read everything but the history documents"
     );
 
     assert_eq!(seam.site(), "site1");
