@@ -139,6 +139,9 @@ pub(crate) async fn show_local(
         })?,
         None => command_form::parse(&form, Files::Refused)?,
     };
+    if !command.files.is_empty() {
+        return Err(ApiError::bad_request("a shown command takes no files"));
+    }
     Ok(Json(run_here(&state, &id, command).await))
 }
 

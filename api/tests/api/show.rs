@@ -266,6 +266,17 @@ async fn show_refuses_files_and_bad_commands_of_any_kind() {
             assert_error(response, StatusCode::BAD_REQUEST, &[why]).await;
         }
     }
+    // Nor through the field other sites send.
+    let with_files: [Part; 2] = [
+        ("command", None, b"cat {a}"),
+        (
+            "command-json",
+            None,
+            br#"{"Command": "cat {a}", "Files": {"a": "QQ=="}}"#,
+        ),
+    ];
+    let response = send(app, post_multipart("/show_local/r1", &with_files)).await;
+    assert_error(response, StatusCode::BAD_REQUEST, &["no files"]).await;
     assert!(node.local_runs().is_empty());
 }
 

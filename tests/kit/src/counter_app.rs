@@ -10,10 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-use crate::process::free_port;
 
 /// The application; dropped, it stops.
 pub struct CounterApp {
@@ -32,7 +29,7 @@ type Params = Query<HashMap<String, String>>;
 
 impl CounterApp {
     pub async fn start() -> std::io::Result<CounterApp> {
-        let listener = TcpListener::bind(("127.0.0.1", free_port())).await?;
+        let listener = crate::process::listen_free().await?;
         let port = listener.local_addr()?.port();
         let value = Arc::new(AtomicI64::new(0));
         let app = axum::Router::new()

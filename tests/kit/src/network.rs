@@ -18,8 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::process::free_port;
-
 /// The switch shared by all gates of a cluster.
 #[derive(Clone)]
 pub struct Network {
@@ -51,7 +49,7 @@ impl Network {
 
     /// A gate on a free local port, relaying to `target`.
     pub async fn gate(&self, target: SocketAddr) -> std::io::Result<Gate> {
-        let listener = TcpListener::bind(("127.0.0.1", free_port())).await?;
+        let listener = crate::process::listen_free().await?;
         let port = listener.local_addr()?.port();
         let task = tokio::spawn(relay(listener, target, Some(self.cut.subscribe()), None));
         Ok(Gate { port, task })
@@ -62,7 +60,7 @@ impl Network {
 /// carries: in front of a sidecar, what every client of it (its daemon, its
 /// peers' replications through the gate, a benchmark) sends and receives.
 pub async fn counter(target: SocketAddr) -> std::io::Result<(Gate, Arc<Traffic>)> {
-    let listener = TcpListener::bind(("127.0.0.1", free_port())).await?;
+    let listener = crate::process::listen_free().await?;
     let port = listener.local_addr()?.port();
     let traffic = Arc::new(Traffic::default());
     let task = tokio::spawn(relay(listener, target, None, Some(traffic.clone())));

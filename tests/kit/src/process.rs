@@ -65,6 +65,20 @@ pub fn free_port() -> u16 {
     panic!("no free port between {FIRST} and {}", FIRST + COUNT)
 }
 
+/// A listener on a free port of 127.0.0.1, for a server of the harness that
+/// listens at once: a port found free may be taken by another process
+/// before the bind, so another is tried then.
+pub async fn listen_free() -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for _ in 0..16 {
+        match tokio::net::TcpListener::bind(("127.0.0.1", free_port())).await {
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => last = Some(error),
+            bound => return bound,
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
+}
+
 /// The `cheops` binary, built once per process (a library cannot depend on
 /// a binary, so it asks cargo for it).
 pub fn cheops_binary() -> &'static Path {

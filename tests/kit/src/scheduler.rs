@@ -14,10 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-use crate::process::free_port;
 
 /// The jobs a test sets, by `_replicator` document id.
 type Jobs = Arc<Mutex<HashMap<String, Value>>>;
@@ -45,7 +42,7 @@ struct Front {
 impl SchedulerFront {
     /// A front on a free local port, in front of the server at `target`.
     pub async fn start(target: SocketAddr) -> std::io::Result<SchedulerFront> {
-        let listener = TcpListener::bind(("127.0.0.1", free_port())).await?;
+        let listener = crate::process::listen_free().await?;
         let port = listener.local_addr()?.port();
         let jobs = Jobs::default();
         let front = Front {

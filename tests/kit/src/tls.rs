@@ -16,7 +16,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::network::{accept_each, Gate};
-use crate::process::free_port;
 
 /// A fresh CA and a server certificate it signed for `127.0.0.1` and
 /// `localhost`, all PEM.
@@ -98,7 +97,7 @@ impl TestCa {
     /// A TLS-terminating front on a free local port, relaying the decrypted
     /// stream to `target`.
     pub async fn front(&self, target: SocketAddr) -> std::io::Result<Gate> {
-        let listener = TcpListener::bind(("127.0.0.1", free_port())).await?;
+        let listener = crate::process::listen_free().await?;
         let port = listener.local_addr()?.port();
         let task = tokio::spawn(terminate(listener, self.acceptor(), target));
         Ok(Gate { port, task })

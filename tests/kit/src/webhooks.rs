@@ -13,10 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-use crate::process::free_port;
 
 /// A secret as the hooks file writes it (31 bytes).
 pub const SECRET: &str = "whsec_Y2hlb3BzLXRlc3Qtd2ViaG9vay1zZWNyZXQtMzJiIQ==";
@@ -63,7 +60,7 @@ impl Receiver {
     /// A receiver on a free local port, refusing the first attempt of
     /// each delivery of the types `refuse_first`.
     pub async fn start(refuse_first: &[&str]) -> std::io::Result<Receiver> {
-        let listener = TcpListener::bind(("127.0.0.1", free_port())).await?;
+        let listener = crate::process::listen_free().await?;
         let port = listener.local_addr()?.port();
         let log = Arc::new(Mutex::new(Log {
             refuse_first: refuse_first.iter().map(|t| (*t).to_owned()).collect(),
