@@ -56,10 +56,10 @@ pub fn main(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(mut settings: config::Settings) -> Result<(), String> {
-    let open_files = descriptors::raise_limit().unwrap_or_else(|message| {
+    let (open_files, problem) = descriptors::raise_limit();
+    if let Some(message) = problem {
         warn!("{message}");
-        None
-    });
+    }
     let listeners = 2 + usize::from(settings.dump_addr.is_some());
     let reserved = descriptors::reserved(settings.node.concurrency);
     let per_listener = descriptors::connections_per_listener(

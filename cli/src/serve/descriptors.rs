@@ -15,22 +15,26 @@ pub fn reserved(concurrency: usize) -> u64 {
 }
 
 /// Raises the soft limit of open files to the hard limit; returns the soft
-/// limit in force afterwards (`None`: unlimited).
-pub fn raise_limit() -> Result<Option<u64>, String> {
+/// limit in force afterwards (`None`: unlimited) and, when it could not be
+/// raised, why.
+pub fn raise_limit() -> (Option<u64>, Option<String>) {
     let limit = getrlimit(Resource::Nofile);
     if limit.current == limit.maximum {
-        return Ok(limit.current);
+        return (limit.current, None);
     }
     let raised = Rlimit {
         current: limit.maximum,
         maximum: limit.maximum,
     };
     match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => Ok(limit.maximum),
-        Err(error) => Err(format!(
-            "cannot raise the open files limit from {:?} to {:?}: {error}",
-            limit.current, limit.maximum
-        )),
+        Ok(()) => (limit.maximum, None),
+        Err(error) => (
+            limit.current,
+            Some(format!(
+                "cannot raise the open files limit from {:?} to {:?}: {error}",
+                limit.current, limit.maximum
+            )),
+        ),
     }
 }
 
@@ -73,7 +77,8 @@ mod tests {
 
     #[test]
     fn the_soft_limit_rises_to_the_hard_one() {
-        let limit = raise_limit().expect("raised");
+        let (limit, problem) = raise_limit();
+        assert_eq!(problem, None);
         assert_eq!(limit, getrlimit(Resource::Nofile).maximum);
         assert_eq!(getrlimit(Resource::Nofile).current, limit);
     }
