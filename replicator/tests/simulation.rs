@@ -48,6 +48,14 @@
 //! the revision its site wrote last while that is a live leaf (as the node
 //! does), else on the winner.
 //!
+//! Clients send configs too: a resource is created with any of its
+//! scenario's matrices (two sites creating it at once may pick two, and the
+//! merge chooses one for all), and a later exec sends none, the same rules
+//! in another order, another of the scenario's, or one that says other
+//! types reset; one whose rules differ from the stored ones is refused, as
+//! the node refuses it, so no config read later changes how a site reads
+//! what it ran before.
+//!
 //! Half the schedules are busy: three or four sites writing one resource
 //! for a long while, as concurrent clients do. Besides the checks above,
 //! every resource keeps a live leaf in the union of all sites' revisions
@@ -133,10 +141,11 @@ macro_rules! trace {
     };
 }
 
-/// A matrix, the types a schedule uses, and those a resource may start with.
+/// The matrices a schedule's clients send (each describes the application
+/// truthfully), the types it uses, and those a resource may start with.
 struct Scenario {
     name: &'static str,
-    config: ResourceConfig,
+    configs: Vec<ResourceConfig>,
     types: &'static [&'static str],
     creation: &'static [&'static str],
 }
@@ -149,8 +158,22 @@ fn entry(before: &str, after: &str, result: ResolutionResult) -> Resolution {
     }
 }
 
+/// Each matrix as given and in reverse order: the same rules, another
+/// config.
+fn sent(matrices: Vec<Vec<Resolution>>) -> Vec<ResourceConfig> {
+    matrices
+        .into_iter()
+        .flat_map(|matrix| {
+            let mut reversed = matrix.clone();
+            reversed.reverse();
+            [matrix, reversed]
+        })
+        .map(|resolution_matrix| ResourceConfig { resolution_matrix })
+        .collect()
+}
+
 fn scenarios() -> Vec<Scenario> {
-    use ResolutionResult::{TakeBothKeepOrder, TakeBothReverseOrder, TakeOne};
+    use ResolutionResult::{TakeBothAnyOrder, TakeBothKeepOrder, TakeBothReverseOrder, TakeOne};
     let counter = vec![
         entry("set", "set", TakeOne),
         entry("set", "add", TakeBothKeepOrder),
@@ -179,19 +202,32 @@ fn scenarios() -> Vec<Scenario> {
         entry("push", "set", TakeBothKeepOrder),
         entry("push", "push", TakeBothKeepOrder),
     ];
+    // The same meaning, said of two adds too.
+    let mut counter_adds = counter.clone();
+    counter_adds.push(entry("add", "add", TakeBothAnyOrder));
+    // The original's appends, saying that two appends keep their order.
+    let mut ordered_appends = appends.clone();
+    ordered_appends.push(entry("push", "push", TakeBothKeepOrder));
+    // A sequence saying nothing of two pushes, as the original's appends.
+    let loose_sequence = sequence[..5].to_vec();
+    // Clients of one resource may send different matrices: sites creating
+    // it at once with two of them, or a later exec sending other rules. A
+    // scenario's matrices all hold for the resources it starts: sets inside
+    // blocks only where blocks start with a set.
     vec![
         // No configuration: every pair commutes, nothing may run twice.
         Scenario {
             name: "adds without a matrix",
-            config: ResourceConfig::default(),
+            configs: vec![
+                ResourceConfig::default(),
+                sent(vec![vec![entry("add", "add", TakeBothAnyOrder)]]).remove(0),
+            ],
             types: &["add"],
             creation: &["add"],
         },
         Scenario {
             name: "set and add",
-            config: ResourceConfig {
-                resolution_matrix: counter,
-            },
+            configs: sent(vec![counter, counter_adds]),
             types: &["set", "add", "add"],
             creation: &["set", "add"],
         },
@@ -199,25 +235,19 @@ fn scenarios() -> Vec<Scenario> {
         // order can only rebuild from a reset, so resources start with one.
         Scenario {
             name: "set, add and push",
-            config: ResourceConfig {
-                resolution_matrix: sequence,
-            },
+            configs: sent(vec![sequence.clone(), inside.clone(), loose_sequence]),
             types: &["set", "add", "push", "push"],
             creation: &["set"],
         },
         Scenario {
             name: "appends the matrix says nothing about",
-            config: ResourceConfig {
-                resolution_matrix: appends,
-            },
+            configs: sent(vec![appends, ordered_appends]),
             types: &["set", "push", "push"],
             creation: &["set"],
         },
         Scenario {
             name: "sets inside blocks",
-            config: ResourceConfig {
-                resolution_matrix: inside,
-            },
+            configs: sent(vec![inside, sequence]),
             types: &["set", "add", "push", "push"],
             creation: &["set"],
         },
@@ -293,6 +323,7 @@ struct Revision {
     parent: Option<RevId>,
     deleted: bool,
     operations: Vec<Operation>,
+    config: ResourceConfig,
 }
 
 /// A resource's revision tree.
@@ -322,7 +353,8 @@ enum Read {
 struct Snapshot {
     winner: RevId,
     block: Vec<Operation>,
-    losers: Vec<(RevId, Vec<Operation>)>,
+    config: ResourceConfig,
+    losers: Vec<(RevId, Vec<Operation>, ResourceConfig)>,
 }
 
 impl Database {
@@ -368,9 +400,10 @@ impl Database {
             Some((&(winner, rev), losers)) => Read::Live(Snapshot {
                 winner,
                 block: rev.operations.clone(),
+                config: rev.config.clone(),
                 losers: losers
                     .iter()
-                    .map(|&(id, rev)| (id, rev.operations.clone()))
+                    .map(|&(id, rev)| (id, rev.operations.clone(), rev.config.clone()))
                     .collect(),
             }),
         }
@@ -488,6 +521,9 @@ struct Stats {
     all_deleted: u64,
     /// Execs refused because every leaf of their resource was a deletion.
     refused: u64,
+    /// Execs refused because their config had other rules than the
+    /// resource's.
+    config_refused: u64,
     /// Passes that found a block lacking operations their site ran, and
     /// waited for the rest of the resource.
     incomplete: u64,
@@ -510,6 +546,7 @@ impl Stats {
         self.from_history += other.from_history;
         self.all_deleted += other.all_deleted;
         self.refused += other.refused;
+        self.config_refused += other.config_refused;
         self.incomplete += other.incomplete;
         self.moved_on += other.moved_on;
     }
@@ -610,7 +647,7 @@ impl<'s> Sim<'s> {
             rev: Some(id.rev()),
             locations: self.sites.iter().map(|s| s.name.clone()).collect(),
             operations: revision.operations.clone(),
-            config: self.scenario.config.clone(),
+            config: revision.config.clone(),
             ..ResourceDocument::default()
         }
     }
@@ -628,19 +665,61 @@ impl<'s> Sim<'s> {
             .filter(|&rev| self.sites[site].db.is_live_leaf(resource, rev));
         let base = match (recent, self.sites[site].db.read(resource)) {
             (Some(rev), _) => {
-                let block = self.sites[site]
-                    .db
-                    .revision(resource, rev)
-                    .map(|r| r.operations.clone());
-                block.map(|block| (rev, block))
+                let stored = self.sites[site].db.revision(resource, rev);
+                stored.map(|r| (rev, (r.operations.clone(), r.config.clone())))
             }
-            (None, Read::Live(snapshot)) => Some((snapshot.winner, snapshot.block)),
+            (None, Read::Live(snapshot)) => {
+                Some((snapshot.winner, (snapshot.block, snapshot.config)))
+            }
             (None, Read::Missing) => None,
             (None, Read::Deleted) => {
                 self.stats.refused += 1;
                 trace!(
                     self,
                     "{} refuses an exec on {resource}: every leaf is a deletion",
+                    self.sites[site].name
+                );
+                return;
+            }
+        };
+        // The config the client sends: any of the scenario's, or none (the
+        // stored one stays), or, to an existing resource, one that says
+        // other types reset. One with other rules than the stored one is
+        // refused, and nothing is written.
+        let sent = match &base {
+            Some(_) if self.rng.percent(50) => ResourceConfig::default(),
+            Some(_) if self.rng.percent(20) => {
+                let op_type = *self.rng.pick(self.scenario.types);
+                let result = *self.rng.pick(&[
+                    ResolutionResult::TakeOne,
+                    ResolutionResult::TakeBothAnyOrder,
+                ]);
+                ResourceConfig {
+                    resolution_matrix: vec![entry(op_type, op_type, result)],
+                }
+            }
+            Some((_, (_, stored))) if self.rng.percent(70) => {
+                let alike: Vec<&ResourceConfig> = self
+                    .scenario
+                    .configs
+                    .iter()
+                    .filter(|c| c.same_rules(stored))
+                    .collect();
+                alike
+                    .get(self.rng.below(alike.len().max(1)))
+                    .map_or_else(ResourceConfig::default, |c| (*c).clone())
+            }
+            _ => self.rng.pick(&self.scenario.configs).clone(),
+        };
+        let config = match &base {
+            None => sent,
+            Some((_, (_, stored))) if sent.is_empty() => stored.clone(),
+            Some((_, (_, stored))) if stored.same_rules(&sent) => sent,
+            Some(_) => {
+                self.stats.config_refused += 1;
+                trace!(
+                    self,
+                    "{} refuses an exec on {resource}: its config has other rules",
                     self.sites[site].name
                 );
                 return;
@@ -664,12 +743,9 @@ impl<'s> Sim<'s> {
             ..Operation::default()
         };
         self.originals.insert(op.request_id.clone(), op.clone());
-        let (parent, block) = base.unzip();
-        let mut operations = add_operation(
-            &self.scenario.config,
-            block.as_deref().unwrap_or_default(),
-            op.clone(),
-        );
+        let (parent, block) = base.map(|(rev, (block, _))| (rev, block)).unzip();
+        let mut operations =
+            add_operation(&config, block.as_deref().unwrap_or_default(), op.clone());
         // The exec prunes, at random, what it may: its site may not have
         // looked at every reply it holds.
         let locations: Vec<String> = self.sites.iter().map(|s| s.name.clone()).collect();
@@ -705,6 +781,7 @@ impl<'s> Sim<'s> {
             parent,
             deleted: false,
             operations,
+            config,
         };
         let site = &mut self.sites[site];
         site.db.insert(resource, id, revision);
@@ -836,17 +913,19 @@ impl<'s> Sim<'s> {
             parent: None,
             deleted: false,
             operations: snapshot.block.clone(),
+            config: snapshot.config.clone(),
         };
         if !snapshot.losers.is_empty() {
             let winner_doc = self.document(resource, snapshot.winner, &winner);
             let losers: Vec<ResourceDocument> = snapshot
                 .losers
                 .iter()
-                .map(|(id, operations)| {
+                .map(|(id, operations, config)| {
                     let rev = Revision {
                         parent: None,
                         deleted: false,
                         operations: operations.clone(),
+                        config: config.clone(),
                     };
                     self.document(resource, *id, &rev)
                 })
@@ -864,7 +943,8 @@ impl<'s> Sim<'s> {
             if merged.operations.first() != snapshot.block.first() {
                 self.stats.new_first += 1;
             }
-            let mut content: Vec<&str> = vec!["merged"];
+            let config = serde_json::to_string(&merged.config).unwrap_or_default();
+            let mut content: Vec<&str> = vec!["merged", &config];
             for op in &merged.operations {
                 content.push(op.request_id.as_str());
                 content.extend(op.pruned.then_some("pruned"));
@@ -886,13 +966,15 @@ impl<'s> Sim<'s> {
                     parent: Some(snapshot.winner),
                     deleted: false,
                     operations: merged.operations,
+                    config: merged.config,
                 },
             );
-            for (loser, _) in &snapshot.losers {
+            for (loser, _, _) in &snapshot.losers {
                 let tombstone = Revision {
                     parent: Some(*loser),
                     deleted: true,
                     operations: Vec::new(),
+                    config: ResourceConfig::default(),
                 };
                 written |= site.db.insert(
                     resource,
@@ -914,7 +996,7 @@ impl<'s> Sim<'s> {
             .get(resource)
             .cloned()
             .unwrap_or_default();
-        let decision = plan(&block, &replies, &self.scenario.config);
+        let decision = plan(&block, &replies, &snapshot.config);
         if decision.incomplete {
             self.stats.incomplete += 1;
             trace!(
