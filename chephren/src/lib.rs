@@ -38,7 +38,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use cheops_api::{method_not_allowed, not_found, ApiError, ResourceId};
-use cheops_replicator::NodeSeam;
+use cheops_replicator::{NodeSeam, Reading};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -103,7 +103,7 @@ pub fn router(
 }
 
 async fn this_node(State(state): State<AppState>) -> Result<Json<NodeView>, ApiError> {
-    let docs = state.node.documents().await?;
+    let docs = state.node.documents(&Reading::Resources).await?;
     Ok(Json(original::node(
         state.node.site(),
         &state.address,
@@ -112,7 +112,7 @@ async fn this_node(State(state): State<AppState>) -> Result<Json<NodeView>, ApiE
 }
 
 async fn resources(State(state): State<AppState>) -> Result<Json<Vec<ResourceSummary>>, ApiError> {
-    let docs = state.node.documents().await?;
+    let docs = state.node.documents(&Reading::Runs).await?;
     Ok(Json(original::resources(state.node.site(), &docs)))
 }
 
@@ -120,7 +120,7 @@ async fn resource(
     State(state): State<AppState>,
     ResourceId(id): ResourceId,
 ) -> Result<Json<ResourceView>, ApiError> {
-    let docs = state.node.documents().await?;
+    let docs = state.node.documents(&Reading::RanHere(id.clone())).await?;
     original::resource(state.node.site(), &docs, &id)
         .map(Json)
         .ok_or(ApiError::NotOnThisSite(id))
@@ -145,7 +145,7 @@ pub(crate) fn limit(
 /// Answers even when the database cannot be read: peers' liveness is most
 /// wanted precisely when something is down.
 async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
-    let docs = match state.node.documents().await {
+    let docs = match state.node.documents(&Reading::Blocks).await {
         Ok(docs) => Some(docs),
         Err(error) => {
             warn!(%error, "chephren: cluster view without the database");
@@ -162,7 +162,7 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
 }
 
 async fn blocks(State(state): State<AppState>) -> Result<Json<Vec<BlockSummary>>, ApiError> {
-    let docs = state.node.documents().await?;
+    let docs = state.node.documents(&Reading::Blocks).await?;
     Ok(Json(block::summaries(state.node.site(), &docs)))
 }
 
@@ -170,7 +170,7 @@ async fn block(
     State(state): State<AppState>,
     ResourceId(id): ResourceId,
 ) -> Result<Json<BlockView>, ApiError> {
-    let docs = state.node.documents().await?;
+    let docs = state.node.documents(&Reading::Block(id.clone())).await?;
     block::block(state.node.site(), &docs, &id)
         .map(Json)
         .ok_or(ApiError::NotOnThisSite(id))

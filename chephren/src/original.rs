@@ -71,12 +71,12 @@ pub fn node(site: &str, address: &str, docs: &Documents) -> NodeView {
 pub fn resources(site: &str, docs: &Documents) -> Vec<ResourceSummary> {
     docs.resources_on(site)
         .map(|resource| {
-            let ran = ran_here(site, docs, &resource.id);
+            let runs = docs.runs(site, &resource.id);
             ResourceSummary {
                 id: resource.id.clone(),
                 name: resource.id.clone(),
-                last_update: last_run(ran.clone()),
-                commands_count: ran.count(),
+                last_update: runs.last,
+                commands_count: runs.count,
             }
         })
         .collect()

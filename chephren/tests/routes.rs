@@ -11,7 +11,7 @@ use cheops_chephren::{router, ChephrenConfig};
 use cheops_model::{Command, HistoryEntry, Status};
 use cheops_replicator::{
     BoxFuture, Documents, Event, EventType, Feed, Health, HistoryQuery, HistoryStream, NodeEvent,
-    NodeSeam, PeerLiveness, ReplicatorError, Submission, Submitted,
+    NodeSeam, PeerLiveness, Reading, ReplicatorError, Submission, Submitted,
 };
 use futures::StreamExt;
 use http_body_util::BodyExt;
@@ -64,7 +64,11 @@ impl NodeSeam for Fake {
         Box::pin(async { String::new() })
     }
 
-    fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>> {
+    /// Every document, whatever the page reads.
+    fn documents<'a>(
+        &'a self,
+        _: &'a Reading,
+    ) -> BoxFuture<'a, Result<Documents, ReplicatorError>> {
         let docs = self.docs.lock().unwrap().clone();
         Box::pin(async move {
             docs.map(|all| Documents::from_all_docs(&all))

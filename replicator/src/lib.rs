@@ -26,7 +26,7 @@ mod workers;
 pub use config::clients::ClientOptions;
 pub use config::sites::{SiteUrls, Sites, Templates};
 pub use db::bootstrap::DatabaseAccess;
-pub use db::documents::Documents;
+pub use db::documents::{Documents, Reading, Runs};
 pub use error::ReplicatorError;
 pub use hooks::board::{Delivery as HookDelivery, HookStatus};
 pub use hooks::config::{load as load_hooks, parse as parse_hooks, Hook};

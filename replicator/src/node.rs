@@ -27,12 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult};
-use cheops_model::{Command, HISTORY_PREFIX};
+use cheops_model::Command;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::db::bootstrap::DatabaseAccess;
 use crate::db::couch::CouchClient;
+use crate::db::documents::{self, Reading};
 use crate::hooks::board::Board;
 use crate::hooks::config::Hook;
 use crate::metrics::{Metrics, Snapshot};
@@ -227,12 +228,9 @@ impl Node {
         self.ctx.couch.all_docs().await
     }
 
-    /// Every resource and reply of the local database, read in two
-    /// requests that leave out the history documents (and the payloads
-    /// they keep forever).
-    pub async fn documents(&self) -> Result<Documents, ReplicatorError> {
-        let all = self.ctx.couch.all_docs_but(HISTORY_PREFIX).await?;
-        Ok(Documents::from_all_docs(&all))
+    /// The resources and replies a page shows: see [`Reading`].
+    pub async fn documents(&self, reading: &Reading) -> Result<Documents, ReplicatorError> {
+        documents::read(&self.ctx.couch, &self.ctx.site, reading).await
     }
 
     /// The node's metrics in Prometheus's text format: the counters, and

@@ -10,8 +10,8 @@ use std::time::Duration;
 use cheops_backends::ShellBackend;
 use cheops_model::{Command, HistoryDocument, Operation, ResourceDocument, Timestamp};
 use cheops_replicator::{
-    ClientOptions, DatabaseAccess, Node, NodeConfig, NodeSeam, ReplicatorError, SiteUrls, Sites,
-    Submission, DEFAULT_MAX_REPLY_BYTES,
+    ClientOptions, DatabaseAccess, Node, NodeConfig, NodeSeam, Reading, ReplicatorError, SiteUrls,
+    Sites, Submission, DEFAULT_MAX_REPLY_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -532,40 +532,42 @@ async fn a_site_that_is_not_a_known_peer_is_refused_before_any_request() {
 }
 
 /// Chephren gets the database as typed resources and replies from the node
-/// itself, and the API the peers' URLs: no adapter, no CouchDB row above
-/// the replicator.
+/// itself, reading only what a page shows, and the API the peers' URLs: no
+/// adapter, no CouchDB row above the replicator.
 #[tokio::test]
 async fn the_node_serves_the_http_layers_through_its_seam() {
-    const ALL_DOCS: &str = r#"{"total_rows": 3, "offset": 0, "rows": [
-        {"id": "_design/cheops", "doc": {"_id": "_design/cheops", "views": {}}},
-        {"id": "r", "doc": {"_id": "r", "Type": "RESOURCE", "Locations": ["site1"], "Operations": null,
-                            "Config": {"ResolutionMatrix": null}, "_conflicts": ["2-b"]}},
-        {"id": "x", "doc": {"_id": "x", "Type": "REPLY", "Site": "site1", "ResourceId": "r",
+    const RESOURCE: &str = r#"{"_id": "r", "_rev": "3-a", "Type": "RESOURCE", "Locations": ["site1"],
+        "Operations": [{"Type": "add", "RequestId": "q", "Command": {"Command": "true", "Files": null},
+                        "Time": "2026-01-01T00:00:00Z"}],
+        "Config": {"ResolutionMatrix": null}, "_conflicts": ["2-b"]}"#;
+    const ROWS: &str = r#"{"total_rows": 2, "offset": 0, "rows": [
+        {"id": "x", "key": ["r", "q"], "value": {"Site": "site1", "ReadsHistory": true, "Status": "OK",
+                                                 "ExecutionTime": "2026-01-01T00:00:01Z"}},
+        {"id": "history:r:q", "key": ["r", "q"], "value": {"History": true}}]}"#;
+    const REPLIES: &str = r#"{"total_rows": 9, "offset": 0, "rows": [
+        {"id": "x", "key": "x", "doc": {"_id": "x", "Type": "REPLY", "Site": "site1", "ResourceId": "r",
                             "RequestId": "q", "Status": "OK", "Output": "hi"}}]}"#;
-    const PAST_HISTORY: &str = r#"{"total_rows": 3, "offset": 2, "rows": [
-        {"id": "receipt:r:q:h", "doc": {"_id": "receipt:r:q:h", "Type": "HOOK_RECEIPT"}}]}"#;
-    let gets: Answers = Arc::new(|n| {
-        if n == 0 {
-            (200, ALL_DOCS)
-        } else {
-            (200, PAST_HISTORY)
-        }
+    let gets: Answers = Arc::new(|n| match n {
+        0 => (200, RESOURCE),
+        1 => (200, ROWS),
+        _ => (200, REPLIES),
     });
     let (url, requests) = fake_couch_with(gets, Arc::new(|_| CREATED)).await;
     let node = Arc::new(node(&url, 8_000_000));
     let seam: Arc<dyn NodeSeam> = node;
-    let docs = seam.documents().await.unwrap();
+    let docs = seam.documents(&Reading::Block("r".into())).await.unwrap();
     let ids: Vec<&str> = docs.resources.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["r"], "the design document is left out");
+    assert_eq!(ids, ["r"]);
     assert_eq!(docs.resources[0].conflicts, ["2-b"]);
     assert_eq!(docs.replies_of("r")[0].output, "hi");
     assert_eq!(
         requests.lock().unwrap().as_slice(),
         [
-            "GET /cheops/_all_docs?include_docs=true&conflicts=true&endkey=%22history%3A%22&inclusive_end=false",
-            "GET /cheops/_all_docs?include_docs=true&conflicts=true&startkey=%22history%3B%22",
+            "GET /cheops/r?conflicts=true",
+            "POST /cheops/_design/cheops/_view/by-resource-request",
+            "POST /cheops/_all_docs?include_docs=true",
         ],
-        "two ranges read everything but the history documents"
+        "the resource, the rows of its block's requests, then its replies alone (no history document)"
     );
 
     assert_eq!(seam.site(), "site1");

@@ -7,7 +7,7 @@ use cheops_backends::{CommandResult, Outcome};
 use cheops_model::{Command, HistoryEntry, ReplyDocument, Status};
 use cheops_replicator::{
     BoxFuture, Documents, Feed, Health, HistoryQuery, HistoryStream, NodeEvent, NodeSeam,
-    PeerLiveness, ReplicatorError, ReplyHub, Submission, Submitted,
+    PeerLiveness, Reading, ReplicatorError, ReplyHub, Submission, Submitted,
 };
 use futures::StreamExt;
 use tokio::sync::broadcast;
@@ -211,7 +211,10 @@ impl NodeSeam for FakeNode {
 
     // The API reads neither the documents nor the events: the web UI's.
 
-    fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>> {
+    fn documents<'a>(
+        &'a self,
+        _: &'a Reading,
+    ) -> BoxFuture<'a, Result<Documents, ReplicatorError>> {
         Box::pin(async { Ok(Documents::default()) })
     }
 

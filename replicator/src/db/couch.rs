@@ -177,6 +177,19 @@ impl CouchClient {
         context: &str,
         accept: &[StatusCode],
     ) -> Result<(StatusCode, Value), ReplicatorError> {
+        self.send_as(kind, builder, context, accept).await
+    }
+
+    /// [`CouchClient::send`], reading the answer as a `T` straight from its
+    /// bytes: what `T` does not name is skipped, never held (an empty
+    /// answer reads as `null`).
+    async fn send_as<T: DeserializeOwned>(
+        &self,
+        kind: RequestKind,
+        builder: RequestBuilder,
+        context: &str,
+        accept: &[StatusCode],
+    ) -> Result<(StatusCode, T), ReplicatorError> {
         let request = builder
             .timeout(self.timeout)
             .build()
@@ -203,12 +216,12 @@ impl CouchClient {
         }
     }
 
-    async fn exchange(
+    async fn exchange<T: DeserializeOwned>(
         &self,
         request: Request,
         context: &str,
         accept: &[StatusCode],
-    ) -> Result<(StatusCode, Value), ReplicatorError> {
+    ) -> Result<(StatusCode, T), ReplicatorError> {
         let response = self
             .http
             .execute(request)
@@ -226,14 +239,11 @@ impl CouchClient {
                 body: String::from_utf8_lossy(&body).chars().take(500).collect(),
             });
         }
-        let value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).map_err(|source| ReplicatorError::Decode {
-                context: context.to_owned(),
-                source,
-            })?
-        };
+        let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+        let value = serde_json::from_slice(body).map_err(|source| ReplicatorError::Decode {
+            context: context.to_owned(),
+            source,
+        })?;
         Ok((status, value))
     }
 
@@ -366,6 +376,7 @@ impl CouchClient {
 
     /// The documents whose ids are `ids`, each `None` when it does not
     /// exist (or was deleted), in the order of `ids`: one request for all.
+    /// Only what `T` names is kept of them.
     pub async fn get_many<T: DeserializeOwned>(
         &self,
         ids: &[String],
@@ -374,45 +385,13 @@ impl CouchClient {
             .request(Method::POST, self.url(&["_all_docs"]))
             .query(&[("include_docs", "true")])
             .json(&serde_json::json!({ "keys": ids }));
-        let (_, value) = self
-            .send(RequestKind::AllDocs, builder, "POST _all_docs", &[])
+        let (_, rows) = self
+            .send_as::<DocRows<T>>(RequestKind::AllDocs, builder, "POST _all_docs", &[])
             .await?;
-        let rows: DocRows<T> = Self::decode(value, "POST _all_docs")?;
         Ok(rows.rows.into_iter().map(|r| r.doc).collect())
     }
 
     /// Every document of the database, as CouchDB lists them.
-    /// `_all_docs` with every document but those whose id starts with
-    /// `skipped` (history documents, which hold every payload ever sent):
-    /// the rows of the two ranges around them, in one answer.
-    pub async fn all_docs_but(&self, skipped: &str) -> Result<Value, ReplicatorError> {
-        let key = |id: &str| Value::String(id.to_owned()).to_string();
-        // The first id past every one starting with `skipped`: ids collate
-        // by code point in `_all_docs`.
-        let mut past = skipped.to_owned();
-        let last = past
-            .pop()
-            .map_or('\0', |c| char::from_u32(c as u32 + 1).unwrap_or(c));
-        past.push(last);
-        let mut rows = Vec::new();
-        for range in [
-            vec![("endkey", key(skipped)), ("inclusive_end", "false".into())],
-            vec![("startkey", key(&past))],
-        ] {
-            let builder = self
-                .request(Method::GET, self.url(&["_all_docs"]))
-                .query(&[("include_docs", "true"), ("conflicts", "true")])
-                .query(&range);
-            let (_, answer) = self
-                .send(RequestKind::AllDocs, builder, "GET _all_docs", &[])
-                .await?;
-            if let Some(Value::Array(found)) = answer.get("rows") {
-                rows.extend(found.iter().cloned());
-            }
-        }
-        Ok(serde_json::json!({ "rows": rows }))
-    }
-
     pub async fn all_docs(&self) -> Result<Value, ReplicatorError> {
         let builder = self
             .request(Method::GET, self.url(&["_all_docs"]))
@@ -434,6 +413,14 @@ struct DocRows<T> {
 #[derive(Deserialize)]
 struct DocRow<T> {
     doc: Option<T>,
+}
+
+/// A view row with the id of the document that emitted it.
+#[derive(Debug, Deserialize)]
+pub struct ViewEntry<K, V> {
+    pub id: String,
+    pub key: K,
+    pub value: V,
 }
 
 fn rev_of(value: &Value) -> String {

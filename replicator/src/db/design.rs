@@ -16,10 +16,18 @@ pub const DESIGN: &str = "cheops";
 /// is: `{"RequestId", "ExecutionTime", "Rebuild"}`.
 pub const REPLIES_VIEW: &str = "replies-by-resource-site";
 /// View of REPLY and HISTORY documents by `[ResourceId, RequestId]`: a
-/// reply's value is `{"Site", "ReadsHistory"}`, a history document's
-/// `{"History": true}`. Queried with the block's unpruned requests as keys,
-/// so that deciding what to prune costs what those cost, not the history.
+/// reply's value is `{"Site", "ReadsHistory", "Status", "ExecutionTime"}`,
+/// a history document's `{"History": true}`. Queried with the block's
+/// unpruned requests as keys, so that deciding what to prune, or what a
+/// block's cells show, costs what those requests cost, not the history.
 pub const REQUESTS_VIEW: &str = "by-resource-request";
+/// View of RESOURCE documents by id, no value: the resources alone, read
+/// with their documents.
+pub const RESOURCES_VIEW: &str = "resources";
+/// View of REPLY documents by `[Site, ResourceId]`, their value the
+/// `ExecutionTime`, reduced to `{"Count", "Last"}`: how many times a site
+/// ran a resource's operations and when last, whatever the history's size.
+pub const RUNS_VIEW: &str = "runs-by-site";
 /// Replication filter: documents whose Locations contain `query_params.site`.
 pub const SITE_FILTER: &str = "cheops/by-site";
 /// Changes filter: the replies of the site `site` (by their content: the
@@ -30,7 +38,7 @@ pub const REPLIES_OF_FILTER: &str = "cheops/replies-of";
 pub const HISTORY_VIEW: &str = "history-by-resource";
 
 /// The views and filters this node owns: rewritten when they differ.
-fn own_parts() -> [(&'static str, &'static str, Value); 5] {
+fn own_parts() -> [(&'static str, &'static str, Value); 7] {
     [
         (
             "views",
@@ -43,7 +51,22 @@ fn own_parts() -> [(&'static str, &'static str, Value); 5] {
             "views",
             REQUESTS_VIEW,
             json!({
-                "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.RequestId], {Site: doc.Site, ReadsHistory: doc.ReadsHistory === true}); } else if (doc.Type === 'HISTORY' && doc.Operation) { emit([doc.ResourceId, doc.Operation.RequestId], {History: true}); } }"
+                "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.RequestId], {Site: doc.Site, ReadsHistory: doc.ReadsHistory === true, Status: doc.Status, ExecutionTime: doc.ExecutionTime}); } else if (doc.Type === 'HISTORY' && doc.Operation) { emit([doc.ResourceId, doc.Operation.RequestId], {History: true}); } }"
+            }),
+        ),
+        (
+            "views",
+            RESOURCES_VIEW,
+            json!({
+                "map": "function (doc) { if (doc.Type === 'RESOURCE') { emit(doc._id, null); } }"
+            }),
+        ),
+        (
+            "views",
+            RUNS_VIEW,
+            json!({
+                "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.Site, doc.ResourceId], doc.ExecutionTime); } }",
+                "reduce": RUNS_REDUCE
             }),
         ),
         (
@@ -61,6 +84,10 @@ fn own_parts() -> [(&'static str, &'static str, Value); 5] {
         ("views", HISTORY_VIEW, history_view()),
     ]
 }
+
+/// The `runs-by-site` reduce: the count of runs and the greatest time,
+/// compared as text (as the original compares them).
+const RUNS_REDUCE: &str = "function (keys, values, rereduce) { var count = 0, last = ''; for (var i = 0; i < values.length; i++) { var v = rereduce ? values[i] : {Count: 1, Last: values[i]}; count += v.Count; if (v.Last > last) { last = v.Last; } } return {Count: count, Last: last}; }";
 
 /// The `last-reply` reduce: the value with the greatest `Time`, compared as
 /// text (as the original's does), with the operators every JavaScript
@@ -188,6 +215,8 @@ mod tests {
         for name in [
             REPLIES_VIEW,
             REQUESTS_VIEW,
+            RESOURCES_VIEW,
+            RUNS_VIEW,
             "all-by-resourceid",
             "last-reply",
             HISTORY_VIEW,

@@ -1,22 +1,162 @@
-//! The local database as the web UI reads it: an `_all_docs` answer sorted,
-//! once per request, into resources and replies, so that no HTTP layer reads
-//! CouchDB rows. Design documents and documents Cheops did not write are
-//! left out; so is a document of a known type that does not read as one (it
-//! cannot be shown faithfully).
+//! The local database as the web UI reads it: resources and replies,
+//! sorted once per request, so that no HTTP layer reads CouchDB rows. Each
+//! page reads what it shows ([`Reading`]), never the whole database.
+//! Design documents and documents Cheops did not write are left out; so is
+//! a document of a known type that does not read as one (it cannot be
+//! shown faithfully).
 
 use std::collections::BTreeMap;
 
-use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument};
+use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument, Timestamp};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Every resource and reply of the database.
+use crate::db::couch::CouchClient;
+use crate::db::queries;
+use crate::ReplicatorError;
+
+/// What a page reads of the database: what it shows, and nothing that
+/// grows with the history of resources it does not show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    /// Every resource, nothing else.
+    Resources,
+    /// Every resource, with how many times this site ran its operations
+    /// and when last ([`Documents::runs`]).
+    Runs,
+    /// Every resource, with the replies to its block's operations, their
+    /// inputs and outputs left out.
+    Blocks,
+    /// One resource, with the replies to its block's operations, whole.
+    Block(String),
+    /// One resource, with this site's replies to it, their outputs left out.
+    RanHere(String),
+}
+
+/// Reads what `reading` asks for from the database of `site`.
+pub async fn read(
+    couch: &CouchClient,
+    site: &str,
+    reading: &Reading,
+) -> Result<Documents, ReplicatorError> {
+    Ok(match reading {
+        Reading::Resources => Documents::new(queries::resources(couch).await?, []),
+        Reading::Runs => {
+            let mut docs = Documents::new(queries::resources(couch).await?, []);
+            docs.runs = queries::runs_by_resource(couch, site)
+                .await?
+                .into_iter()
+                .map(|(resource, runs)| ((site.to_owned(), resource), runs))
+                .collect();
+            docs
+        }
+        Reading::Blocks => {
+            let resources = queries::resources(couch).await?;
+            let requests: Vec<(&str, &str)> = resources
+                .iter()
+                .filter(|r| r.lives_on(site))
+                .flat_map(|r| {
+                    r.operations
+                        .iter()
+                        .map(|op| (r.id.as_str(), op.request_id.as_str()))
+                })
+                .collect();
+            let replies = queries::replies_to(couch, &requests).await?;
+            let replies: Vec<ReplyDocument> = replies.into_iter().map(|row| row.reply).collect();
+            Documents::new(resources, replies)
+        }
+        Reading::Block(id) => {
+            let Some(resource) = queries::resource(couch, id).await? else {
+                return Ok(Documents::default());
+            };
+            let requests: Vec<(&str, &str)> = resource
+                .operations
+                .iter()
+                .map(|op| (id.as_str(), op.request_id.as_str()))
+                .collect();
+            let ids: Vec<String> = queries::replies_to(couch, &requests)
+                .await?
+                .into_iter()
+                .map(|row| row.id)
+                .collect();
+            let mut replies = Vec::new();
+            for page in ids.chunks(DOCS_PAGE) {
+                let docs: Vec<Option<Value>> = couch.get_many(page).await?;
+                replies.extend(
+                    docs.into_iter()
+                        .flatten()
+                        .filter_map(|doc| ReplyDocument::deserialize(doc).ok()),
+                );
+            }
+            Documents::new(vec![resource], replies)
+        }
+        Reading::RanHere(id) => {
+            let Some(resource) = queries::resource(couch, id).await? else {
+                return Ok(Documents::default());
+            };
+            let ids = queries::replies_of_site(couch, id, site).await?;
+            let mut replies = Vec::new();
+            for page in ids.chunks(DOCS_PAGE) {
+                let ran: Vec<Option<Ran>> = couch.get_many(page).await?;
+                replies.extend(ran.into_iter().flatten().map(Ran::into_reply));
+            }
+            Documents::new(vec![resource], replies)
+        }
+    })
+}
+
+/// Replies read per request.
+const DOCS_PAGE: usize = 200;
+
+/// A reply without its output.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Ran {
+    #[serde(rename = "Site")]
+    site: String,
+    #[serde(rename = "RequestId")]
+    request_id: String,
+    #[serde(rename = "ResourceId")]
+    resource_id: String,
+    #[serde(rename = "Status")]
+    status: Value,
+    #[serde(rename = "Input")]
+    input: String,
+    #[serde(rename = "ExecutionTime")]
+    time: Value,
+}
+
+impl Ran {
+    fn into_reply(self) -> ReplyDocument {
+        ReplyDocument {
+            site: self.site,
+            request_id: self.request_id,
+            resource_id: self.resource_id,
+            status: serde_json::from_value(self.status).unwrap_or_default(),
+            input: self.input,
+            execution_time: serde_json::from_value(self.time).unwrap_or_default(),
+            ..ReplyDocument::default()
+        }
+    }
+}
+
+/// The resources and replies a [`Reading`] asked for.
 #[derive(Debug, Default)]
 pub struct Documents {
     /// Resources by id, with their `_conflicts` when the answer held them.
     pub resources: Vec<ResourceDocument>,
     /// Replies by resource id, oldest execution first.
     pub replies: BTreeMap<String, Vec<ReplyDocument>>,
+    /// By `(site, resource)`: how many replies the site wrote, and the
+    /// latest execution time among them.
+    pub runs: BTreeMap<(String, String), Runs>,
+}
+
+/// A site's runs of one resource's operations, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Runs {
+    pub count: usize,
+    pub last: Timestamp,
 }
 
 impl Documents {
@@ -34,13 +174,29 @@ impl Documents {
                 .or_default()
                 .push(reply);
         }
+        let mut runs: BTreeMap<(String, String), Runs> = BTreeMap::new();
         for replies in grouped.values_mut() {
             replies.sort_by_key(|r| r.execution_time);
+            for reply in replies.iter() {
+                let key = (reply.site.clone(), reply.resource_id.clone());
+                let counted = runs.entry(key).or_default();
+                counted.count += 1;
+                counted.last = counted.last.max(reply.execution_time);
+            }
         }
         Documents {
             resources,
             replies: grouped,
+            runs,
         }
+    }
+
+    /// How many times `site` ran operations of resource `id`, and when last.
+    pub fn runs(&self, site: &str, id: &str) -> Runs {
+        self.runs
+            .get(&(site.to_owned(), id.to_owned()))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Reads an `_all_docs?include_docs=true&conflicts=true` answer.

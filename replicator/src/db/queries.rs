@@ -3,13 +3,16 @@
 
 use std::collections::HashMap;
 
-use cheops_model::Timestamp;
+use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::consistency::{Run, Seen, SeenReply};
 use crate::db::couch::CouchClient;
-use crate::db::design::{DESIGN, REPLIES_OF_FILTER, REPLIES_VIEW, REQUESTS_VIEW};
+use crate::db::design::{
+    DESIGN, REPLIES_OF_FILTER, REPLIES_VIEW, REQUESTS_VIEW, RESOURCES_VIEW, RUNS_VIEW,
+};
+use crate::db::documents::Runs;
 use crate::ReplicatorError;
 
 /// `site`'s runs of each of `resources` (the resource of each), in one
@@ -116,4 +119,133 @@ pub async fn requests(
         }
     }
     Ok(found)
+}
+
+/// Every resource document, with its `_conflicts`; one that does not read
+/// as a resource is left out.
+pub async fn resources(couch: &CouchClient) -> Result<Vec<ResourceDocument>, ReplicatorError> {
+    let docs: Vec<Value> = couch.view_docs(DESIGN, RESOURCES_VIEW).await?;
+    Ok(docs
+        .into_iter()
+        .filter_map(|doc| ResourceDocument::deserialize(doc).ok())
+        .collect())
+}
+
+/// Resource `id` with its `_conflicts`, if it is stored and live.
+pub async fn resource(
+    couch: &CouchClient,
+    id: &str,
+) -> Result<Option<ResourceDocument>, ReplicatorError> {
+    let doc: Option<Value> = couch.get(&[id], &[("conflicts", "true")]).await?;
+    Ok(doc
+        .filter(|doc| DocumentKind::deserialize(doc).is_ok_and(|k| k.is_resource()))
+        .and_then(|doc| ResourceDocument::deserialize(doc).ok()))
+}
+
+/// How many replies `site` wrote to each resource, and the latest time
+/// among them: one row per resource, however long its history.
+pub async fn runs_by_resource(
+    couch: &CouchClient,
+    site: &str,
+) -> Result<Vec<(String, Runs)>, ReplicatorError> {
+    #[derive(Deserialize)]
+    struct Reduced {
+        #[serde(rename = "Count")]
+        count: usize,
+        #[serde(rename = "Last", default)]
+        last: String,
+    }
+    let rows = couch
+        .view_groups::<(String, String), Reduced>(
+            DESIGN,
+            RUNS_VIEW,
+            &json!([site]),
+            &json!([site, {}]),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|((_, resource), reduced)| {
+            let runs = Runs {
+                count: reduced.count,
+                last: reduced.last.parse().unwrap_or_default(),
+            };
+            (resource, runs)
+        })
+        .collect())
+}
+
+/// A reply as the requests view gives it: no input, no output.
+#[derive(Debug, Clone)]
+pub struct ReplyRow {
+    /// The reply document's id.
+    pub id: String,
+    pub reply: ReplyDocument,
+}
+
+/// Keys sent per request to the requests view.
+const KEYS_PAGE: usize = 500;
+
+/// The replies to each of `requests` (pairs of resource and request id),
+/// as the requests view emits them.
+pub async fn replies_to(
+    couch: &CouchClient,
+    requests: &[(&str, &str)],
+) -> Result<Vec<ReplyRow>, ReplicatorError> {
+    #[derive(Deserialize)]
+    struct Emitted {
+        #[serde(rename = "Site")]
+        site: Option<String>,
+        #[serde(rename = "Status", default)]
+        status: Value,
+        #[serde(rename = "ExecutionTime", default)]
+        time: Value,
+    }
+    let mut found = Vec::new();
+    for page in requests.chunks(KEYS_PAGE) {
+        let keys: Vec<Value> = page
+            .iter()
+            .map(|(resource, request)| json!([resource, request]))
+            .collect();
+        let entries = couch
+            .view_entries_by_keys::<(String, String), Emitted>(DESIGN, REQUESTS_VIEW, &keys, false)
+            .await?;
+        for entry in entries {
+            let (resource_id, request_id) = entry.key;
+            // A history document's row has no site.
+            let Some(site) = entry.value.site else {
+                continue;
+            };
+            let reply = ReplyDocument {
+                site,
+                resource_id,
+                request_id,
+                status: serde_json::from_value(entry.value.status).unwrap_or_default(),
+                execution_time: serde_json::from_value(entry.value.time).unwrap_or_default(),
+                ..ReplyDocument::default()
+            };
+            found.push(ReplyRow {
+                id: entry.id,
+                reply,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The ids of `site`'s replies to resource `id`.
+pub async fn replies_of_site(
+    couch: &CouchClient,
+    id: &str,
+    site: &str,
+) -> Result<Vec<String>, ReplicatorError> {
+    let entries = couch
+        .view_entries_by_keys::<Value, serde::de::IgnoredAny>(
+            DESIGN,
+            REPLIES_VIEW,
+            &[json!([id, site])],
+            false,
+        )
+        .await?;
+    Ok(entries.into_iter().map(|e| e.id).collect())
 }

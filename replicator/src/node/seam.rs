@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 pub use futures::future::BoxFuture;
 
 use crate::{
-    Documents, Feed, Health, HistoryQuery, HistoryStream, Node, NodeEvent, PeerLiveness,
+    Documents, Feed, Health, HistoryQuery, HistoryStream, Node, NodeEvent, PeerLiveness, Reading,
     ReplicatorError, Submission, Submitted,
 };
 
@@ -62,8 +62,11 @@ pub trait NodeSeam: Send + Sync + 'static {
     /// The node's metrics, in Prometheus's text format (0.0.4).
     fn metrics(&self) -> BoxFuture<'_, String>;
 
-    /// Every resource (with its conflicts) and reply of the local database.
-    fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>>;
+    /// The resources (with their conflicts) and replies a page shows.
+    fn documents<'a>(
+        &'a self,
+        reading: &'a Reading,
+    ) -> BoxFuture<'a, Result<Documents, ReplicatorError>>;
 
     /// The last probe of every peer probed so far.
     fn peers(&self) -> Vec<PeerLiveness>;
@@ -122,8 +125,11 @@ impl NodeSeam for Node {
         Box::pin(Node::metrics(self))
     }
 
-    fn documents(&self) -> BoxFuture<'_, Result<Documents, ReplicatorError>> {
-        Box::pin(Node::documents(self))
+    fn documents<'a>(
+        &'a self,
+        reading: &'a Reading,
+    ) -> BoxFuture<'a, Result<Documents, ReplicatorError>> {
+        Box::pin(Node::documents(self, reading))
     }
 
     fn peers(&self) -> Vec<PeerLiveness> {

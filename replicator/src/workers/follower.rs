@@ -112,8 +112,11 @@ impl Follower {
     /// Hands a change over to what it concerns; waits only while the runner
     /// has too many resources scheduled.
     async fn dispatch(&self, change: &Change) {
-        let Some(doc) = &change.doc else { return };
-        // Read from the borrowed document: no copy of its (possibly large) files.
+        let Some(doc) = change.doc.as_deref() else {
+            return;
+        };
+        // Each reader decodes what it needs from the document's text: a
+        // history document's payload is skipped, never held.
         let kind = DocumentKind::deserialize(doc).unwrap_or_default();
         if change.deleted && !kind.is_resource() {
             // Perhaps a reply or a history document: its tombstone no

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::Response;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -109,16 +110,16 @@ impl super::CouchClient {
 }
 
 /// One change: a document's new state and the feed position after it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Change {
     /// Opaque: a number for PouchDB Server, a string for CouchDB.
     pub seq: Value,
     pub id: String,
-    #[serde(default)]
     pub deleted: bool,
-    /// The winning revision, with `_conflicts` when there are some.
-    #[serde(default)]
-    pub doc: Option<Value>,
+    /// The winning revision, with `_conflicts` when there are some, as
+    /// its JSON text: readers decode only what they need of it (a history
+    /// document's payload is never decoded).
+    pub doc: Option<Box<RawValue>>,
 }
 
 /// An open continuous feed.
@@ -214,19 +215,27 @@ fn parse_line(line: &[u8]) -> Result<Option<Change>, ReplicatorError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(line).map_err(|source| ReplicatorError::Decode {
+    /// A change, or the `last_seq` line that ends a feed (no `id`).
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(default)]
+        seq: Value,
+        id: Option<String>,
+        #[serde(default)]
+        deleted: bool,
+        #[serde(default)]
+        doc: Option<Box<RawValue>>,
+    }
+    let line: Line = serde_json::from_slice(line).map_err(|source| ReplicatorError::Decode {
         context: "a _changes line".into(),
         source,
     })?;
-    if value.get("id").is_none() {
-        return Ok(None);
-    }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|source| ReplicatorError::Decode {
-            context: "a _changes line".into(),
-            source,
-        })
+    Ok(line.id.map(|id| Change {
+        seq: line.seq,
+        id,
+        deleted: line.deleted,
+        doc: line.doc,
+    }))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{CouchClient, ViewRow};
+use super::{CouchClient, DocRows, ViewEntry, ViewRow};
 use crate::metrics::RequestKind;
 use crate::ReplicatorError;
 
@@ -61,6 +61,66 @@ impl CouchClient {
         keys: &[Value],
         stale: bool,
     ) -> Result<Vec<(K, V)>, ReplicatorError> {
+        let entries = self.view_entries_by_keys(design, view, keys, stale).await?;
+        Ok(entries.into_iter().map(|e| (e.key, e.value)).collect())
+    }
+
+    /// [`CouchClient::view_rows_by_keys`], each row with the id of the
+    /// document that emitted it.
+    pub async fn view_entries_by_keys<K: DeserializeOwned, V: DeserializeOwned>(
+        &self,
+        design: &str,
+        view: &str,
+        keys: &[Value],
+        stale: bool,
+    ) -> Result<Vec<ViewEntry<K, V>>, ReplicatorError> {
+        #[derive(Deserialize)]
+        struct Rows<K, V> {
+            rows: Vec<ViewEntry<K, V>>,
+        }
+        let url = self.url(&["_design", design, "_view", view]);
+        let mut builder = self
+            .request(Method::POST, url)
+            .json(&serde_json::json!({ "keys": keys }));
+        if stale {
+            builder = builder.query(&[("stale", "ok")]);
+        }
+        let context = format!("POST view {design}/{view}");
+        let (_, rows) = self
+            .send_as::<Rows<K, V>>(RequestKind::View, builder, &context, &[])
+            .await?;
+        Ok(rows.rows)
+    }
+
+    /// The documents a view's rows point to (with their `_conflicts`),
+    /// decoded as `T`, in key order.
+    pub async fn view_docs<T: DeserializeOwned>(
+        &self,
+        design: &str,
+        view: &str,
+    ) -> Result<Vec<T>, ReplicatorError> {
+        let url = self.url(&["_design", design, "_view", view]);
+        let builder = self.request(Method::GET, url).query(&[
+            ("include_docs", "true"),
+            ("conflicts", "true"),
+            ("reduce", "false"),
+        ]);
+        let context = format!("GET view {design}/{view}");
+        let (_, rows) = self
+            .send_as::<DocRows<T>>(RequestKind::View, builder, &context, &[])
+            .await?;
+        Ok(rows.rows.into_iter().filter_map(|r| r.doc).collect())
+    }
+
+    /// A reduced view's values grouped by whole key, for the keys from
+    /// `start` to `end` (inclusive).
+    pub async fn view_groups<K: DeserializeOwned, V: DeserializeOwned>(
+        &self,
+        design: &str,
+        view: &str,
+        start: &Value,
+        end: &Value,
+    ) -> Result<Vec<(K, V)>, ReplicatorError> {
         #[derive(Deserialize)]
         struct Rows<K, V> {
             rows: Vec<Row<K, V>>,
@@ -71,15 +131,15 @@ impl CouchClient {
             value: V,
         }
         let url = self.url(&["_design", design, "_view", view]);
-        let mut builder = self
-            .request(Method::POST, url)
-            .json(&serde_json::json!({ "keys": keys }));
-        if stale {
-            builder = builder.query(&[("stale", "ok")]);
-        }
-        let context = format!("POST view {design}/{view}");
-        let (_, value) = self.send(RequestKind::View, builder, &context, &[]).await?;
-        let rows: Rows<K, V> = Self::decode(value, &context)?;
+        let builder = self.request(Method::GET, url).query(&[
+            ("group", "true"),
+            ("startkey", start.to_string().as_str()),
+            ("endkey", end.to_string().as_str()),
+        ]);
+        let context = format!("GET view {design}/{view} (grouped)");
+        let (_, rows) = self
+            .send_as::<Rows<K, V>>(RequestKind::View, builder, &context, &[])
+            .await?;
         Ok(rows.rows.into_iter().map(|r| (r.key, r.value)).collect())
     }
 

@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use cheops_model::ReplyDocument;
-use serde_json::Value;
+use cheops_model::{ReplyDocument, Timestamp};
+use serde::Deserialize;
 use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
@@ -31,8 +31,9 @@ use crate::ReplicatorError;
 const MAX_OWN: usize = 200_000;
 /// Changes listed per request when looking for this site's replies.
 const CHANGES_PAGE: usize = 10_000;
-/// Documents read per request among those found.
-const DOCS_PAGE: usize = 1_000;
+/// Replies read per request among those found: each is read whole by the
+/// sidecar, but only its run is kept.
+const DOCS_PAGE: usize = 100;
 
 #[derive(Default)]
 pub struct Restart {
@@ -158,10 +159,26 @@ impl Restart {
     }
 }
 
+/// What the search keeps of a reply: its run, never its output.
+#[derive(Deserialize)]
+struct ReplyRun {
+    #[serde(rename = "ResourceId")]
+    resource: String,
+    #[serde(rename = "Site")]
+    site: String,
+    #[serde(rename = "RequestId")]
+    request: String,
+    #[serde(rename = "ExecutionTime")]
+    time: Timestamp,
+    #[serde(rename = "Rebuild", default)]
+    rebuild: bool,
+}
+
 /// The runs, by resource, of the replies of `site` stored after the
 /// sequence the replies view's index has reached: the documents changed
-/// since that the `replies-of` filter passes, whatever their ids. Each page
-/// of replies read is kept as runs alone, never whole.
+/// since that the `replies-of` filter passes, whatever their ids. Replies
+/// are decoded as runs straight from the sidecar's answer: their outputs
+/// are skipped, never held.
 async fn beyond_index(
     couch: &CouchClient,
     site: &str,
@@ -184,13 +201,20 @@ async fn beyond_index(
     }
     let mut found = Vec::new();
     for page in ids.chunks(DOCS_PAGE) {
-        let docs: Vec<Option<Value>> = couch.get_many(page).await?;
+        let replies: Vec<Option<ReplyRun>> = couch.get_many(page).await?;
         found.extend(
-            docs.into_iter()
+            replies
+                .into_iter()
                 .flatten()
-                .filter_map(|doc| serde_json::from_value::<ReplyDocument>(doc).ok())
                 .filter(|reply| reply.site == site)
-                .map(|reply| (reply.resource_id.clone(), Run::of(&reply))),
+                .map(|reply| {
+                    let run = Run {
+                        request: reply.request,
+                        time: reply.time,
+                        rebuild: reply.rebuild,
+                    };
+                    (reply.resource, run)
+                }),
         );
     }
     Ok(found)
