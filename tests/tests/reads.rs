@@ -81,7 +81,10 @@ async fn each_chephren_page_reads_what_it_shows() {
     }
     let commands = pages["resource/r"]["commands"].as_array().expect("a list");
     assert_eq!(commands.len(), OPERATIONS);
-    assert!(commands.iter().all(|c| c["command"] == "true"), "{commands:?}");
+    assert!(
+        commands.iter().all(|c| c["command"] == "true"),
+        "{commands:?}"
+    );
     let cells = &pages["block/noisy"]["operations"][0]["replies"][0];
     assert_eq!(cells["status"], "OK");
     assert_eq!(

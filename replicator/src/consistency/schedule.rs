@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use cheops_model::{Operation, ResolutionResult, ResourceConfig, Timestamp};
+use serde::Deserialize;
 
 /// The original's rule (pinned by the conformance corpus; the daemon decides
 /// with [`plan`]): the operations of `block` a site must run now, in order,
@@ -37,13 +38,17 @@ pub fn operations_to_run<'a>(
     block.iter().filter(|op| !is_replied(op)).collect()
 }
 
-/// A run this site recorded: one of its own replies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A run this site recorded: one of its own replies (read from a reply
+/// document or from what the replies view emits of it).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Run {
+    #[serde(rename = "RequestId")]
     pub request: String,
     /// When, by this site's clock: its runs never share a time.
+    #[serde(rename = "ExecutionTime")]
     pub time: Timestamp,
     /// The run began a rebuild of the block (its reply says so).
+    #[serde(rename = "Rebuild", default)]
     pub rebuild: bool,
 }
 

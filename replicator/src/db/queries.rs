@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument, Timestamp};
+use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -25,33 +25,16 @@ pub async fn runs_of(
     resources: &[String],
     stale: bool,
 ) -> Result<Vec<(String, Run)>, ReplicatorError> {
-    /// What the replies view emits of a reply.
-    #[derive(Deserialize)]
-    struct Emitted {
-        #[serde(rename = "RequestId")]
-        request: String,
-        #[serde(rename = "ExecutionTime")]
-        time: Timestamp,
-        #[serde(rename = "Rebuild", default)]
-        rebuild: bool,
-    }
     let keys: Vec<Value> = resources
         .iter()
         .map(|resource| json!([resource, site]))
         .collect();
     let rows = couch
-        .view_rows_by_keys::<(String, String), Emitted>(DESIGN, REPLIES_VIEW, &keys, stale)
+        .view_rows_by_keys::<(String, String), Run>(DESIGN, REPLIES_VIEW, &keys, stale)
         .await?;
     Ok(rows
         .into_iter()
-        .map(|((resource, _), run)| {
-            let run = Run {
-                request: run.request,
-                time: run.time,
-                rebuild: run.rebuild,
-            };
-            (resource, run)
-        })
+        .map(|((resource, _), run)| (resource, run))
         .collect())
 }
 
