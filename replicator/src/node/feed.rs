@@ -16,10 +16,16 @@
 //! change is never skipped for good: events lost with the machine are
 //! derived again from the changes after the checkpoint. The feed keeps the
 //! last [`RETAIN`] events; a token older than the oldest is refused as gone.
+//!
+//! Memory holds the newest [`TAIL`] events whole; older ones are read back
+//! from the file (memory keeps where each line starts, and a hash of each
+//! key), so the daemon's memory does not follow the feed's length.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,6 +40,9 @@ use crate::ReplicatorError;
 
 /// How many events the feed keeps.
 pub const RETAIN: usize = 50_000;
+
+/// How many of the newest events a feed with a file holds in memory.
+pub const TAIL: usize = 1_000;
 
 /// The most output bytes of a reply an event carries.
 pub const OUTPUT_CAP: usize = 1024;
@@ -205,10 +214,16 @@ struct Inner {
 }
 
 struct State {
+    /// The newest events: the last [`TAIL`] with a file, all without.
     events: VecDeque<Event>,
-    keys: HashSet<String>,
-    /// What each site replied to a request, as the feed's replies say, by
-    /// resource and request.
+    /// With a file, where each event kept starts in it, oldest first.
+    lines: VecDeque<Line>,
+    /// The file's length.
+    len: u64,
+    /// A hash of each kept event's key.
+    keys: HashSet<u64>,
+    /// What each site replied to a request not yet complete, as the
+    /// feed's replies say, by resource and request.
     replied: HashMap<(String, String), BTreeMap<String, Status>>,
     /// The number of the last event ever added (0 before any).
     last: u64,
@@ -230,28 +245,6 @@ impl Feed {
             path: path.display().to_string(),
             source,
         };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(error) => return Err(failed(error)),
-        };
-        let mut events = VecDeque::new();
-        let mut skipped = 0usize;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match serde_json::from_str::<Event>(line) {
-                Ok(event)
-                    if events
-                        .back()
-                        .is_none_or(|last: &Event| last.seq < event.seq) =>
-                {
-                    events.push_back(event);
-                }
-                _ => skipped += 1,
-            }
-        }
-        if skipped > 0 {
-            warn!(site, path = %path.display(), skipped, "unreadable lines of the changes feed skipped");
-        }
         // Outputs are in it: readable by the node's user only, as the journal.
         let file = OpenOptions::new()
             .create(true)
@@ -259,12 +252,79 @@ impl Feed {
             .mode(0o600)
             .open(&path)
             .map_err(failed)?;
-        let feed = Feed::with(Some(path), Some(file), events);
+        let feed = Feed::with(Some(path.clone()), Some(file), VecDeque::new());
+        let skipped = {
+            let mut state = feed.state();
+            feed.load(&mut state).map_err(failed)?
+        };
+        if skipped > 0 {
+            warn!(
+                site,
+                skipped, "unreadable lines of the changes feed skipped"
+            );
+        }
         // A file read with skipped lines, or too long, is written anew.
-        if skipped > 0 || feed.state().events.len() > RETAIN {
+        if skipped > 0 || feed.state().lines.len() > RETAIN {
             feed.compact()?;
         }
         Ok(feed)
+    }
+
+    /// Reads the file into `state` (its events, their lines, keys and
+    /// replies); how many lines were skipped (a last line without its
+    /// newline counts, so that the file is written anew).
+    fn load(&self, state: &mut State) -> std::io::Result<usize> {
+        state.events.clear();
+        state.lines.clear();
+        state.keys.clear();
+        state.replied.clear();
+        let mut skipped = 0;
+        let mut offset = 0;
+        let mut complete = HashSet::new();
+        if let Some(path) = &self.inner.path {
+            let mut reader = BufReader::new(File::open(path)?);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let read = reader.read_line(&mut line)? as u64;
+                if read == 0 {
+                    break;
+                }
+                let start = offset;
+                offset += read;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if !line.ends_with('\n') {
+                    skipped += 1;
+                }
+                match serde_json::from_str::<Event>(&line) {
+                    Ok(event) if state.lines.back().is_none_or(|l| l.seq < event.seq) => {
+                        state.lines.push_back(Line {
+                            seq: event.seq,
+                            offset: start,
+                        });
+                        state.keys.insert(key_hash(&event.key()));
+                        if event.kind == EventType::OperationComplete {
+                            complete.insert((event.resource.clone(), event.request.clone()));
+                        }
+                        note_reply(&mut state.replied, &event);
+                        state.events.push_back(event);
+                        if state.events.len() > TAIL {
+                            state.events.pop_front();
+                        }
+                    }
+                    _ => skipped += 1,
+                }
+            }
+        }
+        state
+            .replied
+            .retain(|request, _| !complete.contains(request));
+        state.len = offset;
+        state.last = state.lines.back().map_or(0, |l| l.seq);
+        state.durable = state.last;
+        Ok(skipped)
     }
 
     /// A feed kept in memory alone (for tests of the HTTP layers).
@@ -274,13 +334,15 @@ impl Feed {
 
     fn with(path: Option<PathBuf>, file: Option<File>, events: VecDeque<Event>) -> Feed {
         let last = events.back().map_or(0, |e| e.seq);
-        let keys = events.iter().map(Event::key).collect();
+        let keys = events.iter().map(|e| key_hash(&e.key())).collect();
         let replied = replied(&events);
         Feed {
             inner: Arc::new(Inner {
                 path,
                 state: Mutex::new(State {
                     events,
+                    lines: VecDeque::new(),
+                    len: 0,
                     keys,
                     replied,
                     last,
@@ -308,16 +370,25 @@ impl Feed {
         let mut state = self.state();
         if event.kind == EventType::OperationRefused {
             let announced = Event::new(EventType::Operation, &event.resource, &event.request, &[]);
-            if !state.keys.contains(&announced.key()) {
+            let key = announced.key();
+            if !state.keys.contains(&key_hash(&key)) {
                 return Ok(0);
             }
             // Refused where it was accepted.
-            event.site = state
-                .events
-                .iter()
-                .rev()
-                .find(|e| e.kind == EventType::Operation && e.key() == announced.key())
-                .and_then(|e| e.site.clone());
+            let is_announced = |e: &Event| e.kind == EventType::Operation && e.key() == key;
+            event.site = match state.events.iter().rev().find(|e| is_announced(e)) {
+                Some(announced) => announced.site.clone(),
+                None => {
+                    let mut site = None;
+                    self.older(&state, None, |e| {
+                        if is_announced(&e) {
+                            site = e.site;
+                        }
+                        true
+                    })?;
+                    site
+                }
+            };
         }
         let complete = (event.kind == EventType::Reply).then(|| {
             Event::new(
@@ -338,9 +409,12 @@ impl Feed {
             if all {
                 complete.statuses = sites.cloned().unwrap_or_default();
                 added += usize::from(self.add(&mut state, complete)?);
+                // Complete once: what it said is no longer needed.
+                state.replied.remove(&key);
             }
         }
-        let (seq, full) = (state.last, state.events.len() > 2 * RETAIN);
+        let kept = state.lines.len().max(state.events.len());
+        let (seq, full) = (state.last, kept > 2 * RETAIN);
         drop(state);
         if full {
             // The events are added all the same: the file only grows.
@@ -364,7 +438,7 @@ impl Feed {
 
     /// Adds `event` unless its key is in the feed; whether it did.
     fn add(&self, state: &mut State, mut event: Event) -> Result<bool, ReplicatorError> {
-        let key = event.key();
+        let key = key_hash(&event.key());
         if state.keys.contains(&key) {
             return Ok(false);
         }
@@ -376,14 +450,28 @@ impl Feed {
                     source,
                 })?;
             line.push(b'\n');
-            file.write_all(&line)
-                .map_err(|source| self.failed(source))?;
+            if let Err(source) = file.write_all(&line) {
+                // Where the next line starts, whatever part of this one
+                // was written.
+                if let Ok(meta) = file.metadata() {
+                    state.len = meta.len();
+                }
+                return Err(self.failed(source));
+            }
+            state.lines.push_back(Line {
+                seq: event.seq,
+                offset: state.len,
+            });
+            state.len += line.len() as u64;
             state.unsynced = true;
         }
         state.last = event.seq;
         state.keys.insert(key);
         note_reply(&mut state.replied, &event);
         state.events.push_back(event);
+        if state.file.is_some() && state.events.len() > TAIL {
+            state.events.pop_front();
+        }
         Ok(true)
     }
 
@@ -420,7 +508,12 @@ impl Feed {
     /// token of this feed.
     pub fn read(&self, since: Option<u64>, resource: Option<&str>, limit: usize) -> Option<Page> {
         let state = self.state();
-        let first = state.events.front().map_or(state.last + 1, |e| e.seq);
+        let first = state
+            .lines
+            .front()
+            .map(|l| l.seq)
+            .or(state.events.front().map(|e| e.seq))
+            .unwrap_or(state.last + 1);
         let since = match since {
             // From the oldest kept.
             None => first.saturating_sub(1),
@@ -428,9 +521,26 @@ impl Feed {
             Some(since) if since + 1 < first || since > state.last => return None,
             Some(since) => since,
         };
-        let start = state.events.partition_point(|e| e.seq <= since);
         let mut events = Vec::new();
         let mut last_seq = state.last;
+        let matches = |e: &Event| resource.is_none_or(|r| r == e.resource);
+        // Older than memory holds: from the file.
+        let older = self.older(&state, Some(since), |event| {
+            if matches(&event) {
+                last_seq = event.seq;
+                events.push(event);
+            }
+            events.len() < limit
+        });
+        if let Err(error) = older {
+            warn!(%error, "the changes feed's file could not be read");
+            return None;
+        }
+        if events.len() >= limit {
+            return Some(Page { events, last_seq });
+        }
+        last_seq = state.last;
+        let start = state.events.partition_point(|e| e.seq <= since);
         for event in state.events.range(start..) {
             if resource.is_none_or(|r| r == event.resource) {
                 events.push(event.clone());
@@ -447,14 +557,74 @@ impl Feed {
     /// first: what a page showing the feed live starts from.
     pub fn latest(&self, resource: Option<&str>, limit: usize) -> Vec<Event> {
         let state = self.state();
-        state
+        let matches = |e: &Event| resource.is_none_or(|r| r == e.resource);
+        let mut latest: Vec<Event> = state
             .events
             .iter()
             .rev()
-            .filter(|e| resource.is_none_or(|r| r == e.resource))
+            .filter(|e| matches(e))
             .take(limit)
             .cloned()
-            .collect()
+            .collect();
+        if latest.len() < limit {
+            // The last of the older ones, oldest first.
+            let wanted = limit - latest.len();
+            let mut older = VecDeque::with_capacity(wanted);
+            let read = self.older(&state, None, |event| {
+                if matches(&event) {
+                    if older.len() == wanted {
+                        older.pop_front();
+                    }
+                    older.push_back(event);
+                }
+                true
+            });
+            if let Err(error) = read {
+                warn!(%error, "the changes feed's file could not be read");
+            }
+            latest.extend(older.into_iter().rev());
+        }
+        latest
+    }
+
+    /// Hands `visit` the events kept in the file but not in memory, after
+    /// `since` (all when `None`), oldest first, until it answers false.
+    fn older(
+        &self,
+        state: &State,
+        since: Option<u64>,
+        mut visit: impl FnMut(Event) -> bool,
+    ) -> Result<(), ReplicatorError> {
+        let (Some(path), Some(in_memory)) = (&self.inner.path, state.events.front()) else {
+            return Ok(());
+        };
+        let start = since.map_or(0, |since| state.lines.partition_point(|l| l.seq <= since));
+        let Some(first) = state.lines.get(start).filter(|l| l.seq < in_memory.seq) else {
+            return Ok(());
+        };
+        let mut reader = File::open(path)
+            .and_then(|mut file| {
+                file.seek(SeekFrom::Start(first.offset))?;
+                Ok(BufReader::new(file))
+            })
+            .map_err(|source| self.failed(source))?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader
+                .read_line(&mut line)
+                .map_err(|source| self.failed(source))?
+                == 0
+            {
+                return Ok(());
+            }
+            let Ok(event) = serde_json::from_str::<Event>(&line) else {
+                continue;
+            };
+            if event.seq >= in_memory.seq || !visit(event) {
+                return Ok(());
+            }
+        }
     }
 
     /// The number of the last event, as it changes.
@@ -465,38 +635,42 @@ impl Feed {
     /// Keeps the last [`RETAIN`] events, and rewrites the file with them.
     fn compact(&self) -> Result<(), ReplicatorError> {
         let mut state = self.state();
-        while state.events.len() > RETAIN {
-            if let Some(event) = state.events.pop_front() {
-                state.keys.remove(&event.key());
-            }
-        }
-        state.replied = replied(&state.events);
         let Some(path) = self.inner.path.as_ref() else {
+            while state.events.len() > RETAIN {
+                state.events.pop_front();
+            }
+            state.keys = state.events.iter().map(|e| key_hash(&e.key())).collect();
+            state.replied = replied(&state.events);
             return Ok(());
         };
+        let from = state.lines.len().saturating_sub(RETAIN);
+        let base = state.lines.get(from).map_or(state.len, |l| l.offset);
         let fresh = path.with_extension("jsonl.new");
-        let mut text = Vec::new();
-        for event in &state.events {
-            if let Ok(line) = serde_json::to_vec(event) {
-                text.extend_from_slice(&line);
-                text.push(b'\n');
-            }
-        }
         let write = || -> std::io::Result<File> {
+            let mut old = File::open(path)?;
+            old.seek(SeekFrom::Start(base))?;
             let mut file = OpenOptions::new()
                 .create(true)
                 .write(true)
                 .truncate(true)
                 .mode(0o600)
                 .open(&fresh)?;
-            file.write_all(&text)?;
+            // Only whole lines: a line cut short at the end is left out.
+            for line in BufReader::new(old).split(b'\n') {
+                let mut line = line?;
+                if serde_json::from_slice::<Event>(&line).is_ok() {
+                    line.push(b'\n');
+                    file.write_all(&line)?;
+                }
+            }
             file.sync_data()?;
             std::fs::rename(&fresh, path)?;
             OpenOptions::new().append(true).open(path)
         };
         state.file = Some(write().map_err(|source| self.failed(source))?);
+        self.load(&mut state)
+            .map_err(|source| self.failed(source))?;
         state.unsynced = false;
-        state.durable = state.last;
         Ok(())
     }
 
@@ -511,6 +685,22 @@ impl Feed {
             source,
         }
     }
+}
+
+/// Where an event's line starts in the feed's file.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    seq: u64,
+    offset: u64,
+}
+
+/// What memory keeps of an event's key: two keys of one hash would make
+/// the second event look like the first, which at 64 bits and at most
+/// twice [`RETAIN`] events kept does not happen.
+fn key_hash(key: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// What each site replied to each request, as `events` say.

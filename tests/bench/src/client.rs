@@ -19,6 +19,29 @@ pub struct ExecClient {
     sites: String,
 }
 
+/// What one `/exec` call sends.
+pub struct Sent<'a> {
+    pub id: &'a str,
+    pub command: &'a str,
+    pub op_type: &'a str,
+    /// The resource's config, as JSON.
+    pub config: Option<&'a str>,
+    /// One attached file: its name and bytes.
+    pub file: Option<(&'a str, Vec<u8>)>,
+}
+
+impl<'a> Sent<'a> {
+    pub fn new(id: &'a str, command: &'a str, op_type: &'a str) -> Sent<'a> {
+        Sent {
+            id,
+            command,
+            op_type,
+            config: None,
+            file: None,
+        }
+    }
+}
+
 /// What one `/exec` call got.
 #[derive(Debug, Clone)]
 pub struct Done {
@@ -49,7 +72,7 @@ impl ExecClient {
         command: &str,
         op_type: &str,
     ) -> Result<Done, Failure> {
-        self.send(via, id, command, op_type, None, None).await
+        self.send(via, Sent::new(id, command, op_type), None).await
     }
 
     /// As [`ExecClient::exec`], with one attached file `name` holding
@@ -61,7 +84,17 @@ impl ExecClient {
         command: &str,
         file: (&str, Vec<u8>),
     ) -> Result<Done, Failure> {
-        self.send(via, id, command, "add", None, Some(file)).await
+        let sent = Sent {
+            file: Some(file),
+            ..Sent::new(id, command, "add")
+        };
+        self.send(via, sent, None).await
+    }
+
+    /// As [`ExecClient::exec_with_file`], with a type and a resource
+    /// config (`config`'s JSON) of the caller's.
+    pub async fn exec_with(&self, via: usize, sent: Sent<'_>) -> Result<Done, Failure> {
+        self.send(via, sent, None).await
     }
 
     /// As [`ExecClient::exec`], but stops reading at the reply of site
@@ -74,24 +107,25 @@ impl ExecClient {
         op_type: &str,
     ) -> Result<Done, Failure> {
         let until = format!("site{}", via + 1);
-        self.send(via, id, command, op_type, Some(&until), None)
+        self.send(via, Sent::new(id, command, op_type), Some(&until))
             .await
     }
 
     async fn send(
         &self,
         via: usize,
-        id: &str,
-        command: &str,
-        op_type: &str,
+        sent: Sent<'_>,
         until_site: Option<&str>,
-        file: Option<(&str, Vec<u8>)>,
     ) -> Result<Done, Failure> {
+        let id = sent.id;
         let mut form = Form::new()
             .text("sites", self.sites.clone())
-            .text("command", command.to_owned())
-            .text("type", op_type.to_owned());
-        if let Some((name, bytes)) = file {
+            .text("command", sent.command.to_owned())
+            .text("type", sent.op_type.to_owned());
+        if let Some(config) = sent.config {
+            form = form.text("config", config.to_owned());
+        }
+        if let Some((name, bytes)) = sent.file {
             form = form.part(
                 name.to_owned(),
                 Part::bytes(bytes).file_name(name.to_owned()),

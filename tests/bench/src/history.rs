@@ -76,7 +76,7 @@ pub async fn measure(
 
 /// Operation `n`'s file: bytes of its own that do not compress, so that
 /// neither deduplication nor compression hides the size.
-fn payload(n: usize) -> Vec<u8> {
+pub fn payload(n: usize) -> Vec<u8> {
     let mut state = (n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (0..FILE_SIZE)
         .map(|_| {

@@ -33,6 +33,7 @@ mod convergence;
 mod docs;
 mod feed;
 mod floor;
+mod growth;
 mod history;
 mod latency;
 mod load_floor;
@@ -71,17 +72,19 @@ pub enum Part {
     Convergence,
     Throughput,
     History,
+    Growth,
     Stored,
 }
 
 impl Part {
-    pub const ALL: [Part; 7] = [
+    pub const ALL: [Part; 8] = [
         Part::Idle,
         Part::Floor,
         Part::Latency,
         Part::Convergence,
         Part::Throughput,
         Part::History,
+        Part::Growth,
         Part::Stored,
     ];
 
@@ -93,6 +96,7 @@ impl Part {
             Part::Convergence => "convergence",
             Part::Throughput => "throughput",
             Part::History => "history",
+            Part::Growth => "growth",
             Part::Stored => "stored",
         }
     }
@@ -113,6 +117,9 @@ pub struct Params {
     pub ops: usize,
     /// Sequential operations with a file each in the history part.
     pub history: usize,
+    /// Operations of the growth part's first stage (its second ends at ten
+    /// times as many).
+    pub growth: usize,
     /// Resources written at once in the stored part.
     pub stored: usize,
     /// How long the daemons' idle CPU is measured.
@@ -136,6 +143,7 @@ impl Params {
             duration: Duration::from_secs(if quick { 10 } else { 60 }),
             ops: if quick { 3 } else { 10 },
             history: if quick { 20 } else { 200 },
+            growth: if quick { 20 } else { 100 },
             stored: if quick { 500 } else { 10_000 },
             idle: Duration::from_secs(if quick { 3 } else { 10 }),
             parts: Part::ALL.to_vec(),
@@ -244,6 +252,15 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
         );
         let growth = history::measure(&cluster, &client, params.history).await?;
         report.history(&growth);
+    }
+    if params.runs(Part::Growth) && params.growth > 0 {
+        eprintln!(
+            "bench: growth, {} then {} operations with 32 KiB files",
+            params.growth,
+            params.growth * 10
+        );
+        let grown = growth::measure(&cluster, &client, params.growth, params.idle).await?;
+        report.growth(&grown);
     }
     if params.runs(Part::Stored) {
         eprintln!("bench: stored, {} resources", params.stored);

@@ -48,6 +48,11 @@ struct Cli {
     /// (default 200, quick 20; 0 leaves the part out).
     #[arg(long)]
     history: Option<usize>,
+    /// Operations of the growth part's first stage, which then grows the
+    /// database to ten times as many (default 100, quick 20; 0 leaves the
+    /// part out).
+    #[arg(long)]
+    growth: Option<usize>,
     /// Resources stored at once (default 10000, quick 500).
     #[arg(long)]
     stored: Option<usize>,
@@ -101,6 +106,9 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(history) = cli.history {
         params.history = history;
+    }
+    if let Some(growth) = cli.growth {
+        params.growth = growth;
     }
     if let Some(stored) = cli.stored {
         params.stored = stored;

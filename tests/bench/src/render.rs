@@ -119,6 +119,7 @@ pub fn table(run: &Value, name: &str) -> String {
             .map(|b| format!("{:.1} KiB", b / 1024.0)),
         None,
     );
+    growth_rows(&mut row, &run["growth"]);
     let stored = &run["stored"];
     let n = &stored["resources"];
     row(
@@ -160,6 +161,61 @@ pub fn table(run: &Value, name: &str) -> String {
         );
     }
     out
+}
+
+/// The growth part: memory and each page's p50 after N and after 10 N
+/// operations.
+fn growth_rows(row: &mut impl FnMut(String, Option<String>, Option<f64>), growth: &Value) {
+    let (first, last) = (&growth["first"], &growth["last"]);
+    let Some((n, ten_n)) = first["operations"]
+        .as_u64()
+        .zip(last["operations"].as_u64())
+    else {
+        return;
+    };
+    row(
+        format!("database grown from {n} to {ten_n} operations (32 KiB file and output each): site1's documents"),
+        Some(format!("{} → {}", first["documents"], last["documents"])),
+        None,
+    );
+    let most = |stage: &Value, key: &str| -> f64 {
+        stage[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .fold(0.0, f64::max)
+    };
+    row(
+        format!(
+            "daemon RSS idle after {n} / {ten_n} operations (peak while writing), most of 3 sites"
+        ),
+        Some(format!(
+            "{:.1} / {:.1} MiB ({:.1} / {:.1})",
+            most(first, "daemon_rss_idle_mib"),
+            most(last, "daemon_rss_idle_mib"),
+            most(first, "daemon_rss_peak_writing_mib"),
+            most(last, "daemon_rss_peak_writing_mib"),
+        )),
+        None,
+    );
+    let pages = |stage: &Value| stage["pages"].as_array().cloned().unwrap_or_default();
+    for (before, after) in pages(first).iter().zip(&pages(last)) {
+        let p50 = |page: &Value| page["latency"]["p50_ms"].as_f64().unwrap_or_default();
+        row(
+            format!(
+                "Chephren `/api/{}` p50 after {n} / {ten_n} operations",
+                text(&before["page"])
+            ),
+            Some(format!(
+                "{:.1} / {:.1} ms (× {:.2})",
+                p50(before),
+                p50(after),
+                p50(after) / p50(before).max(f64::EPSILON)
+            )),
+            None,
+        );
+    }
 }
 
 /// `text` with the table between [`BEGIN`] and [`END`] replaced by `table`.

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde_json::{json, Map, Value};
 
 use super::convergence::Converged;
+use super::growth::{Grown, Stage};
 use super::history::Growth;
 use super::machine;
 use super::stats::{round, Latencies};
@@ -49,6 +50,7 @@ impl Report {
                 "duration_s": params.duration.as_secs_f64(),
                 "ops": params.ops,
                 "history": params.history,
+                "growth": params.growth,
                 "stored": params.stored,
                 "idle_s": params.idle.as_secs_f64(),
                 "parts": params.parts.iter().map(|p| p.name()).collect::<Vec<_>>(),
@@ -210,6 +212,63 @@ impl Report {
                 "p50_ratio_last_to_first": round(growth.ratio(), 2),
                 "document_bytes": growth.document_bytes,
             }),
+        );
+    }
+
+    /// The daemons' memory and each page's answer time, after N
+    /// operations and after 10 N.
+    pub fn growth(&mut self, grown: &Grown) {
+        let (first, last) = (&grown.first, &grown.last);
+        let daemons = |window: &Window, peak: bool| -> Vec<f64> {
+            window
+                .of("daemon")
+                .iter()
+                .map(|u| (if peak { u.peak_rss } else { u.end_rss }) as f64 / MIB)
+                .collect()
+        };
+        for stage in [first, last] {
+            self.row(
+                "growth",
+                format!("daemon RSS idle after {} operations", stage.operations),
+                daemons(&stage.idle, false),
+                "MiB",
+            );
+            self.row(
+                "growth",
+                format!("daemon RSS peak while writing up to {}", stage.operations),
+                daemons(&stage.writing, true),
+                "MiB",
+            );
+        }
+        for ((page, before, _), (_, after, _)) in first.pages.iter().zip(&last.pages) {
+            self.row(
+                "growth",
+                format!(
+                    "Chephren /api/{page} p50 after {} / {}",
+                    first.operations, last.operations
+                ),
+                vec![before.named()[0].1, after.named()[0].1],
+                "ms",
+            );
+        }
+        let stage_json = |stage: &Stage| {
+            let mib =
+                |values: Vec<f64>| values.into_iter().map(|m| round(m, 1)).collect::<Vec<_>>();
+            json!({
+                "operations": stage.operations,
+                "documents": stage.documents,
+                "daemon_rss_idle_mib": mib(daemons(&stage.idle, false)),
+                "daemon_rss_peak_writing_mib": mib(daemons(&stage.writing, true)),
+                "pages": stage.pages.iter().map(|(page, latencies, read)| json!({
+                    "page": page,
+                    "latency": latencies.to_json(),
+                    "sidecar_bytes_read": read,
+                })).collect::<Vec<_>>(),
+            })
+        };
+        self.json.insert(
+            "growth".into(),
+            json!({ "first": stage_json(first), "last": stage_json(last) }),
         );
     }
 

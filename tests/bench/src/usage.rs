@@ -135,6 +135,28 @@ impl Processes {
     }
 }
 
+/// Waits, at most `longest`, until no process of the cluster spends more
+/// than a twentieth of a core over a second: what the last writes set off
+/// (replication, indexing, compaction) is over.
+pub async fn quiet(cluster: &Cluster, longest: Duration) -> Result<(), Failure> {
+    let processes = Processes::of(cluster);
+    let start = Instant::now();
+    let mut before = processes.cpu()?;
+    while start.elapsed() < longest {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = processes.cpu()?;
+        if now
+            .iter()
+            .zip(&before)
+            .all(|(now, before)| now - before < 0.05)
+        {
+            return Ok(());
+        }
+        before = now;
+    }
+    Ok(())
+}
+
 /// Samples the cluster's processes until [`Sampler::finish`].
 pub struct Sampler {
     start: Instant,

@@ -240,3 +240,97 @@ fn the_latest_events_come_newest_first() {
     assert_eq!(requests(feed.latest(None, 2)), ["r4", "r3"]);
     assert_eq!(requests(feed.latest(Some("a"), 5)), ["r3", "r2", "r1"]);
 }
+
+/// A feed with a file holds its newest events in memory and reads older
+/// ones back from the file: every page, every list of the latest and
+/// every refusal's site is what a feed holding everything in memory
+/// gives, before and after reopening. Seeded; a failure names its seed.
+#[test]
+fn a_feed_longer_than_its_memory_reads_alike_from_its_file() {
+    for seed in 0..4u64 {
+        let dir = dir(&format!("tail-{seed}"));
+        let file = Feed::open(&dir, "site1").unwrap();
+        let memory = Feed::in_memory();
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = |n: u64| {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let count = 3 * TAIL as u64 + next(500);
+        for i in 0..count {
+            let resource = ["a", "b", "c"][next(3) as usize];
+            let request = format!("r{}", next(i + 1));
+            let event = match next(4) {
+                0 => {
+                    let mut event = operation(resource, &format!("r{i}"));
+                    event.site = Some(format!("site{}", 1 + next(2)));
+                    event
+                }
+                1 => Event::new(EventType::OperationRefused, resource, &request, &[]),
+                _ => {
+                    let site = format!("site{}", 1 + next(2));
+                    let at = format!(
+                        "2026-01-01T{:02}:{:02}:{:02}Z",
+                        i / 3600,
+                        i / 60 % 60,
+                        i % 60
+                    );
+                    reply(resource, &request, &site, &at)
+                }
+            };
+            assert_eq!(
+                file.append(event.clone()).unwrap(),
+                memory.append(event).unwrap(),
+                "seed {seed}: event {i}"
+            );
+        }
+        assert!(file.state().events.len() <= TAIL, "seed {seed}");
+        alike(&file, &memory, seed);
+        file.sync_now().unwrap();
+        drop(file);
+        let file = Feed::open(&dir, "site1").unwrap();
+        alike(&file, &memory, seed);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+fn alike(file: &Feed, memory: &Feed, seed: u64) {
+    // An `operation-complete` is made when added: its time is each feed's.
+    let timeless = |mut events: Vec<Event>| {
+        for event in &mut events {
+            event.time = Timestamp::zero();
+        }
+        events
+    };
+    let page = |feed: &Feed, since, resource, limit| {
+        feed.read(Some(since), resource, limit)
+            .map(|page| (timeless(page.events), page.last_seq))
+    };
+    let last = memory.read(None, None, usize::MAX).unwrap().last_seq;
+    for since in (0..=last)
+        .step_by(89)
+        .chain([last.saturating_sub(TAIL as u64)])
+    {
+        for resource in [None, Some("a")] {
+            for limit in [1, 60, usize::MAX] {
+                assert_eq!(
+                    page(file, since, resource, limit),
+                    page(memory, since, resource, limit),
+                    "seed {seed}: since {since}, {resource:?}, limit {limit}"
+                );
+            }
+        }
+    }
+    for resource in [None, Some("b")] {
+        for limit in [10, TAIL + 500] {
+            assert_eq!(
+                timeless(file.latest(resource, limit)),
+                timeless(memory.latest(resource, limit)),
+                "seed {seed}: latest {limit} of {resource:?}"
+            );
+        }
+    }
+}
