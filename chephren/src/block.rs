@@ -35,7 +35,7 @@ pub struct BlockView {
     pub conflicts: Vec<String>,
     /// No conflict and a reply from every location for every operation.
     pub converged: bool,
-    /// The latest operation or reply time of the resource.
+    /// The latest time of the block's operations and of their replies.
     pub last_update: Timestamp,
     pub resolution_matrix: Vec<ResolutionView>,
 }
