@@ -37,7 +37,31 @@ pub async fn bootstrap(couch: &CouchClient, access: DatabaseAccess) -> Result<()
     couch.ensure_db().await?;
     couch.ensure_replicator_db().await?;
     couch.put_security(&access.security()).await?;
-    ensure_design(couch).await
+    ensure_design(couch).await?;
+    identity(couch).await.map(|_| ())
+}
+
+/// The database's identity: a random id kept in a `_local` document made
+/// with it (never replicated), so that a database deleted and created
+/// again, even under the same name, has another.
+pub async fn identity(couch: &CouchClient) -> Result<String, ReplicatorError> {
+    const ID: [&str; 2] = ["_local", "cheops-database"];
+    loop {
+        let stored: Option<Value> = couch.get(&ID, &[]).await?;
+        if let Some(id) = stored.as_ref().and_then(|doc| doc["Id"].as_str()) {
+            return Ok(id.to_owned());
+        }
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let mut doc = json!({ "Id": fresh });
+        if let Some(rev) = stored.as_ref().and_then(|doc| doc["_rev"].as_str()) {
+            doc["_rev"] = Value::from(rev);
+        }
+        match couch.put(&ID, &doc).await? {
+            Written::Rev(_) => return Ok(fresh),
+            // Another daemon made it meanwhile: read theirs.
+            Written::Conflict => continue,
+        }
+    }
 }
 
 async fn ensure_design(couch: &CouchClient) -> Result<(), ReplicatorError> {

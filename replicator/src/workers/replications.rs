@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use cheops_model::Timestamp;
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use self::document::FIELDS;
 use self::peer::{is_broken, Peer};
+use crate::db::bootstrap;
 use crate::db::couch::{CouchClient, Written};
 use crate::workers::worker::{Worker, WorkerState};
 use crate::{ReplicatorError, Sites};
@@ -45,6 +46,8 @@ struct Inner {
     peers: Mutex<BTreeMap<String, Peer>>,
     /// Whether the server has CouchDB 3's scheduler, once known.
     scheduler: OnceLock<bool>,
+    /// The local database's identity, once read.
+    identity: OnceCell<String>,
     /// The repair worker's work: peers to set up, check or restart, in
     /// order, each once.
     queue: Mutex<VecDeque<Job>>,
@@ -77,6 +80,7 @@ impl Replications {
                 every,
                 peers: Mutex::default(),
                 scheduler: OnceLock::new(),
+                identity: OnceCell::new(),
                 queue: Mutex::default(),
                 queued: Notify::new(),
             }),
@@ -222,7 +226,8 @@ impl Inner {
         peer: &mut Peer,
     ) -> Result<(), ReplicatorError> {
         let id = document::continuous_id(&self.site, name);
-        let wanted = document::continuous(&id, &self.source, &self.target(name)?, name);
+        let database = self.identity().await?;
+        let wanted = document::continuous(&id, &self.source, &self.target(name)?, name, database);
         let now = Instant::now();
         loop {
             let (current, job) = self.read(&id).await?;
@@ -267,7 +272,9 @@ impl Inner {
                 self.couch.delete_replication(&id, &current).await?;
             }
             let stamp = Timestamp::now().to_string();
-            let doc = document::resend(&id, &self.source, &self.target(name)?, name, &stamp);
+            let database = self.identity().await?;
+            let target = self.target(name)?;
+            let doc = document::resend(&id, &self.source, &target, name, database, &stamp);
             if self.create(&id, doc).await? {
                 info!(site = %self.site, peer = name, "sending again what the replication could not write");
                 peer.resend_started();
@@ -325,6 +332,14 @@ impl Inner {
 
     /// The `_replicator` document `id`, and what the scheduler says of its
     /// job when the server has a scheduler and the document exists.
+    /// The local database's identity (see [`bootstrap::identity`]).
+    async fn identity(&self) -> Result<&str, ReplicatorError> {
+        self.identity
+            .get_or_try_init(|| bootstrap::identity(&self.couch))
+            .await
+            .map(String::as_str)
+    }
+
     async fn read(&self, id: &str) -> Result<(Option<Value>, Option<Value>), ReplicatorError> {
         let doc = self.couch.get_replication(id).await?;
         if doc.is_none() || self.scheduler.get() == Some(&false) {

@@ -15,13 +15,14 @@ const SOCKET_OPTIONS: &str = "[{keepalive, true}, {nodelay, true}]";
 
 /// The fields of a replication document this node sets: one that differs
 /// makes it recreate the replication.
-pub(super) const FIELDS: [&str; 6] = [
+pub(super) const FIELDS: [&str; 7] = [
     "source",
     "target",
     "filter",
     "query_params",
     "continuous",
     "socket_options",
+    "checkpoint",
 ];
 
 /// The continuous replication from `site` to `peer`.
@@ -37,16 +38,30 @@ pub(super) fn resend_id(site: &str, peer: &str) -> String {
 }
 
 /// The continuous replication of every document for `peer` from `source`
-/// to `target`.
-pub(super) fn continuous(id: &str, source: &str, target: &str, peer: &str) -> Value {
+/// (the database whose identity is `database`) to `target`.
+///
+/// PouchDB Server writes its checkpoints on the target alone (`checkpoint`;
+/// CouchDB 3 ignores the field and checkpoints every 30 s): half the
+/// requests a replication batch costs. A checkpoint on one side cannot
+/// tell a source database created anew from the one it was written for:
+/// the source's identity in `query_params` gives a new database a
+/// replication id, hence no checkpoint, of its own.
+pub(super) fn continuous(
+    id: &str,
+    source: &str,
+    target: &str,
+    peer: &str,
+    database: &str,
+) -> Value {
     json!({
         "_id": id,
         "source": source,
         "target": target,
         "continuous": true,
         "filter": SITE_FILTER,
-        "query_params": { "site": peer },
+        "query_params": { "site": peer, "source": database },
         "socket_options": SOCKET_OPTIONS,
+        "checkpoint": "target",
     })
 }
 
@@ -54,8 +69,15 @@ pub(super) fn continuous(id: &str, source: &str, target: &str, peer: &str) -> Va
 /// `resend` parameter gives it a replication id of its own, hence no
 /// checkpoint past the documents the continuous one skipped, and its
 /// `_revs_diff` sends only what the peer lacks.
-pub(super) fn resend(id: &str, source: &str, target: &str, peer: &str, stamp: &str) -> Value {
-    let mut doc = continuous(id, source, target, peer);
+pub(super) fn resend(
+    id: &str,
+    source: &str,
+    target: &str,
+    peer: &str,
+    database: &str,
+    stamp: &str,
+) -> Value {
+    let mut doc = continuous(id, source, target, peer, database);
     if let Some(fields) = doc.as_object_mut() {
         fields.remove("continuous");
     }
@@ -150,14 +172,25 @@ mod tests {
 
     #[test]
     fn a_resend_is_a_one_shot_replication_of_the_same_documents() {
-        let live = continuous("a", "http://s", "http://t", "site2");
-        let again = resend("b", "http://s", "http://t", "site2", "x");
+        let live = continuous("a", "http://s", "http://t", "site2", "db1");
+        let again = resend("b", "http://s", "http://t", "site2", "db1", "x");
         assert_eq!(again.get("continuous"), None);
-        for field in ["source", "target", "filter", "socket_options"] {
+        for field in ["source", "target", "filter", "socket_options", "checkpoint"] {
             assert_eq!(live[field], again[field], "{field}");
         }
         assert_eq!(again["query_params"]["site"], "site2");
         assert_ne!(live["query_params"], again["query_params"]);
+    }
+
+    /// A database created anew has another identity, hence replications
+    /// of their own: none resumes from a checkpoint of the one before.
+    #[test]
+    fn a_database_created_anew_gets_replications_of_its_own() {
+        let before = continuous("a", "http://s", "http://t", "site2", "db1");
+        let after = continuous("a", "http://s", "http://t", "site2", "db2");
+        assert_eq!(before["checkpoint"], "target");
+        assert_ne!(before["query_params"], after["query_params"]);
+        assert!(FIELDS.contains(&"query_params"), "a change recreates it");
     }
 
     /// The byte-wise inverse of [`escape_site`].
