@@ -505,7 +505,9 @@ impl Feed {
     /// The events after `since` (every one kept when `None`), of
     /// `resource` alone when given, at most `limit` (at least one); `None`
     /// when events after `since` are no longer kept, or `since` is not a
-    /// token of this feed.
+    /// token of this feed (or the file holding them cannot be read:
+    /// logged). Events older than memory holds are read from the file
+    /// under the feed's lock: appends wait meanwhile.
     pub fn read(&self, since: Option<u64>, resource: Option<&str>, limit: usize) -> Option<Page> {
         let state = self.state();
         let first = state

@@ -330,8 +330,6 @@ impl Inner {
         })
     }
 
-    /// The `_replicator` document `id`, and what the scheduler says of its
-    /// job when the server has a scheduler and the document exists.
     /// The local database's identity (see [`bootstrap::identity`]).
     async fn identity(&self) -> Result<&str, ReplicatorError> {
         self.identity
@@ -340,6 +338,8 @@ impl Inner {
             .map(String::as_str)
     }
 
+    /// The `_replicator` document `id`, and what the scheduler says of its
+    /// job when the server has a scheduler and the document exists.
     async fn read(&self, id: &str) -> Result<(Option<Value>, Option<Value>), ReplicatorError> {
         let doc = self.couch.get_replication(id).await?;
         if doc.is_none() || self.scheduler.get() == Some(&false) {
