@@ -10,13 +10,13 @@
 use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
-use serde_json::Value;
 
 use super::client::{ExecClient, Sent};
 use super::history::payload;
 use super::stats::Latencies;
 use super::usage::{quiet, Sampler, Window};
 use super::{Failure, SITES};
+use cheops_testkit::convergence::get_json;
 use cheops_testkit::Cluster;
 
 /// Clients sending at once, each to its own busy resource.
@@ -132,18 +132,23 @@ async fn stage(
     for page in self::pages() {
         let url = format!("{chephren}/api/{page}");
         // Once unmeasured: a view's index catches up with the stage.
-        get(&http, &url).await?;
+        get_json(&http, "site1", &url).await?;
         let before = cluster.sidecar_bytes(0).map_or(0, |(_, out)| out);
         let mut samples = Vec::with_capacity(REQUESTS);
         for _ in 0..REQUESTS {
             let start = Instant::now();
-            get(&http, &url).await?;
+            get_json(&http, "site1", &url).await?;
             samples.push(start.elapsed());
         }
         let read = cluster.sidecar_bytes(0).map_or(0, |(_, out)| out) - before;
         pages.push((page, Latencies::of(samples), read / REQUESTS as u64));
     }
-    let info = get(&reqwest::Client::new(), &cluster.node(0).couch_url()).await?;
+    let info = get_json(
+        &reqwest::Client::new(),
+        "site1",
+        &cluster.node(0).couch_url(),
+    )
+    .await?;
     Ok(Stage {
         operations: to,
         documents: info["doc_count"].as_u64().unwrap_or_default(),
@@ -151,15 +156,4 @@ async fn stage(
         idle,
         pages,
     })
-}
-
-async fn get(http: &reqwest::Client, url: &str) -> Result<Value, Failure> {
-    http.get(url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| format!("GET {url}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))
 }
