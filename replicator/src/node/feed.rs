@@ -520,7 +520,7 @@ impl Feed {
             // From the oldest kept.
             None => first.saturating_sub(1),
             // Dropped since, or from a feed this node no longer has.
-            Some(since) if since + 1 < first || since > state.last => return None,
+            Some(since) if since > state.last || since + 1 < first => return None,
             Some(since) => since,
         };
         let mut events = Vec::new();

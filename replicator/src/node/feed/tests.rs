@@ -334,3 +334,12 @@ fn alike(file: &Feed, memory: &Feed, seed: u64) {
         }
     }
 }
+
+/// A token past the feed's last event is no token of it, however large.
+#[test]
+fn the_largest_token_is_refused_not_overflowed() {
+    let feed = Feed::in_memory();
+    feed.append(operation("a", "r1")).unwrap();
+    assert_eq!(feed.read(Some(u64::MAX), None, 10), None);
+    assert_eq!(feed.read(Some(u64::MAX), Some("a"), 10), None);
+}
