@@ -7,4 +7,5 @@ pub mod bootstrap;
 pub mod couch;
 pub mod design;
 pub mod documents;
+pub mod origin;
 pub mod queries;

@@ -138,6 +138,7 @@ impl Node {
             ctx.couch.clone(),
             config.couch_url.clone(),
             config.sites.clone(),
+            config.client.clone(),
             config.replication_check,
         );
         let liveness = Liveness::new(

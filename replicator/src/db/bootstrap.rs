@@ -32,22 +32,26 @@ impl DatabaseAccess {
 
 /// Brings the database to the state the daemon needs; safe to run on every
 /// start and concurrently with other daemons (of this port or of the Go
-/// original) on the same database.
-pub async fn bootstrap(couch: &CouchClient, access: DatabaseAccess) -> Result<(), ReplicatorError> {
+/// original) on the same database. Answers the database's identity.
+pub async fn bootstrap(
+    couch: &CouchClient,
+    access: DatabaseAccess,
+) -> Result<String, ReplicatorError> {
     couch.ensure_db().await?;
     couch.ensure_replicator_db().await?;
     couch.put_security(&access.security()).await?;
     ensure_design(couch).await?;
-    identity(couch).await.map(|_| ())
+    identity(couch).await
 }
+
+const IDENTITY: [&str; 2] = ["_local", "cheops-database"];
 
 /// The database's identity: a random id kept in a `_local` document made
 /// with it (never replicated), so that a database deleted and created
 /// again, even under the same name, has another.
 pub async fn identity(couch: &CouchClient) -> Result<String, ReplicatorError> {
-    const ID: [&str; 2] = ["_local", "cheops-database"];
     loop {
-        let stored: Option<Value> = couch.get(&ID, &[]).await?;
+        let stored: Option<Value> = couch.get(&IDENTITY, &[]).await?;
         if let Some(id) = stored.as_ref().and_then(|doc| doc["Id"].as_str()) {
             return Ok(id.to_owned());
         }
@@ -56,12 +60,20 @@ pub async fn identity(couch: &CouchClient) -> Result<String, ReplicatorError> {
         if let Some(rev) = stored.as_ref().and_then(|doc| doc["_rev"].as_str()) {
             doc["_rev"] = Value::from(rev);
         }
-        match couch.put(&ID, &doc).await? {
+        match couch.put(&IDENTITY, &doc).await? {
             Written::Rev(_) => return Ok(fresh),
             // Another daemon made it meanwhile: read theirs.
             Written::Conflict => continue,
         }
     }
+}
+
+/// The identity of a database that some daemon prepared, read without
+/// making one: `None` for a database no daemon of this port prepared (or
+/// none at all).
+pub async fn read_identity(couch: &CouchClient) -> Result<Option<String>, ReplicatorError> {
+    let stored: Option<Value> = couch.get(&IDENTITY, &[]).await?;
+    Ok(stored.and_then(|doc| doc["Id"].as_str().map(str::to_owned)))
 }
 
 async fn ensure_design(couch: &CouchClient) -> Result<(), ReplicatorError> {

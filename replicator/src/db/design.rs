@@ -28,7 +28,8 @@ pub const RESOURCES_VIEW: &str = "resources";
 /// `ExecutionTime`, reduced to `{"Count", "Last"}`: how many times a site
 /// ran a resource's operations and when last, whatever the history's size.
 pub const RUNS_VIEW: &str = "runs-by-site";
-/// Replication filter: documents whose Locations contain `query_params.site`.
+/// Replication filter: documents whose Locations contain `query_params.site`,
+/// but those whose `Origin` is `query_params.target` (`db/origin.rs`).
 pub const SITE_FILTER: &str = "cheops/by-site";
 /// Changes filter: the replies of the site `site` (by their content: the
 /// original lets CouchDB choose their ids).
@@ -73,8 +74,11 @@ fn own_parts() -> [(&'static str, &'static str, Value); 7] {
             "filters",
             "by-site",
             // String(): PouchDB Server parses query values as JSON, so a
-            // site named 123 would otherwise arrive as a number.
-            json!("function (doc, req) { return !!doc.Locations && doc.Locations.indexOf(String(req.query.site)) >= 0; }"),
+            // site named 123 would otherwise arrive as a number (an identity
+            // that reads as a number then matches no `Origin`: it is only
+            // sent back). `target`, the peer database's identity, is absent
+            // while unknown: everything goes (`db/origin.rs`).
+            json!("function (doc, req) { return !!doc.Locations && doc.Locations.indexOf(String(req.query.site)) >= 0 && !(req.query.target && doc.Origin === String(req.query.target)); }"),
         ),
         (
             "filters",

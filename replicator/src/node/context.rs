@@ -2,7 +2,7 @@
 //! its ledger, its metrics, its events, its changes feed and its health. The node, the
 //! runner and the workers each receive one.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::Notify;
 
@@ -32,6 +32,9 @@ pub struct Context {
     health: Arc<Mutex<Health>>,
     /// Woken when the journal holds replies CouchDB does not.
     pub unstored: Arc<Notify>,
+    /// The local database's identity, once prepared: the `Origin` of what
+    /// this node writes (`db/origin.rs`).
+    origin: Arc<OnceLock<String>>,
 }
 
 impl Context {
@@ -53,7 +56,21 @@ impl Context {
             feed,
             health: Arc::default(),
             unstored: Arc::new(Notify::new()),
+            origin: Arc::default(),
         }
+    }
+
+    /// The `Origin` of the documents this node writes; `None` before the
+    /// database is prepared (they then go everywhere).
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.get().map(String::as_str)
+    }
+
+    /// Sets the database's identity as its preparation read it. A database
+    /// deleted under a running node keeps the identity read first: what the
+    /// node writes then goes everywhere, as a document of no origin would.
+    pub fn set_origin(&self, identity: String) {
+        let _ = self.origin.set(identity);
     }
 
     fn lock_health(&self) -> MutexGuard<'_, Health> {

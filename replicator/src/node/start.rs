@@ -26,13 +26,16 @@ pub struct Starter {
 impl Worker for Starter {
     async fn work(&mut self) -> Result<WorkerState, ReplicatorError> {
         let node = &self.node;
-        if let Err(error) = bootstrap(&node.ctx.couch, node.config.access).await {
-            node.ctx.set_health(|h| {
-                h.couchdb_reachable = !error.is_unavailable();
-                h.last_error = Some(error.to_string());
-            });
-            info!(site = %node.ctx.site, db = %node.ctx.couch.db_url(), %error, "waiting for CouchDB");
-            return Err(error);
+        match bootstrap(&node.ctx.couch, node.config.access).await {
+            Ok(identity) => node.ctx.set_origin(identity),
+            Err(error) => {
+                node.ctx.set_health(|h| {
+                    h.couchdb_reachable = !error.is_unavailable();
+                    h.last_error = Some(error.to_string());
+                });
+                info!(site = %node.ctx.site, db = %node.ctx.couch.db_url(), %error, "waiting for CouchDB");
+                return Err(error);
+            }
         }
         node.start_workers(&self.spawner);
         Ok(WorkerState::Done)

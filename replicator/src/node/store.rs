@@ -12,6 +12,7 @@ use cheops_model::ReplyDocument;
 use tracing::info;
 
 use crate::db::couch::CouchClient;
+use crate::db::origin::Stamped;
 use crate::node::context::Context;
 use crate::node::oversize::{fit, FALLBACK_MAX_REPLY_BYTES};
 use crate::ReplicatorError;
@@ -30,7 +31,7 @@ pub async fn store_replies(
         return Ok(());
     }
     let mut stored = Stored::default();
-    let written = write(&ctx.couch, replies, &mut stored).await;
+    let written = write(&ctx.couch, replies, ctx.origin(), &mut stored).await;
     ctx.metrics.replies_written(stored.new);
     ctx.journal.stored(stored.ids).await?;
     written
@@ -45,23 +46,26 @@ struct Stored {
     new: usize,
 }
 
-/// Writes `replies`, noting in `stored` those CouchDB holds.
+/// Writes `replies`, stamped with `origin`, noting in `stored` those
+/// CouchDB holds.
 async fn write(
     couch: &CouchClient,
     replies: &[ReplyDocument],
+    origin: Option<&str>,
     stored: &mut Stored,
 ) -> Result<(), ReplicatorError> {
-    let rows = match couch.bulk_docs(replies, true).await {
+    let stamped: Vec<_> = replies.iter().map(|r| Stamped::new(r, origin)).collect();
+    let rows = match couch.bulk_docs(&stamped, true).await {
         Ok(rows) => rows,
         Err(error) if is_too_large(&error) => {
             if let [reply] = replies {
-                return write_cut(couch, reply, stored).await;
+                return write_cut(couch, reply, origin, stored).await;
             }
             // Which one is too large: each on its own.
             let mut failed = None;
             for reply in replies {
                 if let Err(error) =
-                    Box::pin(write(couch, std::slice::from_ref(reply), stored)).await
+                    Box::pin(write(couch, std::slice::from_ref(reply), origin, stored)).await
                 {
                     failed = Some(error);
                 }
@@ -77,7 +81,7 @@ async fn write(
         match row.error.as_deref() {
             None | Some("conflict") => stored.ids.push(id),
             Some("too_large" | "document_too_large") => {
-                if let Err(error) = write_cut(couch, reply, stored).await {
+                if let Err(error) = write_cut(couch, reply, origin, stored).await {
                     failed = Some(error);
                 }
             }
@@ -97,6 +101,7 @@ async fn write(
 async fn write_cut(
     couch: &CouchClient,
     reply: &ReplyDocument,
+    origin: Option<&str>,
     stored: &mut Stored,
 ) -> Result<(), ReplicatorError> {
     let cut = fit(reply.clone(), FALLBACK_MAX_REPLY_BYTES);
@@ -111,7 +116,7 @@ async fn write_cut(
         });
     }
     info!(resource = %reply.resource_id, request = %reply.request_id, site = %reply.site, "reply refused as too large; storing it cut");
-    let rows = couch.bulk_docs(std::slice::from_ref(&cut), true).await?;
+    let rows = couch.bulk_docs(&[Stamped::new(&cut, origin)], true).await?;
     match rows.first().and_then(|row| row.error.as_deref()) {
         None => {
             stored.new += 1;

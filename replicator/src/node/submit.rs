@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 
 use crate::consistency::{add_operation, prunable, prune_payloads, Seen};
 use crate::db::couch::Written;
+use crate::db::origin::Stamped;
 use crate::db::queries;
 use crate::node::feed::{Event, EventType};
 use crate::node::Node;
@@ -135,10 +136,10 @@ impl Node {
                 HistoryDocument::new(resource_id, &doc.locations, operation, &self.ctx.site)
             });
             // The limit applies to each document of the request.
-            let size = serde_json::to_vec(&doc).map_or(0, |json| json.len()).max(
+            let size = json_len(&doc).max(
                 new_history
                     .as_ref()
-                    .map_or(0, |h| serde_json::to_vec(h).map_or(0, |json| json.len())),
+                    .map_or(0, |h| json_len(&Stamped::new(h, self.ctx.origin()))),
             );
             let too_large = || ReplicatorError::TooLarge {
                 resource: resource_id.to_owned(),
@@ -225,7 +226,10 @@ impl Node {
         };
         let docs = [
             encode(serde_json::to_value(doc))?,
-            encode(serde_json::to_value(history))?,
+            encode(serde_json::to_value(Stamped::new(
+                history,
+                self.ctx.origin(),
+            )))?,
         ];
         let results = self.ctx.couch.bulk_docs(&docs, true).await?;
         let row = |id: &str| results.iter().find(|r| r.id.as_deref() == Some(id));
@@ -423,6 +427,11 @@ fn prune_seen(doc: &mut ResourceDocument, new: &str, seen: &HashMap<String, Seen
 
 /// What CouchDB said in an error's body: its `reason` (with its `error`),
 /// or the body as it came.
+/// The length of `doc` as JSON, as CouchDB measures it against its limit.
+fn json_len(doc: &impl serde::Serialize) -> usize {
+    serde_json::to_vec(doc).map_or(0, |json| json.len())
+}
+
 fn couch_reason(body: &str) -> String {
     let said: Option<Value> = serde_json::from_str(body).ok();
     let field = |name| {

@@ -5,7 +5,9 @@
 //! deleted, pointing to another URL, or broken (`failed`, `error`,
 //! `crashing`: each time after a longer wait); and when one could not write
 //! documents, it sends them again with a one-shot replication from the
-//! start, until one writes them all.
+//! start, until one writes them all. Each check reads the peer database's
+//! identity too: documents that came from it are not sent back
+//! (`db/origin.rs`).
 
 mod document;
 mod peer;
@@ -18,16 +20,20 @@ use cheops_model::Timestamp;
 use serde_json::Value;
 use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::document::FIELDS;
 use self::peer::{is_broken, Peer};
 use crate::db::bootstrap;
 use crate::db::couch::{CouchClient, Written};
 use crate::workers::worker::{Worker, WorkerState};
-use crate::{ReplicatorError, Sites};
+use crate::{ClientOptions, ReplicatorError, Sites};
 
 pub use self::peer::{ReplicationStatus, Resend};
+
+/// The longest a check waits for a peer's identity: a peer cut off would
+/// otherwise hold every other peer's check.
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Replications {
@@ -40,6 +46,8 @@ struct Inner {
     /// The local database URL with credentials, as the replication source.
     source: String,
     sites: Sites,
+    /// How to reach a peer's CouchDB to read its identity.
+    client: ClientOptions,
     /// The check period, and the unit of the waits between repairs.
     every: Duration,
     /// Each peer whose replication is in place, as last checked.
@@ -63,12 +71,14 @@ struct Job {
 
 impl Replications {
     /// Replications from the local database (`source`, with credentials)
-    /// to the peers `sites` names, checked every `every`.
+    /// to the peers `sites` names, reached with `client`, checked every
+    /// `every`.
     pub fn new(
         site: String,
         couch: CouchClient,
         source: String,
         sites: Sites,
+        client: ClientOptions,
         every: Duration,
     ) -> Self {
         Replications {
@@ -77,6 +87,10 @@ impl Replications {
                 couch,
                 source,
                 sites,
+                client: ClientOptions {
+                    couch_timeout: client.couch_timeout.min(PEER_TIMEOUT),
+                    ..client
+                },
                 every,
                 peers: Mutex::default(),
                 scheduler: OnceLock::new(),
@@ -227,10 +241,23 @@ impl Inner {
     ) -> Result<(), ReplicatorError> {
         let id = document::continuous_id(&self.site, name);
         let database = self.identity().await?;
-        let wanted = document::continuous(&id, &self.source, &self.target(name)?, name, database);
+        let target = self.target(name)?;
         let now = Instant::now();
         loop {
             let (current, job) = self.read(&id).await?;
+            let known = current
+                .as_ref()
+                .and_then(|doc| doc.pointer("/query_params/target"))
+                .and_then(Value::as_str);
+            self.peer_identity(name, peer, known).await;
+            let wanted = document::continuous(
+                &id,
+                &self.source,
+                &target,
+                name,
+                database,
+                peer.identity.as_deref(),
+            );
             let state = document::state(current.as_ref(), job.as_ref());
             let failures = document::write_failures(current.as_ref(), job.as_ref());
             if peer.saw(state, failures, now) {
@@ -248,7 +275,7 @@ impl Inner {
                 continue;
             }
             info!(site = %self.site, peer = name, "creating replication");
-            if self.create(&id, wanted.clone()).await? {
+            if self.create(&id, wanted).await? {
                 peer.saw("none", 0, now);
                 return Ok(());
             }
@@ -274,7 +301,15 @@ impl Inner {
             let stamp = Timestamp::now().to_string();
             let database = self.identity().await?;
             let target = self.target(name)?;
-            let doc = document::resend(&id, &self.source, &target, name, database, &stamp);
+            let doc = document::resend(
+                &id,
+                &self.source,
+                &target,
+                name,
+                database,
+                peer.identity.as_deref(),
+                &stamp,
+            );
             if self.create(&id, doc).await? {
                 info!(site = %self.site, peer = name, "sending again what the replication could not write");
                 peer.resend_started();
@@ -328,6 +363,30 @@ impl Inner {
             Written::Rev(_) => true,
             Written::Conflict => false,
         })
+    }
+
+    /// Learns the identity of `name`'s database into `peer`. A peer that
+    /// does not answer keeps the identity known before, or the one its
+    /// replication carries (`known`), so that a partition recreates
+    /// nothing; a peer whose database has none (not prepared by this
+    /// port, or not yet) gets every document.
+    async fn peer_identity(&self, name: &str, peer: &mut Peer, known: Option<&str>) {
+        let read = match self.target(name) {
+            Ok(url) => match CouchClient::with_options(&url, &self.client) {
+                Ok(couch) => bootstrap::read_identity(&couch).await,
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        match read {
+            Ok(identity) => peer.identity = identity,
+            Err(error) => {
+                if peer.identity.is_none() {
+                    peer.identity = known.map(str::to_owned);
+                }
+                debug!(site = %self.site, peer = name, %error, "peer database's identity unread; kept as known");
+            }
+        }
     }
 
     /// The local database's identity (see [`bootstrap::identity`]).

@@ -98,8 +98,15 @@ impl Timed {
     }
 }
 
+/// How long the sidecars must have answered nothing before a window
+/// ends, and the longest a window waits for it (background work, such as
+/// liveness probes, never stops for long).
+const QUIET: Duration = Duration::from_millis(250);
+const QUIET_LONGEST: Duration = Duration::from_secs(3);
+
 /// `samples` floor round trips (if `floor`) and execs of `true` (if
-/// `exec`), alternating.
+/// `exec`), alternating; each window ends once the sidecars are quiet, so
+/// that the replication batches a round sets off count in its own window.
 pub async fn measure(
     cluster: &Cluster,
     client: &ExecClient,
@@ -124,6 +131,7 @@ pub async fn measure(
             let mark = floors.start(&mut gauges)?;
             let (round, sample) = round_trip.time().await?;
             settle.wait(|doc| floor::of_round(doc, round)).await?;
+            gauges.meter.quiet(QUIET, QUIET_LONGEST).await?;
             floors.end(&mut gauges, mark, sample)?;
         }
         if exec {
@@ -138,6 +146,7 @@ pub async fn measure(
             settle
                 .wait(|doc| doc["Type"] == "REPLY" && doc["RequestId"] == done.request.as_str())
                 .await?;
+            gauges.meter.quiet(QUIET, QUIET_LONGEST).await?;
             execs.end(&mut gauges, mark, done.elapsed)?;
         }
     }

@@ -9,9 +9,13 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Sub;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::{Failure, SITES};
 use cheops_testkit::Cluster;
+
+/// How often [`Meter::quiet`] looks at the logs.
+const QUIET_POLL: Duration = Duration::from_millis(25);
 
 /// One sidecar's requests by kind, and bytes, counted so far or over a
 /// window.
@@ -118,6 +122,38 @@ impl Meter {
         Ok(counts)
     }
 
+    /// Waits until no sidecar has finished a request for `still`, or
+    /// `longest` passed: the replication batches that documents set off
+    /// (those that only learn the target holds them already included) are
+    /// over, and are counted in the window of what set them off rather than
+    /// in the next one.
+    pub async fn quiet(&mut self, still: Duration, longest: Duration) -> Result<(), Failure> {
+        let start = Instant::now();
+        let mut before = self.totals()?;
+        let mut since = Instant::now();
+        while start.elapsed() < longest {
+            tokio::time::sleep(QUIET_POLL).await;
+            let now = self.totals()?;
+            if now != before {
+                before = now;
+                since = Instant::now();
+            } else if since.elapsed() >= still {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each sidecar's count of requests so far.
+    fn totals(&mut self) -> Result<Vec<u64>, Failure> {
+        (0..self.logs.len())
+            .map(|i| {
+                self.read_log(i)?;
+                Ok(self.seen[i].values().sum())
+            })
+            .collect()
+    }
+
     fn read_log(&mut self, i: usize) -> Result<(), Failure> {
         let path = &self.logs[i];
         let fail = |e: std::io::Error| format!("{}: {e}", path.display());
@@ -140,6 +176,11 @@ impl Meter {
 
 /// The kind of request a log line records, if it records one:
 /// `[…] [info] [<0.000.0>] 127.0.0.1 - - PUT /cheops/some-id 201`.
+/// Background that comes at the same rate whatever the cluster does is
+/// not: the daemons' liveness probes and health checks (`GET /`, four a
+/// second on each sidecar of the test cluster) and their replication
+/// checks (reads of `_replicator` and of a peer's identity, every two
+/// seconds).
 fn request_kind(line: &str) -> Option<String> {
     if !line.contains("] [info] [") {
         return None;
@@ -149,9 +190,15 @@ fn request_kind(line: &str) -> Option<String> {
     let method = words.next()?;
     let target = words.next()?;
     let path = target.split('?').next().unwrap_or_default();
+    if path.ends_with("/_local/cheops-database") && method == "GET" {
+        return None;
+    }
     let mut segments = path.trim_start_matches('/').split('/');
-    let _database = segments.next();
+    if segments.next() == Some("_replicator") {
+        return None;
+    }
     let what = match segments.next() {
+        None | Some("") if method == "GET" => return None,
         None | Some("") => "server",
         Some("_design") => match segments.nth(1) {
             Some("_view") => "view",
@@ -178,7 +225,10 @@ mod tests {
             "GET /cheops/_changes?feed=longpoll&since=3 200",
             "GET /cheops/_design/cheops/_view/replies-by-resource-site?key=x 200",
             "PUT /cheops/_local/abc 201",
+            "PUT /cheops 201",
             "GET / 200",
+            "GET /_replicator/cheops-site1-to-site2 200",
+            "GET /cheops/_local/cheops-database 200",
         ]
         .iter()
         .map(|r| request_kind(&line(r)))
@@ -191,9 +241,13 @@ mod tests {
                 "GET _changes",
                 "GET view",
                 "PUT _local",
-                "GET server"
+                "PUT server",
             ]
             .map(|k| Some(k.to_owned()))
+            .into_iter()
+            .chain([None, None, None])
+            .collect::<Vec<_>>(),
+            "probes and replication checks are not counted"
         );
         assert_eq!(
             request_kind("[Sun, 29 Nov 2026 18:37:00 GMT] [debug] [<0.000.0>] 'GET' /x"),

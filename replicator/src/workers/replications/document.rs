@@ -38,28 +38,36 @@ pub(super) fn resend_id(site: &str, peer: &str) -> String {
 }
 
 /// The continuous replication of every document for `peer` from `source`
-/// (the database whose identity is `database`) to `target`.
+/// (the database whose identity is `database`) to `target` (whose identity,
+/// when known, is `peer_database`: what came from it is not sent back).
 ///
 /// PouchDB Server writes its checkpoints on the target alone (`checkpoint`;
 /// CouchDB 3 ignores the field and checkpoints every 30 s): half the
 /// requests a replication batch costs. A checkpoint on one side cannot
 /// tell a source database created anew from the one it was written for:
 /// the source's identity in `query_params` gives a new database a
-/// replication id, hence no checkpoint, of its own.
+/// replication id, hence no checkpoint, of its own. The target's identity
+/// is there too, so a target created anew gets a replication that scans
+/// from the start, and receives what its predecessor wrote.
 pub(super) fn continuous(
     id: &str,
     source: &str,
     target: &str,
     peer: &str,
     database: &str,
+    peer_database: Option<&str>,
 ) -> Value {
+    let mut params = json!({ "site": peer, "source": database });
+    if let Some(identity) = peer_database {
+        params["target"] = Value::from(identity);
+    }
     json!({
         "_id": id,
         "source": source,
         "target": target,
         "continuous": true,
         "filter": SITE_FILTER,
-        "query_params": { "site": peer, "source": database },
+        "query_params": params,
         "socket_options": SOCKET_OPTIONS,
         "checkpoint": "target",
     })
@@ -75,9 +83,10 @@ pub(super) fn resend(
     target: &str,
     peer: &str,
     database: &str,
+    peer_database: Option<&str>,
     stamp: &str,
 ) -> Value {
-    let mut doc = continuous(id, source, target, peer, database);
+    let mut doc = continuous(id, source, target, peer, database, peer_database);
     if let Some(fields) = doc.as_object_mut() {
         fields.remove("continuous");
     }
@@ -172,13 +181,22 @@ mod tests {
 
     #[test]
     fn a_resend_is_a_one_shot_replication_of_the_same_documents() {
-        let live = continuous("a", "http://s", "http://t", "site2", "db1");
-        let again = resend("b", "http://s", "http://t", "site2", "db1", "x");
+        let live = continuous("a", "http://s", "http://t", "site2", "db1", Some("db2"));
+        let again = resend(
+            "b",
+            "http://s",
+            "http://t",
+            "site2",
+            "db1",
+            Some("db2"),
+            "x",
+        );
         assert_eq!(again.get("continuous"), None);
         for field in ["source", "target", "filter", "socket_options", "checkpoint"] {
             assert_eq!(live[field], again[field], "{field}");
         }
         assert_eq!(again["query_params"]["site"], "site2");
+        assert_eq!(again["query_params"]["target"], "db2");
         assert_ne!(live["query_params"], again["query_params"]);
     }
 
@@ -186,11 +204,24 @@ mod tests {
     /// of their own: none resumes from a checkpoint of the one before.
     #[test]
     fn a_database_created_anew_gets_replications_of_its_own() {
-        let before = continuous("a", "http://s", "http://t", "site2", "db1");
-        let after = continuous("a", "http://s", "http://t", "site2", "db2");
+        let before = continuous("a", "http://s", "http://t", "site2", "db1", None);
+        let after = continuous("a", "http://s", "http://t", "site2", "db2", None);
         assert_eq!(before["checkpoint"], "target");
         assert_ne!(before["query_params"], after["query_params"]);
         assert!(FIELDS.contains(&"query_params"), "a change recreates it");
+    }
+
+    /// So does a peer database created anew: the replication to it starts
+    /// over, with what came from its predecessor no longer held back.
+    #[test]
+    fn a_peer_database_created_anew_gets_a_replication_of_its_own() {
+        let unknown = continuous("a", "http://s", "http://t", "site2", "db1", None);
+        let before = continuous("a", "http://s", "http://t", "site2", "db1", Some("p1"));
+        let after = continuous("a", "http://s", "http://t", "site2", "db1", Some("p2"));
+        assert_eq!(unknown["query_params"].get("target"), None);
+        assert_eq!(before["query_params"]["target"], "p1");
+        assert_ne!(before["query_params"], after["query_params"]);
+        assert_ne!(unknown["query_params"], before["query_params"]);
     }
 
     /// The byte-wise inverse of [`escape_site`].

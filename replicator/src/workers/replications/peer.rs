@@ -54,6 +54,9 @@ pub(super) struct Peer {
     /// Resends that did not write everything, in a row.
     resends: u32,
     resend_after: Instant,
+    /// The peer database's identity, as last read: what the replication
+    /// does not send back to it.
+    pub identity: Option<String>,
 }
 
 impl Peer {
@@ -71,6 +74,7 @@ impl Peer {
             recreate_after: None,
             resends: 0,
             resend_after: now,
+            identity: None,
         }
     }
 
