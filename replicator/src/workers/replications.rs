@@ -22,7 +22,7 @@ use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use self::document::FIELDS;
+use self::document::{Ends, FIELDS};
 use self::peer::{is_broken, Peer};
 use crate::db::bootstrap;
 use crate::db::couch::{CouchClient, Written};
@@ -250,14 +250,14 @@ impl Inner {
                 .and_then(|doc| doc.pointer("/query_params/target"))
                 .and_then(Value::as_str);
             self.peer_identity(name, peer, known).await;
-            let wanted = document::continuous(
-                &id,
-                &self.source,
-                &target,
-                name,
+            let ends = Ends {
+                source: &self.source,
+                target: &target,
+                peer: name,
                 database,
-                peer.identity.as_deref(),
-            );
+                peer_database: peer.identity.as_deref(),
+            };
+            let wanted = document::continuous(&id, &ends);
             let state = document::state(current.as_ref(), job.as_ref());
             let failures = document::write_failures(current.as_ref(), job.as_ref());
             if peer.saw(state, failures, now) {
@@ -301,15 +301,14 @@ impl Inner {
             let stamp = Timestamp::now().to_string();
             let database = self.identity().await?;
             let target = self.target(name)?;
-            let doc = document::resend(
-                &id,
-                &self.source,
-                &target,
-                name,
+            let ends = Ends {
+                source: &self.source,
+                target: &target,
+                peer: name,
                 database,
-                peer.identity.as_deref(),
-                &stamp,
-            );
+                peer_database: peer.identity.as_deref(),
+            };
+            let doc = document::resend(&id, &ends, &stamp);
             if self.create(&id, doc).await? {
                 info!(site = %self.site, peer = name, "sending again what the replication could not write");
                 peer.resend_started();

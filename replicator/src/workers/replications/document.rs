@@ -37,9 +37,22 @@ pub(super) fn resend_id(site: &str, peer: &str) -> String {
     format!("{}_resend", continuous_id(site, peer))
 }
 
-/// The continuous replication of every document for `peer` from `source`
-/// (the database whose identity is `database`) to `target` (whose identity,
-/// when known, is `peer_database`: what came from it is not sent back).
+/// The two ends of the replication to one peer.
+pub(super) struct Ends<'a> {
+    /// The local database's URL, credentials included.
+    pub source: &'a str,
+    /// The peer database's URL, credentials included.
+    pub target: &'a str,
+    /// The peer's site name.
+    pub peer: &'a str,
+    /// The local database's identity.
+    pub database: &'a str,
+    /// The peer database's identity, when known.
+    pub peer_database: Option<&'a str>,
+}
+
+/// The continuous replication of every document for the peer, but those
+/// that came from its database (when its identity is known).
 ///
 /// PouchDB Server writes its checkpoints on the target alone (`checkpoint`;
 /// CouchDB 3 ignores the field and checkpoints every 30 s): half the
@@ -49,22 +62,15 @@ pub(super) fn resend_id(site: &str, peer: &str) -> String {
 /// replication id, hence no checkpoint, of its own. The target's identity
 /// is there too, so a target created anew gets a replication that scans
 /// from the start, and receives what its predecessor wrote.
-pub(super) fn continuous(
-    id: &str,
-    source: &str,
-    target: &str,
-    peer: &str,
-    database: &str,
-    peer_database: Option<&str>,
-) -> Value {
-    let mut params = json!({ "site": peer, "source": database });
-    if let Some(identity) = peer_database {
+pub(super) fn continuous(id: &str, ends: &Ends) -> Value {
+    let mut params = json!({ "site": ends.peer, "source": ends.database });
+    if let Some(identity) = ends.peer_database {
         params["target"] = Value::from(identity);
     }
     json!({
         "_id": id,
-        "source": source,
-        "target": target,
+        "source": ends.source,
+        "target": ends.target,
         "continuous": true,
         "filter": SITE_FILTER,
         "query_params": params,
@@ -77,16 +83,8 @@ pub(super) fn continuous(
 /// `resend` parameter gives it a replication id of its own, hence no
 /// checkpoint past the documents the continuous one skipped, and its
 /// `_revs_diff` sends only what the peer lacks.
-pub(super) fn resend(
-    id: &str,
-    source: &str,
-    target: &str,
-    peer: &str,
-    database: &str,
-    peer_database: Option<&str>,
-    stamp: &str,
-) -> Value {
-    let mut doc = continuous(id, source, target, peer, database, peer_database);
+pub(super) fn resend(id: &str, ends: &Ends, stamp: &str) -> Value {
+    let mut doc = continuous(id, ends);
     if let Some(fields) = doc.as_object_mut() {
         fields.remove("continuous");
     }
@@ -135,6 +133,17 @@ fn escape_site(site: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The ends of a replication from `http://s` to site2 at `http://t`.
+    fn ends<'a>(database: &'a str, peer_database: Option<&'a str>) -> Ends<'a> {
+        Ends {
+            source: "http://s",
+            target: "http://t",
+            peer: "site2",
+            database,
+            peer_database,
+        }
+    }
+
     /// A replication document as PouchDB Server and CouchDB 3 write it.
     fn doc(state: Option<&str>) -> Value {
         let mut doc = json!({"_id": "cheops-site1-to-site2", "continuous": true});
@@ -181,16 +190,8 @@ mod tests {
 
     #[test]
     fn a_resend_is_a_one_shot_replication_of_the_same_documents() {
-        let live = continuous("a", "http://s", "http://t", "site2", "db1", Some("db2"));
-        let again = resend(
-            "b",
-            "http://s",
-            "http://t",
-            "site2",
-            "db1",
-            Some("db2"),
-            "x",
-        );
+        let live = continuous("a", &ends("db1", Some("db2")));
+        let again = resend("b", &ends("db1", Some("db2")), "x");
         assert_eq!(again.get("continuous"), None);
         for field in ["source", "target", "filter", "socket_options", "checkpoint"] {
             assert_eq!(live[field], again[field], "{field}");
@@ -204,8 +205,8 @@ mod tests {
     /// of their own: none resumes from a checkpoint of the one before.
     #[test]
     fn a_database_created_anew_gets_replications_of_its_own() {
-        let before = continuous("a", "http://s", "http://t", "site2", "db1", None);
-        let after = continuous("a", "http://s", "http://t", "site2", "db2", None);
+        let before = continuous("a", &ends("db1", None));
+        let after = continuous("a", &ends("db2", None));
         assert_eq!(before["checkpoint"], "target");
         assert_ne!(before["query_params"], after["query_params"]);
         assert!(FIELDS.contains(&"query_params"), "a change recreates it");
@@ -215,9 +216,9 @@ mod tests {
     /// over, with what came from its predecessor no longer held back.
     #[test]
     fn a_peer_database_created_anew_gets_a_replication_of_its_own() {
-        let unknown = continuous("a", "http://s", "http://t", "site2", "db1", None);
-        let before = continuous("a", "http://s", "http://t", "site2", "db1", Some("p1"));
-        let after = continuous("a", "http://s", "http://t", "site2", "db1", Some("p2"));
+        let unknown = continuous("a", &ends("db1", None));
+        let before = continuous("a", &ends("db1", Some("p1")));
+        let after = continuous("a", &ends("db1", Some("p2")));
         assert_eq!(unknown["query_params"].get("target"), None);
         assert_eq!(before["query_params"]["target"], "p1");
         assert_ne!(before["query_params"], after["query_params"]);
