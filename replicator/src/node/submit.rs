@@ -425,13 +425,13 @@ fn prune_seen(doc: &mut ResourceDocument, new: &str, seen: &HashMap<String, Seen
     pruned
 }
 
-/// What CouchDB said in an error's body: its `reason` (with its `error`),
-/// or the body as it came.
 /// The length of `doc` as JSON, as CouchDB measures it against its limit.
 fn json_len(doc: &impl serde::Serialize) -> usize {
     serde_json::to_vec(doc).map_or(0, |json| json.len())
 }
 
+/// What CouchDB said in an error's body: its `reason` (with its `error`),
+/// or the body as it came.
 fn couch_reason(body: &str) -> String {
     let said: Option<Value> = serde_json::from_str(body).ok();
     let field = |name| {
