@@ -194,11 +194,12 @@ fn request_kind(line: &str) -> Option<String> {
         return None;
     }
     let mut segments = path.trim_start_matches('/').split('/');
-    if segments.next() == Some("_replicator") {
-        return None;
+    match segments.next() {
+        Some("_replicator") => return None,
+        Some("") | None if method == "GET" => return None,
+        _ => {}
     }
     let what = match segments.next() {
-        None | Some("") if method == "GET" => return None,
         None | Some("") => "server",
         Some("_design") => match segments.nth(1) {
             Some("_view") => "view",
@@ -226,6 +227,7 @@ mod tests {
             "GET /cheops/_design/cheops/_view/replies-by-resource-site?key=x 200",
             "PUT /cheops/_local/abc 201",
             "PUT /cheops 201",
+            "GET /cheops 200",
             "GET / 200",
             "GET /_replicator/cheops-site1-to-site2 200",
             "GET /cheops/_local/cheops-database 200",
@@ -242,6 +244,7 @@ mod tests {
                 "GET view",
                 "PUT _local",
                 "PUT server",
+                "GET server",
             ]
             .map(|k| Some(k.to_owned()))
             .into_iter()
