@@ -243,21 +243,16 @@ impl Inner {
         let database = self.identity().await?;
         let target = self.target(name)?;
         let now = Instant::now();
+        let mut read = self.read(&id).await?;
+        let known = read
+            .0
+            .as_ref()
+            .and_then(|doc| doc.pointer("/query_params/target"))
+            .and_then(Value::as_str);
+        self.peer_identity(name, peer, known).await;
+        let wanted = document::continuous(&id, &self.ends(name, &target, database, peer));
         loop {
-            let (current, job) = self.read(&id).await?;
-            let known = current
-                .as_ref()
-                .and_then(|doc| doc.pointer("/query_params/target"))
-                .and_then(Value::as_str);
-            self.peer_identity(name, peer, known).await;
-            let ends = Ends {
-                source: &self.source,
-                target: &target,
-                peer: name,
-                database,
-                peer_database: peer.identity.as_deref(),
-            };
-            let wanted = document::continuous(&id, &ends);
+            let (current, job) = read;
             let state = document::state(current.as_ref(), job.as_ref());
             let failures = document::write_failures(current.as_ref(), job.as_ref());
             if peer.saw(state, failures, now) {
@@ -272,13 +267,14 @@ impl Inner {
                 restart = false;
                 info!(site = %self.site, peer = name, state, "recreating replication");
                 self.couch.delete_replication(&id, &current).await?;
-                continue;
+            } else {
+                info!(site = %self.site, peer = name, "creating replication");
+                if self.create(&id, wanted.clone()).await? {
+                    peer.saw("none", 0, now);
+                    return Ok(());
+                }
             }
-            info!(site = %self.site, peer = name, "creating replication");
-            if self.create(&id, wanted).await? {
-                peer.saw("none", 0, now);
-                return Ok(());
-            }
+            read = self.read(&id).await?;
         }
     }
 
@@ -301,14 +297,7 @@ impl Inner {
             let stamp = Timestamp::now().to_string();
             let database = self.identity().await?;
             let target = self.target(name)?;
-            let ends = Ends {
-                source: &self.source,
-                target: &target,
-                peer: name,
-                database,
-                peer_database: peer.identity.as_deref(),
-            };
-            let doc = document::resend(&id, &ends, &stamp);
+            let doc = document::resend(&id, &self.ends(name, &target, database, peer), &stamp);
             if self.create(&id, doc).await? {
                 info!(site = %self.site, peer = name, "sending again what the replication could not write");
                 peer.resend_started();
@@ -362,6 +351,24 @@ impl Inner {
             Written::Rev(_) => true,
             Written::Conflict => false,
         })
+    }
+
+    /// The ends of the replication to `name` (at `target`), as `peer`
+    /// knows them.
+    fn ends<'a>(
+        &'a self,
+        name: &'a str,
+        target: &'a str,
+        database: &'a str,
+        peer: &'a Peer,
+    ) -> Ends<'a> {
+        Ends {
+            source: &self.source,
+            target,
+            peer: name,
+            database,
+            peer_database: peer.identity.as_deref(),
+        }
     }
 
     /// Learns the identity of `name`'s database into `peer`. A peer that
