@@ -3,12 +3,13 @@
 
 pub(crate) mod files;
 mod process_group;
+mod program;
 mod temp_dir;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -200,8 +201,9 @@ impl ShellBackend {
 
         // The `Command` holds our copies of the pipe's write end: it must be
         // gone once the child has spawned, or reading never sees the end.
+        let program = program::locate(&self.shell, self.env.get("PATH").map(OsStr::new));
         let mut child = {
-            let mut shell = Process::new(&self.shell);
+            let mut shell = Process::new(&program);
             shell
                 .current_dir(dir)
                 .env_clear()
@@ -216,7 +218,7 @@ impl ShellBackend {
                 source,
             })?
         };
-        let mut killer = GroupKiller::new(self.shell.clone(), child.id());
+        let mut killer = GroupKiller::new(program, child.id());
 
         let mut stdin = child.stdin.take();
         let feed = async {
