@@ -13,8 +13,9 @@
 //!   partition, then the time from the heal until the cluster converged;
 //! - throughput: concurrent clients over many resources for a fixed
 //!   duration, with the daemons' and sidecars' CPU and memory under that
-//!   load, first without Cheops (its floor: the same document traffic at
-//!   the same concurrency, see `load_floor`), then through Cheops;
+//!   load, without Cheops (its floor: the same document traffic at the
+//!   same concurrency, see `load_floor`) and through Cheops, in slices
+//!   ordered floor, Cheops, Cheops, floor;
 //! - history: N sequential operations on one resource, each attaching a
 //!   32 KiB file: how the exec p50 of the last tenth compares with that of
 //!   the first, and the resource document's size at the end;
@@ -99,6 +100,87 @@ impl Part {
             Part::Growth => "growth",
             Part::Stored => "stored",
         }
+    }
+}
+
+/// What one side of the throughput part got done, and what it cost.
+struct Slices {
+    load: throughput::Load,
+    usage: usage::Window,
+    traffic: Vec<traffic::Counts>,
+}
+
+impl Slices {
+    fn add(
+        this: &mut Option<Slices>,
+        load: throughput::Load,
+        usage: usage::Window,
+        traffic: Vec<traffic::Counts>,
+    ) {
+        match this {
+            None => {
+                *this = Some(Slices {
+                    load,
+                    usage,
+                    traffic,
+                })
+            }
+            Some(slices) => {
+                slices.load.add(load);
+                slices.usage.add(usage);
+                for (mine, theirs) in slices.traffic.iter_mut().zip(&traffic) {
+                    mine.add(theirs);
+                }
+            }
+        }
+    }
+}
+
+/// How long the sidecars must have been still for a throughput slice to end.
+const SLICE_QUIET: Duration = Duration::from_millis(250);
+/// How long a throughput slice waits for that at most.
+const SLICE_QUIET_AT_MOST: Duration = Duration::from_secs(10);
+
+/// The throughput part: the floor's clients and Cheops' in four slices of
+/// half the duration each, floor, Cheops, Cheops, floor, each on resources
+/// of its own; a slice's window (CPU, requests) ends once the sidecars fell
+/// quiet, its throughput when its last operation was answered. Whatever changes steadily over
+/// the part (the sidecars' databases grow, their caches fill) weighs on
+/// both sides alike, where running one side and then the other charged it
+/// all to the second.
+async fn throughput_slices(
+    cluster: &Cluster,
+    client: &ExecClient,
+    params: &Params,
+) -> Result<(Slices, Slices), Failure> {
+    let half = Params {
+        duration: params.duration / 2,
+        ..params.clone()
+    };
+    let mut meter = Meter::start(cluster)?;
+    let (mut floor, mut cheops) = (None, None);
+    for (slice, is_floor) in [true, false, false, true].into_iter().enumerate() {
+        let before = meter.read(cluster)?;
+        let sampler = Sampler::start(cluster)?;
+        let load = if is_floor {
+            load_floor::measure(cluster, &half, &format!("bench-floor-load-{slice}")).await?
+        } else {
+            throughput::measure(client, &half, &format!("bench-load-{slice}")).await?
+        };
+        // What the slice set off is its own cost, not the next one's.
+        meter.quiet(SLICE_QUIET, SLICE_QUIET_AT_MOST).await?;
+        let usage = sampler.finish().await?;
+        let traffic = between(&before, &meter.read(cluster)?);
+        Slices::add(
+            if is_floor { &mut floor } else { &mut cheops },
+            load,
+            usage,
+            traffic,
+        );
+    }
+    match (floor, cheops) {
+        (Some(floor), Some(cheops)) => Ok((floor, cheops)),
+        _ => Err("the throughput part ran no slice".into()),
     }
 }
 
@@ -219,31 +301,14 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
             "bench: throughput, {} clients over {} resources for {:?}",
             params.clients, params.resources, params.duration
         );
-        let mut meter = Meter::start(&cluster)?;
-        let before = meter.read(&cluster)?;
-        let sampler = Sampler::start(&cluster)?;
-        let load_floor = load_floor::measure(&cluster, params).await?;
-        let usage = sampler.finish().await?;
-        report.throughput("load-floor", &load_floor, None, floor.as_ref());
-        report.cpu_per_operation("load-floor", &usage, load_floor.completed);
-        let after = meter.read(&cluster)?;
-        report.traffic(
-            "load-floor",
-            &between(&before, &after),
-            load_floor.completed,
-        );
-
-        let sampler = Sampler::start(&cluster)?;
-        let load = throughput::measure(&client, params).await?;
-        let usage = sampler.finish().await?;
-        report.throughput("load", &load, Some(&load_floor), floor.as_ref());
-        report.footprint("load", &usage);
-        report.cpu_per_operation("load", &usage, load.completed);
-        report.traffic(
-            "load",
-            &between(&after, &meter.read(&cluster)?),
-            load.completed,
-        );
+        let (load_floor, load) = throughput_slices(&cluster, &client, params).await?;
+        report.throughput("load-floor", &load_floor.load, None, floor.as_ref());
+        report.cpu_per_operation("load-floor", &load_floor.usage, load_floor.load.completed);
+        report.traffic("load-floor", &load_floor.traffic, load_floor.load.completed);
+        report.throughput("load", &load.load, Some(&load_floor.load), floor.as_ref());
+        report.footprint("load", &load.usage);
+        report.cpu_per_operation("load", &load.usage, load.load.completed);
+        report.traffic("load", &load.traffic, load.load.completed);
     }
     if params.runs(Part::History) && params.history > 0 {
         eprintln!(

@@ -31,8 +31,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// replied so far and who to tell once all did.
 type Waiting = Arc<Mutex<HashMap<String, (BTreeSet<String>, Option<oneshot::Sender<()>>)>>>;
 
-/// Runs the floor's clients for `params.duration`.
-pub async fn measure(cluster: &Cluster, params: &Params) -> Result<Load, Failure> {
+/// Runs the floor's clients for `params.duration` over resources named
+/// `{prefix}-{r}`, created by this run.
+pub async fn measure(cluster: &Cluster, params: &Params, prefix: &str) -> Result<Load, Failure> {
     let http = reqwest::Client::new();
     let sites: Vec<String> = (0..SITES).map(|i| cluster.node(i).site.clone()).collect();
     let urls: Vec<String> = (0..SITES).map(|i| cluster.node(i).couch_url()).collect();
@@ -64,7 +65,7 @@ pub async fn measure(cluster: &Cluster, params: &Params) -> Result<Load, Failure
                 me: via,
             };
             let waiting = waiting[via].clone();
-            let owned = owned_resources(c, clients, params.resources, "bench-floor-load");
+            let owned = owned_resources(c, clients, params.resources, prefix);
             tokio::spawn(client(site, waiting, owned, deadline))
         })
         .collect();

@@ -159,7 +159,7 @@ impl Report {
             Some(_) => "exec under load",
             None => "floor operation under load",
         };
-        self.latency(part, label, &load.latencies, floor);
+        self.latency(part, label, &load.latencies(), floor);
         let mut value = json!({
             "ops_per_s": round(load.per_second(), 2),
             "completed": load.completed,

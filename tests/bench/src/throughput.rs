@@ -13,23 +13,35 @@ use super::client::ExecClient;
 use super::stats::Latencies;
 use super::{Failure, Params, SITES};
 
-/// What the clients got done.
-#[derive(Debug, Clone, Copy)]
+/// What the clients got done, in one run or several.
+#[derive(Debug, Clone, Default)]
 pub struct Load {
     /// Operations every site replied to.
     pub completed: usize,
     /// Operations some site did not reply to in time.
     pub incomplete: usize,
     /// From the first request to the last answer (the clients stop sending
-    /// at the duration, and wait for what is in flight).
+    /// at the duration, and wait for what is in flight), summed over runs.
     pub elapsed: Duration,
     /// Latencies of the completed operations.
-    pub latencies: Latencies,
+    samples: Vec<Duration>,
 }
 
 impl Load {
     pub fn per_second(&self) -> f64 {
         self.completed as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    pub fn latencies(&self) -> Latencies {
+        Latencies::of(self.samples.clone())
+    }
+
+    /// Adds what another run got done.
+    pub fn add(&mut self, other: Load) {
+        self.completed += other.completed;
+        self.incomplete += other.incomplete;
+        self.elapsed += other.elapsed;
+        self.samples.extend(other.samples);
     }
 }
 
@@ -48,14 +60,16 @@ pub fn owned_resources(c: usize, clients: usize, resources: usize, prefix: &str)
     }
 }
 
-pub async fn measure(client: &ExecClient, params: &Params) -> Result<Load, Failure> {
+/// Runs the clients for `params.duration` over the resources named
+/// `{prefix}-{r}`.
+pub async fn measure(client: &ExecClient, params: &Params, prefix: &str) -> Result<Load, Failure> {
     let start = Instant::now();
     let deadline = start + params.duration;
     let clients = params.clients.max(1);
     let workers: Vec<_> = (0..clients)
         .map(|c| {
             let client = client.clone();
-            let owned = owned_resources(c, clients, params.resources, "bench-load");
+            let owned = owned_resources(c, clients, params.resources, prefix);
             tokio::spawn(async move {
                 let mut done = Vec::new();
                 for id in owned.iter().cycle() {
@@ -95,6 +109,6 @@ pub async fn tally(
         completed: latencies.len(),
         incomplete,
         elapsed: start.elapsed(),
-        latencies: Latencies::of(latencies),
+        samples: latencies,
     })
 }

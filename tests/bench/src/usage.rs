@@ -50,6 +50,25 @@ impl Window {
             .collect()
     }
 
+    /// Adds a later window over the same processes: their CPU adds up, a
+    /// memory peak is the higher of the two.
+    pub fn add(&mut self, later: Window) {
+        self.seconds += later.seconds;
+        for theirs in later.used {
+            let same = |u: &&mut Used| {
+                u.process.role == theirs.process.role && u.process.site == theirs.process.site
+            };
+            match self.used.iter_mut().find(same) {
+                Some(mine) => {
+                    mine.cpu_seconds += theirs.cpu_seconds;
+                    mine.peak_rss = mine.peak_rss.max(theirs.peak_rss);
+                    mine.end_rss = theirs.end_rss;
+                }
+                None => self.used.push(theirs),
+            }
+        }
+    }
+
     /// Which sites [`Window::of`] covers, for a label: "per site" when all.
     pub fn sites(&self, role: &str) -> String {
         let sites: Vec<&str> = self
