@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
+use crate::{Operation, Timestamp};
 
 /// The `Type` of a reply document; reading any other value fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,4 +90,10 @@ pub struct ReplyDocument {
     /// (CONSISTENCY.md, "Pruning").
     #[serde(rename = "ReadsHistory", skip_serializing_if = "std::ops::Not::not")]
     pub reads_history: bool,
+    /// The operation whole (command and files): a reply that carries it
+    /// stands for the operation's history document, and `/history` lists the
+    /// operation from it (CONSISTENCY.md, "History documents"). Absent
+    /// otherwise; the original ignores it. Never streamed to callers.
+    #[serde(rename = "Operation", skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
 }

@@ -1,7 +1,8 @@
 //! A resource's history read back through the API and the CLI against real
 //! sidecars: history documents written as a pruning node writes them (here
-//! by hand, straight into CouchDB), with replies of every site, and a block
-//! written as a Go node writes it (operations with no history document).
+//! by hand, straight into CouchDB), replies carrying their operation instead
+//! or as well, with replies of every site, and a block written as a Go node
+//! writes it (operations with no history document).
 //! The history lists every operation once, oldest first by the instant of
 //! its `Time` (whatever offset and fraction its text has), each with every
 //! site's replies, and only for the read or operator token.
@@ -63,8 +64,9 @@ fn old_status(n: usize, site: &str) -> Status {
     }
 }
 
-/// The resource, written into node 0's database: `OLD` history documents
-/// with their replies from every site, two more at one instant written two
+/// The resource, written into node 0's database: `OLD` old operations
+/// (each with a history document, a reply carrying it, or both) with their
+/// replies from every site, two more at one instant written two
 /// ways, and a block of three operations of which only the first has a
 /// history document. Its matrix lets a `set` replace what came before it:
 /// the old operations left the block through resets, which no site ran
@@ -100,9 +102,15 @@ async fn write_ledger(cluster: &Cluster, http: &reqwest::Client) -> Vec<String> 
     let block = vec![first.clone(), second, third];
     history.push(first);
 
+    // An old operation's history is its history document (n % 3 = 0),
+    // site1's reply carrying the operation (n % 3 = 1), or both (2).
+    let documented = |n: usize| n >= OLD || n % 3 != 1;
+    let carried = |n: usize| n < OLD && n % 3 != 0;
     let mut docs: Vec<Value> = history
         .iter()
-        .map(|op| {
+        .enumerate()
+        .filter(|(n, _)| documented(*n))
+        .map(|(_, op)| {
             serde_json::to_value(HistoryDocument::new(RESOURCE, &sites, op, "site1")).unwrap()
         })
         .collect();
@@ -122,6 +130,7 @@ async fn write_ledger(cluster: &Cluster, http: &reqwest::Client) -> Vec<String> 
                 input: op.command.command.clone(),
                 output: format!("{} on {site}\n", op.request_id),
                 execution_time: op.time,
+                operation: (carried(n) && site == "site1").then(|| op.clone()),
                 ..ReplyDocument::default()
             };
             docs.push(serde_json::to_value(reply).unwrap());

@@ -1,14 +1,19 @@
 //! Pruning (CONSISTENCY.md, "Pruning"): every operation has its history
 //! document from the moment it is accepted; an operation every location ran
 //! leaves its payload in it, and a site that must run it again (a rebuild)
-//! runs the real command from there. A location whose replies do not
+//! runs the real command from there, or from a reply that carries the
+//! operation. A location whose replies do not
 //! declare `ReadsHistory` (a Go node) keeps every payload in the block.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cheops_model::{history_id, HistoryDocument, ResourceDocument, Status};
-use cheops_testkit::{absent_peer, eventually, until, Cluster, ClusterOptions, Exec};
+use cheops_model::{
+    history_id, Command, HistoryDocument, Operation, ReplyDocument, ResourceDocument, Status,
+};
+use cheops_testkit::{
+    absent_peer, authorized_client, eventually, until, Cluster, ClusterOptions, Exec,
+};
 use serde_json::{json, Value};
 
 /// set restarts the block; adds keep their place after it, and a set after
@@ -130,15 +135,21 @@ async fn submit(cluster: &Cluster, i: usize, id: &str, command: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_reply_without_the_capability_keeps_the_payload_in_the_block() {
-    let cluster = Cluster::start_with(ClusterOptions {
+/// Site1 alone, with a peer `go1` that never answers (its replies are
+/// written by hand, as a Go node would write them).
+async fn with_go1() -> Cluster {
+    Cluster::start_with(ClusterOptions {
         nodes: 1,
         reply_timeout: 1,
         daemon_args: absent_peer("go1"),
         ..ClusterOptions::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_without_the_capability_keeps_the_payload_in_the_block() {
+    let cluster = with_go1().await;
     let sites = "site1&go1";
     let send = |command: &'static [&'static str; 1]| {
         let cluster = &cluster;
@@ -171,6 +182,109 @@ async fn a_reply_without_the_capability_keeps_the_payload_in_the_block() {
     )
     .expect("a history document");
     assert_eq!(history.operation.command.command, "echo two");
+}
+
+/// An operation of resource `carried`, `request` running `command`.
+fn carried_op(request: &str, command: &str) -> Operation {
+    let mut op = Operation {
+        op_type: "add".into(),
+        request_id: request.into(),
+        time: "2026-01-01T00:00:00Z".parse().expect("a time"),
+        ..Operation::default()
+    };
+    op.command.command = command.into();
+    op
+}
+
+/// go1's reply to `op`, carrying it whole.
+fn carrier(op: &Operation, sites: &[String]) -> ReplyDocument {
+    ReplyDocument {
+        id: Some(format!("reply-go1-{}", op.request_id)),
+        locations: sites.to_vec(),
+        site: "go1".into(),
+        request_id: op.request_id.clone(),
+        resource_id: "carried".into(),
+        execution_time: op.time,
+        reads_history: true,
+        operation: Some(op.clone()),
+        ..ReplyDocument::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_that_carries_its_operation_stands_for_its_history_document() {
+    let cluster = with_go1().await;
+    let sites = vec!["site1".to_owned(), "go1".to_owned()];
+    let mut x = carried_op("carried-x", "cat {line.txt} > \"$NODE_DIR/carried\"");
+    x.command
+        .files
+        .insert("line.txt".into(), b"from the carrier\n".to_vec());
+    let y = carried_op("carried-y", "echo Y >> \"$NODE_DIR/carried\"");
+    let mut pruned_x = x.clone();
+    pruned_x.pruned = true;
+    pruned_x.command = Command::default();
+    // go1 ran both and its replies carry them; neither has a history
+    // document, and site1 has run neither: it must run x, pruned, from
+    // go1's reply.
+    let block = ResourceDocument {
+        id: "carried".into(),
+        locations: sites.clone(),
+        operations: vec![pruned_x, y.clone()],
+        ..ResourceDocument::default()
+    };
+    let docs = json!({ "docs": [carrier(&x, &sites), carrier(&y, &sites), block] });
+    let written: Value = reqwest::Client::new()
+        .post(format!("{}/_bulk_docs", cluster.node(0).couch_url()))
+        .json(&docs)
+        .send()
+        .await
+        .expect("the sidecar answers")
+        .json()
+        .await
+        .expect("rows");
+    assert!(
+        written
+            .as_array()
+            .is_some_and(|rows| rows.iter().all(|r| r.get("error").is_none())),
+        "{written}"
+    );
+
+    let ours = eventually("site1's replies", Duration::from_secs(30), || async {
+        let replies = cluster.replies(0, "carried").await;
+        let ours: Vec<_> = replies.into_iter().filter(|r| r.site == "site1").collect();
+        (ours.len() == 2).then_some(ours)
+    })
+    .await;
+    assert_eq!(lines(&cluster, 0, "carried"), ["from the carrier", "Y"]);
+    let x_reply = ours.iter().find(|r| r.request_id == x.request_id);
+    let x_reply = x_reply.expect("site1's reply to x");
+    assert_eq!(x_reply.status, Status::Ok, "{x_reply:?}");
+    assert_eq!(x_reply.input, x.command.describe());
+
+    // The changes feed announces y from the reply that carries it.
+    let url = format!("{}/changes/carried", cluster.node(0).api_url());
+    let feed = authorized_client(cluster.read_token())
+        .get(url)
+        .send()
+        .await
+        .expect("/changes answers")
+        .text()
+        .await
+        .expect("a body");
+    let announced = feed.lines().any(|line| {
+        let event: Value = serde_json::from_str(line).expect("a JSON line");
+        event["type"] == "operation" && event["request"] == "carried-y" && event["site"] == "go1"
+    });
+    assert!(announced, "{feed}");
+
+    // Every location ran y and a reply carries it: the next exec prunes it.
+    let (status, _) = cluster
+        .exec(0, Exec::new("carried", "site1&go1", &["true"], "add"))
+        .await;
+    assert_eq!(status, 200);
+    let doc = resource(&cluster, 0, "carried").await;
+    let pruned: Vec<bool> = doc.operations.iter().map(|op| op.pruned).collect();
+    assert_eq!(pruned, [true, true, false], "{doc:?}");
 }
 
 /// Stores in node 0's database a reply of site `go1` to `request` of

@@ -16,10 +16,11 @@ pub const DESIGN: &str = "cheops";
 /// is: `{"RequestId", "ExecutionTime", "Rebuild"}`.
 pub const REPLIES_VIEW: &str = "replies-by-resource-site";
 /// View of REPLY and HISTORY documents by `[ResourceId, RequestId]`: a
-/// reply's value is `{"Site", "ReadsHistory", "Status", "ExecutionTime"}`,
-/// a history document's `{"History": true}`. Queried with the block's
-/// unpruned requests as keys, so that deciding what to prune, or what a
-/// block's cells show, costs what those requests cost, not the history.
+/// reply's value is `{"Site", "ReadsHistory", "Status", "ExecutionTime",
+/// "History"}` (`History`: it carries its operation), a history document's
+/// `{"History": true}`. Queried with the block's unpruned requests as keys,
+/// so that deciding what to prune, or what a block's cells show, costs what
+/// those requests cost, not the history.
 pub const REQUESTS_VIEW: &str = "by-resource-request";
 /// View of RESOURCE documents by id, no value: the resources alone, read
 /// with their documents.
@@ -35,7 +36,8 @@ pub const SITE_FILTER: &str = "cheops/by-site";
 /// original lets CouchDB choose their ids).
 pub const REPLIES_OF_FILTER: &str = "cheops/replies-of";
 
-/// View of HISTORY documents in history order (see `node/history.rs`).
+/// View of HISTORY documents, and of replies carrying their operation, in
+/// history order (see `node/history.rs`).
 pub const HISTORY_VIEW: &str = "history-by-resource";
 
 /// The views and filters this node owns: rewritten when they differ.
@@ -52,7 +54,7 @@ fn own_parts() -> [(&'static str, &'static str, Value); 7] {
             "views",
             REQUESTS_VIEW,
             json!({
-                "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.RequestId], {Site: doc.Site, ReadsHistory: doc.ReadsHistory === true, Status: doc.Status, ExecutionTime: doc.ExecutionTime}); } else if (doc.Type === 'HISTORY' && doc.Operation) { emit([doc.ResourceId, doc.Operation.RequestId], {History: true}); } }"
+                "map": "function (doc) { if (doc.Type === 'REPLY') { emit([doc.ResourceId, doc.RequestId], {Site: doc.Site, ReadsHistory: doc.ReadsHistory === true, Status: doc.Status, ExecutionTime: doc.ExecutionTime, History: !!doc.Operation}); } else if (doc.Type === 'HISTORY' && doc.Operation) { emit([doc.ResourceId, doc.Operation.RequestId], {History: true}); } }"
             }),
         ),
         (
@@ -180,7 +182,8 @@ fn edit_section(
     doc.insert(key.into(), Value::Object(section));
 }
 
-/// The history view's map: HISTORY documents keyed `[ResourceId, seconds
+/// The history view's map: HISTORY documents, and replies that carry their
+/// operation, keyed `[ResourceId, seconds
 /// since the epoch in UTC, nanoseconds, RequestId, _id]`. Go-style times
 /// (trailing zeros trimmed, any UTC offset) do not sort as text, so the
 /// time is parsed and emitted as numbers, which CouchDB and PouchDB collate
@@ -190,7 +193,7 @@ fn edit_section(
 fn history_view() -> Value {
     json!({
         "map": r"function (doc) {
-  if (doc.Type !== 'HISTORY' || !doc.Operation) { return; }
+  if ((doc.Type !== 'HISTORY' && doc.Type !== 'REPLY') || !doc.Operation) { return; }
   var op = doc.Operation;
   var m = /^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d\d):(\d\d))$/.exec(String(op.Time));
   var seconds = null;

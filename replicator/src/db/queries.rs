@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use cheops_model::{DocumentKind, ReplyDocument, ResourceDocument};
+use cheops_model::{DocumentKind, Operation, ReplyDocument, ResourceDocument};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -61,16 +61,17 @@ pub async fn replies_changed(
 }
 
 /// What the database holds about each of `requests` of `resource`: the
-/// sites that replied (with their `ReadsHistory`) and whether the history
-/// document is stored; a request of which nothing is stored gets an empty
-/// answer.
+/// sites that replied (with their `ReadsHistory`) and whether its history
+/// document, or a reply carrying the operation, is stored; a request of
+/// which nothing is stored gets an empty answer.
 pub async fn requests(
     couch: &CouchClient,
     resource: &str,
     requests: &[&str],
 ) -> Result<HashMap<String, Seen>, ReplicatorError> {
     /// A row of the requests view: a reply's site and capability, or the
-    /// mark of a history document.
+    /// mark of a history document; a reply that carries its operation is
+    /// both.
     #[derive(Deserialize)]
     struct Row {
         #[serde(rename = "Site")]
@@ -93,15 +94,47 @@ pub async fn requests(
         .collect();
     for ((_, request), row) in rows {
         let seen = found.entry(request).or_default();
-        match row.site {
-            Some(site) => seen.replies.push(SeenReply {
+        seen.history |= row.history;
+        if let Some(site) = row.site {
+            seen.replies.push(SeenReply {
                 site,
                 reads_history: row.reads_history,
-            }),
-            None => seen.history |= row.history,
+            });
         }
     }
     Ok(found)
+}
+
+/// The operations whole that stored replies carry, of those of `requests`
+/// of `resource`, by request id (one request for all; a request no reply
+/// carries is left out).
+pub async fn carried(
+    couch: &CouchClient,
+    resource: &str,
+    requests: &[&str],
+) -> Result<HashMap<String, Operation>, ReplicatorError> {
+    let keys: Vec<Value> = requests
+        .iter()
+        .map(|request| json!([resource, request]))
+        .collect();
+    let rows = couch.view_keys(DESIGN, REQUESTS_VIEW, &keys).await?;
+    let carriers = rows
+        .into_iter()
+        .filter_map(|row| row.doc)
+        .filter(|doc| {
+            DocumentKind::deserialize(doc).is_ok_and(|k| k.is_reply())
+                && doc.get("Operation").is_some()
+        })
+        .filter_map(|doc| ReplyDocument::deserialize(doc).ok());
+    Ok(carriers
+        .filter(|reply| reply.resource_id == resource)
+        .filter_map(|reply| {
+            reply
+                .operation
+                .filter(|op| op.request_id == reply.request_id)
+                .map(|op| (reply.request_id, op))
+        })
+        .collect())
 }
 
 /// Every resource document, with its `_conflicts`; one that does not read

@@ -3,11 +3,12 @@
 //! every site's replies, a page of [`PAGE`] operations at a time, so that
 //! memory stays bounded however long the history.
 //!
-//! The history documents are read in order through [`HISTORY_VIEW`] (its
-//! key is the time normalised, see `db/design.rs`); the current block adds
-//! the operations that have none (accepted by a Go node, or whose history
-//! document has not replicated yet), merged in the same order. An
-//! operation in both is listed once, whole, from its history document.
+//! The history documents, and the replies that carry their operation, are
+//! read in order through [`HISTORY_VIEW`] (its key is the time normalised,
+//! see `db/design.rs`); the current block adds the operations that have
+//! neither (accepted by a Go node, or whose history has not replicated
+//! yet), merged in the same order. An operation found in several is listed
+//! once, whole, from the view.
 //! Replies are read per page through [`REQUESTS_VIEW`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -75,6 +76,7 @@ pub fn read_history(
         pending,
         from_history: HashSet::new(),
         from_block: HashSet::new(),
+        last: None,
         next: Some(start),
         ready: VecDeque::new(),
     };
@@ -111,6 +113,8 @@ struct Reader {
     /// Block operations listed from the block: a history document of one
     /// of them that shows up later (replication) is not listed again.
     from_block: HashSet<String>,
+    /// The request of the last row listed from the view.
+    last: Option<String>,
     /// Where the next page of the view starts; `None` once it is read.
     next: Option<Value>,
     /// Entries read and not yet given out.
@@ -155,9 +159,11 @@ impl Reader {
             .collect();
         for operation in operations {
             let id = operation.request_id.clone();
-            if self.from_block.contains(&id) {
+            // Its history document and a reply carrying it: adjacent rows.
+            if self.from_block.contains(&id) || self.last.as_ref() == Some(&id) {
                 continue;
             }
+            self.last = Some(id.clone());
             while self
                 .pending
                 .front()
@@ -201,11 +207,16 @@ impl Reader {
     /// as a history document of this resource is left out, and logged.
     fn operation(&self, row: ViewRow) -> Option<Operation> {
         let doc = row.doc?;
-        if !DocumentKind::deserialize(&doc).is_ok_and(|kind| kind.is_history()) {
+        let kind = DocumentKind::deserialize(&doc).ok()?;
+        let read = if kind.is_history() {
+            HistoryDocument::deserialize(&doc).map(|h| (h.resource_id, Some(h.operation)))
+        } else if kind.is_reply() {
+            ReplyDocument::deserialize(&doc).map(|r| (r.resource_id, r.operation))
+        } else {
             return None;
-        }
-        match HistoryDocument::deserialize(&doc) {
-            Ok(history) if history.resource_id == self.resource => Some(history.operation),
+        };
+        match read {
+            Ok((resource, operation)) if resource == self.resource => operation,
             Ok(_) => None,
             Err(error) => {
                 warn!(resource = %self.resource, key = %row.key, %error, "history document unreadable, left out");

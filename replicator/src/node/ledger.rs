@@ -176,15 +176,21 @@ impl Ledger {
         }
     }
 
-    /// The feed brought a reply.
+    /// The feed brought a reply (one carrying its operation stands for the
+    /// operation's history document too).
     pub fn saw_reply(&self, reply: &ReplyDocument) {
         let own = reply.site == self.site;
         if own {
             self.restart.add(reply);
         }
+        let carrier = reply.operation.is_some();
+        if carrier {
+            self.histories.send_modify(|seen| *seen += 1);
+        }
         let mut entries = self.lock();
         entries.request(&reply.resource_id, &reply.request_id, |known| {
             add_reply(&mut known.seen, &reply.site, reply.reads_history);
+            known.seen.history |= carrier;
         });
         let Some(entry) = entries.by_resource.get_mut(&reply.resource_id) else {
             return;
@@ -214,7 +220,8 @@ impl Ledger {
         self.histories.send_modify(|seen| *seen += 1);
     }
 
-    /// Moves whenever a history document arrives.
+    /// Moves whenever a history document, or a reply carrying its
+    /// operation, arrives.
     pub fn histories(&self) -> watch::Receiver<u64> {
         self.histories.subscribe()
     }
@@ -528,6 +535,28 @@ mod tests {
         ledger.saw_reply(&reply("a", "q", 3));
         let both = vec!["a".to_owned(), "b".to_owned()];
         assert_eq!(known(&ledger, "q"), Some((both, true, true)));
+        check_held(&ledger);
+    }
+
+    #[test]
+    fn a_reply_carrying_its_operation_stands_for_the_history_document() {
+        let ledger = ledger("carrier");
+        ledger.submitting("r", "q");
+        let histories = ledger.histories();
+        ledger.saw_reply(&reply("b", "q", 1));
+        assert_eq!(known(&ledger, "q"), Some((vec!["b".into()], false, true)));
+        assert!(!histories.has_changed().unwrap());
+        let carrier = ReplyDocument {
+            operation: Some(cheops_model::Operation {
+                request_id: "q".into(),
+                ..cheops_model::Operation::default()
+            }),
+            ..reply("a", "q", 2)
+        };
+        ledger.saw_reply(&carrier);
+        let both = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(known(&ledger, "q"), Some((both, true, true)));
+        assert!(histories.has_changed().unwrap(), "waiting passes wake");
         check_held(&ledger);
     }
 

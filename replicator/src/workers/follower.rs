@@ -140,6 +140,20 @@ impl Follower {
                     reply.id = None;
                     reply.rev = None;
                     self.ctx.ledger.saw_reply(&reply);
+                    // A reply carrying its operation announces it, as a
+                    // history document does; the operation is never
+                    // streamed.
+                    if let Some(operation) = reply.operation.take() {
+                        let mut event = Event::new(
+                            EventType::Operation,
+                            &reply.resource_id,
+                            &reply.request_id,
+                            &reply.locations,
+                        );
+                        event.op_type = Some(operation.op_type);
+                        event.site = Some(reply.site.clone());
+                        self.ctx.feed.note(event);
+                    }
                     let mut event = Event::new(
                         EventType::Reply,
                         &reply.resource_id,

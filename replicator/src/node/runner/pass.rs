@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::recorder::Recorder;
 use super::{Inner, MERGE_WAIT};
 use crate::consistency::{payloads, plan, plan_anyway, Run};
+use crate::db::queries;
 use crate::node::feed::{Event, EventType};
 use crate::node::health::OversizeResource;
 use crate::node::resolution::resolution_docs;
@@ -243,7 +244,8 @@ impl Inner {
     }
 
     /// The operations whole of the pruned ones among `ops`, by request id,
-    /// read from their history documents (those here: one request for all).
+    /// read from their history documents (those here: one request for all),
+    /// or else from replies that carry them (one more request).
     async fn history_of(
         &self,
         resource: &str,
@@ -258,12 +260,21 @@ impl Inner {
             return Ok(HashMap::new());
         }
         let found = self.ctx.couch.get_many::<HistoryDocument>(&ids).await?;
-        Ok(found
+        let mut whole: HashMap<String, Operation> = found
             .into_iter()
             .flatten()
             .filter(|history| history.resource_id == resource)
             .map(|history| (history.operation.request_id.clone(), history.operation))
-            .collect())
+            .collect();
+        let missing: Vec<&str> = ops
+            .iter()
+            .filter(|op| op.pruned && !whole.contains_key(&op.request_id))
+            .map(|op| op.request_id.as_str())
+            .collect();
+        if !missing.is_empty() {
+            whole.extend(queries::carried(&self.ctx.couch, resource, &missing).await?);
+        }
+        Ok(whole)
     }
 
     /// Reads this site's replies to the resource of `doc`, unless known,
