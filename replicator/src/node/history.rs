@@ -203,8 +203,9 @@ impl Reader {
         }
     }
 
-    /// The operation of a history view row; a document that does not read
-    /// as a history document of this resource is left out, and logged.
+    /// The operation of a history view row (a history document, or a reply
+    /// carrying it); a document that does not read as one of this resource
+    /// is left out, and logged.
     fn operation(&self, row: ViewRow) -> Option<Operation> {
         let doc = row.doc?;
         let kind = DocumentKind::deserialize(&doc).ok()?;
@@ -219,7 +220,7 @@ impl Reader {
             Ok((resource, operation)) if resource == self.resource => operation,
             Ok(_) => None,
             Err(error) => {
-                warn!(resource = %self.resource, key = %row.key, %error, "history document unreadable, left out");
+                warn!(resource = %self.resource, key = %row.key, %error, "history view row's document unreadable, left out");
                 None
             }
         }

@@ -184,14 +184,14 @@ impl Ledger {
             self.restart.add(reply);
         }
         let carrier = reply.operation.is_some();
-        if carrier {
-            self.histories.send_modify(|seen| *seen += 1);
-        }
         let mut entries = self.lock();
         entries.request(&reply.resource_id, &reply.request_id, |known| {
             add_reply(&mut known.seen, &reply.site, reply.reads_history);
             known.seen.history |= carrier;
         });
+        if carrier {
+            self.histories.send_modify(|seen| *seen += 1);
+        }
         let Some(entry) = entries.by_resource.get_mut(&reply.resource_id) else {
             return;
         };
