@@ -244,6 +244,19 @@ async fn a_completion_reaches_a_hook_once_through_a_partition_and_a_restart() {
         complete[0].body
     );
     assert_eq!(complete[0].body["data"]["resource"], "deploy-web");
+
+    // The receipt carries the identity of the database it was written to,
+    // so that no replication sends it back there.
+    let receipt = format!("receipt:deploy-web:{request}:all");
+    let written = cluster.doc(0, &receipt).await.expect("the receipt");
+    let writer = (0..3)
+        .find(|&i| cluster.node(i).site == written["Site"])
+        .expect("a site of the cluster wrote it");
+    let identity = cluster
+        .doc(writer, "_local/cheops-database")
+        .await
+        .expect("the writer's identity");
+    assert_eq!(written["Origin"], identity["Id"], "{written}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -196,7 +196,10 @@ pub struct ServeArgs {
 
     /// Seconds between checks of the replications to peers (a deleted one
     /// is recreated; one crashing, in error or failed, too, after a wait
-    /// that doubles; documents one could not write are sent again).
+    /// that doubles; documents one could not write are sent again). Each
+    /// check also reads the identity of the peer's database: a database
+    /// created anew gets, within one check, a replication of its own and
+    /// what its predecessor wrote.
     #[arg(long, env = "CHEOPS_REPLICATION_CHECK", default_value_t = 30)]
     replication_check: u64,
 

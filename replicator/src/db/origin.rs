@@ -9,8 +9,8 @@
 //! created anew has another, so whatever the one before wrote comes back
 //! to it as to anyone.
 //!
-//! Only documents written once, by one site, carry it: replies and history
-//! documents. The target holds each of them, so holding them back loses
+//! Only documents written once, by one site, carry it: replies, history
+//! documents and hook receipts. The target holds each of them, so holding them back loses
 //! nothing. A resource document does not: the filter sees its winning
 //! revision alone, and would hold back with it a conflicting revision the
 //! target lacks, which the target would then learn of only from another

@@ -30,15 +30,18 @@ pub async fn delivered(
     Ok(couch.get::<serde_json::Value>(&[&id], &[]).await?.is_some())
 }
 
-/// Records that `site` delivered `event` to `hook`.
+/// Records that `site` delivered `event` to `hook`, in the database whose
+/// identity is `origin` (`db/origin.rs`: written once, by one site, so
+/// replication need not send it back there).
 pub async fn record(
     couch: &CouchClient,
     event: &Event,
     hook: &str,
     site: &str,
+    origin: Option<&str>,
 ) -> Result<(), ReplicatorError> {
     let id = receipt_id(event, hook);
-    let doc = json!({
+    let mut doc = json!({
         "Type": RECEIPT,
         "ResourceId": event.resource,
         "RequestId": event.request,
@@ -47,6 +50,9 @@ pub async fn record(
         // Replicated wherever the resource is.
         "Locations": event.locations,
     });
+    if let Some(origin) = origin {
+        doc["Origin"] = json!(origin);
+    }
     match couch.put(&[&id], &doc).await? {
         Written::Rev(_) | Written::Conflict => Ok(()),
     }

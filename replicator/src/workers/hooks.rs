@@ -232,8 +232,14 @@ impl Deliveries {
                 self.board
                     .ended(&hook.name, record(status.to_string(), true));
                 if event.kind == EventType::OperationComplete {
-                    if let Err(error) =
-                        receipts::record(&self.ctx.couch, event, &hook.name, &self.ctx.site).await
+                    if let Err(error) = receipts::record(
+                        &self.ctx.couch,
+                        event,
+                        &hook.name,
+                        &self.ctx.site,
+                        self.ctx.origin(),
+                    )
+                    .await
                     {
                         warn!(site = %self.ctx.site, hook = %hook.name, resource = %event.resource, request = %event.request, %error, "delivered, but the receipt could not be written; a site standing by may deliver it again, under the same id");
                     }
