@@ -7,6 +7,7 @@
 use serde_json::json;
 
 use crate::db::couch::{CouchClient, Written};
+use crate::db::origin::Stamped;
 use crate::node::feed::Event;
 use crate::ReplicatorError;
 
@@ -41,7 +42,7 @@ pub async fn record(
     origin: Option<&str>,
 ) -> Result<(), ReplicatorError> {
     let id = receipt_id(event, hook);
-    let mut doc = json!({
+    let doc = json!({
         "Type": RECEIPT,
         "ResourceId": event.resource,
         "RequestId": event.request,
@@ -50,10 +51,7 @@ pub async fn record(
         // Replicated wherever the resource is.
         "Locations": event.locations,
     });
-    if let Some(origin) = origin {
-        doc["Origin"] = json!(origin);
-    }
-    match couch.put(&[&id], &doc).await? {
+    match couch.put(&[&id], &Stamped::new(&doc, origin)).await? {
         Written::Rev(_) | Written::Conflict => Ok(()),
     }
 }

@@ -144,15 +144,13 @@ impl Follower {
                     // history document does; the operation is never
                     // streamed.
                     if let Some(operation) = reply.operation.take() {
-                        let mut event = Event::new(
-                            EventType::Operation,
+                        self.ctx.feed.note(accepted(
                             &reply.resource_id,
                             &reply.request_id,
                             &reply.locations,
-                        );
-                        event.op_type = Some(operation.op_type);
-                        event.site = Some(reply.site.clone());
-                        self.ctx.feed.note(event);
+                            operation.op_type,
+                            Some(reply.site.clone()),
+                        ));
                     }
                     let mut event = Event::new(
                         EventType::Reply,
@@ -186,15 +184,13 @@ impl Follower {
                 Ok(history) => {
                     let (resource, request) = (&history.resource_id, &history.operation.request_id);
                     self.ctx.ledger.saw_history(resource, request);
-                    let mut event = Event::new(
-                        EventType::Operation,
+                    self.ctx.feed.note(accepted(
                         resource,
                         request,
                         history.locations.as_deref().unwrap_or_default(),
-                    );
-                    event.op_type = Some(history.operation.op_type);
-                    event.site = history.site;
-                    self.ctx.feed.note(event);
+                        history.operation.op_type,
+                        history.site,
+                    ));
                 }
                 Err(error) => warn!(id = %change.id, %error, "unreadable history document"),
             }
@@ -245,6 +241,22 @@ impl Follower {
         }
         Ok(())
     }
+}
+
+/// The `operation` event of `request`, of type `op_type`, accepted by
+/// `site` (when known): what a history document, or a reply carrying its
+/// operation, announces.
+fn accepted(
+    resource: &str,
+    request: &str,
+    locations: &[String],
+    op_type: String,
+    site: Option<String>,
+) -> Event {
+    let mut event = Event::new(EventType::Operation, resource, request, locations);
+    event.op_type = Some(op_type);
+    event.site = site;
+    event
 }
 
 /// What the ledger and the changes feed read of a history document,
