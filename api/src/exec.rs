@@ -72,6 +72,7 @@ pub(crate) async fn exec(
         command: form.command,
         time: Timestamp::now(),
         pruned: false,
+        site: site.to_owned(),
     };
     let request_id = operation.request_id.clone();
     let submission = Submission {

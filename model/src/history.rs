@@ -1,14 +1,15 @@
 //! The history document: one operation of a resource, kept whole (command
-//! and files) for as long as the resource exists, after the operation has
-//! left the block or its payload has been pruned from it (CONSISTENCY.md,
-//! "Pruning").
+//! and files) for as long as the resource exists, once it has left the
+//! block before the reply that carries it was known (CONSISTENCY.md,
+//! "History documents").
 //!
-//! Invariant: a history document is written once, by the site that accepted
-//! the operation, in the same `_bulk_docs` request as the first revision of
-//! the resource document that holds the operation, and never rewritten. Its
-//! id is a function of the resource and the request alone, so it can never
-//! be in conflict, and any site can find it without a query. It carries the
-//! resource's locations, so that it replicates wherever the resource does.
+//! Invariant: its id is a function of the resource and the request alone,
+//! so any site can find it without a query; its body is a function of the
+//! operation alone and it is written with a revision derived from that
+//! body, so that every site writing it writes the same revision and it is
+//! never in conflict. It carries the resource's locations, so that it
+//! replicates wherever the resource does. Older nodes wrote one for every
+//! operation, with the revision that accepted it.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -48,14 +49,9 @@ pub struct HistoryDocument {
 }
 
 impl HistoryDocument {
-    /// The history document of `operation`, accepted for `resource` by
-    /// `site`.
-    pub fn new(
-        resource: &str,
-        locations: &[String],
-        operation: &Operation,
-        site: &str,
-    ) -> HistoryDocument {
+    /// The history document of `operation` of `resource`, whose `Site` is
+    /// the operation's.
+    pub fn new(resource: &str, locations: &[String], operation: &Operation) -> HistoryDocument {
         HistoryDocument {
             id: history_id(resource, &operation.request_id),
             rev: None,
@@ -63,7 +59,7 @@ impl HistoryDocument {
             resource_id: resource.to_owned(),
             operation: operation.clone(),
             kind: HistoryKind::History,
-            site: Some(site.to_owned()),
+            site: (!operation.site.is_empty()).then(|| operation.site.clone()),
         }
     }
 }
@@ -219,9 +215,10 @@ mod tests {
         let operation = Operation {
             op_type: "add".into(),
             request_id: "r1".into(),
+            site: "site1".into(),
             ..Operation::default()
         };
-        let doc = HistoryDocument::new("counter", &["site1".into()], &operation, "site1");
+        let doc = HistoryDocument::new("counter", &["site1".into()], &operation);
         let text = serde_json::to_string(&doc).expect("serializes");
         assert!(text.contains(r#""Type":"HISTORY""#), "{text}");
         let back: HistoryDocument = serde_json::from_str(&text).expect("reads back");

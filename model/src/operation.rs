@@ -26,11 +26,18 @@ pub struct Operation {
     #[serde(rename = "Time")]
     pub time: Timestamp,
     /// Set once every location has run the operation and its command and
-    /// files have left the block: they are in its history document
-    /// (`HistoryDocument`), and `Command` is empty. Absent otherwise, and
+    /// files have left the block: they are in the reply that carries the
+    /// operation or in its history document, and `Command` is empty.
+    /// Absent otherwise, and
     /// unknown to the original (CONSISTENCY.md, "Pruning").
     #[serde(rename = "Pruned", skip_serializing_if = "std::ops::Not::not")]
     pub pruned: bool,
+    /// The site that accepted the operation: its first reply carries the
+    /// operation whole (CONSISTENCY.md, "History documents"). Empty once
+    /// pruned, in operations the original wrote, and after a Go node
+    /// rewrote the block.
+    #[serde(rename = "Site", skip_serializing_if = "String::is_empty")]
+    pub site: String,
 }
 
 /// What an operation runs, in the original's shape (`Command` and `Files`)

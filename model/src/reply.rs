@@ -90,10 +90,12 @@ pub struct ReplyDocument {
     /// (CONSISTENCY.md, "Pruning").
     #[serde(rename = "ReadsHistory", skip_serializing_if = "std::ops::Not::not")]
     pub reads_history: bool,
-    /// The operation whole (command and files): a reply that carries it
-    /// stands for the operation's history document, and `/history` lists the
-    /// operation from it (CONSISTENCY.md, "History documents"). Absent
-    /// otherwise; the original ignores it. Never streamed to callers.
+    /// The operation whole (command and files), on the first reply of the
+    /// site that accepted it: it stands for the operation's history
+    /// document, and `/history` lists the operation from it
+    /// (CONSISTENCY.md, "History documents"). Absent otherwise, and when
+    /// the reply would not fit with it; the original ignores it. Never
+    /// streamed to callers.
     #[serde(rename = "Operation", skip_serializing_if = "Option::is_none")]
     pub operation: Option<Operation>,
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cheops_backends::ShellBackend;
-use cheops_model::{Command, HistoryDocument, Operation, ResourceDocument, Timestamp};
+use cheops_model::{Command, Operation, Timestamp};
 use cheops_replicator::{
     ClientOptions, DatabaseAccess, Node, NodeConfig, NodeSeam, Reading, ReplicatorError, SiteUrls,
     Sites, Submission, DEFAULT_MAX_REPLY_BYTES,
@@ -23,9 +23,9 @@ type Requests = Arc<Mutex<Vec<String>>>;
 type Answers = Arc<dyn Fn(usize) -> (u16, &'static str) + Send + Sync>;
 
 /// A CouchDB that answers `GET` of a document with `get` and `PUT` with
-/// `put` (status, body; [`CLOSED`] closes the connection unanswered), and a `POST` of `_bulk_docs` (the resource and
-/// the history document of its operation) as `put` says for the resource,
-/// the history document being stored; returns its database URL.
+/// `put` (status, body; [`CLOSED`] closes the connection unanswered), and
+/// a `POST` of `_bulk_docs` with every document stored when `put` is a
+/// success; returns its database URL.
 async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (String, Requests) {
     fake_couch_with(Arc::new(move |_| get), Arc::new(move |_| put)).await
 }
@@ -65,9 +65,13 @@ async fn fake_couch_with(gets: Answers, puts: Answers) -> (String, Requests) {
                 socket.read_exact(&mut body).await.unwrap();
                 let line = head.lines().next().unwrap_or_default();
                 let request: Vec<&str> = line.split(' ').take(2).collect();
-                // A PUT is logged with its body.
+                // A write is logged with its body.
                 let logged = match request[0] {
-                    "PUT" => format!("{} {}", request.join(" "), String::from_utf8_lossy(&body)),
+                    "PUT" | "POST"
+                        if request[0] == "PUT" || request[1].ends_with("/_bulk_docs") =>
+                    {
+                        format!("{} {}", request.join(" "), String::from_utf8_lossy(&body))
+                    }
                     _ => request.join(" "),
                 };
                 log.lock().unwrap().push(logged);
@@ -91,19 +95,10 @@ async fn fake_couch_with(gets: Answers, puts: Answers) -> (String, Requests) {
     (url, requests)
 }
 
-/// What `_bulk_docs` answers when a `PUT` of the resource would get `put`.
+/// What `_bulk_docs` answers when a `PUT` would get `put`.
 fn bulk_answer(put: (u16, &'static str)) -> (u16, &'static str) {
     match put.0 {
-        409 => (
-            201,
-            r#"[{"id":"r","error":"conflict","reason":"Document update conflict."},
-                {"ok":true,"id":"history:r:0123456789abcdef0123456789abcdef","rev":"1-h"}]"#,
-        ),
-        201 => (
-            201,
-            r#"[{"ok":true,"id":"r","rev":"1-a"},
-                {"ok":true,"id":"history:r:0123456789abcdef0123456789abcdef","rev":"1-h"}]"#,
-        ),
+        201 => (201, r#"[{"ok":true,"id":"history:r:old","rev":"1-h"}]"#),
         _ => put,
     }
 }
@@ -156,7 +151,7 @@ fn submission(sites: &[&str], file: usize) -> Submission {
                 ..Command::default()
             },
             time: Timestamp::now(),
-            pruned: false,
+            ..Operation::default()
         },
         config: None,
     }
@@ -178,7 +173,7 @@ fn puts(requests: &Requests) -> usize {
 fn puts_in(requests: &[String]) -> usize {
     requests
         .iter()
-        .filter(|r| r.starts_with("PUT") || r.ends_with("/_bulk_docs"))
+        .filter(|r| r.starts_with("PUT") || r.starts_with("POST /cheops/_bulk_docs"))
         .count()
 }
 
@@ -194,39 +189,16 @@ async fn a_write_that_keeps_conflicting_gives_up_as_contended() {
         matches!(error, ReplicatorError::Contended { attempts: 50, .. }),
         "{error:?}"
     );
-    let requests = requests.lock().unwrap().clone();
-    let bulk = requests
-        .iter()
-        .filter(|r| r.ends_with("/_bulk_docs"))
-        .count();
-    assert_eq!(
-        bulk, 1,
-        "the history document is written once, with the first attempt"
-    );
+    let requests = requests.lock().unwrap();
     let writes: Vec<&String> = requests
         .iter()
-        .filter(|r| r.starts_with("PUT") || r.ends_with("/_bulk_docs"))
+        .filter(|r| r.starts_with("PUT") || r.starts_with("POST"))
         .collect();
-    assert_eq!(writes.len(), 51, "{writes:?}");
-    // The operation was refused: its history document, stored with the
-    // first attempt, is deleted so that no reader lists it; the deletion
-    // keeps the locations, which the replication filter reads, so that it
-    // reaches the other sites too.
+    assert_eq!(writes.len(), 50, "{writes:?}");
+    // A refused exec leaves nothing behind: it wrote its resource alone.
     assert!(
-        writes[50].starts_with("PUT /cheops/history:r:0123456789abcdef"),
+        writes.iter().all(|w| w.starts_with("PUT /cheops/r ")),
         "{writes:?}"
-    );
-    let tombstone: serde_json::Value = serde_json::from_str(
-        writes[50]
-            .split_once(' ')
-            .and_then(|(_, rest)| rest.split_once(' '))
-            .map_or("", |(_, body)| body),
-    )
-    .expect("a JSON body");
-    assert_eq!(tombstone["_deleted"], true);
-    assert_eq!(
-        tombstone["Locations"],
-        serde_json::json!(["site1", "site2"])
     );
 }
 
@@ -250,77 +222,91 @@ async fn a_read_whose_connection_closed_unanswered_is_sent_again() {
     assert_eq!(puts_in(&requests), 1, "{requests:?}");
 }
 
-/// An exec that lost a race and then cannot read the resource again is
-/// refused, and its operation is surely not stored: the history document
-/// its first attempt wrote is deleted, so that no reader lists it.
-#[tokio::test]
-async fn a_refusal_after_a_lost_race_takes_back_the_history_document() {
-    let gets: Answers = Arc::new(|n| if n == 0 { NOT_FOUND } else { CLOSED });
-    let (url, requests) = fake_couch_with(gets, Arc::new(|_| CONFLICT)).await;
-    let error = node(&url, 8_000_000)
-        .submit(submission(&["site1", "site2"], 10))
-        .await
-        .map(|_| ())
-        .expect_err("refused");
-    assert!(error.is_unavailable(), "{error:?}");
-    let requests = requests.lock().unwrap();
-    let last = requests.last().map(String::as_str).unwrap_or_default();
-    assert!(
-        last.starts_with("PUT /cheops/history:r:0123456789abcdef"),
-        "{requests:?}"
-    );
-}
-
 /// A retry that CouchDB refuses as too large (its own limit below the
-/// node's) after a lost race stored the history document: the refused
-/// exec stores nothing, the history document is taken back.
+/// node's) after a lost race is refused with CouchDB's words.
 #[tokio::test]
-async fn a_retry_refused_as_too_large_takes_back_the_history_document() {
+async fn a_retry_refused_as_too_large_names_couchdb() {
     const TOO_LARGE: (u16, &str) = (413, r#"{"error":"document_too_large","reason":"r"}"#);
-    let puts: Answers = Arc::new(|n| match n {
+    let answers: Answers = Arc::new(|n| match n {
         0 => CONFLICT,
         1 => TOO_LARGE,
         _ => CREATED,
     });
-    let (url, requests) = fake_couch_with(Arc::new(|_| NOT_FOUND), puts).await;
+    let (url, requests) = fake_couch_with(Arc::new(|_| NOT_FOUND), answers).await;
     let error = node(&url, 8_000_000)
         .submit(submission(&["site1", "site2"], 10))
         .await
         .map(|_| ())
         .expect_err("refused");
     assert!(
-        matches!(error, ReplicatorError::RefusedTooLarge { .. }),
+        matches!(&error, ReplicatorError::RefusedTooLarge { reason, .. } if reason == "document_too_large: r"),
         "{error:?}"
     );
+    assert_eq!(puts(&requests), 2);
+}
+
+/// An operation that a resetting operation drops from the block before
+/// any reply carrying it is known here gets a history document, written
+/// before the block that drops it, with a revision every site would write
+/// alike.
+#[tokio::test]
+async fn a_resetting_exec_writes_the_history_of_what_it_drops_first() {
+    const STORED: &str = r#"{"_id":"r","_rev":"1-a","Type":"RESOURCE","Locations":["site1"],
+        "Operations":[{"Type":"set","RequestId":"old","Command":{"Command":"echo old","Files":null},
+                       "Time":"2026-01-01T00:00:00Z","Site":"site1"}],
+        "Config":{"ResolutionMatrix":[{"Before":"set","After":"set","Result":"take-one"}]}}"#;
+    // The requests view finds nothing about `old`: no reply carries it.
+    let gets: Answers = Arc::new(|n| match n {
+        1 => (200, r#"{"total_rows":0,"offset":0,"rows":[]}"#),
+        _ => (200, STORED),
+    });
+    let (url, requests) = fake_couch_with(gets, Arc::new(|_| CREATED)).await;
+    node(&url, 8_000_000)
+        .submit(submission(&["site1"], 10))
+        .await
+        .map(|_| ())
+        .expect("stored");
     let requests = requests.lock().unwrap();
-    let last = requests.last().map(String::as_str).unwrap_or_default();
-    assert!(
-        last.starts_with("PUT /cheops/history:r:0123456789abcdef")
-            && last.contains(r#""_rev":"1-h""#)
-            && last.contains(r#""_deleted":true"#),
-        "{requests:?}"
-    );
+    let writes: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.starts_with("PUT") || r.starts_with("POST /cheops/_bulk_docs"))
+        .collect();
+    assert_eq!(writes.len(), 2, "{requests:?}");
+    let body = |write: &str| -> serde_json::Value {
+        let body = write.splitn(3, ' ').nth(2).unwrap_or_default();
+        serde_json::from_str(body).expect("a JSON body")
+    };
+    let dropped = body(writes[0]);
+    assert_eq!(dropped["new_edits"], false, "{dropped}");
+    let history = &dropped["docs"][0];
+    assert_eq!(history["_id"], "history:r:old");
+    assert_eq!(history["Operation"]["Command"]["Command"], "echo old");
+    assert_eq!(history["Site"], "site1");
+    assert!(history["_rev"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("1-"));
+    assert!(history.get("Origin").is_none(), "the same from every site");
+    let resource = body(writes[1]);
+    assert!(writes[1].starts_with("PUT /cheops/r "), "{writes:?}");
+    assert_eq!(resource["Operations"].as_array().map(Vec::len), Some(1));
+    assert_eq!(resource["Operations"][0]["Site"], "site1");
+    assert_ne!(resource["Operations"][0]["RequestId"], "old");
 }
 
 /// An exec whose write went unanswered, after one that lost a race, may
-/// have stored its operation: the history document, the operation's own
-/// then, is left alone.
+/// have stored its operation: it is refused as unavailable.
 #[tokio::test]
-async fn an_unanswered_write_leaves_the_history_document() {
-    let puts: Answers = Arc::new(|n| if n == 0 { CONFLICT } else { CLOSED });
-    let (url, requests) = fake_couch_with(Arc::new(|_| NOT_FOUND), puts).await;
+async fn an_unanswered_write_is_unavailable() {
+    let answers: Answers = Arc::new(|n| if n == 0 { CONFLICT } else { CLOSED });
+    let (url, requests) = fake_couch_with(Arc::new(|_| NOT_FOUND), answers).await;
     let error = node(&url, 8_000_000)
         .submit(submission(&["site1", "site2"], 10))
         .await
         .map(|_| ())
         .expect_err("refused");
     assert!(error.is_unavailable(), "{error:?}");
-    let requests = requests.lock().unwrap();
-    assert_eq!(puts_in(&requests), 2, "{requests:?}");
-    assert!(
-        !requests.iter().any(|r| r.contains("history:")),
-        "{requests:?}"
-    );
+    assert_eq!(puts(&requests), 2);
 }
 
 /// A resource whose every leaf is a deletion (replication brought the
@@ -341,7 +327,7 @@ async fn an_exec_on_a_resource_read_as_deleted_waits_for_its_merge() {
         .expect("stored on the merge");
     assert_eq!(puts(&requests), 1, "one write");
     let requests = requests.lock().unwrap();
-    let first_write = requests.iter().position(|r| r.ends_with("/_bulk_docs"));
+    let first_write = requests.iter().position(|r| r.starts_with("PUT"));
     let fourth_read = requests
         .iter()
         .enumerate()
@@ -389,34 +375,6 @@ async fn a_document_over_the_limit_is_never_written() {
     assert_eq!(puts(&requests), 0);
 }
 
-#[tokio::test]
-async fn the_limit_applies_to_the_history_document_too() {
-    let submitted = submission(&["site1"], 1000);
-    let resource = ResourceDocument {
-        id: "r".into(),
-        locations: vec!["site1".into()],
-        operations: vec![submitted.operation.clone()],
-        ..ResourceDocument::default()
-    };
-    let history = HistoryDocument::new("r", &resource.locations, &submitted.operation, "site1");
-    let (resource_size, history_size) = (
-        serde_json::to_vec(&resource).unwrap().len(),
-        serde_json::to_vec(&history).unwrap().len(),
-    );
-    assert!(resource_size < history_size, "its id is longer");
-    let (url, requests) = fake_couch(NOT_FOUND, CREATED).await;
-    let error = node(&url, resource_size)
-        .submit(submitted)
-        .await
-        .map(|_| ())
-        .expect_err("refused");
-    assert!(
-        matches!(error, ReplicatorError::TooLarge { size, .. } if size == history_size),
-        "{error:?}"
-    );
-    assert_eq!(puts(&requests), 0);
-}
-
 /// How a node under CouchDB's 8 MB default refuses a small operation when
 /// CouchDB answers its write with `write`.
 async fn refused_by_couchdb(write: (u16, &'static str)) -> ReplicatorError {
@@ -426,23 +384,6 @@ async fn refused_by_couchdb(write: (u16, &'static str)) -> ReplicatorError {
         .await
         .map(|_| ())
         .expect_err("refused")
-}
-
-/// CouchDB 3 may refuse one document of a `_bulk_docs` and store the
-/// others: the resource's row says so.
-#[tokio::test]
-async fn a_row_couchdb_refused_as_too_large_names_couchdb() {
-    // 202: the fake answers 201 with both documents stored.
-    let error = refused_by_couchdb((
-        202,
-        r#"[{"id":"r","error":"too_large","reason":"the request entity is too large"}]"#,
-    ))
-    .await;
-    assert!(
-        matches!(&error, ReplicatorError::RefusedTooLarge { reason, limit: 8_000_000, .. }
-            if reason == "too_large: the request entity is too large"),
-        "{error:?}"
-    );
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! A resource's history read back through the API and the CLI against real
-//! sidecars: history documents written as a pruning node writes them (here
-//! by hand, straight into CouchDB), replies carrying their operation instead
-//! or as well, with replies of every site, and a block written as a Go node
-//! writes it (operations with no history document).
+//! sidecars: history documents and replies carrying their operation (here
+//! written by hand, straight into CouchDB, alone or both), with replies of
+//! every site, and a block written as a Go node writes it (operations with
+//! neither); then operations sent through `/exec` that leave the block.
 //! The history lists every operation once, oldest first by the instant of
 //! its `Time` (whatever offset and fraction its text has), each with every
 //! site's replies, and only for the read or operator token.
@@ -48,6 +48,7 @@ fn operation(request: &str, time: &str, command: &str) -> Operation {
         op_type: "add".into(),
         request_id: request.into(),
         time: time.parse().unwrap(),
+        site: "site1".into(),
         ..Operation::default()
     };
     operation.command.command = command.into();
@@ -110,9 +111,7 @@ async fn write_ledger(cluster: &Cluster, http: &reqwest::Client) -> Vec<String> 
         .iter()
         .enumerate()
         .filter(|(n, _)| documented(*n))
-        .map(|(_, op)| {
-            serde_json::to_value(HistoryDocument::new(RESOURCE, &sites, op, "site1")).unwrap()
-        })
+        .map(|(_, op)| serde_json::to_value(HistoryDocument::new(RESOURCE, &sites, op)).unwrap())
         .collect();
     for (n, op) in history
         .iter()
@@ -426,27 +425,111 @@ async fn cheops_history_prints_a_line_per_operation_or_json_lines() {
     assert!(stderr.contains("--node or --from"), "{stderr}");
 }
 
+/// A `set` replaces the block.
+const RESETS: &str = r#"{"ResolutionMatrix":[{"Before":"set","After":"set","Result":"take-one"}]}"#;
+
+/// Sends `command` (of `op_type`, with [`RESETS`]) for resource `id` on
+/// `sites` through node `i`, and returns once it is stored, without
+/// waiting for its replies.
+async fn submit(cluster: &Cluster, i: usize, id: &str, sites: &str, command: &str, op_type: &str) {
+    let form = reqwest::multipart::Form::new()
+        .text("sites", sites.to_owned())
+        .text("command", command.to_owned())
+        .text("type", op_type.to_owned())
+        .text("config", RESETS);
+    let response = authorized_client(cluster.token())
+        .post(format!("{}/exec/{id}", cluster.node(i).api_url()))
+        .multipart(form)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(response.status(), 200, "{command}");
+}
+
+/// The commands of `e2e`'s block on node `i`.
+async fn block(cluster: &Cluster, i: usize) -> Vec<String> {
+    let doc = cluster.doc(i, "e2e").await;
+    let doc: Option<ResourceDocument> = doc.and_then(|d| serde_json::from_value(d).ok());
+    doc.map(|d| {
+        d.operations
+            .iter()
+            .map(|op| op.command.command.clone())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Operations sent through `/exec` stay in every site's history once they
+/// leave the block: by the reply that carries each (A, which site1 ran),
+/// or, for one that left before the site that accepted it ran it, by the
+/// history document the site dropping it wrote. C is that one: site1
+/// accepts it while its only runner is busy, stops, and starts again once
+/// site2's `set` has replaced C; it never runs C.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_operation_sent_through_exec_is_in_the_history_from_its_history_document() {
-    let cluster = Cluster::start(3).await;
-    let sites = "site1&site2&site3";
-    let (status, replies) = cluster
-        .exec(0, Exec::new("e2e", sites, &["echo e2e"], "set"))
-        .await;
-    assert_eq!(status, 200, "{replies:?}");
-    let request = replies.unwrap()[0].request_id.clone();
-    let id = cheops_model::history_id("e2e", &request);
-    assert!(cluster.doc(0, &id).await.is_some(), "/exec stored no {id}");
-    let entries = eventually("every site's reply in the history", REPLIES, || async {
-        let (status, body) = get(&cluster, 0, "history/e2e", Some(cluster.read_token())).await;
-        let entries = if status == 200 {
-            parse_lines(&body)
-        } else {
-            Vec::new()
-        };
-        (entries.len() == 1 && entries[0].replies.len() == 3).then_some(entries)
+async fn operations_sent_through_exec_stay_in_the_history_once_dropped() {
+    let mut cluster = Cluster::start_with(cheops_testkit::ClusterOptions {
+        nodes: 2,
+        daemon_args: vec!["--concurrency".into(), "1".into()],
+        ..cheops_testkit::ClusterOptions::default()
     })
     .await;
-    assert_eq!(entries[0].request_id, request);
-    assert_eq!(entries[0].command, "echo e2e");
+    let (status, replies) = cluster
+        .exec(
+            0,
+            Exec {
+                config: Some(RESETS),
+                ..Exec::new("e2e", "site1&site2", &["echo A"], "set")
+            },
+        )
+        .await;
+    assert_eq!(status, 200, "{replies:?}");
+
+    // Site1's only runner waits on a file, on a resource of its own.
+    let app = cluster.node(0).app_dir();
+    let busy = "touch \"$NODE_DIR/started\"; while [ ! -f \"$NODE_DIR/go\" ]; do sleep 0.05; done";
+    submit(&cluster, 0, "busy", "site1", busy, "add").await;
+    eventually("site1's runner to be busy", REPLIES, || async {
+        app.join("started").exists().then_some(())
+    })
+    .await;
+    submit(&cluster, 0, "e2e", "site1&site2", "echo C", "set").await;
+    cluster.stop_daemon(0);
+    eventually("C on site2", REPLIES, || async {
+        (block(&cluster, 1).await == ["echo C"]).then_some(())
+    })
+    .await;
+    submit(&cluster, 1, "e2e", "site1&site2", "echo D", "set").await;
+    eventually("D on site1", REPLIES, || async {
+        (block(&cluster, 0).await == ["echo D"]).then_some(())
+    })
+    .await;
+    std::fs::write(app.join("go"), "").expect("the go file");
+    cluster.start_daemon(0).await;
+
+    for i in 0..2 {
+        let entries = eventually("the whole history", REPLIES, || async {
+            let (status, body) = get(&cluster, i, "history/e2e", Some(cluster.read_token())).await;
+            let entries = if status == 200 {
+                parse_lines(&body)
+            } else {
+                Vec::new()
+            };
+            let commands: Vec<&str> = entries.iter().map(|e| e.command.as_str()).collect();
+            let replied = entries.last().is_some_and(|d| d.replies.len() == 2);
+            (commands == ["echo A", "echo C", "echo D"] && replied).then_some(entries)
+        })
+        .await;
+        let c = &entries[1];
+        assert!(!c.in_block, "{c:?}");
+        assert!(
+            c.replies.iter().all(|r| r.site != "site1"),
+            "site1 never ran C: {c:?}"
+        );
+        let history = cluster
+            .doc(i, &format!("history:e2e:{}", c.request_id))
+            .await;
+        let history = history.expect("C's history document");
+        assert_eq!(history["Site"], "site1", "{history}");
+        assert!(history.get("Origin").is_none(), "{history}");
+    }
 }

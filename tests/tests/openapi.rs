@@ -134,8 +134,8 @@ fn isolated_cheops(dir: &Path) -> PathBuf {
 }
 
 /// The command of every operation stored in the node's database, in its
-/// resource's block or in its history document, read through its dump
-/// listener with the read token.
+/// resource's block, in the reply that carries it or in its history
+/// document, read through its dump listener with the read token.
 async fn stored_commands(dump_url: &str, read_token: &str) -> Vec<String> {
     let dump: Value = authorized_client(read_token)
         .get(dump_url)
@@ -154,8 +154,9 @@ async fn stored_commands(dump_url: &str, read_token: &str) -> Vec<String> {
                 .as_array()
                 .cloned()
                 .unwrap_or_default(),
-            // A pruned operation's command lives on here.
-            Some("HISTORY") => vec![row["doc"]["Operation"].clone()],
+            // A pruned operation's command lives on in the reply that
+            // carries it, or in its history document.
+            Some("HISTORY" | "REPLY") => vec![row["doc"]["Operation"].clone()],
             _ => Vec::new(),
         })
         .filter_map(|operation| operation["Command"]["Command"].as_str().map(str::to_owned))

@@ -1,6 +1,7 @@
-//! Replies and history documents carry the identity of the database they
-//! were written to (`Origin`), and the replication to a peer holds back
-//! those that came from it: it holds them already. What the replication
+//! Replies (the one that carries its operation included) carry the
+//! identity of the database they were written to (`Origin`), and the
+//! replication to a peer holds back those that came from it: it holds them
+//! already. What the replication
 //! sends is read here from the source's filtered changes feed, with the
 //! very parameters of its `_replicator` document.
 
@@ -75,21 +76,34 @@ async fn a_peer_is_not_sent_back_what_it_wrote() {
                         || doc["Operation"]["RequestId"] == request.as_str()
                 })
                 .collect();
-            (docs.len() == 3).then_some(docs)
+            (docs.len() == 2).then_some(docs)
         }
     })
     .await;
     for doc in &held {
         let wrote = match (doc["Type"].as_str(), doc["Site"].as_str()) {
             (Some("REPLY"), Some("site2")) => &site2,
-            (Some("REPLY" | "HISTORY"), Some("site1")) => &site1,
+            (Some("REPLY"), Some("site1")) => &site1,
             _ => panic!("a document of the request: {doc}"),
         };
         assert_eq!(doc["Origin"], wrote.as_str(), "{doc}");
     }
 
+    // No history document: site1, which accepted the operation, carries
+    // it in its reply.
+    let carrier = held
+        .iter()
+        .find(|d| d["Site"] == "site1")
+        .expect("site1's reply");
+    assert_eq!(
+        carrier["Operation"]["RequestId"],
+        request.as_str(),
+        "{carrier}"
+    );
+    assert!(held.iter().all(|d| d["Type"] == "REPLY"), "{held:?}");
+
     // What site2's replication sends to site1: site2's reply and the
-    // resource, not site1's reply or history document.
+    // resource, not site1's reply.
     let sent = |query: Value| {
         let http = http.clone();
         let url = format!("{}/_changes", cluster.node(1).couch_url());
@@ -125,11 +139,9 @@ async fn a_peer_is_not_sent_back_what_it_wrote() {
             .expect("the reply")
             .to_owned()
     };
-    let history = format!("history:r:{request}");
     assert!(to_site1.contains(&"r".to_owned()), "{to_site1:?}");
     assert!(to_site1.contains(&reply_of("site2")), "{to_site1:?}");
     assert!(!to_site1.contains(&reply_of("site1")), "{to_site1:?}");
-    assert!(!to_site1.contains(&history), "{to_site1:?}");
 
     // A peer whose identity is unknown is sent everything.
     let mut unknown = params.clone();
@@ -138,12 +150,7 @@ async fn a_peer_is_not_sent_back_what_it_wrote() {
         .expect("parameters")
         .remove("target");
     let to_anyone = sent(unknown).await;
-    for id in [
-        reply_of("site1"),
-        reply_of("site2"),
-        history,
-        "r".to_owned(),
-    ] {
+    for id in [reply_of("site1"), reply_of("site2"), "r".to_owned()] {
         assert!(to_anyone.contains(&id), "{id} in {to_anyone:?}");
     }
 }

@@ -4,14 +4,16 @@
 //! A pruned operation keeps its place, `RequestId`, `Type` and `Time` in the
 //! block: the three rules read nothing else, so they decide on a pruned
 //! block exactly what they decide on the full one. Its `Command` (text and
-//! files) is emptied, and lives on in the operation's history document.
+//! files) and `Site` are emptied: the operation lives on whole in the reply
+//! that carries it, or in its history document.
 
 use std::collections::{HashMap, HashSet};
 
 use cheops_model::{Command, Operation};
 
 /// What a site's database holds about one request of a resource: the
-/// replies to it, and whether its history document is there.
+/// replies to it, and whether the operation whole is there (a reply that
+/// carries it, or its history document).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen {
     pub replies: Vec<SeenReply>,
@@ -29,12 +31,12 @@ pub struct SeenReply {
 /// Whether an operation of a resource living on `locations` may lose its
 /// payload, given what the database holds about its request: every location
 /// has run it (a stored reply), every reply to it comes from a site that
-/// reads history documents, and its history document is stored (so that it
+/// reads history documents, and the operation whole is stored (so that it
 /// goes wherever the pruned block goes).
 ///
 /// A location that never declares `ReadsHistory` (a Go node) therefore
 /// keeps every payload of its resources in the block; so does an operation
-/// accepted by a node that writes no history document.
+/// that no reply carries and that has no history document.
 pub fn prunable(locations: &[String], seen: &Seen) -> bool {
     seen.history
         && !locations.is_empty()
@@ -52,6 +54,7 @@ pub fn prune_payloads(block: &mut [Operation], mut prune: impl FnMut(&Operation)
         if prune(op) {
             op.pruned = true;
             op.command = Command::default();
+            op.site = String::new();
             pruned += 1;
         }
     }
@@ -122,6 +125,7 @@ mod tests {
                 command: command.into(),
                 ..Command::default()
             },
+            site: "s1".into(),
             ..Operation::default()
         }
     }
@@ -159,6 +163,10 @@ mod tests {
         let mut block = vec![with_command("a", "echo a"), with_command("b", "echo b")];
         assert_eq!(prune_payloads(&mut block, |op| op.request_id == "a"), 1);
         assert!(block[0].pruned && block[0].command == Command::default());
+        assert!(
+            block[0].site.is_empty(),
+            "who accepted it is in its carrier"
+        );
         assert_eq!(
             (block[0].op_type.as_str(), block[0].request_id.as_str()),
             ("add", "a")
@@ -217,7 +225,7 @@ mod tests {
         let history: HashMap<String, Operation> = block
             .iter()
             .map(|op| {
-                let doc = HistoryDocument::new("res", &locations(), op, "s1");
+                let doc = HistoryDocument::new("res", &locations(), op);
                 let stored = serde_json::to_value(&doc).expect("a document");
                 let read: HistoryDocument = serde_json::from_value(stored).expect("readable");
                 (op.request_id.clone(), read.operation)

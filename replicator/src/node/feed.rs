@@ -152,6 +152,21 @@ impl Event {
         }
     }
 
+    /// The `operation` event of `request`, of type `op_type`, accepted by
+    /// `site` (when known).
+    pub fn accepted(
+        resource: &str,
+        request: &str,
+        locations: &[String],
+        op_type: String,
+        site: Option<String>,
+    ) -> Self {
+        let mut event = Event::new(EventType::Operation, resource, request, locations);
+        event.op_type = Some(op_type);
+        event.site = site;
+        event
+    }
+
     /// What it is about: two events with one key are one event, in this
     /// feed and in every other node's.
     pub fn key(&self) -> String {

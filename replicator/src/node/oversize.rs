@@ -14,16 +14,24 @@ pub const DEFAULT_MAX_REPLY_BYTES: usize = 8_000_000 - 64 * 1024;
 /// database is configured with.
 pub const FALLBACK_MAX_REPLY_BYTES: usize = 64 * 1024;
 
-/// Cuts `reply`'s output so that the reply, as JSON, takes at most `limit`
-/// bytes (or as little as it can, when even an empty output does not fit).
-/// The output then ends with a line saying how much was kept, and
-/// `OutputTruncated` holds the whole output's length. A reply that fits is
-/// returned unchanged; cutting a reply already cut measures the first
-/// whole output.
+/// Makes `reply` take at most `limit` bytes as JSON (or as little as it
+/// can, when even an empty output does not fit): first by leaving out the
+/// operation it carries (which then keeps its payload in the block), then
+/// by cutting its output, which then ends with a line saying how much was
+/// kept, `OutputTruncated` holding the whole output's length. A reply that
+/// fits is returned unchanged; cutting a reply already cut measures the
+/// first whole output.
 pub fn fit(mut reply: ReplyDocument, limit: usize) -> ReplyDocument {
-    let size = json_len(&reply);
+    let mut size = json_len(&reply);
     if size <= limit {
         return reply;
+    }
+    if reply.operation.take().is_some() {
+        warn!(resource = %reply.resource_id, request = %reply.request_id, site = %reply.site, size, limit, "reply too large to carry its operation; the operation keeps its payload in the block");
+        size = json_len(&reply);
+        if size <= limit {
+            return reply;
+        }
     }
     let total = reply.output_truncated.unwrap_or(reply.output.len() as u64);
     let output = std::mem::take(&mut reply.output);
@@ -105,6 +113,18 @@ mod tests {
         );
         let json = serde_json::to_value(&cut).unwrap();
         assert_eq!(json["OutputTruncated"], 100_000);
+    }
+
+    #[test]
+    fn a_carried_operation_is_left_out_before_the_output_is_cut() {
+        let mut carrier = reply("small output\n");
+        let mut operation = cheops_model::Operation::default();
+        operation.command.command = "z".repeat(20_000);
+        carrier.operation = Some(operation);
+        let fitted = fit(carrier.clone(), 10_000);
+        assert_eq!(fitted.operation, None);
+        assert_eq!(fitted.output, carrier.output, "the output stays whole");
+        assert_eq!(fit(carrier.clone(), 30_000), carrier, "it fits with it");
     }
 
     #[test]

@@ -1,17 +1,17 @@
-//! `/exec`'s path: storing an operation in its resource's block, with its
-//! history document, pruning what every location ran.
+//! `/exec`'s path: storing an operation in its resource's block, pruning
+//! what every location ran.
 
 use std::collections::{BTreeSet, HashMap};
 
-use cheops_model::{history_id, HistoryDocument, Operation, ResourceConfig, ResourceDocument};
+use cheops_model::{Operation, ResourceConfig, ResourceDocument};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::consistency::{add_operation, prunable, prune_payloads, Seen};
 use crate::db::couch::Written;
-use crate::db::origin::Stamped;
 use crate::db::queries;
 use crate::node::feed::{Event, EventType};
+use crate::node::resolution::dropped_history;
 use crate::node::Node;
 use crate::{ReplicatorError, Submission, Submitted};
 
@@ -34,7 +34,7 @@ impl Node {
         let Submission {
             resource_id,
             sites,
-            operation,
+            mut operation,
             config,
         } = submission;
         if !sites.contains(&self.ctx.site) {
@@ -59,6 +59,7 @@ impl Node {
                 self.ctx.site
             )));
         }
+        operation.site = self.ctx.site.clone();
         // Subscribed before writing: no reply can come before we listen.
         let replies = self.hub.subscribe(&operation.request_id);
         // Before writing too: whatever is stored about it from now on, the
@@ -67,38 +68,33 @@ impl Node {
             .ledger
             .submitting(&resource_id, &operation.request_id);
 
-        let mut left = Left::default();
-        match self
-            .store(&resource_id, &sites, &operation, config.as_ref(), &mut left)
-            .await
-        {
-            Ok(locations) => Ok(Submitted {
-                resource_id,
-                request_id: operation.request_id.clone(),
-                locations,
-                input: operation.command.describe(),
-                replies,
-            }),
-            Err(error) => {
-                if let Some(rev) = left.history.filter(|_| !left.maybe_stored) {
-                    self.unstore_history(&resource_id, &sites, &operation.request_id, rev)
-                        .await;
-                }
-                Err(error)
-            }
-        }
+        let locations = self
+            .store(&resource_id, &sites, &operation, config.as_ref())
+            .await?;
+        self.ctx.feed.note(Event::accepted(
+            &resource_id,
+            &operation.request_id,
+            &locations,
+            operation.op_type.clone(),
+            Some(self.ctx.site.clone()),
+        ));
+        Ok(Submitted {
+            resource_id,
+            request_id: operation.request_id.clone(),
+            locations,
+            input: operation.command.describe(),
+            replies,
+        })
     }
 
     /// Stores `operation` in the block of `resource_id`, retrying writes
-    /// that lost a race; returns the resource's locations. `left` says
-    /// what its writes left in CouchDB, for a refusal to take back.
+    /// that lost a race; returns the resource's locations.
     async fn store(
         &self,
         resource_id: &str,
         sites: &[String],
         operation: &Operation,
         config: Option<&ResourceConfig>,
-        left: &mut Left,
     ) -> Result<Vec<String>, ReplicatorError> {
         // What the requests view said, kept across attempts.
         let mut seen = HashMap::new();
@@ -130,37 +126,38 @@ impl Node {
                 }
                 doc.config = config.clone();
             }
-            doc.operations = add_operation(&doc.config, &doc.operations, operation.clone());
+            let operations = add_operation(&doc.config, &doc.operations, operation.clone());
+            let known = |request: &str| {
+                seen.get(request).is_some_and(|s: &Seen| s.history)
+                    || self
+                        .ctx
+                        .ledger
+                        .known(resource_id, request)
+                        .is_some_and(|known| known.seen.history)
+            };
+            let dropped = dropped_history(
+                resource_id,
+                &doc.locations,
+                &doc.operations,
+                &operations,
+                known,
+            )?;
+            doc.operations = operations;
             let pruned = prune_seen(&mut doc, &operation.request_id, &seen);
-            let new_history = left.history.is_none().then(|| {
-                HistoryDocument::new(resource_id, &doc.locations, operation, &self.ctx.site)
-            });
             // The limit applies to each document of the request.
-            let size = json_len(&doc).max(
-                new_history
-                    .as_ref()
-                    .map_or(0, |h| json_len(&Stamped::new(h, self.ctx.origin()))),
-            );
-            let too_large = || ReplicatorError::TooLarge {
-                resource: resource_id.to_owned(),
-                size,
-                limit: self.config.max_document_size,
-            };
+            let size = json_len(&doc);
             if size > self.config.max_document_size {
-                return Err(too_large());
+                return Err(ReplicatorError::TooLarge {
+                    resource: resource_id.to_owned(),
+                    size,
+                    limit: self.config.max_document_size,
+                });
             }
-
-            let written = match &new_history {
-                Some(new_history) => self.put_with_history(&doc, new_history).await,
-                None => self
-                    .ctx
-                    .couch
-                    .put(&[resource_id], &doc)
-                    .await
-                    .map(|w| (w, None)),
-            };
-            match written {
-                Ok((Written::Rev(rev), _)) => {
+            // Before the block that drops their operations: none is ever
+            // out of every block and of the history at once.
+            self.store_dropped(resource_id, &dropped).await?;
+            match self.ctx.couch.put(&[resource_id], &doc).await {
+                Ok(Written::Rev(rev)) => {
                     self.ctx.metrics.accepted();
                     info!(resource = %resource_id, request = %operation.request_id, site = %self.ctx.site, rev = %rev, "operation stored");
                     let locations = doc.locations.clone();
@@ -177,11 +174,7 @@ impl Node {
                     }
                     return Ok(locations);
                 }
-                Ok((Written::Conflict, stored)) => {
-                    if stored.is_some() {
-                        left.history = stored;
-                    }
-                }
+                Ok(Written::Conflict) => {}
                 // CouchDB configured with a lower limit than the node.
                 Err(ReplicatorError::Couch {
                     status: 413, body, ..
@@ -193,12 +186,7 @@ impl Node {
                         reason: couch_reason(&body),
                     })
                 }
-                Err(error) => {
-                    // Unanswered, the write may have stored the operation,
-                    // and its history document is then its own.
-                    left.maybe_stored = error.is_unavailable();
-                    return Err(error);
-                }
+                Err(error) => return Err(error),
             }
         }
         Err(ReplicatorError::Contended {
@@ -207,98 +195,29 @@ impl Node {
         })
     }
 
-    /// Writes the resource document and the history document of the
-    /// operation it newly holds in one request. Returns how the resource
-    /// was written, and the history document's revision once it is stored
-    /// (empty when an earlier attempt stored it). A history document
-    /// CouchDB refuses otherwise is only logged: its operation is stored
-    /// all the same, and stays unpruned, since pruning needs it.
-    async fn put_with_history(
-        &self,
-        doc: &ResourceDocument,
-        history: &HistoryDocument,
-    ) -> Result<(Written, Option<String>), ReplicatorError> {
-        let encode = |value: Result<Value, serde_json::Error>| {
-            value.map_err(|source| ReplicatorError::Decode {
-                context: "a document to write".into(),
-                source,
-            })
-        };
-        let docs = [
-            encode(serde_json::to_value(doc))?,
-            encode(serde_json::to_value(Stamped::new(
-                history,
-                self.ctx.origin(),
-            )))?,
-        ];
-        let results = self.ctx.couch.bulk_docs(&docs, true).await?;
-        let row = |id: &str| results.iter().find(|r| r.id.as_deref() == Some(id));
-        let history_stored = match row(&history.id) {
-            Some(r) if r.error.is_none() => Some(r.rev.clone().unwrap_or_default()),
-            Some(r) if r.error.as_deref() == Some("conflict") => Some(String::new()),
-            other => {
-                warn!(resource = %doc.id, request = %history.operation.request_id, site = %self.ctx.site, answer = ?other.map(|r| (&r.error, &r.reason)), "history document not stored; its operation keeps its payload");
-                None
-            }
-        };
-        let written = match row(&doc.id) {
-            Some(r) if r.error.as_deref() == Some("conflict") => Written::Conflict,
-            Some(r) if r.error.is_none() => Written::Rev(r.rev.clone().unwrap_or_default()),
-            // A row CouchDB refused as over its max_document_size.
-            Some(r) if matches!(r.error.as_deref(), Some("too_large" | "document_too_large")) => {
-                return Err(ReplicatorError::Couch {
-                    status: 413,
-                    context: format!("POST _bulk_docs storing an operation of {}", doc.id),
-                    body: serde_json::json!({"error": r.error, "reason": r.reason}).to_string(),
-                })
-            }
-            other => {
-                return Err(ReplicatorError::Couch {
-                    status: 0,
-                    context: format!("POST _bulk_docs storing an operation of {}", doc.id),
-                    body: format!("{:?}", other.map(|r| (&r.error, &r.reason))),
-                })
-            }
-        };
-        Ok((written, history_stored))
-    }
-
-    /// Deletes the history document of an operation that was not stored,
-    /// so that no reader lists it, here or on the other `sites`. At worst it
-    /// stays: logged.
-    async fn unstore_history(
+    /// Writes the history documents of the operations a resetting
+    /// operation drops from the block (see [`dropped_history`]).
+    async fn store_dropped(
         &self,
         resource_id: &str,
-        sites: &[String],
-        request: &str,
-        rev: String,
-    ) {
-        let id = history_id(resource_id, request);
-        let rev = match rev {
-            rev if !rev.is_empty() => Some(rev),
-            _ => match self.ctx.couch.get::<Value>(&[&id], &[]).await {
-                Ok(doc) => {
-                    doc.and_then(|d| d.get("_rev").and_then(Value::as_str).map(str::to_owned))
-                }
-                Err(_) => None,
-            },
-        };
-        let deleted = match rev {
-            Some(rev) => {
-                let tombstone = serde_json::json!({
-                    "_rev": rev,
-                    "_deleted": true,
-                    // Kept so that the replication filter lets the deletion through.
-                    "Locations": sites,
-                    "ResourceId": resource_id,
-                    "Type": "HISTORY",
-                });
-                self.ctx.couch.put(&[&id], &tombstone).await.ok()
+        dropped: &[Value],
+    ) -> Result<(), ReplicatorError> {
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let results = self.ctx.couch.bulk_docs(dropped, false).await?;
+        match results.iter().find(|r| r.error.is_some()) {
+            Some(failed) => Err(ReplicatorError::Couch {
+                status: 0,
+                context: format!(
+                    "storing the history of the operations an operation of {resource_id} drops"
+                ),
+                body: format!("{:?}: {:?}", failed.error, failed.reason),
+            }),
+            None => {
+                debug!(resource = %resource_id, site = %self.ctx.site, dropped = dropped.len(), "history documents of the operations dropped stored");
+                Ok(())
             }
-            None => None,
-        };
-        if !matches!(deleted, Some(Written::Rev(_))) {
-            warn!(resource = %resource_id, request, site = %self.ctx.site, "the history document of an operation not stored could not be deleted");
         }
     }
 
@@ -391,21 +310,10 @@ impl Node {
     }
 }
 
-/// What an exec's writes left in CouchDB.
-#[derive(Debug, Default)]
-struct Left {
-    /// The revision of the operation's history document once stored (empty
-    /// when an earlier attempt stored it unseen). Written with the first
-    /// attempt and kept by the next ones.
-    history: Option<String>,
-    /// A write of the resource went unanswered: the operation may be stored.
-    maybe_stored: bool,
-}
-
 /// Prunes the payload of every operation of `doc`'s block but `new` that
 /// every location has run, from sites that read history documents, and
-/// whose history document is here, as `seen` says (CONSISTENCY.md,
-/// "Pruning"); returns their request ids.
+/// that is here whole (a reply carrying it, or its history document), as
+/// `seen` says (CONSISTENCY.md, "Pruning"); returns their request ids.
 fn prune_seen(doc: &mut ResourceDocument, new: &str, seen: &HashMap<String, Seen>) -> Vec<String> {
     let locations = &doc.locations;
     let mut pruned = Vec::new();

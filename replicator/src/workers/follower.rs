@@ -144,7 +144,7 @@ impl Follower {
                     // history document does; the operation is never
                     // streamed.
                     if let Some(operation) = reply.operation.take() {
-                        self.ctx.feed.note(accepted(
+                        self.ctx.feed.note(Event::accepted(
                             &reply.resource_id,
                             &reply.request_id,
                             &reply.locations,
@@ -184,7 +184,7 @@ impl Follower {
                 Ok(history) => {
                     let (resource, request) = (&history.resource_id, &history.operation.request_id);
                     self.ctx.ledger.saw_history(resource, request);
-                    self.ctx.feed.note(accepted(
+                    self.ctx.feed.note(Event::accepted(
                         resource,
                         request,
                         history.locations.as_deref().unwrap_or_default(),
@@ -241,22 +241,6 @@ impl Follower {
         }
         Ok(())
     }
-}
-
-/// The `operation` event of `request`, of type `op_type`, accepted by
-/// `site` (when known): what a history document, or a reply carrying its
-/// operation, announces.
-fn accepted(
-    resource: &str,
-    request: &str,
-    locations: &[String],
-    op_type: String,
-    site: Option<String>,
-) -> Event {
-    let mut event = Event::new(EventType::Operation, resource, request, locations);
-    event.op_type = Some(op_type);
-    event.site = site;
-    event
 }
 
 /// What the ledger and the changes feed read of a history document,

@@ -179,6 +179,20 @@ impl Inner {
             Ok(commands) => commands,
             Err(request) => return Ok(Pass::AwaitingHistory(request)),
         };
+        // The reply that carries an operation may come after the operation:
+        // this site announces it before its first run.
+        for op in to_run
+            .iter()
+            .filter(|op| !op.pruned && !ran.iter().any(|run| run.request == op.request_id))
+        {
+            self.ctx.feed.note(Event::accepted(
+                resource,
+                &op.request_id,
+                &doc.locations,
+                op.op_type.clone(),
+                (!op.site.is_empty()).then(|| op.site.clone()),
+            ));
+        }
         let recorder = Recorder {
             inner: self,
             doc,
@@ -351,10 +365,16 @@ impl Inner {
                 losers.push(loser);
             }
         }
-        let docs = resolution_docs(doc, &losers)?;
+        let known = |request: &str| {
+            self.ctx
+                .ledger
+                .known(&doc.id, request)
+                .is_some_and(|known| known.seen.history)
+        };
+        let resolution = resolution_docs(doc, &losers, known)?;
         // Every site merges alike, so none can write a merge that does not
         // fit: the resource is left as it is, and refuses operations.
-        let bytes = docs.first().map_or(0, |merged| merged.to_string().len());
+        let bytes = resolution.merged_bytes;
         if bytes > self.max_document_size {
             if self.ctx.over_size(&doc.id).is_none() {
                 warn!(resource = %doc.id, site = %self.ctx.site, bytes, limit = self.max_document_size, "the merge of concurrent blocks is over the document size limit; the resource is left unmerged and refuses operations");
@@ -370,7 +390,7 @@ impl Inner {
             return Ok(());
         }
         self.ctx.set_over_size(&doc.id, None);
-        let results = self.ctx.couch.bulk_docs(&docs, false).await?;
+        let results = self.ctx.couch.bulk_docs(&resolution.docs, false).await?;
         if let Some(failed) = results.iter().find(|r| r.error.is_some()) {
             return Err(ReplicatorError::Couch {
                 status: 0,

@@ -42,6 +42,19 @@ impl Recorder<'_> {
         let execution_time = Timestamp::now_after(*last);
         *last = Some(execution_time);
         let site = &self.inner.ctx.site;
+        let command = self.commands.get(index);
+        // The site that accepted the operation carries it whole in its first
+        // reply, which stands for its history document.
+        let first_run = !self.ran.iter().any(|run| run.request == op.request_id);
+        let carried = (first_run && op.site == *site)
+            .then(|| {
+                command.map(|command| Operation {
+                    command: command.clone(),
+                    pruned: false,
+                    ..op.clone()
+                })
+            })
+            .flatten();
         let reply = ReplyDocument {
             id: Some(reply_id(site, &op.request_id, execution_time)),
             locations: self.doc.locations.clone(),
@@ -49,15 +62,12 @@ impl Recorder<'_> {
             request_id: op.request_id.clone(),
             resource_id: self.doc.id.clone(),
             status: result.status(),
-            input: self
-                .commands
-                .get(index)
-                .map(Command::describe)
-                .unwrap_or_default(),
+            input: command.map(Command::describe).unwrap_or_default(),
             output: result.output.clone(),
             execution_time,
             rebuild: self.rebuild && index == 0,
             reads_history: true,
+            operation: carried,
             ..ReplyDocument::default()
         };
         fit(reply, self.inner.max_reply_bytes)
