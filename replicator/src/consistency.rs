@@ -14,7 +14,7 @@ mod schedule;
 
 pub use block::add_operation;
 pub use merge::resolve_conflicts;
-pub use prune::{payloads, prunable, prune_as_any, prune_payloads, Seen, SeenReply};
+pub use prune::{dropped, payloads, prunable, prune_as_any, prune_payloads, Seen, SeenReply};
 pub use schedule::{operations_to_run, plan, plan_anyway, Plan, Run};
 
 #[cfg(test)]

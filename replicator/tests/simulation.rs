@@ -15,14 +15,19 @@
 //! - every command a site ran is its operation's own, never the empty one of
 //!   a pruned operation.
 //!
-//! Pruning (CONSISTENCY.md, "Pruning") runs through it too: each operation
-//! has its history document from its exec on, replicated on its own (so it
-//! may arrive after a block that needs it), and replies replicate; an exec
-//! prunes, at random, operations whose replies from every site and history
-//! document its site holds (`prunable`, `prune_payloads`), a merge prunes
+//! Pruning (CONSISTENCY.md, "Pruning") runs through it too: the first
+//! reply of the site that accepted an operation carries it whole, and
+//! replicates with the replies; an operation that leaves a block with its
+//! payload (a reset, a take-one merge) gets a history document from the
+//! site that drops it unless that site holds it whole already (`dropped`),
+//! replicated on its own (so it may arrive after a block that needs it); an
+//! exec prunes, at random, operations whose replies from every site and
+//! whole copy its site holds (`prunable`, `prune_payloads`), a merge prunes
 //! what any revision pruned, and a pass that must run a pruned operation
-//! takes its command from the history document (`payloads`), or waits for
-//! it to arrive.
+//! takes its command from a history document or a carrying reply
+//! (`payloads`), or waits for one to arrive. Once settled, every operation
+//! ever accepted is, at every site, in the block with its payload, in a
+//! reply that carries it or in a history document: the history lists it.
 //!
 //! The application gives each type a meaning that its scenario's matrix
 //! describes truthfully: `set` resets the state, `add` inserts into a
@@ -76,7 +81,7 @@ use cheops_model::{
     Command, Operation, Resolution, ResolutionResult, ResourceConfig, ResourceDocument, Timestamp,
 };
 use cheops_replicator::consistency::{
-    add_operation, payloads, plan, prunable, prune_payloads, resolve_conflicts, Run, Seen,
+    add_operation, dropped, payloads, plan, prunable, prune_payloads, resolve_conflicts, Run, Seen,
     SeenReply,
 };
 
@@ -495,6 +500,26 @@ struct Site {
     seen_replies: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
     /// The history documents this site holds, per resource, by request.
     history: BTreeMap<String, BTreeMap<String, Operation>>,
+    /// The operations replies carry that this site holds, per resource, by
+    /// request: they replicate with the replies.
+    carried: BTreeMap<String, BTreeMap<String, Operation>>,
+}
+
+impl Site {
+    /// Whether this site holds `request` of `resource` whole: a history
+    /// document, or a reply that carries it.
+    fn holds_whole(&self, resource: &str, request: &str) -> bool {
+        [&self.history, &self.carried]
+            .iter()
+            .any(|held| held.get(resource).is_some_and(|h| h.contains_key(request)))
+    }
+
+    /// `request` of `resource` whole, when this site holds it.
+    fn whole(&self, resource: &str, request: &str) -> Option<&Operation> {
+        [&self.history, &self.carried]
+            .into_iter()
+            .find_map(|held| held.get(resource)?.get(request))
+    }
 }
 
 /// What the schedules went through, to show that they exercise every rule.
@@ -513,8 +538,13 @@ struct Stats {
     prunes: u64,
     /// Passes that waited for a history document.
     waits: u64,
-    /// Runs of a pruned operation, from its history document.
+    /// Runs of a pruned operation, from its history document or a reply
+    /// that carries it.
     from_history: u64,
+    /// Replies that carried their operation.
+    carriers: u64,
+    /// History documents written for operations a block dropped.
+    dropped: u64,
     /// Times a site's database held a resource whose every leaf is a
     /// deletion (replication brought a deletion before the merge it goes
     /// with).
@@ -544,6 +574,8 @@ impl Stats {
         self.prunes += other.prunes;
         self.waits += other.waits;
         self.from_history += other.from_history;
+        self.carriers += other.carriers;
+        self.dropped += other.dropped;
         self.all_deleted += other.all_deleted;
         self.refused += other.refused;
         self.config_refused += other.config_refused;
@@ -579,9 +611,14 @@ struct Sim<'s> {
     prune_percent: u64,
     /// Every operation as it was sent, by request id.
     originals: BTreeMap<String, Operation>,
+    /// The resource of each of them.
+    resource_of: BTreeMap<String, String>,
     /// The revisions each replication (source, target) listed and has not
     /// fetched yet.
     listed: BTreeMap<(usize, usize), Vec<(String, RevId)>>,
+    /// Sites write no history document for what a block drops: what the
+    /// search must then catch.
+    no_dropped: bool,
 }
 
 impl<'s> Sim<'s> {
@@ -614,7 +651,9 @@ impl<'s> Sim<'s> {
             stats: Stats::default(),
             prune_percent,
             originals: BTreeMap::new(),
+            resource_of: BTreeMap::new(),
             listed: BTreeMap::new(),
+            no_dropped: std::env::var_os("CHEOPS_SIM_NO_DROPPED").is_some(),
         }
     }
 
@@ -634,10 +673,7 @@ impl<'s> Sim<'s> {
                     reads_history: true,
                 })
                 .collect(),
-            history: site
-                .history
-                .get(resource)
-                .is_some_and(|h| h.contains_key(request)),
+            history: site.holds_whole(resource, request),
         }
     }
 
@@ -740,9 +776,12 @@ impl<'s> Sim<'s> {
                 ..Command::default()
             },
             request_id: request,
+            site: self.sites[site].name.clone(),
             ..Operation::default()
         };
         self.originals.insert(op.request_id.clone(), op.clone());
+        self.resource_of
+            .insert(op.request_id.clone(), resource.to_owned());
         let (parent, block) = base.map(|(rev, (block, _))| (rev, block)).unzip();
         let mut operations =
             add_operation(&config, block.as_deref().unwrap_or_default(), op.clone());
@@ -761,12 +800,9 @@ impl<'s> Sim<'s> {
         }
         self.stats.prunes +=
             prune_payloads(&mut operations, |o| chosen.contains(&o.request_id)) as u64;
-        // Its history document, written with the revision.
-        self.sites[site]
-            .history
-            .entry(resource.to_owned())
-            .or_default()
-            .insert(op.request_id.clone(), op.clone());
+        // What a reset drops gets a history document, unless held whole.
+        let before = block.clone().unwrap_or_default();
+        self.keep_dropped(site, resource, &before, &operations);
         let id = RevId::child(parent, &[&op.request_id]);
         trace!(
             self,
@@ -787,6 +823,44 @@ impl<'s> Sim<'s> {
         site.db.insert(resource, id, revision);
         site.recent.insert(resource.to_owned(), id);
         site.changed.insert(resource.to_owned());
+    }
+
+    /// The history documents `site` writes, as the node does, for the
+    /// operations of `before` that `after` drops with their payload and
+    /// that it does not hold whole yet. Unless `CHEOPS_SIM_NO_DROPPED` is
+    /// set: then the search must find an operation that leaves the history.
+    fn keep_dropped(
+        &mut self,
+        site: usize,
+        resource: &str,
+        before: &[Operation],
+        after: &[Operation],
+    ) {
+        if self.no_dropped {
+            return;
+        }
+        let written: Vec<Operation> = dropped(before, after)
+            .into_iter()
+            .filter(|op| !self.sites[site].holds_whole(resource, &op.request_id))
+            .cloned()
+            .collect();
+        if written.is_empty() {
+            return;
+        }
+        trace!(
+            self,
+            "{} keeps {} dropped from {resource} in history documents",
+            self.sites[site].name,
+            ids(&written)
+        );
+        self.stats.dropped += written.len() as u64;
+        let held = self.sites[site]
+            .history
+            .entry(resource.to_owned())
+            .or_default();
+        for op in written {
+            held.insert(op.request_id.clone(), op);
+        }
     }
 
     /// The first half of a replication batch from `from` to `to`: the
@@ -810,8 +884,9 @@ impl<'s> Sim<'s> {
     }
 
     /// The second half: `_bulk_get?latest=true` on the source as it is now,
-    /// then one `_bulk_docs` to the target, with the replies and (when
-    /// `history`) the history documents `from` has and `to` lacks. True
+    /// then one `_bulk_docs` to the target, with the replies (and the
+    /// operations they carry) and (when `history`) the history documents
+    /// `from` has and `to` lacks. True
     /// when something was copied.
     fn fetch(&mut self, from: usize, to: usize, history: bool) -> bool {
         let listed = self.listed.remove(&(from, to)).unwrap_or_default();
@@ -844,6 +919,16 @@ impl<'s> Sim<'s> {
                 let before = known.len();
                 known.extend(sites.iter().cloned());
                 copied |= known.len() != before;
+            }
+        }
+        for (name, docs) in &source.carried {
+            let held = target.carried.entry(name.clone()).or_default();
+            for (request, op) in docs {
+                if !held.contains_key(request) {
+                    held.insert(request.clone(), op.clone());
+                    target.changed.insert(name.clone());
+                    copied = true;
+                }
             }
         }
         for (name, docs) in source.history.iter().filter(|_| history) {
@@ -932,6 +1017,13 @@ impl<'s> Sim<'s> {
                 .collect();
             let merged = resolve_conflicts(&winner_doc, &losers);
             self.stats.merges += 1;
+            // What a take-one drops gets a history document, written with
+            // the merge, unless held whole.
+            let before: Vec<Operation> = std::iter::once(&winner_doc)
+                .chain(&losers)
+                .flat_map(|doc| doc.operations.iter().cloned())
+                .collect();
+            self.keep_dropped(site, resource, &before, &merged.operations);
             let kept: BTreeSet<&str> = ids_of(&merged.operations);
             let all = losers
                 .iter()
@@ -1010,13 +1102,15 @@ impl<'s> Sim<'s> {
             self.sites[site].queued.remove(resource);
             return Pass::Nothing;
         }
-        // The history documents here of the pruned operations to run.
-        let held = self.sites[site].history.get(resource);
+        // The pruned operations to run, whole as this site holds them.
         let history = decision
             .operations
             .iter()
             .filter(|op| op.pruned)
-            .filter_map(|op| Some((op.request_id.clone(), held?.get(&op.request_id)?.clone())))
+            .filter_map(|op| {
+                let whole = self.sites[site].whole(resource, &op.request_id)?;
+                Some((op.request_id.clone(), whole.clone()))
+            })
             .collect();
         let commands = match payloads(&decision.operations, &history) {
             Ok(commands) => commands,
@@ -1075,6 +1169,19 @@ impl<'s> Sim<'s> {
                 rebuild: decision.rebuild && index == 0,
             };
             let site = &mut self.sites[site];
+            // The accepting site's first reply carries the operation.
+            let first = !replies.iter().any(|r| r.request == op.request_id);
+            if first && op.site == site.name {
+                self.stats.carriers += 1;
+                let whole = Operation {
+                    pruned: false,
+                    ..op.clone()
+                };
+                site.carried
+                    .entry(resource.to_owned())
+                    .or_default()
+                    .insert(op.request_id.clone(), whole);
+            }
             site.replies
                 .entry(resource.to_owned())
                 .or_default()
@@ -1266,6 +1373,7 @@ impl<'s> Sim<'s> {
                     ));
                 }
                 check_reruns(&site.name, resource, &site.log)?;
+                self.check_history(site, resource, block)?;
                 for run in site.log.iter().filter(|r| &r.resource == resource) {
                     let own = &self.originals[&run.op.request_id].command;
                     if &run.op.command != own {
@@ -1274,6 +1382,47 @@ impl<'s> Sim<'s> {
                             site.name, run.op.request_id, run.op.command.command, own.command
                         ));
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sim<'_> {
+    /// Every operation ever accepted for `resource` is on `site` in the
+    /// block with its payload, in a reply that carries it or in a history
+    /// document: the site's history lists it, command and files.
+    fn check_history(
+        &self,
+        site: &Site,
+        resource: &str,
+        block: &[Operation],
+    ) -> Result<(), String> {
+        let in_block: BTreeSet<&str> = block
+            .iter()
+            .filter(|op| !op.pruned)
+            .map(|op| op.request_id.as_str())
+            .collect();
+        for (request, original) in &self.originals {
+            let ours = self.resource_of.get(request).is_some_and(|r| r == resource);
+            if !ours || in_block.contains(request.as_str()) {
+                continue;
+            }
+            match site.whole(resource, request) {
+                Some(whole) if whole.command == original.command => {}
+                Some(whole) => {
+                    return Err(format!(
+                        "{} holds {request} of {resource} with the command {:?}, not {:?}",
+                        site.name, whole.command.command, original.command.command
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "{} lost {request} of {resource} from its history: not in the block {}, no reply carries it, no history document",
+                        site.name,
+                        ids(block)
+                    ))
                 }
             }
         }

@@ -80,6 +80,33 @@ pub fn prune_as_any<'a>(
     }
 }
 
+/// The operations of `before` (the blocks a write replaces) that `after`
+/// no longer holds and that leave with their payload: pruned in none of
+/// them. Each once, as `before` first has it. Such an operation may not
+/// have run at the site that accepted it, so no reply may carry it: the
+/// site dropping it keeps it in a history document (CONSISTENCY.md,
+/// "History documents").
+pub fn dropped<'a>(
+    before: impl IntoIterator<Item = &'a Operation>,
+    after: &[Operation],
+) -> Vec<&'a Operation> {
+    let before: Vec<&Operation> = before.into_iter().collect();
+    let kept: HashSet<&str> = after.iter().map(|op| op.request_id.as_str()).collect();
+    let pruned: HashSet<&str> = before
+        .iter()
+        .filter(|op| op.pruned)
+        .map(|op| op.request_id.as_str())
+        .collect();
+    let mut seen = HashSet::new();
+    before
+        .into_iter()
+        .filter(|op| {
+            let request = op.request_id.as_str();
+            !kept.contains(request) && !pruned.contains(request) && seen.insert(request)
+        })
+        .collect()
+}
+
 /// The commands to run for `ops`, in order: an operation's own, or, when it
 /// is pruned, the one its history document holds (`history`, by request
 /// id). `Err` names the first pruned operation whose history document is

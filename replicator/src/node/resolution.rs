@@ -16,14 +16,12 @@
 //! same way by whichever sites drop it (CONSISTENCY.md, "History
 //! documents").
 
-use std::collections::HashSet;
-
 use blake2::digest::consts::U16;
 use blake2::{Blake2b, Digest};
 use cheops_model::{HistoryDocument, Operation, ResourceDocument};
 use serde_json::{json, Value};
 
-use crate::consistency::resolve_conflicts;
+use crate::consistency::{dropped, resolve_conflicts};
 use crate::ReplicatorError;
 
 /// What resolving a conflict writes.
@@ -75,8 +73,8 @@ pub fn resolution_docs(
 
 /// The history documents to write with `new_edits: false` for the
 /// operations of `before` (the blocks a write replaces) that `after` drops
-/// with their payload: not pruned in any of them, and not `known` here
-/// whole already. Each is a function of the operation, so that every site
+/// with their payload ([`dropped`]) and that are not `known` here whole
+/// already. Each is a function of the operation, so that every site
 /// dropping it writes the same revision.
 pub fn dropped_history<'a>(
     resource: &str,
@@ -85,30 +83,17 @@ pub fn dropped_history<'a>(
     after: &[Operation],
     known: impl Fn(&str) -> bool,
 ) -> Result<Vec<Value>, ReplicatorError> {
-    let before: Vec<&Operation> = before.into_iter().collect();
-    let kept: HashSet<&str> = after.iter().map(|op| op.request_id.as_str()).collect();
-    let pruned: HashSet<&str> = before
-        .iter()
-        .filter(|op| op.pruned)
-        .map(|op| op.request_id.as_str())
-        .collect();
-    let mut written = HashSet::new();
-    let mut docs = Vec::new();
-    for op in before {
-        let request = op.request_id.as_str();
-        if kept.contains(request) || pruned.contains(request) || !written.insert(request) {
-            continue;
-        }
-        if known(request) {
-            continue;
-        }
-        let history = HistoryDocument::new(resource, locations, op);
-        docs.push(child_revision(
-            encode(&history, "a history document")?,
-            None,
-        ));
-    }
-    Ok(docs)
+    dropped(before, after)
+        .into_iter()
+        .filter(|op| !known(&op.request_id))
+        .map(|op| {
+            let history = HistoryDocument::new(resource, locations, op);
+            Ok(child_revision(
+                encode(&history, "a history document")?,
+                None,
+            ))
+        })
+        .collect()
 }
 
 fn encode(doc: &impl serde::Serialize, what: &str) -> Result<Value, ReplicatorError> {
