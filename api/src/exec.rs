@@ -71,8 +71,8 @@ pub(crate) async fn exec(
         request_id: uuid::Uuid::new_v4().simple().to_string(),
         command: form.command,
         time: Timestamp::now(),
-        pruned: false,
-        site: site.to_owned(),
+        // `Site`: the node's, set as it stores the operation.
+        ..Operation::default()
     };
     let request_id = operation.request_id.clone();
     let submission = Submission {

@@ -28,8 +28,8 @@ pub struct Operation {
     /// Set once every location has run the operation and its command and
     /// files have left the block: they are in the reply that carries the
     /// operation or in its history document, and `Command` is empty.
-    /// Absent otherwise, and
-    /// unknown to the original (CONSISTENCY.md, "Pruning").
+    /// Absent otherwise, and unknown to the original (CONSISTENCY.md,
+    /// "Pruning").
     #[serde(rename = "Pruned", skip_serializing_if = "std::ops::Not::not")]
     pub pruned: bool,
     /// The site that accepted the operation: its first reply carries the

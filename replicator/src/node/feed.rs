@@ -101,7 +101,7 @@ pub struct Event {
     pub locations: Vec<String>,
     /// The site that replied (`reply`, `rerun`), that accepted the
     /// operation (`operation`, `operation-refused`; absent when the
-    /// operation's history document does not say), or this node's
+    /// operation does not say), or this node's
     /// (`merge`, `pruned`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,

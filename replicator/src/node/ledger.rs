@@ -1,9 +1,11 @@
 //! The ledger: what this node knows of who replied to what, for the
 //! resources handled lately. For each it holds this site's runs (request,
-//! time, rebuild) and, for each request, which sites replied and whether its
-//! history document is here. The runner asks it what this site ran; `/exec`
-//! asks it which operations every location ran (pruning); a pass waiting
-//! for a history document waits on it.
+//! time, rebuild) and, for each request, which sites replied and whether the
+//! operation is here whole (a reply that carries it, or its history
+//! document). The runner asks it what this site ran; `/exec` asks it which
+//! operations every location ran (pruning) and which it holds whole (what
+//! a reset drops); a pass waiting for a pruned operation's payload waits on
+//! it.
 //!
 //! One rule says when a fact is *complete* (holds all the database holds):
 //! it was read from the database while the follower's feed was delivering,
@@ -50,7 +52,8 @@ pub struct Ledger {
     couch: CouchClient,
     journal: Journal,
     entries: Mutex<Entries>,
-    /// Counts the history documents the feed delivered.
+    /// Counts the history documents, and the replies carrying their
+    /// operation, the feed delivered.
     histories: watch::Sender<u64>,
     /// This site's replies the replies view's index may lack after a start.
     restart: Restart,

@@ -122,8 +122,8 @@ impl Follower {
             // Perhaps a reply or a history document: its tombstone no
             // longer says whose.
             self.ctx.ledger.forget_all();
-            // A history document is deleted only when its operation was
-            // refused in the end; its id says which.
+            // A history document is deleted only by a node of before,
+            // when its operation was refused in the end; its id says which.
             if let Some((resource, request)) = history_of(&change.id) {
                 self.ctx.feed.note(Event::new(
                     EventType::OperationRefused,

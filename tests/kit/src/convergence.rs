@@ -39,6 +39,11 @@ impl Snapshot {
     ) -> Result<Snapshot, String> {
         let url = format!("{couch_url}/_all_docs?include_docs=true&conflicts=true");
         let answer = get_json(http, site, &url).await?;
+        Ok(Snapshot::from_all_docs(site, &answer))
+    }
+
+    /// `site`'s documents from an `_all_docs?include_docs=true` answer.
+    pub fn from_all_docs(site: &str, answer: &Value) -> Snapshot {
         let docs = answer["rows"]
             .as_array()
             .into_iter()
@@ -46,10 +51,10 @@ impl Snapshot {
             .filter_map(|row| Some((row["id"].as_str()?.to_owned(), row["doc"].clone())))
             .filter(|(_, doc)| doc.is_object())
             .collect();
-        Ok(Snapshot {
+        Snapshot {
             site: site.to_owned(),
             docs,
-        })
+        }
     }
 
     /// The document `id`, if this site has it.
@@ -58,18 +63,38 @@ impl Snapshot {
     }
 
     /// Resource `doc` (`id`) with each pruned operation of its block whole
-    /// again, as the history document this site holds has it: the block
-    /// the sites ran (CONSISTENCY.md, "Pruning"). A pruned operation whose
-    /// history document is not here stays as it is.
+    /// again, as this site holds it (its history document, or the reply
+    /// that carries it): the block the sites ran (CONSISTENCY.md,
+    /// "Pruning"). A pruned operation held whole nowhere here stays as it
+    /// is.
     pub fn whole(&self, id: &str, mut doc: Value) -> Value {
+        let held = self.held_whole(id);
         let ops = doc["Operations"].as_array_mut().into_iter().flatten();
         for op in ops.filter(|op| op["Pruned"] == true) {
-            let history = history_id(id, op["RequestId"].as_str().unwrap_or_default());
-            if let Some(whole) = self.doc(&history) {
-                *op = whole["Operation"].clone();
+            let request = op["RequestId"].as_str().unwrap_or_default();
+            if let Some(whole) = held.get(request) {
+                *op = (*whole).clone();
             }
         }
         doc
+    }
+
+    /// The operations of resource `id` this site holds whole outside its
+    /// block, by request id: in history documents, and in the replies that
+    /// carry them (CONSISTENCY.md, "History documents").
+    pub fn held_whole(&self, id: &str) -> BTreeMap<&str, &Value> {
+        let mut held = BTreeMap::new();
+        for (doc_id, doc) in &self.docs {
+            let history = doc["Type"] == "HISTORY" && doc_id.starts_with(&history_id(id, ""));
+            let carrier = doc["Type"] == "REPLY" && doc["ResourceId"] == id;
+            let operation = &doc["Operation"];
+            if (history || carrier) && operation.is_object() {
+                if let Some(request) = operation["RequestId"].as_str() {
+                    held.entry(request).or_insert(operation);
+                }
+            }
+        }
+        held
     }
 
     /// The ids of the resource documents stored here.

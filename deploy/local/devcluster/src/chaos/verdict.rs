@@ -1,7 +1,8 @@
 //! What a chaos run checks once the cluster is whole again: no accepted
 //! operation lost, none run twice where it must not, none invented, none
-//! run where its final block does not hold it, and every site in the same
-//! state.
+//! run where its final block does not hold it, every site in the same
+//! state, and every accepted operation held whole by every site of its
+//! resource (its history lists it).
 //!
 //! Each operation writes its tag to its resource's file on each site it
 //! runs on. Without a matrix every pair of operations is
@@ -42,6 +43,10 @@ pub struct Verdict {
     /// A matrix resource whose file differs from replaying its final block
     /// in another way (the order).
     pub state: Vec<String>,
+    /// An accepted operation that a site of its resource holds nowhere
+    /// whole: not in the block with its payload, in no reply that carries
+    /// it, in no history document. That site's history would not list it.
+    pub forgotten: Vec<String>,
     /// How many operations the converged final blocks hold (not a
     /// violation: a figure for the summary).
     pub in_blocks: usize,
@@ -63,7 +68,7 @@ impl Verdict {
         !self.unconverged.is_empty()
     }
 
-    pub fn kinds(&self) -> [(&'static str, &Vec<String>); 6] {
+    pub fn kinds(&self) -> [(&'static str, &Vec<String>); 7] {
         [
             ("lost", &self.lost),
             ("ran twice", &self.twice),
@@ -71,6 +76,7 @@ impl Verdict {
             ("stray", &self.stray),
             ("unconverged", &self.unconverged),
             ("wrong state", &self.state),
+            ("forgotten", &self.forgotten),
         ]
     }
 
@@ -149,6 +155,11 @@ pub fn judge(
             Some(holder) => holder.whole(&resource.id, doc),
             None => doc,
         };
+        for &i in &resource.sites {
+            if let Some(snapshot) = snapshots.get(i) {
+                judge_history(&mut verdict, resource, snapshot, &accepted);
+            }
+        }
         let block = block(&doc);
         verdict.in_blocks += block.len();
         judge_block(&mut verdict, resource, &block, &sent, &accepted);
@@ -174,12 +185,44 @@ fn block(doc: &Value) -> Vec<(String, String)> {
         .into_iter()
         .flatten()
         .map(|op| {
-            let command = op["Command"]["Command"].as_str().unwrap_or_default();
-            let tag = command.split_whitespace().nth(1).unwrap_or(command);
             let op_type = op["Type"].as_str().unwrap_or_default();
-            (op_type.to_owned(), tag.to_owned())
+            (op_type.to_owned(), tag(op).to_owned())
         })
         .collect()
+}
+
+/// The tag an operation's command writes (`echo TAG >> …`).
+fn tag(op: &Value) -> &str {
+    let command = op["Command"]["Command"].as_str().unwrap_or_default();
+    command.split_whitespace().nth(1).unwrap_or(command)
+}
+
+/// Every `accepted` operation of `resource` is held whole by `snapshot`'s
+/// site: in its block with its payload, in a reply that carries it, or in a
+/// history document (CONSISTENCY.md, "History documents").
+fn judge_history(
+    verdict: &mut Verdict,
+    resource: &Resource,
+    snapshot: &Snapshot,
+    accepted: &BTreeSet<&str>,
+) {
+    let id = &resource.id;
+    let in_block = snapshot
+        .doc(id)
+        .and_then(|doc| doc["Operations"].as_array())
+        .into_iter()
+        .flatten()
+        .filter(|op| op["Pruned"] != true);
+    let held: BTreeSet<&str> = in_block
+        .chain(snapshot.held_whole(id).into_values())
+        .map(tag)
+        .collect();
+    for tag in accepted.difference(&held) {
+        verdict.forgotten.push(format!(
+            "{tag} accepted, held whole nowhere on {} for {id}",
+            snapshot.site
+        ));
+    }
 }
 
 /// What the file holds after running `block` in order from nothing.
@@ -442,6 +485,26 @@ mod tests {
         let kept = excuse_kills(&mut verdict, &resource(true), 1, &file, &expected, 0);
         assert_eq!(kept, file);
         assert!(verdict.excused.is_empty());
+    }
+
+    #[test]
+    fn every_accepted_operation_is_held_whole_by_every_site() {
+        let docs = serde_json::json!({"rows": [
+            {"id": "r", "doc": {"Type": "RESOURCE", "Operations": [
+                {"Type": "add", "RequestId": "1", "Command": {"Command": "echo a"}},
+                {"Type": "add", "RequestId": "2", "Pruned": true, "Command": {"Command": ""}}]}},
+            {"id": "reply-site1-2-t", "doc": {"Type": "REPLY", "ResourceId": "r",
+                "Operation": {"RequestId": "2", "Command": {"Command": "echo b"}}}},
+            {"id": "history:r:3", "doc": {"Type": "HISTORY", "ResourceId": "r",
+                "Operation": {"RequestId": "3", "Command": {"Command": "echo c"}}}}]});
+        let snapshot = Snapshot::from_all_docs("site1", &docs);
+        let mut verdict = Verdict::default();
+        let accepted = BTreeSet::from(["a", "b", "c", "d"]);
+        judge_history(&mut verdict, &resource(true), &snapshot, &accepted);
+        assert_eq!(
+            verdict.forgotten,
+            ["d accepted, held whole nowhere on site1 for r"]
+        );
     }
 
     #[test]
