@@ -129,9 +129,12 @@ impl ShellBackend {
 
         let ran = self.run_script(&script, dir.path()).await;
 
-        // Large directories take a while to remove: off the async threads.
-        // Even if this wait is cancelled, the blocking task removes it.
-        let _ = tokio::task::spawn_blocking(move || drop(dir)).await;
+        // A directory the command filled takes a while to remove: off the
+        // async threads. Even if this wait is cancelled, the blocking task
+        // removes it.
+        if let Some(dir) = dir.remove_if_empty() {
+            let _ = tokio::task::spawn_blocking(move || drop(dir)).await;
+        }
 
         let ran = ran?;
         let mut output = String::from_utf8_lossy(&ran.output).into_owned();
@@ -171,9 +174,17 @@ impl ShellBackend {
         Ok(CommandResult { outcome, output })
     }
 
-    /// Creates the command's directory with its files, on a blocking thread.
-    /// The files are copied so that the blocking task owns what it writes.
+    /// Creates the command's directory with its files, on a blocking thread
+    /// when there are files (copied, so that the blocking task owns what it
+    /// writes); without, the one system call is made here.
     async fn prepare_dir(&self, command: &Command) -> Result<TempDir, BackendError> {
+        if command.files.is_empty() {
+            let root = &self.temp_root;
+            return TempDir::create_in(root).map_err(|source| BackendError::TempDir {
+                root: root.clone(),
+                source,
+            });
+        }
         let root = self.temp_root.clone();
         let files = command.files.clone();
         tokio::task::spawn_blocking(move || {

@@ -20,6 +20,8 @@ pub(crate) struct TempDir {
     /// Always absolute, so that paths inside it stay valid whatever the
     /// current directory.
     path: PathBuf,
+    /// Already removed: nothing left to do when dropped.
+    removed: bool,
 }
 
 impl TempDir {
@@ -42,7 +44,12 @@ impl TempDir {
             );
             let path = root.join(name);
             match DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(TempDir { path }),
+                Ok(()) => {
+                    return Ok(TempDir {
+                        path,
+                        removed: false,
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
                 Err(e) => return Err(e),
             }
@@ -53,10 +60,26 @@ impl TempDir {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Removes the directory at once when it is empty (one system call, as
+    /// after most commands); otherwise gives it back, for its content to be
+    /// removed where blocking does no harm.
+    pub(crate) fn remove_if_empty(mut self) -> Option<TempDir> {
+        match std::fs::remove_dir(&self.path) {
+            Ok(()) => {
+                self.removed = true;
+                None
+            }
+            Err(_) => Some(self),
+        }
+    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
         if let Err(error) = std::fs::remove_dir_all(&self.path) {
             if error.kind() != io::ErrorKind::NotFound {
                 warn!(dir = %self.path.display(), %error, "could not remove a temporary directory");
@@ -87,5 +110,20 @@ mod tests {
         drop(a);
         assert!(!a_path.exists());
         assert!(b.path().exists());
+
+        let b_path = b.path().to_owned();
+        assert!(
+            b.remove_if_empty().is_none(),
+            "an empty directory goes at once"
+        );
+        assert!(!b_path.exists());
+        let c = TempDir::create_in(root.path()).unwrap();
+        std::fs::write(c.path().join("file"), b"x").unwrap();
+        let c = c
+            .remove_if_empty()
+            .expect("a directory with content is given back");
+        let c_path = c.path().to_owned();
+        drop(c);
+        assert!(!c_path.exists());
     }
 }
