@@ -1,7 +1,7 @@
 //! The history document: one operation of a resource, kept whole (command
-//! and files) for as long as the resource exists, once it has left the
-//! block before the reply that carries it was known (CONSISTENCY.md,
-//! "History documents").
+//! and files) for as long as the resource exists, when no reply carries it:
+//! it is too large for that, or it left the block before the reply that
+//! carries it was known (CONSISTENCY.md, "History documents").
 //!
 //! Invariant: its id is a function of the resource and the request alone,
 //! so any site can find it without a query; its body is a function of the

@@ -93,9 +93,9 @@ pub struct ReplyDocument {
     /// The operation whole (command and files), on the first reply of the
     /// site that accepted it: it stands for the operation's history
     /// document, and `/history` lists the operation from it
-    /// (CONSISTENCY.md, "History documents"). Absent otherwise, and when
-    /// the reply would not fit with it; the original ignores it. Never
-    /// streamed to callers.
+    /// (CONSISTENCY.md, "History documents"). Absent otherwise, and for an
+    /// operation too large to carry (it has a history document); the
+    /// original ignores it. Never streamed to callers.
     #[serde(rename = "Operation", skip_serializing_if = "Option::is_none")]
     pub operation: Option<Operation>,
 }

@@ -83,9 +83,23 @@ pub fn dropped_history<'a>(
     after: &[Operation],
     known: impl Fn(&str) -> bool,
 ) -> Result<Vec<Value>, ReplicatorError> {
-    dropped(before, after)
-        .into_iter()
-        .filter(|op| !known(&op.request_id))
+    let ops = dropped(before, after);
+    history_docs(
+        resource,
+        locations,
+        ops.into_iter().filter(|op| !known(&op.request_id)),
+    )
+}
+
+/// The history documents of `ops`, operations of `resource`, to write with
+/// `new_edits: false`: each a function of its operation, so that every
+/// site writing one writes the same revision.
+pub fn history_docs<'a>(
+    resource: &str,
+    locations: &[String],
+    ops: impl IntoIterator<Item = &'a Operation>,
+) -> Result<Vec<Value>, ReplicatorError> {
+    ops.into_iter()
         .map(|op| {
             let history = HistoryDocument::new(resource, locations, op);
             Ok(child_revision(

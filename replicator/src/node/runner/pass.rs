@@ -14,7 +14,7 @@ use crate::consistency::{payloads, plan, plan_anyway, Run};
 use crate::db::queries;
 use crate::node::feed::{Event, EventType};
 use crate::node::health::OversizeResource;
-use crate::node::resolution::resolution_docs;
+use crate::node::resolution::{history_docs, resolution_docs};
 use crate::node::store::store_replies;
 use crate::workers::backoff;
 use crate::ReplicatorError;
@@ -203,6 +203,7 @@ impl Inner {
             // Rule 3 orders this site's runs by its replies' times.
             last_time: Mutex::new(ran.iter().map(|run| run.time).max()),
             replies: Mutex::new(Vec::new()),
+            too_large_to_carry: Mutex::new(Vec::new()),
             journal_error: Mutex::new(None),
         };
         let results = self.backend.run_with(&commands, &recorder).await;
@@ -237,6 +238,11 @@ impl Inner {
             .journal_error
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
+        let uncarried = recorder
+            .too_large_to_carry
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.store_history(doc, &uncarried).await;
         let made = replies.len();
         match self.store(replies).await {
             Ok(()) => {}
@@ -289,6 +295,23 @@ impl Inner {
             whole.extend(queries::carried(&self.ctx.couch, resource, &missing).await?);
         }
         Ok(whole)
+    }
+
+    /// Writes the history documents of `ops`, operations of `doc` too large
+    /// for a reply to carry. Only logged when it fails: such an operation
+    /// then keeps its payload in the block, and gets its history document
+    /// from whichever site drops it from the block.
+    async fn store_history(&self, doc: &ResourceDocument, ops: &[Operation]) {
+        if ops.is_empty() {
+            return;
+        }
+        let written = match history_docs(&doc.id, &doc.locations, ops) {
+            Ok(docs) => self.ctx.couch.bulk_docs(&docs, false).await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
+            warn!(resource = %doc.id, site = %self.ctx.site, %error, "cannot store the history documents of operations too large to carry; they keep their payload");
+        }
     }
 
     /// Reads this site's replies to the resource of `doc`, unless known,

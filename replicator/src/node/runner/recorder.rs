@@ -13,6 +13,10 @@ use crate::node::journal::reply_id;
 use crate::node::oversize::fit;
 use crate::ReplicatorError;
 
+/// The largest operation, as JSON, a reply carries. Pages read replies
+/// whole: a reply carrying a larger one would make them read its files.
+const MAX_CARRIED_BYTES: usize = 16 * 1024;
+
 /// Makes each result of a batch a reply, durable in the journal before the
 /// next command starts.
 pub struct Recorder<'a> {
@@ -28,6 +32,9 @@ pub struct Recorder<'a> {
     /// The time of this site's last reply to the resource.
     pub last_time: Mutex<Option<Timestamp>>,
     pub replies: Mutex<Vec<ReplyDocument>>,
+    /// The operations this site accepted, run here for the first time,
+    /// too large for a reply to carry: they get a history document.
+    pub too_large_to_carry: Mutex<Vec<Operation>>,
     /// Set when the journal could not be written: the batch stops, as
     /// nothing more could be run safely.
     pub journal_error: Mutex<Option<ReplicatorError>>,
@@ -44,9 +51,10 @@ impl Recorder<'_> {
         let site = &self.inner.ctx.site;
         let command = self.commands.get(index);
         // The site that accepted the operation carries it whole in its first
-        // reply, which stands for its history document.
+        // reply, which stands for its history document; one too large for
+        // that gets a history document of its own.
         let first_run = !self.ran.iter().any(|run| run.request == op.request_id);
-        let carried = (first_run && op.site == *site)
+        let whole = (first_run && op.site == *site)
             .then(|| {
                 command.map(|command| Operation {
                     command: command.clone(),
@@ -55,6 +63,20 @@ impl Recorder<'_> {
                 })
             })
             .flatten();
+        let uncarried = |whole: Operation| {
+            self.too_large_to_carry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(whole);
+        };
+        let carried = whole.and_then(|whole| {
+            let size = serde_json::to_vec(&whole).map_or(usize::MAX, |json| json.len());
+            if size <= MAX_CARRIED_BYTES {
+                return Some(whole);
+            }
+            uncarried(whole);
+            None
+        });
         let reply = ReplyDocument {
             id: Some(reply_id(site, &op.request_id, execution_time)),
             locations: self.doc.locations.clone(),
@@ -67,10 +89,15 @@ impl Recorder<'_> {
             execution_time,
             rebuild: self.rebuild && index == 0,
             reads_history: true,
-            operation: carried,
+            operation: carried.clone(),
             ..ReplyDocument::default()
         };
-        fit(reply, self.inner.max_reply_bytes)
+        let reply = fit(reply, self.inner.max_reply_bytes);
+        // A reply that could not keep it leaves it to a history document.
+        if let (Some(whole), None) = (carried, &reply.operation) {
+            uncarried(whole);
+        }
+        reply
     }
 }
 
