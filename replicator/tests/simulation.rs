@@ -921,26 +921,9 @@ impl<'s> Sim<'s> {
                 copied |= known.len() != before;
             }
         }
-        for (name, docs) in &source.carried {
-            let held = target.carried.entry(name.clone()).or_default();
-            for (request, op) in docs {
-                if !held.contains_key(request) {
-                    held.insert(request.clone(), op.clone());
-                    target.changed.insert(name.clone());
-                    copied = true;
-                }
-            }
-        }
-        for (name, docs) in source.history.iter().filter(|_| history) {
-            let held = target.history.entry(name.clone()).or_default();
-            for (request, op) in docs {
-                if !held.contains_key(request) {
-                    held.insert(request.clone(), op.clone());
-                    // The changes feed brings it: a waiting pass looks again.
-                    target.changed.insert(name.clone());
-                    copied = true;
-                }
-            }
+        copied |= copy_whole(&source.carried, &mut target.carried, &mut target.changed);
+        if history {
+            copied |= copy_whole(&source.history, &mut target.history, &mut target.changed);
         }
         self.stats.moved_on += u64::from(moved_on);
         if copied {
@@ -1428,6 +1411,28 @@ impl Sim<'_> {
         }
         Ok(())
     }
+}
+
+/// Copies into `to` the operations held whole in `from` that it lacks;
+/// the changes feed brings each, so a pass waiting for one looks again
+/// (`changed`). True when something was copied.
+fn copy_whole(
+    from: &BTreeMap<String, BTreeMap<String, Operation>>,
+    to: &mut BTreeMap<String, BTreeMap<String, Operation>>,
+    changed: &mut BTreeSet<String>,
+) -> bool {
+    let mut copied = false;
+    for (name, docs) in from {
+        let held = to.entry(name.clone()).or_default();
+        for (request, op) in docs {
+            if !held.contains_key(request) {
+                held.insert(request.clone(), op.clone());
+                changed.insert(name.clone());
+                copied = true;
+            }
+        }
+    }
+    copied
 }
 
 /// An operation runs again on a site only after a reset since its last

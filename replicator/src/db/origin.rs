@@ -9,13 +9,14 @@
 //! created anew has another, so whatever the one before wrote comes back
 //! to it as to anyone.
 //!
-//! Only documents written once, by one site, carry it: replies, history
-//! documents and hook receipts. The target holds each of them, so holding them back loses
-//! nothing. A resource document does not: the filter sees its winning
-//! revision alone, and would hold back with it a conflicting revision the
-//! target lacks, which the target would then learn of only from another
-//! site's merge. Documents of the Go original carry none, and go
-//! everywhere as they always did.
+//! Only documents written once, by one site, carry it: replies and hook
+//! receipts. The target holds each of them, so holding them back loses
+//! nothing. A history document does not: every site that writes one
+//! writes the same revision. A resource document does not either: the
+//! filter sees its winning revision alone, and would hold back with it a
+//! conflicting revision the target lacks, which the target would then
+//! learn of only from another site's merge. Documents of the Go original
+//! carry none, and go everywhere as they always did.
 
 use serde::Serialize;
 

@@ -1,7 +1,7 @@
 //! One resource's passes: merge its conflicts, or run what this site has
 //! not run yet, until no newer state of it waits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cheops_backends::Outcome;
@@ -179,11 +179,12 @@ impl Inner {
             Ok(commands) => commands,
             Err(request) => return Ok(Pass::AwaitingHistory(request)),
         };
+        let ran_before: HashSet<&str> = ran.iter().map(|run| run.request.as_str()).collect();
         // The reply that carries an operation may come after the operation:
         // this site announces it before its first run.
         for op in to_run
             .iter()
-            .filter(|op| !op.pruned && !ran.iter().any(|run| run.request == op.request_id))
+            .filter(|op| !op.pruned && !ran_before.contains(op.request_id.as_str()))
         {
             self.ctx.feed.note(Event::accepted(
                 resource,
@@ -198,7 +199,7 @@ impl Inner {
             doc,
             to_run: &to_run,
             commands: &commands,
-            ran: &ran,
+            ran: &ran_before,
             rebuild: plan.rebuild,
             // Rule 3 orders this site's runs by its replies' times.
             last_time: Mutex::new(ran.iter().map(|run| run.time).max()),

@@ -1,6 +1,7 @@
 //! Turning each command's result into a reply, durable in the journal
 //! before the next command starts.
 
+use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use cheops_backends::{CommandResult, Next, Progress, ProgressFuture};
@@ -8,7 +9,6 @@ use cheops_model::{Command, Operation, ReplyDocument, ResourceDocument, Timestam
 use tracing::{error, info};
 
 use super::Inner;
-use crate::consistency::Run;
 use crate::node::journal::reply_id;
 use crate::node::oversize::fit;
 use crate::ReplicatorError;
@@ -25,8 +25,8 @@ pub struct Recorder<'a> {
     pub to_run: &'a [&'a Operation],
     /// Their commands: a pruned operation's from its history document.
     pub commands: &'a [Command],
-    /// What this site ran before the batch.
-    pub ran: &'a [Run],
+    /// The requests this site ran before the batch.
+    pub ran: &'a HashSet<&'a str>,
     /// The batch rebuilds the block: its first reply says so.
     pub rebuild: bool,
     /// The time of this site's last reply to the resource.
@@ -53,7 +53,7 @@ impl Recorder<'_> {
         // The site that accepted the operation carries it whole in its first
         // reply, which stands for its history document; one too large for
         // that gets a history document of its own.
-        let first_run = !self.ran.iter().any(|run| run.request == op.request_id);
+        let first_run = !self.ran.contains(op.request_id.as_str());
         let whole = (first_run && op.site == *site)
             .then(|| {
                 command.map(|command| Operation {
@@ -110,7 +110,7 @@ impl Progress for Recorder<'_> {
             let reply = self.reply(index, op, result);
             let resource = self.doc.id.as_str();
             let recorded = self.inner.ctx.journal.record(&reply).await;
-            let again = self.ran.iter().any(|run| run.request == op.request_id);
+            let again = self.ran.contains(op.request_id.as_str());
             self.inner.ctx.metrics.ran(reply.status, again);
             // Known before the feed can echo it.
             self.inner.ctx.ledger.ran(&reply);
