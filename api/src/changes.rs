@@ -99,7 +99,7 @@ fn read(
     resource: Option<&str>,
     limit: usize,
 ) -> Result<FeedPage, ApiError> {
-    feed.read(since, resource, limit).ok_or_else(|| {
+    feed.read(since, resource, limit)?.ok_or_else(|| {
         ApiError::Gone(format!(
             "token {} is not one this node keeps events after (too old, or from a feed it no longer has); read again without since",
             since.unwrap_or_default()
@@ -129,16 +129,26 @@ impl Follow {
             // Marked seen before reading: an event added meanwhile wakes
             // the wait below.
             self.watch.borrow_and_update();
-            let Ok(page) = read(
+            let page = match read(
                 &self.feed,
                 self.since,
                 self.resource.as_deref(),
                 self.query.limit,
-            ) else {
-                // Fell behind what the node keeps while streaming.
-                self.done = true;
-                let line = json!({"type": "gone", "seq": self.since});
-                return Some((Ok(Bytes::from(line_bytes(&line))), self));
+            ) {
+                Ok(page) => page,
+                Err(ApiError::Gone(_)) => {
+                    // Fell behind what the node keeps while streaming.
+                    self.done = true;
+                    let line = json!({"type": "gone", "seq": self.since});
+                    return Some((Ok(Bytes::from(line_bytes(&line))), self));
+                }
+                Err(error) => {
+                    // Not gone: the answer breaks off, and the client reads
+                    // again from its last bookmark.
+                    self.done = true;
+                    tracing::error!(error = %error, "the changes feed cannot be read; the answer breaks off");
+                    return Some((Err(std::io::Error::other(error.to_string())), self));
+                }
             };
             self.since = Some(page.last_seq);
             let waiting = page.events.is_empty()

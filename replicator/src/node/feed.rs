@@ -520,10 +520,16 @@ impl Feed {
     /// The events after `since` (every one kept when `None`), of
     /// `resource` alone when given, at most `limit` (at least one); `None`
     /// when events after `since` are no longer kept, or `since` is not a
-    /// token of this feed (or the file holding them cannot be read:
-    /// logged). Events older than memory holds are read from the file
-    /// under the feed's lock: appends wait meanwhile.
-    pub fn read(&self, since: Option<u64>, resource: Option<&str>, limit: usize) -> Option<Page> {
+    /// token of this feed. Events older than memory holds are read from the
+    /// file under the feed's lock: appends wait meanwhile. A file that
+    /// cannot be read is an error, not a token gone: a reader that took it
+    /// for one would skip what the file still holds.
+    pub fn read(
+        &self,
+        since: Option<u64>,
+        resource: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Page>, ReplicatorError> {
         let state = self.state();
         let first = state
             .lines
@@ -535,7 +541,7 @@ impl Feed {
             // From the oldest kept.
             None => first.saturating_sub(1),
             // Dropped since, or from a feed this node no longer has.
-            Some(since) if since > state.last || since + 1 < first => return None,
+            Some(since) if since > state.last || since + 1 < first => return Ok(None),
             Some(since) => since,
         };
         let mut events = Vec::new();
@@ -549,12 +555,9 @@ impl Feed {
             }
             events.len() < limit
         });
-        if let Err(error) = older {
-            warn!(%error, "the changes feed's file could not be read");
-            return None;
-        }
+        older?;
         if events.len() >= limit {
-            return Some(Page { events, last_seq });
+            return Ok(Some(Page { events, last_seq }));
         }
         last_seq = state.last;
         let start = state.events.partition_point(|e| e.seq <= since);
@@ -567,7 +570,7 @@ impl Feed {
                 }
             }
         }
-        Some(Page { events, last_seq })
+        Ok(Some(Page { events, last_seq }))
     }
 
     /// The last `limit` events (of `resource` alone when given), newest

@@ -30,6 +30,9 @@ const PAGE: usize = 256;
 
 /// The wait before a lane asks again for a receipt it could not read.
 const RECEIPT_RETRY: Duration = Duration::from_secs(5);
+/// How long a hook waits before reading the changes feed again after its
+/// file could not be read.
+const FEED_RETRY: Duration = Duration::from_secs(1);
 
 /// Which events a lane delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,20 +146,22 @@ impl Deliveries {
         if let Some(at) = lane.not_before.filter(|at| *at > Instant::now()) {
             return Step::Until(at);
         }
-        let page = match self.ctx.feed.read(Some(lane.done), None, PAGE) {
-            Some(page) => page,
-            None => {
-                let oldest = self
-                    .ctx
-                    .feed
-                    .read(None, None, 1)
-                    .and_then(|p| p.events.first().map(|e| e.seq.saturating_sub(1)))
-                    .unwrap_or(durable);
-                error!(site = %self.ctx.site, hook = %lane.hook.name, from = lane.done, to = oldest, "events left the changes feed before this hook could deliver them; it resumes at the oldest kept");
-                self.ctx.metrics.hook(&lane.hook.name, "lost");
-                lane.done = oldest;
-                return Step::Moved;
-            }
+        let feed = &self.ctx.feed;
+        let page = match feed.read(Some(lane.done), None, PAGE) {
+            Ok(Some(page)) => page,
+            Ok(None) => match feed.read(None, None, 1) {
+                Ok(first) => {
+                    let oldest = first
+                        .and_then(|p| p.events.first().map(|e| e.seq.saturating_sub(1)))
+                        .unwrap_or(durable);
+                    error!(site = %self.ctx.site, hook = %lane.hook.name, from = lane.done, to = oldest, "events left the changes feed before this hook could deliver them; it resumes at the oldest kept");
+                    self.ctx.metrics.hook(&lane.hook.name, "lost");
+                    lane.done = oldest;
+                    return Step::Moved;
+                }
+                Err(error) => return self.read_again(lane, &error),
+            },
+            Err(error) => return self.read_again(lane, &error),
         };
         let site = &self.ctx.site;
         for event in page.events.iter().take_while(|e| e.seq <= durable) {
@@ -200,6 +205,15 @@ impl Deliveries {
         } else {
             Step::Idle
         }
+    }
+
+    /// The feed's file could not be read: the events are still there, so
+    /// `lane` reads them again later rather than skip them.
+    fn read_again(&self, lane: &mut Lane, error: &ReplicatorError) -> Step {
+        warn!(site = %self.ctx.site, hook = %lane.hook.name, %error, "cannot read the changes feed; trying again");
+        let at = Instant::now() + FEED_RETRY;
+        lane.not_before = Some(at);
+        Step::Until(at)
     }
 
     /// When the turn `turn` of a completion comes, if it has not yet.

@@ -23,6 +23,12 @@ fn dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A page of `feed`, whose file must read.
+fn read(feed: &Feed, since: Option<u64>, resource: Option<&str>, limit: usize) -> Option<Page> {
+    feed.read(since, resource, limit)
+        .expect("the feed's file reads")
+}
+
 fn seqs(page: &Page) -> Vec<u64> {
     page.events.iter().map(|e| e.seq).collect()
 }
@@ -51,19 +57,19 @@ fn events_are_numbered_in_order_and_added_once() {
     );
     assert_eq!(feed.append(operation("b", "r2")).unwrap(), 1);
 
-    let all = feed.read(None, None, 100).unwrap();
+    let all = read(&feed, None, None, 100).unwrap();
     assert_eq!((seqs(&all), all.last_seq), (vec![1, 2, 3, 4], 4));
-    let after = feed.read(Some(2), None, 100).unwrap();
+    let after = read(&feed, Some(2), None, 100).unwrap();
     assert_eq!(seqs(&after), [3, 4]);
-    let of_b = feed.read(Some(0), Some("b"), 100).unwrap();
+    let of_b = read(&feed, Some(0), Some("b"), 100).unwrap();
     assert_eq!((seqs(&of_b), of_b.last_seq), (vec![4], 4));
     // A page ends at its last event: the next one starts after it.
-    let page = feed.read(Some(0), Some("a"), 2).unwrap();
+    let page = read(&feed, Some(0), Some("a"), 2).unwrap();
     assert_eq!((seqs(&page), page.last_seq), (vec![1, 2], 2));
-    let none = feed.read(Some(4), None, 100).unwrap();
+    let none = read(&feed, Some(4), None, 100).unwrap();
     assert_eq!((none.events.len(), none.last_seq), (0, 4));
     // A token this feed never gave.
-    assert_eq!(feed.read(Some(5), None, 100), None);
+    assert_eq!(read(&feed, Some(5), None, 100), None);
 }
 
 /// The reply that completes the set of the resource's sites adds one
@@ -93,8 +99,7 @@ fn the_last_site_to_reply_completes_the_operation_once() {
     let mut bare = reply("b", "r9", "site1", "2026-01-01T00:00:04Z");
     bare.locations.clear();
     assert_eq!(feed.append(bare).unwrap(), 1);
-    let kinds: Vec<EventType> = feed
-        .read(None, None, 100)
+    let kinds: Vec<EventType> = read(&feed, None, None, 100)
         .unwrap()
         .events
         .iter()
@@ -111,7 +116,7 @@ fn the_last_site_to_reply_completes_the_operation_once() {
             EventType::Reply
         ]
     );
-    let complete = &feed.read(Some(3), None, 1).unwrap().events[0];
+    let complete = &read(&feed, Some(3), None, 1).unwrap().events[0];
     assert_eq!(
         complete.statuses,
         BTreeMap::from([("site1".into(), Status::Ok), ("site2".into(), Status::Ok)]),
@@ -130,7 +135,7 @@ fn a_reopened_feed_resumes_where_it_was_and_adds_nothing_twice() {
     drop(feed);
 
     let feed = Feed::open(&dir, "site1").unwrap();
-    assert_eq!(seqs(&feed.read(None, None, 100).unwrap()), [1, 2]);
+    assert_eq!(seqs(&read(&feed, None, None, 100).unwrap()), [1, 2]);
     // Outputs are in it: the node's user alone reads it.
     let mode = std::fs::metadata(dir.join("changes-site1.jsonl"))
         .unwrap()
@@ -142,7 +147,7 @@ fn a_reopened_feed_resumes_where_it_was_and_adds_nothing_twice() {
     // The changes after the follower's checkpoint, read again.
     assert_eq!(feed.append(operation("a", "r1")).unwrap(), 0);
     assert_eq!(feed.append(operation("a", "r2")).unwrap(), 1);
-    assert_eq!(seqs(&feed.read(Some(2), None, 100).unwrap()), [3]);
+    assert_eq!(seqs(&read(&feed, Some(2), None, 100).unwrap()), [3]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -158,12 +163,12 @@ fn a_line_cut_short_is_skipped() {
     std::fs::write(&path, &text[..text.len() - 10]).unwrap();
 
     let feed = Feed::open(&dir, "site1").unwrap();
-    assert_eq!(seqs(&feed.read(None, None, 100).unwrap()), [1]);
+    assert_eq!(seqs(&read(&feed, None, None, 100).unwrap()), [1]);
     // Derived again from the changes, under the same number.
     assert_eq!(feed.append(operation("a", "r2")).unwrap(), 1);
     drop(feed);
     let feed = Feed::open(&dir, "site1").unwrap();
-    assert_eq!(seqs(&feed.read(None, None, 100).unwrap()), [1, 2]);
+    assert_eq!(seqs(&read(&feed, None, None, 100).unwrap()), [1, 2]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -173,11 +178,38 @@ fn a_token_older_than_what_is_kept_is_gone() {
     for i in 0..=2 * RETAIN {
         feed.append(operation("a", &format!("r{i}"))).unwrap();
     }
-    let kept = feed.read(None, None, usize::MAX).unwrap();
+    let kept = read(&feed, None, None, usize::MAX).unwrap();
     assert_eq!(kept.events.len(), RETAIN);
     let first = kept.events[0].seq;
-    assert_eq!(feed.read(Some(first - 2), None, 10), None);
-    assert_eq!(seqs(&feed.read(Some(first - 1), None, 1).unwrap()), [first]);
+    assert_eq!(read(&feed, Some(first - 2), None, 10), None);
+    assert_eq!(
+        seqs(&read(&feed, Some(first - 1), None, 1).unwrap()),
+        [first]
+    );
+}
+
+/// A file that cannot be read is an error, never a token gone: a hook or
+/// a client told "gone" would skip the events the file still holds.
+#[test]
+fn an_unreadable_file_is_an_error_not_a_token_gone() {
+    let dir = dir("unreadable");
+    let feed = Feed::open(&dir, "site1").unwrap();
+    let count = 2 * TAIL as u64;
+    for i in 0..count {
+        feed.append(operation("a", &format!("r{i}"))).unwrap();
+    }
+    assert_eq!(seqs(&read(&feed, Some(1), None, 1).unwrap()), [2]);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    assert!(feed.read(Some(1), None, 1).is_err());
+    assert!(feed.read(None, None, 1).is_err());
+    // What memory holds still reads.
+    assert_eq!(
+        seqs(&read(&feed, Some(count - 1), None, 10).unwrap()),
+        [count]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -200,7 +232,7 @@ fn a_refused_operation_is_said_refused_once_announced() {
     feed.append(announced).unwrap();
     assert_eq!(feed.append(refused("r1")).unwrap(), 1);
     assert_eq!(feed.append(refused("r1")).unwrap(), 0);
-    let last = feed.read(Some(1), None, 1).unwrap().events.remove(0);
+    let last = read(&feed, Some(1), None, 1).unwrap().events.remove(0);
     assert_eq!(
         (last.kind, last.site.as_deref()),
         (EventType::OperationRefused, Some("site2")),
@@ -306,10 +338,9 @@ fn alike(file: &Feed, memory: &Feed, seed: u64) {
         events
     };
     let page = |feed: &Feed, since, resource, limit| {
-        feed.read(Some(since), resource, limit)
-            .map(|page| (timeless(page.events), page.last_seq))
+        read(feed, Some(since), resource, limit).map(|page| (timeless(page.events), page.last_seq))
     };
-    let last = memory.read(None, None, usize::MAX).unwrap().last_seq;
+    let last = read(memory, None, None, usize::MAX).unwrap().last_seq;
     for since in (0..=last)
         .step_by(89)
         .chain([last.saturating_sub(TAIL as u64)])
@@ -340,6 +371,6 @@ fn alike(file: &Feed, memory: &Feed, seed: u64) {
 fn the_largest_token_is_refused_not_overflowed() {
     let feed = Feed::in_memory();
     feed.append(operation("a", "r1")).unwrap();
-    assert_eq!(feed.read(Some(u64::MAX), None, 10), None);
-    assert_eq!(feed.read(Some(u64::MAX), Some("a"), 10), None);
+    assert_eq!(read(&feed, Some(u64::MAX), None, 10), None);
+    assert_eq!(read(&feed, Some(u64::MAX), Some("a"), 10), None);
 }
