@@ -136,41 +136,55 @@ impl Slices {
     }
 }
 
+/// The throughput slices in order, `true` for the floor's.
+const SLICES: [bool; 8] = [true, false, false, true, false, true, true, false];
+
 /// How long the sidecars must have been still for a throughput slice to end.
 const SLICE_QUIET: Duration = Duration::from_millis(250);
 /// How long a throughput slice waits for that at most.
 const SLICE_QUIET_AT_MOST: Duration = Duration::from_secs(10);
 
-/// The throughput part: the floor's clients and Cheops' in four slices of
-/// half the duration each, floor, Cheops, Cheops, floor, each on resources
-/// of its own; a slice's window (CPU, requests) ends once the sidecars fell
-/// quiet, its throughput when its last operation was answered. Whatever changes steadily over
-/// the part (the sidecars' databases grow, their caches fill) weighs on
-/// both sides alike, where running one side and then the other charged it
-/// all to the second.
+/// The throughput part: the floor's clients and Cheops' in eight slices of
+/// a quarter of the duration each, in the order floor, Cheops, Cheops,
+/// floor, Cheops, floor, floor, Cheops, each on resources of its own; a
+/// slice's window (CPU, requests) ends once the sidecars fell quiet, its
+/// throughput when its last operation was answered. Whatever changes over
+/// the part (the sidecars warm up, their databases grow) weighs on both
+/// sides alike: the two sides' slices sit at positions whose sums and sums
+/// of squares are equal, so a drift that is constant, linear or quadratic
+/// in time cancels out (four slices, floor, Cheops, Cheops, floor, cancel
+/// a linear one only, and the sidecars' warm-up is far from linear). One
+/// slice of each side runs first, uncounted, on the sidecars still cold.
 async fn throughput_slices(
     cluster: &Cluster,
     client: &ExecClient,
     params: &Params,
-) -> Result<(Slices, Slices), Failure> {
-    let half = Params {
-        duration: params.duration / 2,
+) -> Result<(Slices, Slices, Vec<report::Slice>), Failure> {
+    let quarter = Params {
+        duration: params.duration / 4,
         ..params.clone()
     };
     let mut meter = Meter::start(cluster)?;
+    // Uncounted: the first slice ran on cold sidecars (a fifth slower in a
+    // quick run), a drift too steep for the order to cancel.
+    load_floor::measure(cluster, &quarter, "bench-floor-load-warm-up").await?;
+    throughput::measure(client, &quarter, "bench-load-warm-up").await?;
+    meter.quiet(SLICE_QUIET, SLICE_QUIET_AT_MOST).await?;
     let (mut floor, mut cheops) = (None, None);
-    for (slice, is_floor) in [true, false, false, true].into_iter().enumerate() {
+    let mut each = Vec::new();
+    for (slice, is_floor) in SLICES.into_iter().enumerate() {
         let before = meter.read(cluster)?;
         let sampler = Sampler::start(cluster)?;
         let load = if is_floor {
-            load_floor::measure(cluster, &half, &format!("bench-floor-load-{slice}")).await?
+            load_floor::measure(cluster, &quarter, &format!("bench-floor-load-{slice}")).await?
         } else {
-            throughput::measure(client, &half, &format!("bench-load-{slice}")).await?
+            throughput::measure(client, &quarter, &format!("bench-load-{slice}")).await?
         };
         // What the slice set off is its own cost, not the next one's.
         meter.quiet(SLICE_QUIET, SLICE_QUIET_AT_MOST).await?;
         let usage = sampler.finish().await?;
         let traffic = between(&before, &meter.read(cluster)?);
+        each.push(report::Slice::new(is_floor, &load, &usage));
         Slices::add(
             if is_floor { &mut floor } else { &mut cheops },
             load,
@@ -179,7 +193,7 @@ async fn throughput_slices(
         );
     }
     match (floor, cheops) {
-        (Some(floor), Some(cheops)) => Ok((floor, cheops)),
+        (Some(floor), Some(cheops)) => Ok((floor, cheops, each)),
         _ => Err("the throughput part ran no slice".into()),
     }
 }
@@ -301,7 +315,7 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
             "bench: throughput, {} clients over {} resources for {:?}",
             params.clients, params.resources, params.duration
         );
-        let (load_floor, load) = throughput_slices(&cluster, &client, params).await?;
+        let (load_floor, load, each) = throughput_slices(&cluster, &client, params).await?;
         report.throughput("load-floor", &load_floor.load, None, floor.as_ref());
         report.cpu_per_operation("load-floor", &load_floor.usage, load_floor.load.completed);
         report.traffic("load-floor", &load_floor.traffic, load_floor.load.completed);
@@ -309,6 +323,7 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
         report.footprint("load", &load.usage);
         report.cpu_per_operation("load", &load.usage, load.load.completed);
         report.traffic("load", &load.traffic, load.load.completed);
+        report.slices(&each);
     }
     if params.runs(Part::History) && params.history > 0 {
         eprintln!(

@@ -17,6 +17,34 @@ use super::usage::Window;
 use super::Params;
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// One slice of the throughput part, floor's or Cheops'.
+pub struct Slice {
+    floor: bool,
+    ops_per_s: f64,
+    completed: usize,
+    /// Averaged over the sites.
+    sidecar_ms_per_op: f64,
+    daemon_ms_per_op: f64,
+}
+
+impl Slice {
+    pub fn new(floor: bool, load: &Load, usage: &Window) -> Slice {
+        let per_op = |role: &str| {
+            let used = usage.of(role);
+            let cpu: f64 = used.iter().map(|u| u.cpu_seconds).sum();
+            cpu * 1000.0 / (used.len().max(1) * load.completed.max(1)) as f64
+        };
+        Slice {
+            floor,
+            ops_per_s: load.per_second(),
+            completed: load.completed,
+            sidecar_ms_per_op: per_op("sidecar"),
+            daemon_ms_per_op: per_op("daemon"),
+        }
+    }
+}
+
 /// The processes of a site, as [`Window`] names them.
 const ROLES: [&str; 2] = ["daemon", "sidecar"];
 
@@ -174,6 +202,35 @@ impl Report {
             None => "throughput_floor",
         };
         self.json.insert(key.into(), value);
+    }
+
+    /// Each throughput slice in the order it ran: what the part's two
+    /// figures average, so that a run shows how far its slices spread.
+    pub fn slices(&mut self, slices: &[Slice]) {
+        let each: Vec<Value> = slices
+            .iter()
+            .map(|slice| {
+                json!({
+                    "side": if slice.floor { "floor" } else { "cheops" },
+                    "ops_per_s": round(slice.ops_per_s, 2),
+                    "completed": slice.completed,
+                    "sidecar_cpu_ms_per_op": round(slice.sidecar_ms_per_op, 2),
+                    "daemon_cpu_ms_per_op": round(slice.daemon_ms_per_op, 2),
+                })
+            })
+            .collect();
+        let order: Vec<&str> = slices
+            .iter()
+            .map(|slice| if slice.floor { "floor" } else { "cheops" })
+            .collect();
+        self.row(
+            "load",
+            format!("completed operations per slice ({})", order.join(", ")),
+            slices.iter().map(|slice| slice.ops_per_s).collect(),
+            "ops/s",
+        );
+        self.json
+            .insert("throughput_slices".into(), Value::Array(each));
     }
 
     pub fn history(&mut self, growth: &Growth) {
