@@ -48,6 +48,7 @@ mod traffic;
 mod usage;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cheops_testkit::{Cluster, ClusterOptions};
@@ -136,6 +137,10 @@ impl Slices {
     }
 }
 
+/// The names of the throughput part's resources, Cheops' and the floor's.
+const LOAD: &str = "bench-load";
+const FLOOR_LOAD: &str = "bench-floor-load";
+
 /// The throughput slices in order, `true` for the floor's.
 const SLICES: [bool; 8] = [true, false, false, true, false, true, true, false];
 
@@ -146,7 +151,9 @@ const SLICE_QUIET_AT_MOST: Duration = Duration::from_secs(10);
 
 /// The throughput part: the floor's clients and Cheops' in eight slices of
 /// a quarter of the duration each, in the order floor, Cheops, Cheops,
-/// floor, Cheops, floor, floor, Cheops, each on resources of its own; a
+/// floor, Cheops, floor, floor, Cheops, each side on resources of its own,
+/// the same from one of its slices to the next, so that what is measured
+/// is operations on resources in use, not their creation; a
 /// slice's window (CPU, requests) ends once the sidecars fell quiet, its
 /// throughput when its last operation was answered. Whatever changes over
 /// the part (the sidecars warm up, their databases grow) weighs on both
@@ -154,7 +161,8 @@ const SLICE_QUIET_AT_MOST: Duration = Duration::from_secs(10);
 /// of squares are equal, so a drift that is constant, linear or quadratic
 /// in time cancels out (four slices, floor, Cheops, Cheops, floor, cancel
 /// a linear one only, and the sidecars' warm-up is far from linear). One
-/// slice of each side runs first, uncounted, on the sidecars still cold.
+/// slice of each side runs first, uncounted, on the sidecars still cold,
+/// creating the resources.
 async fn throughput_slices(
     cluster: &Cluster,
     client: &ExecClient,
@@ -166,19 +174,21 @@ async fn throughput_slices(
     };
     let mut meter = Meter::start(cluster)?;
     // Uncounted: the first slice ran on cold sidecars (a fifth slower in a
-    // quick run), a drift too steep for the order to cancel.
-    load_floor::measure(cluster, &quarter, "bench-floor-load-warm-up").await?;
-    throughput::measure(client, &quarter, "bench-load-warm-up").await?;
+    // quick run), a drift too steep for the order to cancel. It creates
+    // each side's resources, which every slice after it goes on with.
+    let floor_resources = Arc::new(load_floor::Resources::default());
+    load_floor::measure(cluster, &quarter, FLOOR_LOAD, &floor_resources).await?;
+    throughput::measure(client, &quarter, LOAD).await?;
     meter.quiet(SLICE_QUIET, SLICE_QUIET_AT_MOST).await?;
     let (mut floor, mut cheops) = (None, None);
     let mut each = Vec::new();
-    for (slice, is_floor) in SLICES.into_iter().enumerate() {
+    for is_floor in SLICES {
         let before = meter.read(cluster)?;
         let sampler = Sampler::start(cluster)?;
         let load = if is_floor {
-            load_floor::measure(cluster, &quarter, &format!("bench-floor-load-{slice}")).await?
+            load_floor::measure(cluster, &quarter, FLOOR_LOAD, &floor_resources).await?
         } else {
-            throughput::measure(client, &quarter, &format!("bench-load-{slice}")).await?
+            throughput::measure(client, &quarter, LOAD).await?
         };
         // What the slice set off is its own cost, not the next one's.
         meter.quiet(SLICE_QUIET, SLICE_QUIET_AT_MOST).await?;

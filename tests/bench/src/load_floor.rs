@@ -1,13 +1,14 @@
 //! The throughput floor: the document traffic of the throughput part at the
 //! same concurrency, without Cheops. Each client writes the next revision
 //! of one of its resource documents (its block one operation longer, as
-//! `/exec` writes it) at its entry site; the same replications carry it to
+//! `/exec` writes it, never pruned, as the original's) at its entry site; the same replications carry it to
 //! every site; a minimal responder per site, following that site's changes
 //! feed, writes one reply to each new revision, which replicates to every
 //! site of the resource as replies do; the operation is done when the entry
 //! site holds every site's reply. The daemons ignore these documents.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,9 +32,27 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// replied so far and who to tell once all did.
 type Waiting = Arc<Mutex<HashMap<String, (BTreeSet<String>, Option<oneshot::Sender<()>>)>>>;
 
-/// Runs the floor's clients for `params.duration` over resources named
-/// `{prefix}-{r}`, created by this run.
-pub async fn measure(cluster: &Cluster, params: &Params, prefix: &str) -> Result<Load, Failure> {
+/// Each resource's revision and block as the floor last wrote them, by id.
+type Blocks = HashMap<String, (Option<String>, Vec<Operation>)>;
+
+/// The floor's resources, kept from one slice to the next as Cheops keeps
+/// its own: a slice goes on where the one before left them.
+#[derive(Default)]
+pub struct Resources {
+    blocks: Mutex<Blocks>,
+    /// Slices run so far: request ids name theirs.
+    slices: AtomicUsize,
+}
+
+/// Runs the floor's clients for `params.duration` over the resources named
+/// `{prefix}-{r}`, created by the first slice.
+pub async fn measure(
+    cluster: &Cluster,
+    params: &Params,
+    prefix: &str,
+    resources: &Arc<Resources>,
+) -> Result<Load, Failure> {
+    let slice = resources.slices.fetch_add(1, Ordering::Relaxed);
     let http = reqwest::Client::new();
     let sites: Vec<String> = (0..SITES).map(|i| cluster.node(i).site.clone()).collect();
     let urls: Vec<String> = (0..SITES).map(|i| cluster.node(i).couch_url()).collect();
@@ -66,7 +85,20 @@ pub async fn measure(cluster: &Cluster, params: &Params, prefix: &str) -> Result
             };
             let waiting = waiting[via].clone();
             let owned = owned_resources(c, clients, params.resources, prefix);
-            tokio::spawn(client(site, waiting, owned, deadline))
+            let resources = Arc::clone(resources);
+            tokio::spawn(async move {
+                // Each client alone writes its resources.
+                let mut blocks: Blocks = {
+                    let mut kept = lock(&resources.blocks);
+                    owned
+                        .iter()
+                        .filter_map(|id| kept.remove_entry(id))
+                        .collect()
+                };
+                let done = client(site, waiting, &owned, &mut blocks, slice, deadline).await;
+                lock(&resources.blocks).extend(blocks);
+                done
+            })
         })
         .collect();
     tally(workers, start).await
@@ -104,16 +136,17 @@ impl Drop for Responders {
 async fn client(
     site: Site,
     waiting: Waiting,
-    owned: Vec<String>,
+    owned: &[String],
+    blocks: &mut Blocks,
+    slice: usize,
     deadline: Instant,
 ) -> Result<Vec<Option<Duration>>, Failure> {
-    let mut blocks: HashMap<String, (Option<String>, Vec<Operation>)> = HashMap::new();
     let mut done = Vec::new();
     for (n, id) in owned.iter().cycle().enumerate() {
         if Instant::now() >= deadline {
             break;
         }
-        let request = format!("{id}-{n}");
+        let request = format!("{id}-{slice}-{n}");
         let (rev, block) = blocks.entry(id.clone()).or_default();
         block.push(docs::operation(&request, "true"));
         let mut doc = docs::resource(id, &site.sites, block.clone());
