@@ -1,11 +1,12 @@
 //! The throughput floor: the document traffic of the throughput part at the
 //! same concurrency, without Cheops. Each client writes the next revision
 //! of one of its resource documents (its block one operation longer, as
-//! `/exec` writes it, never pruned, as the original's) at its entry site; the same replications carry it to
-//! every site; a minimal responder per site, following that site's changes
-//! feed, writes one reply to each new revision, which replicates to every
-//! site of the resource as replies do; the operation is done when the entry
-//! site holds every site's reply. The daemons ignore these documents.
+//! `/exec` writes it, never pruned, as the original's) at its entry site;
+//! the same replications carry it to every site; a minimal responder per
+//! site, following that site's changes feed, writes one reply to each new
+//! revision, which replicates to every site of the resource as replies do;
+//! the operation is done when the entry site holds every site's reply. The
+//! daemons ignore these documents.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
