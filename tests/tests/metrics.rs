@@ -114,8 +114,7 @@ async fn counters_move_by_what_operations_did() {
         );
     }
     // The node that took the operations wrote their resource each time
-    // (with its history document: one `_bulk_docs` each), having read it
-    // once (to find it missing).
+    // (one `_bulk_docs` each), having read it once (to find it missing).
     let site1 = scrape(&cluster, 0).await;
     for (kind, method, at_least) in [("bulk_docs", "POST", 3.0), ("doc", "GET", 1.0)] {
         assert!(
@@ -194,7 +193,7 @@ async fn metrics_take_the_read_or_operator_token_as_the_dump_does() {
 }
 
 /// The GETs of resource documents node `i` sent, and the operations it
-/// stored (each written with its history document, in one `_bulk_docs`).
+/// stored (each in one `_bulk_docs`).
 async fn doc_requests(cluster: &Cluster, i: usize) -> (f64, f64) {
     let now = scrape(cluster, i).await;
     (

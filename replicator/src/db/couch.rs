@@ -353,6 +353,37 @@ impl CouchClient {
         }
     }
 
+    /// Writes one document (`_id` in it; its `_rev`, if any, must be
+    /// current) as `put` does, through `_bulk_docs`: PouchDB Server spends
+    /// less on that than on a `PUT`, and CouchDB the same. The document's
+    /// refusal gets the status a `PUT` would have had: 413 over the size
+    /// limit (whether said of the request or of the document), 403 refused
+    /// by a validation function.
+    pub async fn save<T: Serialize>(&self, doc: &T) -> Result<Written, ReplicatorError> {
+        let row = self.bulk_docs(std::slice::from_ref(doc), true).await?.pop();
+        let Some(row) = row else {
+            return Err(ReplicatorError::Couch {
+                status: 0,
+                context: "POST _bulk_docs".into(),
+                body: "no row for the document written".into(),
+            });
+        };
+        match row.error.as_deref() {
+            None => Ok(Written::Rev(row.rev.unwrap_or_default())),
+            Some("conflict") => Ok(Written::Conflict),
+            Some(error) => Err(ReplicatorError::Couch {
+                status: match error {
+                    "too_large" | "document_too_large" => 413,
+                    "forbidden" => 403,
+                    "unauthorized" => 401,
+                    _ => 0,
+                },
+                context: format!("POST _bulk_docs {}", row.id.unwrap_or_default()),
+                body: serde_json::json!({"error": error, "reason": row.reason}).to_string(),
+            }),
+        }
+    }
+
     /// Writes several documents in one request. With `new_edits` false, the
     /// revisions given are stored as they are (as replication does).
     pub async fn bulk_docs<T: Serialize>(
@@ -493,5 +524,69 @@ mod tests {
     fn a_url_without_database_is_refused() {
         assert!(CouchClient::new("http://localhost:5984/").is_err());
         assert!(CouchClient::new("not a url").is_err());
+    }
+
+    /// A server answering every request with `status` and `body`.
+    async fn answering(status: &'static str, body: &'static str) -> CouchClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        CouchClient::new(&format!("http://127.0.0.1:{port}/db")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn saving_one_document_answers_as_a_put_would() {
+        let saved = |status, body| async move {
+            let doc = serde_json::json!({"_id": "r", "_rev": "1-a"});
+            answering(status, body).await.save(&doc).await
+        };
+        let written = saved("201 Created", r#"[{"ok":true,"id":"r","rev":"2-b"}]"#).await;
+        assert!(
+            matches!(written, Ok(Written::Rev(ref rev)) if rev == "2-b"),
+            "{written:?}"
+        );
+        let conflict = saved(
+            "201 Created",
+            r#"[{"id":"r","error":"conflict","reason":"Document update conflict."}]"#,
+        )
+        .await;
+        assert!(matches!(conflict, Ok(Written::Conflict)), "{conflict:?}");
+        for refused in [
+            saved(
+                "201 Created",
+                r#"[{"id":"r","error":"too_large","reason":"the document"}]"#,
+            )
+            .await,
+            saved(
+                "413 Request Entity Too Large",
+                r#"{"error":"document_too_large","reason":"r"}"#,
+            )
+            .await,
+        ] {
+            assert!(
+                matches!(refused, Err(ReplicatorError::Couch { status: 413, .. })),
+                "{refused:?}"
+            );
+        }
+        let forbidden = saved(
+            "201 Created",
+            r#"[{"id":"r","error":"forbidden","reason":"no"}]"#,
+        )
+        .await;
+        assert!(
+            matches!(forbidden, Err(ReplicatorError::Couch { status: 403, ref body, .. }) if body.contains("no")),
+            "{forbidden:?}"
+        );
     }
 }

@@ -49,9 +49,11 @@ const READ_BATCH: usize = 128;
 /// View requests in flight at once: the sidecar answers one while it
 /// reads the index for another.
 const READS_IN_FLIGHT: usize = 3;
-/// Reply writes in flight at once: passes that end while one is written
-/// need not wait for it.
-const WRITES_IN_FLIGHT: usize = 4;
+/// Reply writes in flight at once: the replies of passes that end while
+/// one is written go together in the next. The sidecar's cost is mostly
+/// per request, not per document, so under load this spares it requests
+/// (and its peers replication rounds); a lone pass is written at once.
+const WRITES_IN_FLIGHT: usize = 1;
 
 /// What a request shared by several passes answers each.
 type Shared<T> = Result<T, Arc<ReplicatorError>>;

@@ -156,7 +156,7 @@ impl Node {
             // Before the block that drops their operations: none is ever
             // out of every block and of the history at once.
             self.store_dropped(resource_id, &dropped).await?;
-            match self.ctx.couch.put(&[resource_id], &doc).await {
+            match self.ctx.couch.save(&doc).await {
                 Ok(Written::Rev(rev)) => {
                     self.ctx.metrics.accepted();
                     info!(resource = %resource_id, request = %operation.request_id, site = %self.ctx.site, rev = %rev, "operation stored");
