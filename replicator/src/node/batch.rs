@@ -3,11 +3,19 @@
 //! end, then share the next one. A lone caller is served at once; under load, one request
 //! serves everyone who queued meanwhile, so the number of requests follows
 //! the sidecar's pace rather than the number of callers.
+//!
+//! A paced batcher also waits, after a request ends, twice as long as it
+//! took before sending the next: a sidecar under load answers slowly, and
+//! the callers that come meanwhile share one request rather than each pay
+//! for one; an idle one answers in milliseconds, and so is waited for that
+//! little.
 
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{oneshot, Semaphore};
+use tokio::time::Instant;
 
 /// Items waiting for the next request, each with where its answer goes.
 type Queue<I, O> = Vec<(I, oneshot::Sender<O>)>;
@@ -18,6 +26,11 @@ pub struct Batcher<I, O> {
     /// One held per request in flight.
     in_flight: Semaphore,
     max: usize,
+    /// The longest a paced batcher waits between requests; zero when not
+    /// paced.
+    most_wait: Duration,
+    /// When the last request ended, and how long it took.
+    last: Mutex<Option<(Instant, Duration)>>,
 }
 
 impl<I, O> Batcher<I, O> {
@@ -27,7 +40,16 @@ impl<I, O> Batcher<I, O> {
             queue: Mutex::new(Vec::new()),
             in_flight: Semaphore::new(in_flight.max(1)),
             max: max.max(1),
+            most_wait: Duration::ZERO,
+            last: Mutex::new(None),
         }
+    }
+
+    /// Paced: a request starts no sooner than twice the last one's
+    /// duration after it ended, nor later than `most_wait` after.
+    pub fn paced(mut self, most_wait: Duration) -> Self {
+        self.most_wait = most_wait;
+        self
     }
 
     /// Hands `item` over and waits for its answer. `send` makes one request
@@ -52,7 +74,12 @@ impl<I, O> Batcher<I, O> {
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
             // Still queued: this caller sends the next request, for the
-            // oldest items (its own among them, or in a later round).
+            // oldest items (its own among them, or in a later round), once
+            // paced.
+            let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((ended, took)) = last {
+                tokio::time::sleep_until(ended + (took * 2).min(self.most_wait)).await;
+            }
             let batch: Queue<I, O> = {
                 let mut queue = self.lock();
                 let take = queue.len().min(self.max);
@@ -64,7 +91,11 @@ impl<I, O> Batcher<I, O> {
                 return answered.await.ok();
             }
             let (items, answers): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.into_iter().unzip();
+            let started = Instant::now();
             let outputs = send(items).await;
+            let ended = Instant::now();
+            *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((ended, ended - started));
             for (answer, output) in answers.into_iter().zip(outputs) {
                 // A caller that gave up no longer listens.
                 let _ = answer.send(output);
@@ -157,6 +188,58 @@ mod tests {
             assert_eq!(answer, Some(n + 1));
         }
         assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_batcher_waits_twice_the_last_request_for_more_callers() {
+        let ms = Duration::from_millis;
+        let batcher: Arc<Batcher<u64, u64>> = Arc::new(Batcher::new(100, 1).paced(ms(100)));
+        let start = Instant::now();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        // Each item is how long its request takes, in milliseconds.
+        let send = {
+            let sent = Arc::clone(&sent);
+            move |items: Vec<u64>| {
+                let sent = Arc::clone(&sent);
+                async move {
+                    sent.lock().unwrap().push((start.elapsed(), items.clone()));
+                    tokio::time::sleep(ms(items[0])).await;
+                    items
+                }
+            }
+        };
+        let submit_at = |at: Duration, item: u64| {
+            let (batcher, send) = (Arc::clone(&batcher), send.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(start + at).await;
+                batcher.submit(item, send).await
+            })
+        };
+        let callers = [
+            // Alone: sent at once, ends at 10 ms.
+            submit_at(ms(0), 10),
+            // Come after it ended: wait until 10 + 2 × 10 ms, together.
+            submit_at(ms(12), 60),
+            submit_at(ms(25), 61),
+            // A request of 60 ms ending at 90: the next at most 100 ms
+            // after, not 120.
+            submit_at(ms(150), 1),
+            // Long after: at once.
+            submit_at(ms(1000), 2),
+        ];
+        for caller in callers {
+            assert!(caller.await.unwrap().is_some());
+        }
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            vec![
+                (ms(0), vec![10]),
+                (ms(30), vec![60, 61]),
+                (ms(190), vec![1]),
+                (ms(1000), vec![2]),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -50,10 +50,13 @@ const READ_BATCH: usize = 128;
 /// reads the index for another.
 const READS_IN_FLIGHT: usize = 3;
 /// Reply writes in flight at once: the replies of passes that end while
-/// one is written go together in the next. The sidecar's cost is mostly
-/// per request, not per document, so under load this spares it requests
-/// (and its peers replication rounds); a lone pass is written at once.
+/// one is written, or soon after (the batcher is paced), go together in
+/// the next. The sidecar's cost is mostly per request, not per document,
+/// so under load this spares it requests (and its peers replication
+/// rounds); a lone pass after a quiet while is written at once.
 const WRITES_IN_FLIGHT: usize = 1;
+/// The longest a reply write waits for others after the last one.
+const WRITES_MOST_WAIT: Duration = Duration::from_millis(100);
 
 /// What a request shared by several passes answers each.
 type Shared<T> = Result<T, Arc<ReplicatorError>>;
@@ -121,7 +124,7 @@ impl Runner {
                 pending: Mutex::new(Pending::default()),
                 offered: watch::Sender::new(0),
                 reads: Batcher::new(READ_BATCH, READS_IN_FLIGHT),
-                writes: Batcher::new(SCHEDULED, WRITES_IN_FLIGHT),
+                writes: Batcher::new(SCHEDULED, WRITES_IN_FLIGHT).paced(WRITES_MOST_WAIT),
             }),
         }
     }
