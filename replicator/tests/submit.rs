@@ -22,10 +22,10 @@ type Requests = Arc<Mutex<Vec<String>>>;
 /// What the fake answers the `n`th request of a kind (from 0).
 type Answers = Arc<dyn Fn(usize) -> (u16, &'static str) + Send + Sync>;
 
-/// A CouchDB that answers `GET` of a document with `get` and `PUT` with
-/// `put` (status, body; [`CLOSED`] closes the connection unanswered), and
-/// a `POST` of `_bulk_docs` with every document stored when `put` is a
-/// success; returns its database URL.
+/// A CouchDB that answers `GET` of a document with `get`, and a write
+/// (`PUT`, or `POST` of `_bulk_docs` as CouchDB answers it) as a `PUT`
+/// would get `put` (status, body; [`CLOSED`] closes the connection
+/// unanswered); returns its database URL.
 async fn fake_couch(get: (u16, &'static str), put: (u16, &'static str)) -> (String, Requests) {
     fake_couch_with(Arc::new(move |_| get), Arc::new(move |_| put)).await
 }
@@ -95,12 +95,24 @@ async fn fake_couch_with(gets: Answers, puts: Answers) -> (String, Requests) {
     (url, requests)
 }
 
-/// What `_bulk_docs` answers when a `PUT` would get `put`.
+/// What `_bulk_docs` answers when a `PUT` would get `put`: a success or a
+/// conflict in the document's row, anything else for the whole request.
 fn bulk_answer(put: (u16, &'static str)) -> (u16, &'static str) {
     match put.0 {
-        201 => (201, r#"[{"ok":true,"id":"history:r:old","rev":"1-h"}]"#),
+        201 => (201, r#"[{"ok":true,"id":"r","rev":"1-a"}]"#),
+        409 => (
+            201,
+            r#"[{"id":"r","error":"conflict","reason":"Document update conflict."}]"#,
+        ),
         _ => put,
     }
+}
+
+/// The documents a logged `_bulk_docs` wrote.
+fn written_docs(write: &str) -> Vec<serde_json::Value> {
+    let body = write.splitn(3, ' ').nth(2).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    body["docs"].as_array().cloned().unwrap_or_default()
 }
 
 /// A fresh directory for a node's journal.
@@ -197,7 +209,10 @@ async fn a_write_that_keeps_conflicting_gives_up_as_contended() {
     assert_eq!(writes.len(), 50, "{writes:?}");
     // A refused exec leaves nothing behind: it wrote its resource alone.
     assert!(
-        writes.iter().all(|w| w.starts_with("PUT /cheops/r ")),
+        writes.iter().all(|w| {
+            let docs = written_docs(w);
+            w.starts_with("POST /cheops/_bulk_docs ") && docs.len() == 1 && docs[0]["_id"] == "r"
+        }),
         "{writes:?}"
     );
 }
@@ -287,8 +302,8 @@ async fn a_resetting_exec_writes_the_history_of_what_it_drops_first() {
         .unwrap_or_default()
         .starts_with("1-"));
     assert!(history.get("Origin").is_none(), "the same from every site");
-    let resource = body(writes[1]);
-    assert!(writes[1].starts_with("PUT /cheops/r "), "{writes:?}");
+    let resource = &written_docs(writes[1])[0];
+    assert_eq!(resource["_id"], "r", "{writes:?}");
     assert_eq!(resource["Operations"].as_array().map(Vec::len), Some(1));
     assert_eq!(resource["Operations"][0]["Site"], "site1");
     assert_ne!(resource["Operations"][0]["RequestId"], "old");
@@ -327,7 +342,9 @@ async fn an_exec_on_a_resource_read_as_deleted_waits_for_its_merge() {
         .expect("stored on the merge");
     assert_eq!(puts(&requests), 1, "one write");
     let requests = requests.lock().unwrap();
-    let first_write = requests.iter().position(|r| r.starts_with("PUT"));
+    let first_write = requests
+        .iter()
+        .position(|r| puts_in(std::slice::from_ref(r)) == 1);
     let fourth_read = requests
         .iter()
         .enumerate()
