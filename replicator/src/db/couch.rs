@@ -81,6 +81,16 @@ pub struct BulkResult {
     pub reason: Option<String>,
 }
 
+impl BulkResult {
+    /// The document was refused as over the server's size limit.
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self.error.as_deref(),
+            Some("too_large" | "document_too_large")
+        )
+    }
+}
+
 impl CouchClient {
     /// `db_url` names the database, credentials included:
     /// `http://admin:password@localhost:5984/cheops`.
@@ -368,20 +378,19 @@ impl CouchClient {
                 body: "no row for the document written".into(),
             });
         };
-        match row.error.as_deref() {
-            None => Ok(Written::Rev(row.rev.unwrap_or_default())),
-            Some("conflict") => Ok(Written::Conflict),
-            Some(error) => Err(ReplicatorError::Couch {
-                status: match error {
-                    "too_large" | "document_too_large" => 413,
-                    "forbidden" => 403,
-                    "unauthorized" => 401,
-                    _ => 0,
-                },
-                context: format!("POST _bulk_docs {}", row.id.unwrap_or_default()),
-                body: serde_json::json!({"error": error, "reason": row.reason}).to_string(),
-            }),
-        }
+        let status = match row.error.as_deref() {
+            None => return Ok(Written::Rev(row.rev.unwrap_or_default())),
+            Some("conflict") => return Ok(Written::Conflict),
+            _ if row.is_too_large() => 413,
+            Some("forbidden") => 403,
+            Some("unauthorized") => 401,
+            Some(_) => 0,
+        };
+        Err(ReplicatorError::Couch {
+            status,
+            context: format!("POST _bulk_docs {}", row.id.unwrap_or_default()),
+            body: serde_json::json!({"error": row.error, "reason": row.reason}).to_string(),
+        })
     }
 
     /// Writes several documents in one request. With `new_edits` false, the

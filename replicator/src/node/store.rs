@@ -80,7 +80,7 @@ async fn write(
         let id = reply.id.clone().unwrap_or_default();
         match row.error.as_deref() {
             None | Some("conflict") => stored.ids.push(id),
-            Some("too_large" | "document_too_large") => {
+            _ if row.is_too_large() => {
                 if let Err(error) = write_cut(couch, reply, origin, stored).await {
                     failed = Some(error);
                 }
