@@ -153,7 +153,7 @@ pub fn table(run: &Value, name: &str) -> String {
             .map(|mib| format!("{} MiB", mib.join(" / "))),
         None,
     );
-    for role in ["daemon", "sidecar"] {
+    for role in ["daemon", "commands", "sidecar"] {
         row(
             format!("{role} CPU per operation under load, per site"),
             cpu_per_operation(&run["footprint_load"], role),
@@ -310,7 +310,8 @@ fn cpu_per_operation(footprint: &Value, role: &str) -> Option<String> {
             )
         })
         .collect();
-    Some(format!("{} ms", values.join(" / ")))
+    // Runs recorded before the commands were counted apart have none.
+    (!values.is_empty()).then(|| format!("{} ms", values.join(" / ")))
 }
 
 fn processes<'a>(footprint: &'a Value, role: &'a str) -> Option<impl Iterator<Item = &'a Value>> {

@@ -26,6 +26,7 @@ pub struct Slice {
     /// Averaged over the sites.
     sidecar_ms_per_op: f64,
     daemon_ms_per_op: f64,
+    commands_ms_per_op: f64,
 }
 
 impl Slice {
@@ -41,12 +42,20 @@ impl Slice {
             completed: load.completed,
             sidecar_ms_per_op: per_op("sidecar"),
             daemon_ms_per_op: per_op("daemon"),
+            commands_ms_per_op: per_op("commands"),
         }
     }
 }
 
-/// The processes of a site, as [`Window`] names them.
-const ROLES: [&str; 2] = ["daemon", "sidecar"];
+/// The processes of a site, as [`Window`] names them, and what a row calls
+/// them.
+const PROCESSES: [(&str, &str); 2] = [("daemon", "daemons'"), ("sidecar", "sidecars'")];
+/// What spends CPU at a site: its processes and the commands its daemon ran.
+const SPENDERS: [(&str, &str); 3] = [
+    ("daemon", "daemons'"),
+    ("commands", "commands'"),
+    ("sidecar", "sidecars'"),
+];
 
 /// One line of the table: a figure, or one figure per site.
 #[derive(Debug, Clone)]
@@ -216,6 +225,7 @@ impl Report {
                     "completed": slice.completed,
                     "sidecar_cpu_ms_per_op": round(slice.sidecar_ms_per_op, 2),
                     "daemon_cpu_ms_per_op": round(slice.daemon_ms_per_op, 2),
+                    "commands_cpu_ms_per_op": round(slice.commands_ms_per_op, 2),
                 })
             })
             .collect();
@@ -444,11 +454,11 @@ impl Report {
     /// Memory and CPU of every daemon and sidecar over a window.
     pub fn footprint(&mut self, phase: &'static str, window: &Window) {
         self.rss_peak(phase, window);
-        for role in ROLES {
+        for (role, whose) in SPENDERS {
             self.row(
                 phase,
                 format!(
-                    "{role}s' CPU in {:.0} s ({})",
+                    "{whose} CPU in {:.0} s ({})",
                     window.seconds,
                     window.sites(role)
                 ),
@@ -460,10 +470,10 @@ impl Report {
     }
 
     fn rss_peak(&mut self, phase: &'static str, window: &Window) {
-        for role in ROLES {
+        for (role, whose) in PROCESSES {
             self.row(
                 phase,
-                format!("{role}s' RSS peak ({})", window.sites(role)),
+                format!("{whose} RSS peak ({})", window.sites(role)),
                 window
                     .of(role)
                     .iter()
@@ -474,14 +484,14 @@ impl Report {
         }
     }
 
-    /// The CPU every daemon and sidecar spent per operation, over a window
-    /// in which `ops` operations (or floor round trips) completed: where
-    /// the work goes.
+    /// The CPU every daemon, its commands and every sidecar spent per
+    /// operation, over a window in which `ops` operations (or floor round
+    /// trips) completed: where the work goes.
     pub fn cpu_per_operation(&mut self, phase: &'static str, window: &Window, ops: usize) {
-        for role in ROLES {
+        for (role, whose) in SPENDERS {
             self.row(
                 phase,
-                format!("{role}s' CPU per operation ({})", window.sites(role)),
+                format!("{whose} CPU per operation ({})", window.sites(role)),
                 window
                     .of(role)
                     .iter()

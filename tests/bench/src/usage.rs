@@ -1,6 +1,7 @@
 //! The memory and CPU time of the cluster's processes, read from `/proc`
 //! over a window: CPU seconds spent in it, resident memory at its peak and
-//! at its end.
+//! at its end. The commands a daemon ran count apart, as `commands`: the
+//! CPU of its children once it reaped them.
 
 use std::time::{Duration, Instant};
 
@@ -16,13 +17,15 @@ const TICKS_PER_SECOND: f64 = 100.0;
 /// How often resident memory is sampled for its peak.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-/// One process of the cluster.
+/// One process of the cluster, or the commands its daemon ran.
 #[derive(Debug, Clone)]
 pub struct Process {
-    /// `daemon` or `sidecar`.
+    /// `daemon`, `commands` or `sidecar`.
     pub role: &'static str,
     pub site: String,
     pid: u32,
+    /// Counts the process's reaped children (`commands`), not itself.
+    children: bool,
 }
 
 /// What a process used over a window.
@@ -93,15 +96,17 @@ impl Processes {
         let mut processes = Vec::new();
         for i in 0..SITES {
             let site = &cluster.node(i).site;
-            for (role, pid) in [
-                ("daemon", cluster.daemon_pid(i)),
-                ("sidecar", cluster.sidecar_pid(i)),
+            for (role, pid, children) in [
+                ("daemon", cluster.daemon_pid(i), false),
+                ("commands", cluster.daemon_pid(i), true),
+                ("sidecar", cluster.sidecar_pid(i), false),
             ] {
                 if let Some(pid) = pid {
                     processes.push(Process {
                         role,
                         site: site.clone(),
                         pid,
+                        children,
                     });
                 }
             }
@@ -115,11 +120,11 @@ impl Processes {
 
     /// The CPU seconds each has spent so far.
     pub fn cpu(&self) -> Result<Vec<f64>, Failure> {
-        self.0.iter().map(|p| cpu_seconds(p.pid)).collect()
+        self.0.iter().map(Process::cpu_seconds).collect()
     }
 
     fn rss(&self) -> Result<Vec<u64>, Failure> {
-        self.0.iter().map(|p| rss(p.pid)).collect()
+        self.0.iter().map(Process::rss).collect()
     }
 
     /// A window of `elapsed` in which each spent `cpu`; memory as it is now.
@@ -190,13 +195,13 @@ impl Sampler {
     pub fn start(cluster: &Cluster) -> Result<Sampler, Failure> {
         let processes = Processes::of(cluster);
         let cpu_at_start = processes.cpu()?;
-        let pids: Vec<u32> = processes.0.iter().map(|p| p.pid).collect();
+        let sampled = processes.0.clone();
         let (stop, mut stopped) = oneshot::channel();
         let peaks = tokio::spawn(async move {
-            let mut peaks = vec![0; pids.len()];
+            let mut peaks = vec![0; sampled.len()];
             loop {
-                for (peak, pid) in peaks.iter_mut().zip(&pids) {
-                    *peak = (*peak).max(rss(*pid)?);
+                for (peak, process) in peaks.iter_mut().zip(&sampled) {
+                    *peak = (*peak).max(process.rss()?);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(SAMPLE_EVERY) => {}
@@ -233,8 +238,24 @@ impl Sampler {
     }
 }
 
-/// User and system CPU time of `pid` so far, from `/proc/PID/stat`.
-fn cpu_seconds(pid: u32) -> Result<f64, Failure> {
+impl Process {
+    /// Its CPU seconds so far.
+    fn cpu_seconds(&self) -> Result<f64, Failure> {
+        cpu_seconds(self.pid, self.children)
+    }
+
+    /// Its resident memory; none for commands, which come and go.
+    fn rss(&self) -> Result<u64, Failure> {
+        if self.children {
+            return Ok(0);
+        }
+        rss(self.pid)
+    }
+}
+
+/// User and system CPU time of `pid` so far (of its reaped children with
+/// `children`), from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32, children: bool) -> Result<f64, Failure> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     // The command name (field 2) may hold spaces; the fields after it do not.
@@ -242,9 +263,11 @@ fn cpu_seconds(pid: u32) -> Result<f64, Failure> {
         .rsplit_once(") ")
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    // After the name: state is field 3, utime 14 and stime 15.
+    // After the name: state is field 3, utime 14 and stime 15, the reaped
+    // children's cutime 16 and cstime 17.
     let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
-    match (ticks(14), ticks(15)) {
+    let (user, system) = if children { (16, 17) } else { (14, 15) };
+    match (ticks(user), ticks(system)) {
         (Some(user), Some(system)) => Ok((user + system) as f64 / TICKS_PER_SECOND),
         _ => Err(format!("{path}: unexpected content")),
     }
@@ -270,6 +293,20 @@ mod tests {
     fn reads_this_process() {
         let me = std::process::id();
         assert!(rss(me).unwrap() > 0);
-        assert!(cpu_seconds(me).unwrap() >= 0.0);
+        assert!(cpu_seconds(me, false).unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn counts_the_children_once_reaped() {
+        let me = std::process::id();
+        let before = cpu_seconds(me, true).unwrap();
+        // A child that spends a tenth of a second or more of CPU.
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i + 1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let spent = cpu_seconds(me, true).unwrap() - before;
+        assert!(spent >= 0.05, "the child's CPU: {spent} s");
     }
 }
