@@ -152,13 +152,15 @@ impl ShellBackend {
             ));
         }
         let outcome = match ran.status {
+            // The runner logs each operation's outcome: a success needs no
+            // second line, a failure's exit status does.
+            Some(status) if status.success() => {
+                debug!(%status, "command ran");
+                Outcome::Ok
+            }
             Some(status) => {
-                info!(%status, "command ran");
-                if status.success() {
-                    Outcome::Ok
-                } else {
-                    Outcome::Failed
-                }
+                info!(%status, "command failed");
+                Outcome::Failed
             }
             None => {
                 warn!(timeout = ?self.timeout, "command timed out and was killed");
