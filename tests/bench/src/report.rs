@@ -451,7 +451,8 @@ impl Report {
         );
     }
 
-    /// Memory and CPU of every daemon and sidecar over a window.
+    /// Memory of every daemon and sidecar over a window, and the CPU each
+    /// spent, the daemon's commands apart.
     pub fn footprint(&mut self, phase: &'static str, window: &Window) {
         self.rss_peak(phase, window);
         for (role, whose) in SPENDERS {
