@@ -108,11 +108,18 @@ fn bulk_answer(put: (u16, &'static str)) -> (u16, &'static str) {
     }
 }
 
+/// The body of a logged write.
+fn write_body(write: &str) -> serde_json::Value {
+    let body = write.splitn(3, ' ').nth(2).unwrap_or_default();
+    serde_json::from_str(body).expect("a JSON body")
+}
+
 /// The documents a logged `_bulk_docs` wrote.
 fn written_docs(write: &str) -> Vec<serde_json::Value> {
-    let body = write.splitn(3, ' ').nth(2).unwrap_or_default();
-    let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
-    body["docs"].as_array().cloned().unwrap_or_default()
+    write_body(write)["docs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// A fresh directory for a node's journal.
@@ -183,10 +190,12 @@ fn puts(requests: &Requests) -> usize {
 
 /// The writes among `requests`.
 fn puts_in(requests: &[String]) -> usize {
-    requests
-        .iter()
-        .filter(|r| r.starts_with("PUT") || r.starts_with("POST /cheops/_bulk_docs"))
-        .count()
+    requests.iter().filter(|r| is_write(r)).count()
+}
+
+/// Whether a logged request writes documents.
+fn is_write(request: &str) -> bool {
+    request.starts_with("PUT") || request.starts_with("POST /cheops/_bulk_docs")
 }
 
 #[tokio::test]
@@ -282,16 +291,9 @@ async fn a_resetting_exec_writes_the_history_of_what_it_drops_first() {
         .map(|_| ())
         .expect("stored");
     let requests = requests.lock().unwrap();
-    let writes: Vec<&String> = requests
-        .iter()
-        .filter(|r| r.starts_with("PUT") || r.starts_with("POST /cheops/_bulk_docs"))
-        .collect();
+    let writes: Vec<&String> = requests.iter().filter(|r| is_write(r)).collect();
     assert_eq!(writes.len(), 2, "{requests:?}");
-    let body = |write: &str| -> serde_json::Value {
-        let body = write.splitn(3, ' ').nth(2).unwrap_or_default();
-        serde_json::from_str(body).expect("a JSON body")
-    };
-    let dropped = body(writes[0]);
+    let dropped = write_body(writes[0]);
     assert_eq!(dropped["new_edits"], false, "{dropped}");
     let history = &dropped["docs"][0];
     assert_eq!(history["_id"], "history:r:old");
@@ -342,9 +344,7 @@ async fn an_exec_on_a_resource_read_as_deleted_waits_for_its_merge() {
         .expect("stored on the merge");
     assert_eq!(puts(&requests), 1, "one write");
     let requests = requests.lock().unwrap();
-    let first_write = requests
-        .iter()
-        .position(|r| puts_in(std::slice::from_ref(r)) == 1);
+    let first_write = requests.iter().position(|r| is_write(r));
     let fourth_read = requests
         .iter()
         .enumerate()
