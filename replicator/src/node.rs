@@ -21,6 +21,7 @@ mod start;
 pub mod store;
 pub mod submission;
 mod submit;
+pub mod writes;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -89,6 +89,26 @@ impl BulkResult {
             Some("too_large" | "document_too_large")
         )
     }
+
+    /// What writing the document (`new_edits` true) came to, said as a
+    /// `PUT`'s answer would: its new revision, a conflict, or an error with
+    /// the status a `PUT` would have had (413 over the size limit, 403
+    /// refused by a validation function, 401).
+    pub fn written(self) -> Result<Written, ReplicatorError> {
+        let status = match self.error.as_deref() {
+            None => return Ok(Written::Rev(self.rev.unwrap_or_default())),
+            Some("conflict") => return Ok(Written::Conflict),
+            _ if self.is_too_large() => 413,
+            Some("forbidden") => 403,
+            Some("unauthorized") => 401,
+            Some(_) => 0,
+        };
+        Err(ReplicatorError::Couch {
+            status,
+            context: format!("POST _bulk_docs {}", self.id.unwrap_or_default()),
+            body: serde_json::json!({"error": self.error, "reason": self.reason}).to_string(),
+        })
+    }
 }
 
 impl CouchClient {
@@ -366,9 +386,8 @@ impl CouchClient {
     /// Writes one document (`_id` in it; its `_rev`, if any, must be
     /// current) as `put` does, through `_bulk_docs`: PouchDB Server spends
     /// less on that than on a `PUT`, and CouchDB the same. The document's
-    /// refusal gets the status a `PUT` would have had: 413 over the size
-    /// limit (whether said of the request or of the document), 403 refused
-    /// by a validation function.
+    /// refusal gets the status a `PUT` would have had (see
+    /// [`BulkResult::written`]; 413 also when said of the request).
     pub async fn save<T: Serialize>(&self, doc: &T) -> Result<Written, ReplicatorError> {
         let row = self.bulk_docs(std::slice::from_ref(doc), true).await?.pop();
         let Some(row) = row else {
@@ -378,19 +397,7 @@ impl CouchClient {
                 body: "no row for the document written".into(),
             });
         };
-        let status = match row.error.as_deref() {
-            None => return Ok(Written::Rev(row.rev.unwrap_or_default())),
-            Some("conflict") => return Ok(Written::Conflict),
-            _ if row.is_too_large() => 413,
-            Some("forbidden") => 403,
-            Some("unauthorized") => 401,
-            Some(_) => 0,
-        };
-        Err(ReplicatorError::Couch {
-            status,
-            context: format!("POST _bulk_docs {}", row.id.unwrap_or_default()),
-            body: serde_json::json!({"error": row.error, "reason": row.reason}).to_string(),
-        })
+        row.written()
     }
 
     /// Writes several documents in one request. With `new_edits` false, the

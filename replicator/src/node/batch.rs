@@ -8,21 +8,32 @@
 //! took before sending the next: a sidecar under load answers slowly, and
 //! the callers that come meanwhile share one request rather than each pay
 //! for one; an idle one answers in milliseconds, and so is waited for that
-//! little.
+//! little. A caller in a hurry ([`Batcher::submit_now`]) cuts that wait
+//! short, and takes along whatever waits.
 
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 
 /// Items waiting for the next request, each with where its answer goes.
 type Queue<I, O> = Vec<(I, oneshot::Sender<O>)>;
 
+/// What waits for the next request.
+struct Waiting<I, O> {
+    queue: Queue<I, O>,
+    /// How many of the oldest items to send at once, the last of them
+    /// from a caller in a hurry; 0 when none waits.
+    hurried: usize,
+}
+
 /// Gathers items of many callers into requests of at most `max` items.
 pub struct Batcher<I, O> {
-    queue: Mutex<Queue<I, O>>,
+    waiting: Mutex<Waiting<I, O>>,
+    /// Wakes a request waiting for its pace when a caller in a hurry came.
+    hurry: Notify,
     /// One held per request in flight.
     in_flight: Semaphore,
     max: usize,
@@ -37,7 +48,11 @@ impl<I, O> Batcher<I, O> {
     /// Requests of at most `max` items, `in_flight` of them at once.
     pub fn new(max: usize, in_flight: usize) -> Self {
         Batcher {
-            queue: Mutex::new(Vec::new()),
+            waiting: Mutex::new(Waiting {
+                queue: Vec::new(),
+                hurried: 0,
+            }),
+            hurry: Notify::new(),
             in_flight: Semaphore::new(in_flight.max(1)),
             max: max.max(1),
             most_wait: Duration::ZERO,
@@ -63,8 +78,36 @@ impl<I, O> Batcher<I, O> {
         F: Fn(Vec<I>) -> Fut,
         Fut: Future<Output = Vec<O>>,
     {
+        self.hand_over(item, send, false).await
+    }
+
+    /// [`Batcher::submit`], for a caller in a hurry: the next request
+    /// leaves as soon as none is in flight, without waiting for its pace,
+    /// and carries `item` with whatever waits.
+    pub async fn submit_now<F, Fut>(&self, item: I, send: F) -> Option<O>
+    where
+        F: Fn(Vec<I>) -> Fut,
+        Fut: Future<Output = Vec<O>>,
+    {
+        self.hand_over(item, send, true).await
+    }
+
+    async fn hand_over<F, Fut>(&self, item: I, send: F, hurried: bool) -> Option<O>
+    where
+        F: Fn(Vec<I>) -> Fut,
+        Fut: Future<Output = Vec<O>>,
+    {
         let (answer, mut answered) = oneshot::channel();
-        self.lock().push((item, answer));
+        {
+            let mut waiting = self.lock();
+            waiting.queue.push((item, answer));
+            if hurried {
+                waiting.hurried = waiting.queue.len();
+            }
+        }
+        if hurried {
+            self.hurry.notify_waiters();
+        }
         loop {
             // The semaphore is never closed.
             let _in_flight = self.in_flight.acquire().await.ok()?;
@@ -78,12 +121,23 @@ impl<I, O> Batcher<I, O> {
             // paced.
             let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((ended, took)) = last {
-                tokio::time::sleep_until(ended + (took * 2).min(self.most_wait)).await;
+                let hurry = self.hurry.notified();
+                tokio::pin!(hurry);
+                // Listening before looking: a hurry after the look wakes it.
+                hurry.as_mut().enable();
+                if self.lock().hurried == 0 {
+                    let paced = ended + (took * 2).min(self.most_wait);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(paced) => {}
+                        () = hurry => {}
+                    }
+                }
             }
             let batch: Queue<I, O> = {
-                let mut queue = self.lock();
-                let take = queue.len().min(self.max);
-                queue.drain(..take).collect()
+                let mut waiting = self.lock();
+                let take = waiting.queue.len().min(self.max);
+                waiting.hurried = waiting.hurried.saturating_sub(take);
+                waiting.queue.drain(..take).collect()
             };
             if batch.is_empty() {
                 // Its item is in a request in flight: wait for that one.
@@ -103,9 +157,9 @@ impl<I, O> Batcher<I, O> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue<I, O>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<I, O>> {
         // Pushes and drains only: never left inconsistent.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -139,7 +193,7 @@ mod tests {
             let (batcher, send) = (Arc::clone(&batcher), send.clone());
             callers.spawn(async move { (n, batcher.submit(n, send).await) });
         }
-        while batcher.lock().len() < 49 {
+        while batcher.lock().queue.len() < 49 {
             tokio::task::yield_now().await;
         }
         release.send_replace(true);
@@ -190,13 +244,15 @@ mod tests {
         assert_eq!(most.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_paced_batcher_waits_twice_the_last_request_for_more_callers() {
+    /// The requests a batcher paced to at most 100 ms makes for `calls`,
+    /// each `(at, item, hurried)`: when, in milliseconds from the start,
+    /// and with which items. Each item is how long its request takes, in
+    /// milliseconds.
+    async fn paced_requests(calls: &[(u64, u64, bool)]) -> Vec<(Duration, Vec<u64>)> {
         let ms = Duration::from_millis;
         let batcher: Arc<Batcher<u64, u64>> = Arc::new(Batcher::new(100, 1).paced(ms(100)));
         let start = Instant::now();
         let sent = Arc::new(Mutex::new(Vec::new()));
-        // Each item is how long its request takes, in milliseconds.
         let send = {
             let sent = Arc::clone(&sent);
             move |items: Vec<u64>| {
@@ -208,29 +264,43 @@ mod tests {
                 }
             }
         };
-        let submit_at = |at: Duration, item: u64| {
-            let (batcher, send) = (Arc::clone(&batcher), send.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep_until(start + at).await;
-                batcher.submit(item, send).await
+        let callers: Vec<_> = calls
+            .iter()
+            .map(|&(at, item, hurried)| {
+                let (batcher, send) = (Arc::clone(&batcher), send.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(start + ms(at)).await;
+                    if hurried {
+                        batcher.submit_now(item, send).await
+                    } else {
+                        batcher.submit(item, send).await
+                    }
+                })
             })
-        };
-        let callers = [
-            // Alone: sent at once, ends at 10 ms.
-            submit_at(ms(0), 10),
-            // Come after it ended: wait until 10 + 2 × 10 ms, together.
-            submit_at(ms(12), 60),
-            submit_at(ms(25), 61),
-            // A request of 60 ms ending at 90: the next at most 100 ms
-            // after, not 120.
-            submit_at(ms(150), 1),
-            // Long after: at once.
-            submit_at(ms(1000), 2),
-        ];
+            .collect();
         for caller in callers {
             assert!(caller.await.unwrap().is_some());
         }
         let sent = sent.lock().unwrap().clone();
+        sent
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_batcher_waits_twice_the_last_request_for_more_callers() {
+        let ms = Duration::from_millis;
+        let sent = paced_requests(&[
+            // Alone: sent at once, ends at 10 ms.
+            (0, 10, false),
+            // Come after it ended: wait until 10 + 2 × 10 ms, together.
+            (12, 60, false),
+            (25, 61, false),
+            // A request of 60 ms ending at 90: the next at most 100 ms
+            // after, not 120.
+            (150, 1, false),
+            // Long after: at once.
+            (1000, 2, false),
+        ])
+        .await;
         assert_eq!(
             sent,
             vec![
@@ -242,11 +312,41 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_in_a_hurry_cuts_the_pace_short_and_takes_the_waiting_along() {
+        let ms = Duration::from_millis;
+        let sent = paced_requests(&[
+            // Alone: sent at once, ends at 40 ms; the next paced to 120.
+            (0, 40, false),
+            // Waits for the pace, until a hurry at 70 takes it along.
+            (50, 1, false),
+            (70, 2, true),
+            // Paced after that one (ended at 71, took 1 ms): at 73.
+            (72, 3, false),
+            // Alone: at once, in flight until 230.
+            (200, 30, false),
+            // In a hurry while it is in flight: as soon as it ends, not
+            // paced to 290.
+            (210, 4, true),
+        ])
+        .await;
+        assert_eq!(
+            sent,
+            vec![
+                (ms(0), vec![40]),
+                (ms(70), vec![1, 2]),
+                (ms(73), vec![3]),
+                (ms(200), vec![30]),
+                (ms(230), vec![4]),
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn requests_hold_at_most_max_items() {
         let batcher: Batcher<u32, u32> = Batcher::new(3, 1);
         for n in 0..7 {
-            batcher.lock().push((n, oneshot::channel().0));
+            batcher.lock().queue.push((n, oneshot::channel().0));
         }
         let sizes = Mutex::new(Vec::new());
         let answer = batcher

@@ -1,6 +1,7 @@
-//! What every part of a node shares: its site, its database, its journal,
-//! its ledger, its metrics, its events, its changes feed and its health. The node, the
-//! runner and the workers each receive one.
+//! What every part of a node shares: its site, its database and the writes
+//! waiting for it, its journal, its ledger, its metrics, its events, its
+//! changes feed and its health. The node, the runner and the workers each
+//! receive one.
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -13,6 +14,7 @@ use crate::node::feed::Feed;
 use crate::node::health::OversizeResource;
 use crate::node::journal::Journal;
 use crate::node::ledger::Ledger;
+use crate::node::writes::{writes, Writes};
 use crate::Health;
 
 #[derive(Clone)]
@@ -21,6 +23,9 @@ pub struct Context {
     pub site: String,
     /// The local database; it counts its requests in `metrics`.
     pub couch: CouchClient,
+    /// Replies and resources waiting to be written together
+    /// (`node/writes.rs`).
+    pub writes: Arc<Writes>,
     pub metrics: Metrics,
     /// This site's replies until CouchDB holds them.
     pub journal: Journal,
@@ -49,6 +54,7 @@ impl Context {
         Context {
             site,
             couch,
+            writes: Arc::new(writes()),
             metrics,
             journal,
             ledger: Arc::new(ledger),

@@ -10,13 +10,14 @@
 //! [`Runner::schedule`], and so the feed, waits. Each reply is journaled as
 //! its command ends, before the next starts, and only then written to
 //! CouchDB. Resources waiting together share their reads of the replies
-//! view and their `_bulk_docs` (see [`Batcher`]).
+//! view (see [`Batcher`]), and their `_bulk_docs` with the resources
+//! `/exec` stores meanwhile (`node/writes.rs`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cheops_backends::{Backend, CommandResult};
-use cheops_model::{Command, ReplyDocument, ResourceDocument};
+use cheops_model::{Command, ResourceDocument};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
@@ -49,14 +50,6 @@ const READ_BATCH: usize = 128;
 /// View requests in flight at once: the sidecar answers one while it
 /// reads the index for another.
 const READS_IN_FLIGHT: usize = 3;
-/// Reply writes in flight at once: the replies of passes that end while
-/// one is written, or soon after (the batcher is paced), go together in
-/// the next. The sidecar's cost is mostly per request, not per document,
-/// so under load this spares it requests (and its peers replication
-/// rounds); a lone pass after a quiet while is written at once.
-const WRITES_IN_FLIGHT: usize = 1;
-/// The longest a reply write waits for others after the last one.
-const WRITES_MOST_WAIT: Duration = Duration::from_millis(100);
 
 /// What a request shared by several passes answers each.
 type Shared<T> = Result<T, Arc<ReplicatorError>>;
@@ -93,8 +86,6 @@ struct Inner {
     offered: watch::Sender<u64>,
     /// Reads of this site's replies, by resource, shared between passes.
     reads: Batcher<String, Shared<Vec<Run>>>,
-    /// Writes of the replies of passes, shared between passes.
-    writes: Batcher<Vec<ReplyDocument>, Shared<()>>,
 }
 
 impl Runner {
@@ -124,7 +115,6 @@ impl Runner {
                 pending: Mutex::new(Pending::default()),
                 offered: watch::Sender::new(0),
                 reads: Batcher::new(READ_BATCH, READS_IN_FLIGHT),
-                writes: Batcher::new(SCHEDULED, WRITES_IN_FLIGHT).paced(WRITES_MOST_WAIT),
             }),
         }
     }

@@ -8,10 +8,14 @@
 //! is cut to [`FALLBACK_MAX_REPLY_BYTES`] and written again: it is stored
 //! cut rather than its operation run again.
 
-use cheops_model::ReplyDocument;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use cheops_model::{ReplyDocument, ResourceDocument};
+use serde::Serialize;
 use tracing::info;
 
-use crate::db::couch::CouchClient;
+use crate::db::couch::{BulkResult, CouchClient, Written};
 use crate::db::origin::Stamped;
 use crate::node::context::Context;
 use crate::node::oversize::{fit, FALLBACK_MAX_REPLY_BYTES};
@@ -27,14 +31,124 @@ pub async fn store_replies(
     ctx: &Context,
     replies: &[ReplyDocument],
 ) -> Result<(), ReplicatorError> {
-    if replies.is_empty() {
-        return Ok(());
+    store_with(ctx, replies, &[]).await.0
+}
+
+/// [`store_replies`], with `resources` (each with its current `_rev`, if
+/// any) in the same `_bulk_docs`; also what became of each resource, in
+/// order, said as [`CouchClient::save`] would. A request refused as too
+/// large is split: each resource alone, the replies as [`store_replies`]
+/// writes them.
+pub async fn store_with(
+    ctx: &Context,
+    replies: &[ReplyDocument],
+    resources: &[ResourceDocument],
+) -> (
+    Result<(), ReplicatorError>,
+    Vec<Result<Written, ReplicatorError>>,
+) {
+    if replies.is_empty() && resources.is_empty() {
+        return (Ok(()), Vec::new());
     }
     let mut stored = Stored::default();
-    let written = write(&ctx.couch, replies, ctx.origin(), &mut stored).await;
+    let (written, saved) = if resources.is_empty() {
+        let written = write(&ctx.couch, replies, ctx.origin(), &mut stored).await;
+        (written, Vec::new())
+    } else {
+        write_with(&ctx.couch, replies, resources, ctx.origin(), &mut stored).await
+    };
     ctx.metrics.replies_written(stored.new);
-    ctx.journal.stored(stored.ids).await?;
-    written
+    let journaled = ctx.journal.stored(stored.ids).await;
+    (journaled.and(written), saved)
+}
+
+/// A document of a `_bulk_docs` that writes resources beside replies.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Mixed<'a> {
+    Resource(&'a ResourceDocument),
+    Reply(Stamped<'a, ReplyDocument>),
+}
+
+/// Writes `resources`, then `replies` stamped with `origin`, in one
+/// request.
+///
+/// One update per document: PouchDB Server answers the second of two
+/// updates of one revision in a request with a conflict, yet stores it as
+/// a conflicting leaf. A resource already in the request is not sent: it
+/// lost the race, and is answered so.
+async fn write_with(
+    couch: &CouchClient,
+    replies: &[ReplyDocument],
+    resources: &[ResourceDocument],
+    origin: Option<&str>,
+    stored: &mut Stored,
+) -> (
+    Result<(), ReplicatorError>,
+    Vec<Result<Written, ReplicatorError>>,
+) {
+    let mut ids = HashSet::new();
+    let sent: Vec<bool> = resources.iter().map(|r| ids.insert(&r.id)).collect();
+    let docs: Vec<Mixed> = resources
+        .iter()
+        .zip(&sent)
+        .filter(|(_, sent)| **sent)
+        .map(|(r, _)| Mixed::Resource(r))
+        .chain(
+            replies
+                .iter()
+                .map(|r| Mixed::Reply(Stamped::new(r, origin))),
+        )
+        .collect();
+    match couch.bulk_docs(&docs, true).await {
+        Ok(mut rows) => {
+            let reply_rows = rows.split_off(ids.len().min(rows.len()));
+            let mut rows = rows.into_iter();
+            let saved = sent
+                .iter()
+                .map(|sent| match sent {
+                    true => rows
+                        .next()
+                        .map_or_else(|| Err(missing_row()), BulkResult::written),
+                    false => Ok(Written::Conflict),
+                })
+                .collect();
+            let written = absorb(couch, replies, reply_rows, origin, stored).await;
+            (written, saved)
+        }
+        Err(error) if is_too_large(&error) => {
+            // Which one is too large: each resource on its own.
+            let mut saved = Vec::with_capacity(resources.len());
+            for (doc, sent) in resources.iter().zip(&sent) {
+                saved.push(match sent {
+                    true => couch.save(doc).await,
+                    false => Ok(Written::Conflict),
+                });
+            }
+            (write(couch, replies, origin, stored).await, saved)
+        }
+        Err(error) => {
+            let error = Arc::new(error);
+            let saved = resources
+                .iter()
+                .map(|_| Err(ReplicatorError::Shared(Arc::clone(&error))))
+                .collect();
+            let written = if replies.is_empty() {
+                Ok(())
+            } else {
+                Err(ReplicatorError::Shared(error))
+            };
+            (written, saved)
+        }
+    }
+}
+
+fn missing_row() -> ReplicatorError {
+    ReplicatorError::Couch {
+        status: 0,
+        context: "POST _bulk_docs".into(),
+        body: "no row for a document written".into(),
+    }
 }
 
 /// What CouchDB holds after a write.
@@ -54,6 +168,9 @@ async fn write(
     origin: Option<&str>,
     stored: &mut Stored,
 ) -> Result<(), ReplicatorError> {
+    if replies.is_empty() {
+        return Ok(());
+    }
     let stamped: Vec<_> = replies.iter().map(|r| Stamped::new(r, origin)).collect();
     let rows = match couch.bulk_docs(&stamped, true).await {
         Ok(rows) => rows,
@@ -74,6 +191,19 @@ async fn write(
         }
         Err(error) => return Err(error),
     };
+    absorb(couch, replies, rows, origin, stored).await
+}
+
+/// Notes in `stored` the replies CouchDB holds after a write answered
+/// `rows` (in the order of `replies`), writing cut those refused as too
+/// large.
+async fn absorb(
+    couch: &CouchClient,
+    replies: &[ReplyDocument],
+    rows: Vec<BulkResult>,
+    origin: Option<&str>,
+    stored: &mut Stored,
+) -> Result<(), ReplicatorError> {
     let mut failed = None;
     stored.new += rows.iter().filter(|row| row.error.is_none()).count();
     for (reply, row) in replies.iter().zip(rows) {
@@ -160,6 +290,8 @@ mod tests {
         url: String,
         docs: Arc<Mutex<BTreeMap<String, Value>>>,
         requests: Arc<Mutex<usize>>,
+        /// The ids of the documents written, as sent.
+        sent: Arc<Mutex<Vec<String>>>,
     }
 
     impl FakeCouch {
@@ -168,10 +300,11 @@ mod tests {
             let url = format!("http://{}/cheops", listener.local_addr().unwrap());
             let docs: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
             let requests: Arc<Mutex<usize>> = Arc::default();
-            let (d, r) = (Arc::clone(&docs), Arc::clone(&requests));
+            let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+            let (d, r, i) = (Arc::clone(&docs), Arc::clone(&requests), Arc::clone(&sent));
             tokio::spawn(async move {
                 while let Ok((socket, _)) = listener.accept().await {
-                    let (docs, requests) = (Arc::clone(&d), Arc::clone(&r));
+                    let (docs, requests, sent) = (Arc::clone(&d), Arc::clone(&r), Arc::clone(&i));
                     tokio::spawn(async move {
                         let mut socket = BufReader::new(socket);
                         while let Some(body) = read_request(&mut socket).await {
@@ -182,7 +315,7 @@ mod tests {
                                     json!({"error": "document_too_large", "reason": ""}),
                                 )
                             } else {
-                                ("201 Created", bulk(&docs, &body))
+                                ("201 Created", bulk(&docs, &sent, &body))
                             };
                             let answer = answer.to_string();
                             let response = format!(
@@ -205,6 +338,7 @@ mod tests {
                 url,
                 docs,
                 requests,
+                sent,
             }
         }
 
@@ -235,15 +369,21 @@ mod tests {
         Some(body)
     }
 
-    fn bulk(docs: &Mutex<BTreeMap<String, Value>>, body: &[u8]) -> Value {
+    fn bulk(
+        docs: &Mutex<BTreeMap<String, Value>>,
+        sent: &Mutex<Vec<String>>,
+        body: &[u8],
+    ) -> Value {
         let request: Value = serde_json::from_slice(body).unwrap();
         let mut docs = docs.lock().unwrap();
+        let mut sent = sent.lock().unwrap();
         let rows: Vec<Value> = request["docs"]
             .as_array()
             .unwrap()
             .iter()
             .map(|doc| {
                 let id = doc["_id"].as_str().unwrap().to_owned();
+                sent.push(id.clone());
                 if docs.contains_key(&id) {
                     json!({"id": id, "error": "conflict", "reason": "Document update conflict."})
                 } else {
@@ -348,6 +488,65 @@ mod tests {
         assert!(journal.pending().is_empty());
         assert_eq!(couch_db.docs.lock().unwrap().len(), 2);
         assert_eq!(*couch_db.requests.lock().unwrap(), 2);
+    }
+
+    fn resource(id: &str, sites: usize) -> ResourceDocument {
+        ResourceDocument {
+            id: id.into(),
+            locations: (0..sites).map(|i| format!("site-{i:06}")).collect(),
+            ..ResourceDocument::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn resources_go_with_the_replies_and_one_too_large_is_refused_alone() {
+        let couch_db = FakeCouch::start(100_000).await;
+        let couch = CouchClient::new(&couch_db.url).unwrap();
+        let dir = scratch("with");
+        let journal = Journal::open(&dir.0, "site1").unwrap();
+        let ctx = context(&couch, &journal);
+        let replies = [reply("a", "a\n".into()), reply("b", "b\n".into())];
+        journaled(&journal, &replies).await;
+        couch_db
+            .docs
+            .lock()
+            .unwrap()
+            .insert("taken".into(), json!({"_id": "taken"}));
+
+        // A second update of one document in a request lost the race: it
+        // is not sent (PouchDB Server would store it as a conflict).
+        let resources = [resource("new", 3), resource("taken", 3), resource("new", 2)];
+        let (stored, saved) = store_with(&ctx, &replies[..1], &resources).await;
+        stored.unwrap();
+        let saved: Vec<Written> = saved.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            saved,
+            [
+                Written::Rev("1-a".into()),
+                Written::Conflict,
+                Written::Conflict
+            ]
+        );
+        assert_eq!(*couch_db.requests.lock().unwrap(), 1, "one request");
+        let reply_a = replies[0].id.clone().unwrap();
+        assert_eq!(*couch_db.sent.lock().unwrap(), ["new", "taken", &reply_a]);
+        assert_eq!(couch_db.doc("new").unwrap()["Locations"][2], "site-000002");
+        assert_eq!(journal.ran("res").len(), 1, "b is still to store");
+
+        // Over the limit, the request is split: the resource alone is
+        // refused as a `PUT` would be, the reply is stored.
+        let (stored, saved) = store_with(&ctx, &replies[1..], &[resource("big", 10_000)]).await;
+        stored.unwrap();
+        assert!(
+            matches!(
+                &saved[..],
+                [Err(ReplicatorError::Couch { status: 413, .. })]
+            ),
+            "{saved:?}"
+        );
+        assert!(couch_db.doc("big").is_none());
+        assert!(journal.pending().is_empty());
+        assert_eq!(*couch_db.requests.lock().unwrap(), 4, "together, then each");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use crate::db::couch::Written;
 use crate::db::queries;
 use crate::node::feed::{Event, EventType};
 use crate::node::resolution::dropped_history;
+use crate::node::writes;
 use crate::node::Node;
 use crate::{ReplicatorError, Submission, Submitted};
 
@@ -99,7 +100,7 @@ impl Node {
         // What the requests view said, kept across attempts.
         let mut seen = HashMap::new();
         let creates = !operation.command.is_empty();
-        for _ in 0..WRITE_ATTEMPTS {
+        for attempt in 0..WRITE_ATTEMPTS {
             let mut doc = match self.recent.take(resource_id) {
                 // This node's own last write, not read again: a lookup
                 // before writing on it loses a race only when another
@@ -156,8 +157,16 @@ impl Node {
             // Before the block that drops their operations: none is ever
             // out of every block and of the history at once.
             self.store_dropped(resource_id, &dropped).await?;
-            match self.ctx.couch.save(&doc).await {
-                Ok(Written::Rev(rev)) => {
+            // The first attempt shares a request with the replies waiting;
+            // one after a lost race is sent alone, at once.
+            let saved = if attempt == 0 {
+                writes::resource(&self.ctx, doc).await
+            } else {
+                let written = self.ctx.couch.save(&doc).await;
+                written.map(|written| (doc, written))
+            };
+            match saved {
+                Ok((mut doc, Written::Rev(rev))) => {
                     self.ctx.metrics.accepted();
                     info!(resource = %resource_id, request = %operation.request_id, site = %self.ctx.site, rev = %rev, "operation stored");
                     let locations = doc.locations.clone();
@@ -174,7 +183,7 @@ impl Node {
                     }
                     return Ok(locations);
                 }
-                Ok(Written::Conflict) => {}
+                Ok((_, Written::Conflict)) => {}
                 // CouchDB configured with a lower limit than the node.
                 Err(ReplicatorError::Couch {
                     status: 413, body, ..

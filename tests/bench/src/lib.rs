@@ -276,6 +276,8 @@ pub async fn run(params: &Params) -> Result<Report, Failure> {
         dir: params.dir.clone(),
         binary: Some(params.binary.clone()),
         count_traffic: true,
+        // As deployed: what the daemons cost includes their logs.
+        log: "info".into(),
         ..ClusterOptions::default()
     })
     .await;

@@ -168,6 +168,9 @@ pub struct ClusterOptions {
     /// Start one [`CounterApp`] per node, as its daemon's
     /// `--http-backend`.
     pub http_app: bool,
+    /// The daemons' `RUST_LOG`: by default the replicator's debug lines
+    /// too, for a test that fails to show what led there.
+    pub log: String,
 }
 
 impl Default for ClusterOptions {
@@ -184,9 +187,13 @@ impl Default for ClusterOptions {
             env: Vec::new(),
             count_traffic: false,
             fake_scheduler: false,
+            log: DEBUG_LOG.into(),
         }
     }
 }
+
+/// What the daemons of a test cluster log by default.
+const DEBUG_LOG: &str = "info,cheops_replicator=debug";
 
 /// Nodes started for one test; dropped, it kills them and removes their files.
 pub struct Cluster {
@@ -197,6 +204,7 @@ pub struct Cluster {
     reply_timeout: u64,
     daemon_args: Vec<String>,
     env: Vec<(String, String)>,
+    log: String,
     tokens: Tokens,
     network: Network,
     http: reqwest::Client,
@@ -329,6 +337,7 @@ impl Cluster {
             reply_timeout: options.reply_timeout,
             daemon_args: options.daemon_args,
             env: options.env,
+            log: options.log,
             tokens,
             network,
             http: http.build().expect("an HTTP client"),
@@ -572,7 +581,7 @@ impl Cluster {
             .env("CHEOPS_REPLICATION_CHECK", "2")
             .env("CHEOPS_PEER_CHECK", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info,cheops_replicator=debug")
+            .env("RUST_LOG", &self.log)
             .args(&self.daemon_args)
             .env("NODE_DIR", info.app_dir())
             .env("CHEOPS_COMMAND_ENV", command_env());

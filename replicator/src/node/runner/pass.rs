@@ -15,7 +15,7 @@ use crate::db::queries;
 use crate::node::feed::{Event, EventType};
 use crate::node::health::OversizeResource;
 use crate::node::resolution::{history_docs, resolution_docs};
-use crate::node::store::store_replies;
+use crate::node::writes;
 use crate::workers::backoff;
 use crate::ReplicatorError;
 
@@ -353,27 +353,11 @@ impl Inner {
         Ok(runs)
     }
 
-    /// Writes `replies` (journaled) to CouchDB with those of the other
-    /// passes that ended meanwhile, in one `_bulk_docs`; fails when some
-    /// reply of that request could not be written (they stay in the
-    /// journal).
+    /// Writes `replies` (journaled) to CouchDB with what else waits to be
+    /// written (`node/writes.rs`); fails when some reply of that request
+    /// could not be written (they stay in the journal).
     async fn store(&self, replies: Vec<ReplyDocument>) -> Result<(), ReplicatorError> {
-        if replies.is_empty() {
-            return Ok(());
-        }
-        let stored = self
-            .writes
-            .submit(replies, |passes| async move {
-                let count = passes.len();
-                let replies: Vec<ReplyDocument> = passes.into_iter().flatten().collect();
-                let stored = store_replies(&self.ctx, &replies).await.map_err(Arc::new);
-                vec![stored; count]
-            })
-            .await;
-        match stored {
-            Some(stored) => stored.map_err(ReplicatorError::Shared),
-            None => Err(ReplicatorError::Interrupted("writing the replies")),
-        }
+        writes::replies(&self.ctx, replies).await
     }
 
     async fn merge(&self, doc: &ResourceDocument) -> Result<(), ReplicatorError> {
