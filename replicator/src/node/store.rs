@@ -8,7 +8,7 @@
 //! is cut to [`FALLBACK_MAX_REPLY_BYTES`] and written again: it is stored
 //! cut rather than its operation run again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cheops_model::{ReplyDocument, ResourceDocument};
@@ -101,19 +101,19 @@ async fn write_with(
         )
         .collect();
     match couch.bulk_docs(&docs, true).await {
-        Ok(mut rows) => {
-            let reply_rows = rows.split_off(ids.len().min(rows.len()));
-            let mut rows = rows.into_iter();
-            let saved = sent
+        Ok(rows) => {
+            let mut rows = by_id(rows);
+            let saved = resources
                 .iter()
-                .map(|sent| match sent {
+                .zip(&sent)
+                .map(|(doc, sent)| match sent {
                     true => rows
-                        .next()
-                        .map_or_else(|| Err(missing_row()), BulkResult::written),
+                        .remove(&doc.id)
+                        .map_or_else(|| Err(missing_row(&doc.id)), BulkResult::written),
                     false => Ok(Written::Conflict),
                 })
                 .collect();
-            let written = absorb(couch, replies, reply_rows, origin, stored).await;
+            let written = absorb(couch, replies, rows, origin, stored).await;
             (written, saved)
         }
         Err(error) if is_too_large(&error) => {
@@ -143,11 +143,19 @@ async fn write_with(
     }
 }
 
-fn missing_row() -> ReplicatorError {
+/// The rows of a `_bulk_docs` answer by document id: PouchDB Server does
+/// not give them in the order of the request.
+fn by_id(rows: Vec<BulkResult>) -> HashMap<String, BulkResult> {
+    rows.into_iter()
+        .filter_map(|row| Some((row.id.clone()?, row)))
+        .collect()
+}
+
+fn missing_row(id: &str) -> ReplicatorError {
     ReplicatorError::Couch {
         status: 0,
-        context: "POST _bulk_docs".into(),
-        body: "no row for a document written".into(),
+        context: format!("POST _bulk_docs {id}"),
+        body: "no row for the document".into(),
     }
 }
 
@@ -191,23 +199,26 @@ async fn write(
         }
         Err(error) => return Err(error),
     };
-    absorb(couch, replies, rows, origin, stored).await
+    absorb(couch, replies, by_id(rows), origin, stored).await
 }
 
 /// Notes in `stored` the replies CouchDB holds after a write answered
-/// `rows` (in the order of `replies`), writing cut those refused as too
-/// large.
+/// `rows`, writing cut those refused as too large.
 async fn absorb(
     couch: &CouchClient,
     replies: &[ReplyDocument],
-    rows: Vec<BulkResult>,
+    mut rows: HashMap<String, BulkResult>,
     origin: Option<&str>,
     stored: &mut Stored,
 ) -> Result<(), ReplicatorError> {
     let mut failed = None;
-    stored.new += rows.iter().filter(|row| row.error.is_none()).count();
-    for (reply, row) in replies.iter().zip(rows) {
+    for reply in replies {
         let id = reply.id.clone().unwrap_or_default();
+        let Some(row) = rows.remove(&id) else {
+            failed = Some(missing_row(&id));
+            continue;
+        };
+        stored.new += usize::from(row.error.is_none());
         match row.error.as_deref() {
             None | Some("conflict") => stored.ids.push(id),
             _ if row.is_too_large() => {
@@ -388,11 +399,12 @@ mod tests {
                     json!({"id": id, "error": "conflict", "reason": "Document update conflict."})
                 } else {
                     docs.insert(id.clone(), doc.clone());
-                    json!({"id": id, "ok": true, "rev": "1-a"})
+                    json!({"id": id, "ok": true, "rev": format!("1-{id}")})
                 }
             })
             .collect();
-        Value::from(rows)
+        // In another order than the request's, as PouchDB Server may.
+        Value::from(rows.into_iter().rev().collect::<Vec<_>>())
     }
 
     struct Scratch(PathBuf);
@@ -522,7 +534,7 @@ mod tests {
         assert_eq!(
             saved,
             [
-                Written::Rev("1-a".into()),
+                Written::Rev("1-new".into()),
                 Written::Conflict,
                 Written::Conflict
             ]

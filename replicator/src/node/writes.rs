@@ -17,8 +17,8 @@ use crate::node::context::Context;
 use crate::node::store::store_with;
 use crate::ReplicatorError;
 
-/// The most documents one request writes.
-const MAX_DOCS: usize = 256;
+/// The most writes (a pass's replies, a resource) one request carries.
+const MAX_WRITES: usize = 256;
 /// Write requests in flight at once: what comes meanwhile goes in the next.
 const IN_FLIGHT: usize = 1;
 /// The longest replies wait for others after the last request.
@@ -43,7 +43,7 @@ pub enum Wrote {
 pub type Writes = Batcher<Write, Wrote>;
 
 pub fn writes() -> Writes {
-    Batcher::new(MAX_DOCS, IN_FLIGHT).paced(MOST_WAIT)
+    Batcher::new(MAX_WRITES, IN_FLIGHT).paced(MOST_WAIT)
 }
 
 /// Writes `replies` (journaled) with the other writes waiting, at the
