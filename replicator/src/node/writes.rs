@@ -66,31 +66,29 @@ pub async fn replies(ctx: &Context, replies: Vec<ReplyDocument>) -> Result<(), R
 /// Writes `doc` (with its current `_rev`, if any) in the next request, as
 /// soon as none is in flight, with the replies waiting; gives it back with
 /// the outcome [`crate::db::couch::CouchClient::save`] would have.
+///
+/// On a task of its own: the `/exec` calling it may be dropped (its client
+/// left) while it sends the request the other writes wait for.
 pub async fn resource(
     ctx: &Context,
     doc: ResourceDocument,
 ) -> Result<(ResourceDocument, Written), ReplicatorError> {
-    let wrote = ctx
-        .writes
-        .submit_now(Write::Resource(Box::new(doc)), |writes| send(ctx, writes))
-        .await;
+    let ctx = ctx.clone();
+    let wrote = tokio::spawn(async move {
+        let write = Write::Resource(Box::new(doc));
+        ctx.writes
+            .submit_now(write, |writes| send(&ctx, writes))
+            .await
+    })
+    .await;
     match wrote {
-        Some(Wrote::Resource(doc, written)) => written.map(|written| (*doc, written)),
+        Ok(Some(Wrote::Resource(doc, written))) => written.map(|written| (*doc, written)),
         _ => Err(ReplicatorError::Interrupted("writing the resource")),
     }
 }
 
-/// Sends one request for `writes`, on a task of its own: the caller that
-/// sends it may be dropped (an `/exec` whose client left) while the others
-/// wait for it.
+/// Sends one request for `writes`.
 async fn send(ctx: &Context, writes: Vec<Write>) -> Vec<Wrote> {
-    let ctx = ctx.clone();
-    tokio::spawn(async move { write(&ctx, writes).await })
-        .await
-        .unwrap_or_default()
-}
-
-async fn write(ctx: &Context, writes: Vec<Write>) -> Vec<Wrote> {
     let mut replies = Vec::new();
     let mut resources = Vec::new();
     let mut passes = Vec::with_capacity(writes.len());
