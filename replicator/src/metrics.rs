@@ -177,6 +177,9 @@ type OwnedLabels<const N: usize> = [(&'static str, String); N];
 /// Gauges read when rendering, and what they are read from.
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// The last change the follower handed over ([`Metrics::last_handled`]),
+    /// read before `update_seq` so that the lag is never under the truth.
+    pub handled: Option<Value>,
     /// The database's `update_seq`, if it could be read.
     pub update_seq: Option<Value>,
     /// The replication to each peer, as last checked.
@@ -502,20 +505,24 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner) = seq.cloned();
     }
 
+    /// The change the follower handed over last ([`Metrics::handled`]).
+    pub fn last_handled(&self) -> Option<Value> {
+        self.inner
+            .handled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The metrics as Prometheus text, with the gauges set from `snapshot`.
     pub fn render(&self, snapshot: Snapshot) -> String {
         let inner = &self.inner;
         let registry = inner.lock();
-        let handled = inner
-            .handled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         inner.gauges.lag.clear();
         if let Some(lag) = snapshot
             .update_seq
             .as_ref()
-            .and_then(|db| changes_lag(db, handled.as_ref()))
+            .and_then(|db| changes_lag(db, snapshot.handled.as_ref()))
         {
             inner
                 .gauges

@@ -239,7 +239,12 @@ impl Node {
     /// gauges read now (the database's sequence, within
     /// [`HEALTH_PING_TIMEOUT`], left out when CouchDB does not answer in
     /// time) or as last checked (the replications).
+    ///
+    /// The follower's position is read first, the database's sequence
+    /// next, the runner's load last: a lag of 0 with nothing scheduled then
+    /// means every change the database held was fully handled.
     pub async fn metrics(&self) -> String {
+        let handled = self.ctx.metrics.last_handled();
         let update_seq = tokio::time::timeout(HEALTH_PING_TIMEOUT, self.ctx.couch.update_seq())
             .await
             .ok()
@@ -247,6 +252,7 @@ impl Node {
         let replications = self.replications.statuses();
         let (scheduled, running) = self.runner.load();
         self.ctx.metrics.render(Snapshot {
+            handled,
             update_seq,
             replications,
             tasks: self.tasks.snapshot(),

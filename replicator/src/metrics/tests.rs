@@ -62,6 +62,7 @@ fn counters_render_with_their_labels() {
 fn gauges_show_the_snapshot_and_only_it() {
     let metrics = Metrics::default();
     metrics.handled(Some(&json!("3-abc")));
+    assert_eq!(metrics.last_handled(), Some(json!("3-abc")));
     let task = |name: &str, state, failures| TaskStatus {
         name: name.into(),
         vital: true,
@@ -72,6 +73,7 @@ fn gauges_show_the_snapshot_and_only_it() {
     };
     let text = metrics.render(Snapshot {
         oversize: 1,
+        handled: metrics.last_handled(),
         update_seq: Some(json!("10-def")),
         replications: vec![ReplicationStatus {
             peer: "site2".into(),

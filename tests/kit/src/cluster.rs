@@ -11,13 +11,13 @@ use cheops_model::ReplyDocument;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-use crate::convergence::{check, Snapshot};
+use crate::convergence::{check, quiet, same_resource, Snapshot};
 use crate::counter_app::CounterApp;
 use crate::network::{counter, Gate, Network, Traffic};
 use crate::process::{cheops_binary, free_port, redis_server, sidecar_script, Owned};
 use crate::scheduler::SchedulerFront;
 use crate::tls::{TestCa, TlsFiles};
-use crate::wait::eventually;
+use crate::wait::until;
 
 const ADMIN: &str = "admin:password";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -880,12 +880,35 @@ impl Cluster {
     }
 
     /// Waits until resource `id` has converged on the nodes `on` (indexes),
-    /// as [`convergence::check`] defines it. Returns the document.
+    /// as [`convergence::check`] defines it, and stays so: every running
+    /// daemon among them has handled every change of its database, and
+    /// their databases still hold the same documents of `id` afterwards.
+    /// Sites can agree while one of them still has work to do (running the
+    /// block again after a merge, whose replies come next). Returns the
+    /// document.
     pub async fn converged(&self, id: &str, on: &[usize]) -> Value {
-        eventually(&format!("{id} to converge"), CONVERGE_TIMEOUT, || async {
-            check(&self.snapshots(on).await.ok()?, id).ok()
+        until(&format!("{id} to converge"), CONVERGE_TIMEOUT, || async {
+            let before = self.snapshots(on).await?;
+            let doc = check(&before, id)?;
+            for &i in on {
+                if self.nodes[i].daemon.pid().is_some() {
+                    self.quiet(i).await?;
+                }
+            }
+            let after = self.snapshots(on).await?;
+            if !same_resource(&before, &after, id) {
+                return Err(format!("{id} changed while the daemons were checked"));
+            }
+            Ok(doc)
         })
         .await
+    }
+
+    /// Whether node `i`'s daemon has nothing left to do (see
+    /// [`convergence::quiet`]); what it still does when not.
+    async fn quiet(&self, i: usize) -> Result<(), String> {
+        let info = self.node(i);
+        quiet(&self.http, &info.site, &info.api_url(), self.read_token()).await
     }
 }
 

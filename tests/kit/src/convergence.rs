@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use cheops_model::history_id;
 use serde_json::Value;
 
+use crate::scrape::Scrape;
+
 /// The JSON `url` answers on `site`'s CouchDB; the error says which site
 /// failed, and how.
 pub async fn get_json(http: &reqwest::Client, site: &str, url: &str) -> Result<Value, String> {
@@ -23,7 +25,7 @@ pub async fn get_json(http: &reqwest::Client, site: &str, url: &str) -> Result<V
 }
 
 /// Every document of one site's database, read at once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub site: String,
     docs: BTreeMap<String, Value>,
@@ -122,6 +124,54 @@ pub fn resource_ids(snapshots: &[Snapshot]) -> BTreeSet<String> {
         .flat_map(Snapshot::resources)
         .map(str::to_owned)
         .collect()
+}
+
+/// Whether `site`'s daemon (its API at `api_url`) has nothing left to do:
+/// its follower has handed over every change of its database, its runner
+/// has nothing scheduled, its journal nothing unstored (its `/metrics`, read
+/// with `read_token`). The error says what it still does. A database can
+/// look converged while a daemon still has work that changes it: running
+/// a block again after a merge, whose replies come next.
+pub async fn quiet(
+    http: &reqwest::Client,
+    site: &str,
+    api_url: &str,
+    read_token: &str,
+) -> Result<(), String> {
+    let text = http
+        .get(format!("{api_url}/metrics"))
+        .bearer_auth(read_token)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("{site}'s /metrics does not answer: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("{site}'s /metrics is unreadable: {e}"))?;
+    let scrape = Scrape::parse(&text);
+    if !scrape.has("cheops_changes_lag") {
+        return Err(format!("{site} does not know how far its follower is"));
+    }
+    for gauge in [
+        "cheops_changes_lag",
+        "cheops_runner_scheduled",
+        "cheops_journal_unstored",
+    ] {
+        let value = scrape.sum(gauge, &[]);
+        if value != 0.0 {
+            return Err(format!("{site} has {gauge} {value}"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `before` and `after` (the same sites, in the same order) hold
+/// the same documents of resource `id`: its own and its replies.
+pub fn same_resource(before: &[Snapshot], after: &[Snapshot], id: &str) -> bool {
+    before.len() == after.len()
+        && before.iter().zip(after).all(|(b, a)| {
+            b.site == a.site && b.doc(id) == a.doc(id) && b.replies(id) == a.replies(id)
+        })
 }
 
 /// Checks that resource `id` has converged over its locations; returns its
@@ -231,6 +281,33 @@ mod tests {
             resource_ids(&snapshots).into_iter().collect::<Vec<_>>(),
             ["r"]
         );
+    }
+
+    #[test]
+    fn the_same_resource_means_the_same_document_and_replies() {
+        let all = [resource("2-x"), reply("a"), reply("b")];
+        let before = [snapshot("a", &all), snapshot("b", &all)];
+        assert!(same_resource(&before, &before.clone(), "r"));
+        let mut again = reply("b");
+        again["Status"] = json!("KO");
+        let changed = [
+            [
+                snapshot("a", &all),
+                snapshot("b", &[resource("3-y"), reply("a"), reply("b")]),
+            ],
+            [
+                snapshot("a", &all),
+                snapshot("b", &[resource("2-x"), reply("a"), again]),
+            ],
+            [
+                snapshot("a", &all),
+                snapshot("b", &[resource("2-x"), reply("a")]),
+            ],
+        ];
+        for after in changed {
+            assert!(!same_resource(&before, &after, "r"));
+        }
+        assert!(!same_resource(&before, &before[..1], "r"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{files, ClusterFile, Failure, Fault, UpOptions};
-use cheops_testkit::convergence::{check, Snapshot};
+use cheops_testkit::convergence::{check, quiet, Snapshot};
 use cheops_testkit::Process;
 use client::{Api, Outcome};
 use plan::{site, Action, Op};
@@ -261,7 +261,15 @@ async fn settle(
     let mut next_news = Instant::now() + NEWS_EVERY;
     loop {
         let verdict = match snapshots(http, cluster).await {
-            Ok(snapshots) => verdict::judge(plan, SETUP, outcomes, &snapshots, node_dirs),
+            Ok(before) => {
+                let mut verdict = verdict::judge(plan, SETUP, outcomes, &before, node_dirs);
+                if !verdict.unsettled() {
+                    if let Err(why) = stays(http, cluster, &before).await {
+                        verdict.unconverged.push(why);
+                    }
+                }
+                verdict
+            }
             Err(why) => Verdict {
                 unconverged: vec![why],
                 ..Verdict::default()
@@ -283,6 +291,24 @@ async fn settle(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Whether the databases read as `before` stay so: every daemon has
+/// nothing left to do, and the databases are as they were afterwards. A
+/// site can still have work that changes them (running a block again after
+/// a merge) while they all agree.
+async fn stays(
+    http: &reqwest::Client,
+    cluster: &ClusterFile,
+    before: &[Snapshot],
+) -> Result<(), String> {
+    for node in &cluster.nodes {
+        quiet(http, &node.site, &node.api_url, &cluster.read_token).await?;
+    }
+    if snapshots(http, cluster).await? != before {
+        return Err("the databases changed while the daemons were checked".to_owned());
+    }
+    Ok(())
 }
 
 async fn snapshots(http: &reqwest::Client, cluster: &ClusterFile) -> Result<Vec<Snapshot>, String> {
