@@ -880,7 +880,7 @@ impl Cluster {
     }
 
     /// Waits until resource `id` has converged on the nodes `on` (indexes),
-    /// as [`convergence::check`] defines it, and stays so: every running
+    /// as [`check`] defines it, and stays so: every running
     /// daemon among them has handled every change of its database, and
     /// their databases still hold the same documents of `id` afterwards.
     /// Sites can agree while one of them still has work to do (running the
@@ -905,7 +905,7 @@ impl Cluster {
     }
 
     /// Whether node `i`'s daemon has nothing left to do (see
-    /// [`convergence::quiet`]); what it still does when not.
+    /// [`quiet`]); what it still does when not.
     async fn quiet(&self, i: usize) -> Result<(), String> {
         let info = self.node(i);
         quiet(&self.http, &info.site, &info.api_url(), self.read_token()).await

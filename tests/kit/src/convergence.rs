@@ -2,7 +2,9 @@
 //! revision of its document, without conflicts, the same replies, and a
 //! reply from every site to every operation of its block. Shared by the
 //! tests, which wait for it, and by `cheops-cluster status`, which reports
-//! it.
+//! it. Agreeing databases are not yet settled ones: the tests and chaos
+//! also wait until every daemon is [`quiet`] and the databases read the
+//! same afterwards.
 
 use std::collections::{BTreeMap, BTreeSet};
 
