@@ -16,14 +16,22 @@ use crate::scrape::Scrape;
 /// The JSON `url` answers on `site`'s CouchDB; the error says which site
 /// failed, and how.
 pub async fn get_json(http: &reqwest::Client, site: &str, url: &str) -> Result<Value, String> {
-    http.get(url)
+    let what = format!("{site}'s database");
+    answer(http.get(url), &what)
+        .await?
+        .json()
+        .await
+        .map_err(|e| format!("{what} sent an unreadable answer: {e}"))
+}
+
+/// The successful answer to `request`; the error names `what` did not
+/// answer, and how.
+async fn answer(request: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, String> {
+    request
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| format!("{site}'s database does not answer: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("{site}'s database sent an unreadable answer: {e}"))
+        .map_err(|e| format!("{what} does not answer: {e}"))
 }
 
 /// Every document of one site's database, read at once.
@@ -140,16 +148,15 @@ pub async fn quiet(
     api_url: &str,
     read_token: &str,
 ) -> Result<(), String> {
-    let text = http
+    let what = format!("{site}'s /metrics");
+    let request = http
         .get(format!("{api_url}/metrics"))
-        .bearer_auth(read_token)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| format!("{site}'s /metrics does not answer: {e}"))?
+        .bearer_auth(read_token);
+    let text = answer(request, &what)
+        .await?
         .text()
         .await
-        .map_err(|e| format!("{site}'s /metrics is unreadable: {e}"))?;
+        .map_err(|e| format!("{what} sent an unreadable answer: {e}"))?;
     let scrape = Scrape::parse(&text);
     if !scrape.has("cheops_changes_lag") {
         return Err(format!("{site} does not know how far its follower is"));
