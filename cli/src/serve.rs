@@ -39,7 +39,11 @@ pub fn main(args: ServeArgs) -> ExitCode {
         }
     };
     logging::init(settings.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.worker_threads)
+        .enable_all()
+        .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");

@@ -194,6 +194,15 @@ pub struct ServeArgs {
     #[arg(long, env = "CHEOPS_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
 
+    /// Threads that run the daemon's own work (its listeners, the changes
+    /// follower, the runner). One is enough: that work waits on CouchDB
+    /// and on commands, which run in processes of their own, and a single
+    /// thread spends no CPU handing tasks to another, CPU the sidecar
+    /// and the application use better. Raise it for many clients over TLS.
+    /// Writes to files run on threads of their own either way.
+    #[arg(long, env = "CHEOPS_WORKER_THREADS", default_value_t = 1)]
+    worker_threads: usize,
+
     /// Seconds between checks of the replications to peers (a deleted one
     /// is recreated; one crashing, in error or failed, too, after a wait
     /// that doubles; documents one could not write are sent again). Each
@@ -316,6 +325,8 @@ pub struct Settings {
     pub node: NodeConfig,
     pub api: ApiConfig,
     pub log_format: LogFormat,
+    /// Threads of the async runtime.
+    pub worker_threads: usize,
     pub commands: CommandSettings,
     /// The listeners' certificate, when they serve HTTPS.
     pub tls: Option<Tls>,
@@ -380,6 +391,9 @@ impl ServeArgs {
         }
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
+        }
+        if self.worker_threads == 0 {
+            return Err("--worker-threads must be at least 1".into());
         }
         if self.replication_check == 0 {
             return Err("--replication-check must be at least 1 second".into());
@@ -609,6 +623,7 @@ impl ServeArgs {
                 ..ApiConfig::default()
             },
             log_format: self.log_format,
+            worker_threads: self.worker_threads,
             tls,
             limits: Limits {
                 header_timeout: Duration::from_secs(self.header_timeout),
@@ -723,6 +738,17 @@ mod tests {
     fn a_reply_limit_too_small_for_any_output_is_refused() {
         let error = validate(&["--max-reply-bytes", "100"]).unwrap_err();
         assert!(error.contains("--max-reply-bytes"), "{error}");
+    }
+
+    #[test]
+    fn one_worker_thread_unless_told_and_never_none() {
+        assert_eq!(validate(&[]).expect("valid").worker_threads, 1);
+        let settings = validate(&["--worker-threads", "4"]).expect("valid");
+        assert_eq!(settings.worker_threads, 4);
+        let error = validate(&["--worker-threads", "0"])
+            .map(|_| ())
+            .unwrap_err();
+        assert!(error.contains("--worker-threads"), "{error}");
     }
 
     #[test]
