@@ -64,9 +64,11 @@ pub fn table(run: &Value, name: &str) -> String {
         ),
         load["ops_per_s"].as_f64().map(|ops| {
             let floor = run["throughput_floor"]["ops_per_s"].as_f64();
+            let pairs = slice_pairs(&run["throughput_slices"])
+                .map(|(low, high)| format!("; slice by slice {low:.2} to {high:.2} ×"));
             format!(
                 "{ops} ops/s{}",
-                with_floor(floor.map(|f| format!("{f} ops/s")))
+                with_floor(floor.map(|f| format!("{f} ops/s{}", pairs.unwrap_or_default())))
             )
         }),
         load["ratio_to_floor"].as_f64(),
@@ -323,6 +325,30 @@ fn processes<'a>(footprint: &'a Value, role: &'a str) -> Option<impl Iterator<It
     )
 }
 
+/// The lowest and highest ratio of a Cheops slice's throughput to the
+/// floor's slice of the same rank (the first of each, the second…): how far
+/// one comparison moves within a run.
+fn slice_pairs(slices: &Value) -> Option<(f64, f64)> {
+    let side = |name: &str| -> Vec<f64> {
+        slices
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["side"] == name)
+            .filter_map(|s| s["ops_per_s"].as_f64())
+            .collect()
+    };
+    let ratios: Vec<f64> = side("cheops")
+        .iter()
+        .zip(side("floor"))
+        .filter(|(_, floor)| *floor > 0.0)
+        .map(|(cheops, floor)| cheops / floor)
+        .collect();
+    let low = ratios.iter().copied().reduce(f64::min)?;
+    let high = ratios.iter().copied().reduce(f64::max)?;
+    Some((low, high))
+}
+
 fn text(value: &Value) -> String {
     value
         .as_str()
@@ -344,6 +370,10 @@ mod tests {
             "floor": {"count": 30, "p50_ms": 200.0, "p95_ms": 250.0, "p99_ms": 300.0},
             "throughput": {"ops_per_s": 12.5, "ratio_to_floor": 0.5},
             "throughput_floor": {"ops_per_s": 25.0},
+            "throughput_slices": [
+                {"side": "floor", "ops_per_s": 20.0}, {"side": "cheops", "ops_per_s": 11.0},
+                {"side": "cheops", "ops_per_s": 14.0}, {"side": "floor", "ops_per_s": 28.0},
+            ],
             "traffic_load": {"sites": [{"requests_per_op": 10.0, "bytes_in_per_op": 1024.0, "bytes_out_per_op": 1024.0}]},
             "traffic_load_floor": {"sites": [{"requests_per_op": 5.0, "bytes_in_per_op": 512.0, "bytes_out_per_op": 512.0}]},
         });
@@ -357,7 +387,7 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("| 12.5 ops/s (floor 25 ops/s) | 0.50 |"),
+            table.contains("| 12.5 ops/s (floor 25 ops/s; slice by slice 0.50 to 0.55 ×) | 0.50 |"),
             "{table}"
         );
         assert!(table.contains("| sidecar HTTP requests per operation under load, per site | 10.0 (floor 5.0) | 2.00 |"), "{table}");
