@@ -122,6 +122,23 @@ impl CouchClient {
     /// As [`CouchClient::new`], trusting `options`' roots, each request
     /// failing after `options.couch_timeout`.
     pub fn with_options(db_url: &str, options: &ClientOptions) -> Result<Self, ReplicatorError> {
+        // No client-wide timeout: it would cut the changes feed.
+        let http = options
+            .builder()
+            .build()
+            .map_err(ReplicatorError::Unavailable)?;
+        Self::through(db_url, http, options.couch_timeout)
+    }
+
+    /// A client of the database at `db_url` (credentials included) sending
+    /// its requests through `http`, and so over its connections: for the
+    /// peers' databases, which the workers read every few seconds, a new
+    /// client each time would open a new connection each time.
+    pub fn through(
+        db_url: &str,
+        http: reqwest::Client,
+        timeout: Duration,
+    ) -> Result<Self, ReplicatorError> {
         let mut db = Url::parse(db_url)
             .map_err(|e| ReplicatorError::InvalidRequest(format!("invalid CouchDB URL: {e}")))?;
         if let Ok(mut path) = db.path_segments_mut() {
@@ -145,16 +162,11 @@ impl CouchClient {
         // Infallible on an http(s) URL, which has a host.
         let _ = db.set_username("");
         let _ = db.set_password(None);
-        // No client-wide timeout: it would cut the changes feed.
-        let http = options
-            .builder()
-            .build()
-            .map_err(ReplicatorError::Unavailable)?;
         Ok(CouchClient {
             http,
             db,
             credentials,
-            timeout: options.couch_timeout,
+            timeout,
             metrics: Metrics::default(),
         })
     }

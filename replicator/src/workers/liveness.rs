@@ -28,8 +28,9 @@ pub struct Liveness {
 struct Inner {
     site: String,
     sites: Sites,
-    /// The roots to trust, and the probe timeout as `couch_timeout`.
-    client: ClientOptions,
+    /// How long a probe may take.
+    timeout: Duration,
+    /// The probes' connections, kept from one probe to the next.
     http: reqwest::Client,
     events: Events,
     replications: Replications,
@@ -61,7 +62,7 @@ impl Liveness {
             inner: Arc::new(Inner {
                 site,
                 sites,
-                client,
+                timeout: client.couch_timeout,
                 http,
                 events,
                 replications,
@@ -130,7 +131,7 @@ impl Inner {
             return (site.to_owned(), false, false);
         };
         let couch = async {
-            match CouchClient::with_options(&urls.couch, &self.client) {
+            match CouchClient::through(&urls.couch, self.http.clone(), self.timeout) {
                 Ok(client) => client.ping().await.is_ok(),
                 Err(_) => false,
             }

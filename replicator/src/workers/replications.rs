@@ -46,8 +46,10 @@ struct Inner {
     /// The local database URL with credentials, as the replication source.
     source: String,
     sites: Sites,
-    /// How to reach a peer's CouchDB to read its identity.
-    client: ClientOptions,
+    /// The connections the reads of a peer's identity go over, kept from
+    /// one check to the next, and how long such a read may take.
+    http: reqwest::Client,
+    peer_timeout: Duration,
     /// The check period, and the unit of the waits between repairs.
     every: Duration,
     /// Each peer whose replication is in place, as last checked.
@@ -81,16 +83,22 @@ impl Replications {
         client: ClientOptions,
         every: Duration,
     ) -> Self {
+        let peer_timeout = client.couch_timeout.min(PEER_TIMEOUT);
+        let peers = ClientOptions {
+            couch_timeout: peer_timeout,
+            ..client
+        };
+        // The same options made the node's own client: this build succeeds
+        // as that one did.
+        let http = peers.builder().build().unwrap_or_default();
         Replications {
             inner: Arc::new(Inner {
                 site,
                 couch,
                 source,
                 sites,
-                client: ClientOptions {
-                    couch_timeout: client.couch_timeout.min(PEER_TIMEOUT),
-                    ..client
-                },
+                http,
+                peer_timeout,
                 every,
                 peers: Mutex::default(),
                 scheduler: OnceLock::new(),
@@ -378,7 +386,7 @@ impl Inner {
     /// port, or not yet) gets every document.
     async fn peer_identity(&self, name: &str, peer: &mut Peer, known: Option<&str>) {
         let read = match self.target(name) {
-            Ok(url) => match CouchClient::with_options(&url, &self.client) {
+            Ok(url) => match CouchClient::through(&url, self.http.clone(), self.peer_timeout) {
                 Ok(couch) => bootstrap::read_identity(&couch).await,
                 Err(error) => Err(error),
             },
