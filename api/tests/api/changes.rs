@@ -1,12 +1,12 @@
 //! `GET /changes` and `GET /changes/{id}`: events after a token, filtered
 //! by resource, each answer ending with a bookmark; a long poll that waits
 //! for the next event; a continuous feed that streams; a token the node
-//! does not keep answered 410.
+//! does not keep answered 410, a feed file the node cannot read 500.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cheops_api::{router, ApiConfig};
-use cheops_replicator::{Event, EventType};
+use cheops_replicator::{Event, EventType, Feed};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -174,4 +174,82 @@ async fn a_token_the_node_does_not_keep_is_gone_and_bad_queries_are_refused() {
         &[],
     )
     .await;
+}
+
+/// A feed whose file cannot be read is an error of the node, never a token
+/// gone: a client told 410 would read again from the newest events and
+/// skip those the file still holds.
+#[tokio::test]
+async fn a_feed_file_that_cannot_be_read_is_a_500_not_a_410() {
+    let dir = std::env::temp_dir().join(format!("cheops-api-changes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let feed = Feed::open(&dir, "site1").unwrap();
+    // More than the node keeps in memory: the oldest are read from the file.
+    let count = 1_500;
+    for i in 0..count {
+        feed.append(operation("a", &format!("r{i}"))).unwrap();
+    }
+    let app = router(
+        FakeNode::with_feed("site1", feed.clone()),
+        ApiConfig::default(),
+    );
+    let file = dir.join("changes-site1.jsonl");
+    let aside = dir.join("aside");
+
+    // A stream whose next events left memory before it read them breaks
+    // off: its client reads again from its last bookmark.
+    let streaming = send(
+        app.clone(),
+        get(&format!("/changes?since={count}&feed=continuous")),
+    )
+    .await;
+    assert_eq!(streaming.status(), StatusCode::OK);
+    for i in count..2 * count {
+        feed.append(operation("a", &format!("r{i}"))).unwrap();
+    }
+    std::fs::rename(&file, &aside).unwrap();
+    assert!(
+        streaming.into_body().collect().await.is_err(),
+        "the answer breaks off"
+    );
+
+    for path in [
+        "/changes?since=1",
+        "/changes",
+        "/changes/a?since=1&feed=continuous",
+    ] {
+        assert_error(
+            send(app.clone(), get(path)).await,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &[],
+        )
+        .await;
+    }
+    // What memory holds still reads.
+    let newest = lines(
+        &body_bytes(
+            send(
+                app.clone(),
+                get(&format!("/changes?since={}", 2 * count - 1)),
+            )
+            .await,
+        )
+        .await,
+    );
+    assert_eq!(
+        newest.len(),
+        2,
+        "the newest event and a bookmark: {newest:?}"
+    );
+
+    std::fs::rename(&aside, &file).unwrap();
+    let response = send(app, get("/changes?since=1&limit=1")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = lines(&body_bytes(response).await);
+    assert_eq!(
+        first[0]["request"], "r1",
+        "the events the file held are all there"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -31,6 +31,11 @@ pub struct FakeNode {
 
 impl FakeNode {
     pub fn new(site: &str) -> Arc<Self> {
+        Self::with_feed(site, Feed::in_memory())
+    }
+
+    /// A node whose changes feed is `feed` (one kept in a file).
+    pub fn with_feed(site: &str, feed: Feed) -> Arc<Self> {
         Arc::new(FakeNode {
             site: site.to_owned(),
             hub: ReplyHub::default(),
@@ -40,7 +45,7 @@ impl FakeNode {
             local_runs: Mutex::default(),
             api_urls: Mutex::default(),
             broken_history: Mutex::default(),
-            feed: Feed::in_memory(),
+            feed,
             health: Mutex::new(Health {
                 couchdb_reachable: true,
                 follower_live: true,

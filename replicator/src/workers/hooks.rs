@@ -345,3 +345,6 @@ impl Worker for Deliveries {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
