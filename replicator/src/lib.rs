@@ -21,6 +21,8 @@ mod error;
 mod hooks;
 pub mod metrics;
 mod node;
+#[cfg(test)]
+mod testing;
 mod workers;
 
 pub use config::clients::ClientOptions;

@@ -87,8 +87,73 @@ pub async fn deliver(http: &reqwest::Client, hook: &Hook, event: &Event) -> Resu
 
 #[cfg(test)]
 mod tests {
+    use tokio::net::TcpListener;
+
     use super::*;
+    use crate::hooks::config::parse;
     use crate::node::feed::EventType;
+    use crate::testing::FakeHttp;
+
+    /// The hook POSTing `reply` events to `url`.
+    fn hook(url: &str) -> Hook {
+        let text = format!(
+            r#"[{{"events": ["reply"], "url": "{url}", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}]"#
+        );
+        parse(&text).unwrap().remove(0)
+    }
+
+    fn reply() -> Event {
+        Event::new(EventType::Reply, "r", "q", &["site1".to_owned()])
+    }
+
+    /// A server answering every request with `status` (and the headers
+    /// after it) and no body.
+    async fn answering(status: String) -> FakeHttp {
+        FakeHttp::start(move |_| (status.clone(), String::new())).await
+    }
+
+    /// The path of a hook's URL may be a credential: what is said of a
+    /// failed delivery (logged, listed in `/health`) never holds it.
+    #[tokio::test]
+    async fn a_failure_never_tells_the_urls_path() {
+        // A port nothing listens on any more: the connection is refused.
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let http = client(&ClientOptions::default()).unwrap();
+        let refused = hook(&format!("http://127.0.0.1:{port}/secret-path"));
+        let failure = deliver(&http, &refused, &reply()).await.unwrap_err();
+        assert!(!failure.contains("secret-path"), "{failure}");
+        assert!(!failure.starts_with("answered"), "not connected: {failure}");
+
+        let failing = answering("500 Internal Server Error".into()).await;
+        let failing = hook(&format!("{}/secret-path", failing.url));
+        let failure = deliver(&http, &failing, &reply()).await.unwrap_err();
+        assert!(failure.contains("500"), "{failure}");
+        assert!(!failure.contains("secret-path"), "{failure}");
+    }
+
+    /// Redirects are not followed: a signed payload goes where the
+    /// operator said, nowhere else, and a redirect is a failed delivery.
+    #[tokio::test]
+    async fn a_redirect_is_a_failure_and_is_not_followed() {
+        let elsewhere = answering("200 OK".into()).await;
+        let redirecting = answering(format!(
+            "307 Temporary Redirect\r\nlocation: {}/hook",
+            elsewhere.url
+        ))
+        .await;
+        let http = client(&ClientOptions::default()).unwrap();
+        let hook = hook(&format!("{}/hook", redirecting.url));
+        let answer = deliver(&http, &hook, &reply()).await;
+        assert!(
+            matches!(answer, Err(ref failure) if failure.contains("307")),
+            "{answer:?}"
+        );
+        assert_eq!(redirecting.received().len(), 1);
+        assert!(elsewhere.received().is_empty(), "the redirect was followed");
+    }
 
     #[test]
     fn a_payload_names_the_event_the_resource_and_the_request() {

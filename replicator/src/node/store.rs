@@ -283,16 +283,14 @@ fn is_too_large(error: &ReplicatorError) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
 
     use cheops_model::Timestamp;
     use serde_json::{json, Value};
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::TcpListener;
 
     use super::*;
     use crate::node::journal::{reply_id, Journal};
+    use crate::testing::{FakeHttp, Scratch};
 
     /// A CouchDB that knows `_bulk_docs` only, and refuses any request
     /// larger than `limit` bytes with 413, as CouchDB 3 does past
@@ -300,84 +298,44 @@ mod tests {
     struct FakeCouch {
         url: String,
         docs: Arc<Mutex<BTreeMap<String, Value>>>,
-        requests: Arc<Mutex<usize>>,
         /// The ids of the documents written, as sent.
         sent: Arc<Mutex<Vec<String>>>,
+        http: FakeHttp,
     }
 
     impl FakeCouch {
         async fn start(limit: usize) -> FakeCouch {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}/cheops", listener.local_addr().unwrap());
             let docs: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
-            let requests: Arc<Mutex<usize>> = Arc::default();
             let sent: Arc<Mutex<Vec<String>>> = Arc::default();
-            let (d, r, i) = (Arc::clone(&docs), Arc::clone(&requests), Arc::clone(&sent));
-            tokio::spawn(async move {
-                while let Ok((socket, _)) = listener.accept().await {
-                    let (docs, requests, sent) = (Arc::clone(&d), Arc::clone(&r), Arc::clone(&i));
-                    tokio::spawn(async move {
-                        let mut socket = BufReader::new(socket);
-                        while let Some(body) = read_request(&mut socket).await {
-                            *requests.lock().unwrap() += 1;
-                            let (status, answer) = if body.len() > limit {
-                                (
-                                    "413 Payload Too Large",
-                                    json!({"error": "document_too_large", "reason": ""}),
-                                )
-                            } else {
-                                ("201 Created", bulk(&docs, &sent, &body))
-                            };
-                            let answer = answer.to_string();
-                            let response = format!(
-                                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                                answer.len()
-                            );
-                            if socket
-                                .get_mut()
-                                .write_all(response.as_bytes())
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    });
+            let (d, i) = (Arc::clone(&docs), Arc::clone(&sent));
+            let http = FakeHttp::start(move |request| {
+                if request.body.len() > limit {
+                    let refusal = json!({"error": "document_too_large", "reason": ""});
+                    ("413 Payload Too Large".to_owned(), refusal.to_string())
+                } else {
+                    (
+                        "201 Created".to_owned(),
+                        bulk(&d, &i, &request.body).to_string(),
+                    )
                 }
-            });
+            })
+            .await;
             FakeCouch {
-                url,
+                url: format!("{}/cheops", http.url),
                 docs,
-                requests,
                 sent,
+                http,
             }
         }
 
         fn doc(&self, id: &str) -> Option<Value> {
             self.docs.lock().unwrap().get(id).cloned()
         }
-    }
 
-    async fn read_request(socket: &mut BufReader<tokio::net::TcpStream>) -> Option<Vec<u8>> {
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            if socket.read_line(&mut line).await.ok()? == 0 {
-                return None;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().ok()?;
-                }
-            }
+        /// How many requests it received.
+        fn requests(&self) -> usize {
+            self.http.received().len()
         }
-        let mut body = vec![0; length];
-        socket.read_exact(&mut body).await.ok()?;
-        Some(body)
     }
 
     fn bulk(
@@ -407,18 +365,8 @@ mod tests {
         Value::from(rows.into_iter().rev().collect::<Vec<_>>())
     }
 
-    struct Scratch(PathBuf);
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn scratch(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("cheops-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Scratch(dir)
+        Scratch::new(&format!("store-{name}"))
     }
 
     fn reply(request: &str, output: String) -> ReplyDocument {
@@ -488,18 +436,21 @@ mod tests {
         let journal = Journal::open(&dir.0, "site1").unwrap();
         let replies = [reply("a", "a\n".into()), reply("b", "b\n".into())];
         journaled(&journal, &replies).await;
-        store_replies(&context(&couch, &journal), &replies[..1])
-            .await
-            .unwrap();
+        let ctx = context(&couch, &journal);
+        store_replies(&ctx, &replies[..1]).await.unwrap();
         assert_eq!(journal.ran("res").len(), 1, "b is still to store");
 
         // As after a crash between the write and the journal's note.
-        store_replies(&context(&couch, &journal), &replies)
-            .await
-            .unwrap();
+        store_replies(&ctx, &replies).await.unwrap();
         assert!(journal.pending().is_empty());
         assert_eq!(couch_db.docs.lock().unwrap().len(), 2);
-        assert_eq!(*couch_db.requests.lock().unwrap(), 2);
+        assert_eq!(couch_db.requests(), 2);
+        // The one found already there is not counted as written.
+        let metrics = ctx.metrics.render(crate::metrics::Snapshot::default());
+        assert!(
+            metrics.contains("\ncheops_replies_written_total 2\n"),
+            "{metrics}"
+        );
     }
 
     fn resource(id: &str, sites: usize) -> ResourceDocument {
@@ -539,7 +490,7 @@ mod tests {
                 Written::Conflict
             ]
         );
-        assert_eq!(*couch_db.requests.lock().unwrap(), 1, "one request");
+        assert_eq!(couch_db.requests(), 1, "one request");
         let reply_a = replies[0].id.clone().unwrap();
         assert_eq!(*couch_db.sent.lock().unwrap(), ["new", "taken", &reply_a]);
         assert_eq!(couch_db.doc("new").unwrap()["Locations"][2], "site-000002");
@@ -558,7 +509,7 @@ mod tests {
         );
         assert!(couch_db.doc("big").is_none());
         assert!(journal.pending().is_empty());
-        assert_eq!(*couch_db.requests.lock().unwrap(), 4, "together, then each");
+        assert_eq!(couch_db.requests(), 4, "together, then each");
     }
 
     #[tokio::test]

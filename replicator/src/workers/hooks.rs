@@ -53,6 +53,16 @@ struct Lane {
     not_before: Option<Instant>,
 }
 
+impl Lane {
+    /// Done with everything up to `seq`: the event at its head is a new
+    /// one, with no attempt and no wait of its own yet.
+    fn pass(&mut self, seq: u64) {
+        self.done = seq;
+        self.attempts = 0;
+        self.not_before = None;
+    }
+}
+
 /// What a lane did in a step.
 enum Step {
     /// Delivered or gave up an event: look again at once, and save.
@@ -156,7 +166,7 @@ impl Deliveries {
                         .unwrap_or(durable);
                     error!(site = %self.ctx.site, hook = %lane.hook.name, from = lane.done, to = oldest, "events left the changes feed before this hook could deliver them; it resumes at the oldest kept");
                     self.ctx.metrics.hook(&lane.hook.name, "lost");
-                    lane.done = oldest;
+                    lane.pass(oldest);
                     return Step::Moved;
                 }
                 Err(error) => return self.read_again(lane, &error),
@@ -171,7 +181,7 @@ impl Deliveries {
                 _ => None,
             };
             let Some(turn) = owed.filter(|_| lane.hook.wants(event.kind, &event.resource)) else {
-                lane.done = event.seq;
+                lane.pass(event.seq);
                 continue;
             };
             if turn > 0 {
@@ -186,7 +196,7 @@ impl Deliveries {
                             .hook(&lane.hook.name, "delivered-elsewhere");
                         self.board
                             .update(&lane.hook.name, |s| s.delivered_elsewhere += 1);
-                        lane.done = event.seq;
+                        lane.pass(event.seq);
                         continue;
                     }
                     Ok(false) => {}
@@ -273,9 +283,7 @@ impl Deliveries {
                 self.board.ended(&hook.name, record(failure, false));
             }
         }
-        lane.done = event.seq;
-        lane.attempts = 0;
-        lane.not_before = None;
+        lane.pass(event.seq);
         Step::Ended
     }
 }

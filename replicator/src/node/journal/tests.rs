@@ -1,21 +1,5 @@
 use super::*;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("cheops-journal-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::testing::Scratch;
 
 fn reply(resource: &str, request: &str, nanos: u32) -> ReplyDocument {
     let time: Timestamp = format!("2026-01-01T00:00:00.{nanos:09}Z").parse().unwrap();
@@ -38,7 +22,7 @@ fn requests(ran: Vec<Run>) -> Vec<String> {
 
 #[tokio::test]
 async fn recorded_replies_survive_a_restart_until_stored() {
-    let scratch = Scratch::new("survive");
+    let scratch = Scratch::new("journal-survive");
     let journal = Journal::open(&scratch.0, "site1").unwrap();
     let (a, b, c) = (
         reply("res", "a", 1),
@@ -75,7 +59,7 @@ async fn recorded_replies_survive_a_restart_until_stored() {
 
 #[tokio::test]
 async fn a_journal_past_its_bound_is_emptied_once_everything_is_stored() {
-    let scratch = Scratch::new("empty");
+    let scratch = Scratch::new("journal-empty");
     let journal = Journal::open(&scratch.0, "site1").unwrap();
     let mut ids = Vec::new();
     for n in 0..=EMPTY_AT / 10_000 {
@@ -93,7 +77,7 @@ async fn a_journal_past_its_bound_is_emptied_once_everything_is_stored() {
 
 #[tokio::test]
 async fn replies_recorded_at_once_are_all_durable() {
-    let scratch = Scratch::new("group");
+    let scratch = Scratch::new("journal-group");
     let journal = Journal::open(&scratch.0, "site1").unwrap();
     let mut recording = tokio::task::JoinSet::new();
     for n in 0..32 {
@@ -117,7 +101,7 @@ async fn replies_recorded_at_once_are_all_durable() {
 
 #[tokio::test]
 async fn a_reply_that_stays_unstored_does_not_let_the_journal_grow() {
-    let scratch = Scratch::new("compact");
+    let scratch = Scratch::new("journal-compact");
     let journal = Journal::open(&scratch.0, "site1").unwrap();
     let stuck = reply("res", "stuck", 0);
     journal.record(&stuck).await.unwrap();
@@ -145,7 +129,7 @@ async fn a_reply_that_stays_unstored_does_not_let_the_journal_grow() {
 
 #[tokio::test]
 async fn a_last_line_cut_short_by_a_crash_is_dropped() {
-    let scratch = Scratch::new("torn");
+    let scratch = Scratch::new("journal-torn");
     let journal = Journal::open(&scratch.0, "site1").unwrap();
     journal.record(&reply("res", "a", 1)).await.unwrap();
     let path = journal.path().to_owned();
@@ -173,7 +157,7 @@ async fn a_last_line_cut_short_by_a_crash_is_dropped() {
 
 #[test]
 fn an_unreadable_line_before_the_last_stops_the_node() {
-    let scratch = Scratch::new("corrupt");
+    let scratch = Scratch::new("journal-corrupt");
     std::fs::create_dir_all(&scratch.0).unwrap();
     let good = serde_json::to_string(&Line::Ran(Box::new(reply("res", "a", 1)))).unwrap();
     std::fs::write(
@@ -216,7 +200,7 @@ proptest::proptest! {
         cut in 1usize..10_000,
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let scratch = Scratch::new("property");
+        let scratch = Scratch::new("journal-property");
         let mut model: BTreeMap<String, ReplyDocument> = BTreeMap::new();
         let mut nanos = 0;
         let journal = Journal::open(&scratch.0, "site1").unwrap();
