@@ -1,7 +1,8 @@
 //! `GET /health`: the node's background work, 200 when it can accept and
 //! replicate operations, 503 when not. Open, for load balancers and peers;
-//! its error texts and recent deliveries (which can name hosts, paths and
-//! resources) only for a request that could read `/metrics`.
+//! its error texts, recent deliveries and resources over size (which can
+//! name hosts, paths and resources) only for a request that could read
+//! `/metrics`.
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;

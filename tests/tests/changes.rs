@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use cheops_testkit::scrape::Scrape;
 use cheops_testkit::{authorized_client, until, Cluster, Exec};
 use serde_json::Value;
 
@@ -231,6 +232,25 @@ async fn a_merge_a_rerun_and_a_prune_are_events() {
     );
     assert_eq!(reruns[0], reruns[1], "one rerun, seen alike by both nodes");
     assert_eq!(reruns[0].len(), 1, "{reruns:?}");
+    // The metrics count them too, on the nodes that did them.
+    let mut counted = [0.0; 3];
+    for i in 0..2 {
+        let scrape = Scrape::parse(&cluster.metrics_text(i).await);
+        for (n, name) in [
+            "cheops_merges_total",
+            "cheops_rebuilds_total",
+            "cheops_operations_rerun_total",
+        ]
+        .iter()
+        .enumerate()
+        {
+            counted[n] += scrape.sum(name, &[]);
+        }
+    }
+    assert!(
+        counted.iter().all(|&c| c >= 1.0),
+        "merges, rebuilds, reruns: {counted:?}"
+    );
 
     // Every site ran both: the next exec on site1 prunes them, and says so.
     let three = send(0, &["true"], "a").await;

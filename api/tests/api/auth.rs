@@ -8,7 +8,10 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use cheops_api::auth::{Secret, Tokens};
 use cheops_api::{dump_router, router, ApiConfig};
-use cheops_replicator::{Health, TaskState, TaskStatus};
+use cheops_model::Timestamp;
+use cheops_replicator::{
+    EventType, Health, HookDelivery, HookStatus, OversizeResource, TaskState, TaskStatus,
+};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -256,7 +259,7 @@ async fn a_site_that_refuses_the_token_is_ko_with_its_reason() {
 }
 
 #[tokio::test]
-async fn health_shows_its_error_texts_to_a_reader_only() {
+async fn health_shows_its_error_texts_deliveries_and_resources_to_a_reader_only() {
     let node = FakeNode::new("site1");
     node.set_health(Health {
         couchdb_reachable: true,
@@ -270,6 +273,27 @@ async fn health_shows_its_error_texts_to_a_reader_only() {
             last_error: Some("http://db.internal:5984/cheops/_changes".into()),
             last_error_at: None,
         }],
+        hooks: vec![HookStatus {
+            name: "deploys".into(),
+            delivered: 1,
+            last: [HookDelivery {
+                id: "msg_1".into(),
+                event: EventType::OperationComplete,
+                resource: "payroll-db".into(),
+                request: "r1".into(),
+                result: "connection refused by hooks.internal".into(),
+                delivered: false,
+                attempts: 1,
+                at: Timestamp::now(),
+            }]
+            .into(),
+            ..HookStatus::default()
+        }],
+        oversize: vec![OversizeResource {
+            resource: "payroll-archive".into(),
+            bytes: 9_000_000,
+            limit: 8_000_000,
+        }],
         ..Health::default()
     });
     let app = api(&node, tokens(Some(NODE)));
@@ -279,8 +303,11 @@ async fn health_shows_its_error_texts_to_a_reader_only() {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = json(response).await;
         assert_eq!(body["tasks"][0]["state"], "retrying", "{body}");
+        assert_eq!(body["hooks"][0]["delivered"], 1, "{body}");
         let text = body.to_string();
-        assert_eq!(text.contains("db.internal"), detailed, "{token:?}: {text}");
+        for named in ["db.internal", "hooks.internal", "payroll"] {
+            assert_eq!(text.contains(named), detailed, "{token:?}: {text}");
+        }
     }
 }
 

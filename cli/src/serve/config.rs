@@ -751,6 +751,23 @@ mod tests {
         assert!(error.contains("--worker-threads"), "{error}");
     }
 
+    /// `--no-shell` leaves the node without a shell backend: shell
+    /// operations are refused as any kind a site does not serve.
+    #[test]
+    fn shell_commands_are_served_unless_told_not_to() {
+        let client = ClientOptions::default();
+        let served = validate(&[]).expect("valid");
+        assert!(super::super::backends(&served.commands, &client)
+            .expect("backends")
+            .shell
+            .is_some());
+        let none = validate(&["--no-shell"]).expect("valid");
+        assert!(super::super::backends(&none.commands, &client)
+            .expect("backends")
+            .shell
+            .is_none());
+    }
+
     #[test]
     fn without_templates_only_peers_resolve() {
         let settings = validate(&[

@@ -39,8 +39,9 @@ pub struct OversizeResource {
 }
 
 impl Health {
-    /// The states alone, for a caller without a token: no error text and
-    /// no delivery, which can name hosts, paths and resources.
+    /// The states alone, for a caller without a token: no error text, no
+    /// delivery and no resource over size, which can name hosts, paths and
+    /// resources.
     pub fn states_only(mut self) -> Health {
         self.last_error = None;
         for task in &mut self.tasks {
@@ -49,6 +50,7 @@ impl Health {
         for hook in &mut self.hooks {
             hook.last.clear();
         }
+        self.oversize.clear();
         self
     }
 

@@ -626,10 +626,13 @@ impl Cluster {
         Some(response.status().as_u16())
     }
 
-    /// The `/health` body of node `i`'s daemon, `None` when it does not answer.
+    /// The `/health` body of node `i`'s daemon as a reader gets it (error
+    /// texts, deliveries and resources over size included), `None` when it
+    /// does not answer.
     pub async fn health(&self, i: usize) -> Option<Value> {
         let url = format!("{}/health", self.node(i).api_url());
-        self.http.get(url).send().await.ok()?.json().await.ok()
+        let request = self.http.get(url).bearer_auth(self.read_token());
+        request.send().await.ok()?.json().await.ok()
     }
 
     /// Node `i`'s `/metrics`, read with the read token as a scraper does

@@ -86,8 +86,9 @@ async fn unreadable_certificate_files_are_refused_by_name() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test]
-async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+/// What a server whose header timeout is 300 ms sends to a client that
+/// sends `bytes` and then nothing, until it closes the connection.
+async fn sent_then_silent(bytes: &[u8]) -> String {
     let (addr, _stop) = start(
         None,
         Limits {
@@ -96,12 +97,25 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         },
     )
     .await;
-    let mut slow = TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut slow).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(bytes).await.unwrap();
+    read_until_closed(&mut client).await
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let answer = sent_then_silent(b"GET / HTTP/1.1\r\nHost: x\r\n").await;
     assert!(!answer.contains("hello"), "{answer}");
+}
+
+/// A kept-alive connection that sends no next request is closed too, so
+/// that idle clients do not hold the connections the cap allows.
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed() {
+    let answer = sent_then_silent(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // The answer came, then the connection closed without a next request.
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("hello"), "{answer}");
 }
 
 #[tokio::test]
