@@ -75,6 +75,7 @@ impl Restart {
                 // leaves the journal only once stored, so the search, which
                 // reads the feed to its end after this, finds it.
                 let journaled = journal.pending();
+                debug!(site, "finding this site's replies beyond the replies view's index");
                 match beyond_index(couch, site).await {
                     Ok(found) => {
                         let mut own = Own::default();
