@@ -33,6 +33,12 @@ impl Hook {
     pub fn wants(&self, kind: EventType, resource: &str) -> bool {
         self.events.contains(&kind) && self.resources.matches(resource)
     }
+
+    /// Whether `other` delivers the same events to the same place (its
+    /// secret aside).
+    pub fn same_deliveries(&self, other: &Hook) -> bool {
+        self.url == other.url && self.events == other.events && self.resources == other.resources
+    }
 }
 
 /// A resource id pattern: `*` stands for any text, anything else for itself.

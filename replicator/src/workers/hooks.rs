@@ -6,6 +6,7 @@
 //! retried with a growing wait, until given up. Positions are saved after
 //! deliveries: a crash delivers an event again, under its one id.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ const RECEIPT_RETRY: Duration = Duration::from_secs(5);
 const FEED_RETRY: Duration = Duration::from_secs(1);
 
 /// Which events a lane delivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Now,
     StandBy,
@@ -123,24 +124,38 @@ impl Deliveries {
         deliveries
     }
 
-    /// Builds the lanes of the hooks as last read, each at its position.
+    /// Builds the lanes of the hooks as last read, each at its position. A
+    /// lane whose hook still goes to the same place, for the same events,
+    /// keeps its failed attempts and its wait: reading the file again is
+    /// no reason to retry sooner, nor to give up later.
     fn reload(&mut self) {
         self.reload = false;
         self.rebuilt = true;
         let hooks = Arc::clone(&self.hooks.borrow_and_update());
         let newest = self.ctx.feed.durable();
-        self.lanes.clear();
+        let mut before: HashMap<(String, Kind), Lane> = self
+            .lanes
+            .drain(..)
+            .map(|lane| ((lane.hook.name.clone(), lane.kind), lane))
+            .collect();
         for hook in hooks.iter() {
             let hook = Arc::new(hook.clone());
             let Position { now, standby } = self.positions.of(&hook.name, newest);
             for (kind, done) in [(Kind::Now, now), (Kind::StandBy, standby)] {
-                self.lanes.push(Lane {
+                let mut lane = Lane {
                     hook: Arc::clone(&hook),
                     kind,
                     done,
                     attempts: 0,
                     not_before: None,
-                });
+                };
+                if let Some(old) = before.remove(&(hook.name.clone(), kind)) {
+                    if old.done == done && old.hook.same_deliveries(&hook) {
+                        lane.attempts = old.attempts;
+                        lane.not_before = old.not_before;
+                    }
+                }
+                self.lanes.push(lane);
             }
         }
         let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();

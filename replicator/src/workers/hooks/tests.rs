@@ -458,3 +458,34 @@ async fn a_hook_more_than_the_retention_behind_loses_the_oldest() {
     assert_eq!(lane.done, oldest - 1 + PAGE as u64);
     assert_eq!(counted(&deliveries, "lost"), Some(1.0), "lost once");
 }
+
+/// Reading the hooks file again keeps a failing delivery's attempts and
+/// wait when the hook still goes to the same place: the retries keep
+/// README's schedule. A hook sent elsewhere starts afresh: the operator
+/// may have fixed its receiver.
+#[tokio::test]
+async fn reading_the_hooks_again_keeps_a_failing_deliverys_schedule() {
+    let dir = dir("reload");
+    let receiver = receiver("500 Internal Server Error").await;
+    let hooks = hooks_file(r#""operation""#, &receiver.url);
+    let mut deliveries = deliveries_of(&dir, &hooks, NOWHERE, [accepted("r1")]).await;
+    let mut lanes = std::mem::take(&mut deliveries.lanes);
+    lanes[0].done = 0;
+    let Step::Until(at) = deliveries.step(&mut lanes[0], 1).await else {
+        panic!("a failed delivery is retried");
+    };
+    deliveries.lanes = lanes;
+    let standby = deliveries.lanes[1].done;
+    deliveries.positions.set(HOOK, Position { now: 0, standby });
+
+    deliveries.reload();
+    let now = &deliveries.lanes[0];
+    assert_eq!((now.done, now.attempts, now.not_before), (0, 1, Some(at)));
+
+    let elsewhere = hooks_file(r#""operation""#, "http://127.0.0.1:9/fixed");
+    let (_, hooks) = watch::channel(Arc::new(parse(&elsewhere).unwrap()));
+    deliveries.hooks = hooks;
+    deliveries.reload();
+    let now = &deliveries.lanes[0];
+    assert_eq!((now.done, now.attempts, now.not_before), (0, 0, None));
+}
