@@ -401,29 +401,27 @@ mod tests {
     use cheops_model::Timestamp;
 
     use super::*;
+    use crate::testing::Scratch;
 
     /// A ledger of site `a`, its journal in a directory removed when the
     /// test ends.
-    struct Fixture(Ledger, std::path::PathBuf);
+    struct Fixture {
+        ledger: Ledger,
+        _dir: Scratch,
+    }
 
     impl std::ops::Deref for Fixture {
         type Target = Ledger;
         fn deref(&self) -> &Ledger {
-            &self.0
-        }
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.1);
+            &self.ledger
         }
     }
 
     fn ledger(name: &str) -> Fixture {
-        let dir = std::env::temp_dir().join(format!("cheops-ledger-{name}-{}", std::process::id()));
+        let dir = Scratch::new(&format!("ledger-{name}"));
         let couch = CouchClient::new("http://127.0.0.1:9/db").unwrap();
         let ledger = Ledger::new("a".into(), couch, Journal::open(&dir, "a").unwrap());
-        Fixture(ledger, dir)
+        Fixture { ledger, _dir: dir }
     }
 
     fn at(nanos: u32) -> Timestamp {
